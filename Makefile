@@ -1,0 +1,46 @@
+# seq2attn: `make train` trains on the built-in corpus, `make test` runs the test suite.
+# Both create .venv and install the project when it is missing or pyproject.toml changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# This machine keeps a CPU wheel of torch 2.13.0 on disk; elsewhere pip fetches it.
+TORCH_SPEC ?= torch==2.13.0
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train test test-fast lint format clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install seq2attn with its dev extras
+
+train: $(STAMP) ## Train the default model on the built-in corpus (ARGS="key=value ...")
+	$(PY) src/train.py $(ARGS)
+
+test: $(STAMP) ## Run the whole test suite (what CI runs)
+	$(PY) -m pytest $(ARGS)
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: $(STAMP) ## ruff lint + format check, mypy
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m mypy src/seq2attn
+
+format: $(STAMP) ## Format and fix with ruff
+	$(PY) -m ruff format src tests benchmarks
+	$(PY) -m ruff check --fix src tests benchmarks
+
+clean: ## Remove the venv, caches and run outputs
+	rm -rf $(VENV) .cache logs .pytest_cache .ruff_cache .mypy_cache .hypothesis src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
