@@ -1,0 +1,98 @@
+"""Content-keyed cache: atomic file writes and memory-mapped encoded splits.
+
+An encoded split of N sequences is two ``.npy`` files (nanoGPT's ``train.bin`` idea): ``ids``, all
+token ids concatenated (int32), and ``offsets`` (int64, N + 1 entries), so sequence i is
+``ids[offsets[i]:offsets[i + 1]]``. Each file is written to a temporary name in the same directory,
+fsynced and renamed, so readers see a whole file or none. ``offsets`` is written last and marks a
+complete entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+KEY_LENGTH = 16
+
+
+def cache_key(*parts: object) -> str:
+    """Hex sha256 prefix over JSON-encoded parts; equal exactly when the parts are equal."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True).encode())
+        digest.update(b"\0")  # JSON never contains a raw NUL, so parts cannot run together
+    return digest.hexdigest()[:KEY_LENGTH]
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` so that the file is either complete or absent."""
+    _atomic_write(Path(path), lambda file: file.write(data))
+
+
+class EncodedSplit:
+    """Variable-length int sequences as a flat id array plus offsets (see the module docstring)."""
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray) -> None:
+        self.ids, self.offsets = ids, offsets
+
+    @classmethod
+    def from_sequences(cls, sequences: Sequence[Sequence[int]]) -> EncodedSplit:
+        lengths = np.fromiter((len(seq) for seq in sequences), dtype=np.int64, count=len(sequences))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        ids = np.fromiter((i for seq in sequences for i in seq), dtype=np.int32, count=offsets[-1])
+        return cls(ids, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.ids[self.offsets[index] : self.offsets[index + 1]]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """(N,) int64 sequence lengths."""
+        return np.diff(self.offsets)
+
+
+def _split_paths(stem: Path) -> tuple[Path, Path]:
+    return stem.with_name(stem.name + ".ids.npy"), stem.with_name(stem.name + ".offsets.npy")
+
+
+def save_split(stem: str | os.PathLike[str], split: EncodedSplit) -> None:
+    """Atomically write ``<stem>.ids.npy`` then ``<stem>.offsets.npy``."""
+    ids_path, offsets_path = _split_paths(Path(stem))
+    try:
+        _atomic_write(ids_path, lambda file: np.save(file, split.ids))
+        _atomic_write(offsets_path, lambda file: np.save(file, split.offsets))
+    except BaseException:
+        ids_path.unlink(missing_ok=True)
+        raise
+
+
+def load_split(stem: str | os.PathLike[str]) -> EncodedSplit | None:
+    """The memory-mapped split saved under ``stem``, or None when it is not (completely) cached."""
+    ids_path, offsets_path = _split_paths(Path(stem))
+    if not (ids_path.exists() and offsets_path.exists()):
+        return None
+    return EncodedSplit(np.load(ids_path, mmap_mode="r"), np.load(offsets_path, mmap_mode="r"))

@@ -1,0 +1,338 @@
+"""Seeded synthetic translation task: English-like SVO source, invented verb-final target.
+
+Source grammar::
+
+    sentence := clause [conjunction clause]
+    clause   := subject verb [object] [pp] [adverb]     (object only after a transitive verb)
+    subject  := pronoun | np                           (np subjects are 3rd person)
+    np       := determiner [adjective] noun            (sg/pl; "a" becomes "an" before a vowel)
+    pp       := preposition np                         (prepositions may be multi-word)
+
+Translation rules (deterministic: one translation per source sentence):
+
+1. Clause order becomes ``subject pp object adverb verb``: verb-final (SOV) with postpositions.
+2. Noun phrases become ``[en|ko] noun [adjective] [zo|mia]``: the adjective follows the noun,
+   "a" -> "en" and "some" -> "ko" stay in front, "this/these" -> "zo" and "my" -> "mia" move last.
+3. Many-to-one: "the" fuses with its noun (suffix "n"); "in front of" and "next to" become one
+   postposition each.
+4. Agreement: a plural noun phrase adds "li" to the noun, the adjective and "zo"/"mia"; the verb
+   takes the subject's person/number suffix (1sg -m, 2sg -s, 3sg -t, 1pl -mes, 3pl -nt).
+5. One-to-many: some verbs and adverbs become two words ("teaches" -> "sabi donat").
+6. Conjunctions translate word for word and the clause order is kept.
+
+Example::
+
+    the big dogs see a small cat in front of my house quickly
+    kalulin morali domo mia vor en miso tiki rapi vidant
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Sequence
+
+from seq2attn.data.corpus import ParallelCorpus
+
+GENERATOR_VERSION = 1
+MIN_WORDS, MAX_WORDS = 3, 16
+P_PRONOUN, P_ADJECTIVE, P_TRANSITIVE, P_PP, P_ADVERB, P_CONJUNCTION = 0.25, 0.4, 0.6, 0.4, 0.3, 0.25
+
+PRONOUNS = {  # source: (target, person, number)
+    "i": ("mo", 1, "sg"),
+    "you": ("tu", 2, "sg"),
+    "he": ("lo", 3, "sg"),
+    "she": ("la", 3, "sg"),
+    "we": ("nos", 1, "pl"),
+    "they": ("ri", 3, "pl"),
+}
+AGREEMENT = {(1, "sg"): "m", (2, "sg"): "s", (3, "sg"): "t", (1, "pl"): "mes", (3, "pl"): "nt"}
+PLURAL, DEFINITE = "li", "n"
+DETERMINERS = {  # source: (numbers, target word, where the target word goes)
+    "the": (("sg", "pl"), "", "fused"),
+    "a": (("sg",), "en", "before"),
+    "some": (("pl",), "ko", "before"),
+    "this": (("sg",), "zo", "after"),
+    "these": (("pl",), "zo", "after"),
+    "my": (("sg", "pl"), "mia", "after"),
+}
+NOUNS = {  # singular: (plural, target stem)
+    "dog": ("dogs", "kalu"),
+    "cat": ("cats", "miso"),
+    "bird": ("birds", "pipa"),
+    "horse": ("horses", "hipo"),
+    "child": ("children", "nene"),
+    "man": ("men", "viro"),
+    "woman": ("women", "femi"),
+    "teacher": ("teachers", "doko"),
+    "farmer": ("farmers", "agri"),
+    "king": ("kings", "reksa"),
+    "mouse": ("mice", "muri"),
+    "fox": ("foxes", "vulpa"),
+    "owl": ("owls", "ulu"),
+    "elephant": ("elephants", "olifa"),
+    "friend": ("friends", "ami"),
+    "book": ("books", "libro"),
+    "apple": ("apples", "pomo"),
+    "ball": ("balls", "bola"),
+    "letter": ("letters", "karta"),
+    "house": ("houses", "domo"),
+    "tree": ("trees", "arbo"),
+    "river": ("rivers", "flumi"),
+    "garden": ("gardens", "horti"),
+    "table": ("tables", "tabu"),
+    "car": ("cars", "roda"),
+    "city": ("cities", "urbi"),
+}
+ADJECTIVES = {
+    "big": "mora",
+    "small": "tiki",
+    "old": "veka",
+    "young": "juna",
+    "red": "ruba",
+    "green": "verda",
+    "happy": "gaja",
+    "sad": "trista",
+    "tall": "alta",
+    "black": "nigra",
+    "white": "alba",
+    "angry": "irata",
+    "kind": "bona",
+    "lazy": "pigra",
+    "clever": "saga",
+}
+INTRANSITIVE = {  # base: (3rd singular, target words)
+    "sleep": ("sleeps", ("dormi",)),
+    "run": ("runs", ("kuri",)),
+    "wait": ("waits", ("atendi",)),
+    "laugh": ("laughs", ("ridi",)),
+    "sing": ("sings", ("kanta",)),
+    "dance": ("dances", ("dansa",)),
+    "swim": ("swims", ("nata",)),
+    "work": ("works", ("laboro", "fa")),
+}
+TRANSITIVE = {
+    "see": ("sees", ("vida",)),
+    "like": ("likes", ("ama",)),
+    "find": ("finds", ("trova",)),
+    "follow": ("follows", ("sekva",)),
+    "help": ("helps", ("ajuda",)),
+    "watch": ("watches", ("observa",)),
+    "carry": ("carries", ("porta",)),
+    "paint": ("paints", ("pinta",)),
+    "read": ("reads", ("lega",)),
+    "teach": ("teaches", ("sabi", "dona")),
+    "visit": ("visits", ("domo", "ira")),
+}
+PREPOSITIONS = {  # source words: target postposition
+    ("in",): "ni",
+    ("on",): "su",
+    ("near",): "pres",
+    ("under",): "sub",
+    ("with",): "kon",
+    ("behind",): "malan",
+    ("in", "front", "of"): "vor",
+    ("next", "to"): "bim",
+}
+ADVERBS = {
+    "quickly": ("rapi",),
+    "slowly": ("lenu",),
+    "today": ("hodi",),
+    "often": ("multa", "foje"),
+    "again": ("re", "fojo"),
+    "quietly": ("sila",),
+}
+CONJUNCTIONS = {"and": "e", "but": "sed", "while": "dum"}
+
+_NOUN_FORMS = {
+    form: (stem, number)
+    for singular, (plural, stem) in NOUNS.items()
+    for form, number in ((singular, "sg"), (plural, "pl"))
+}
+_VERB_FORMS = {  # surface form: (target words, transitive)
+    form: (target, table is TRANSITIVE)
+    for table in (INTRANSITIVE, TRANSITIVE)
+    for base, (third, target) in table.items()
+    for form in (base, third)
+}
+
+
+def source_vocabulary() -> set[str]:
+    """All words the source grammar can produce."""
+    prepositions = {word for words in PREPOSITIONS for word in words}
+    tables = (PRONOUNS, DETERMINERS, _NOUN_FORMS, ADJECTIVES, _VERB_FORMS, ADVERBS, CONJUNCTIONS)
+    return {"an"} | prepositions | {word for table in tables for word in table}
+
+
+# --- sampling source sentences --------------------------------------------------------------
+
+
+def _sample_noun_phrase(rng: random.Random) -> tuple[list[str], str]:
+    number = rng.choice(("sg", "pl"))
+    det = rng.choice([d for d, (numbers, _, _) in DETERMINERS.items() if number in numbers])
+    singular = rng.choice(list(NOUNS))
+    words = [singular if number == "sg" else NOUNS[singular][0]]
+    if rng.random() < P_ADJECTIVE:
+        words.insert(0, rng.choice(list(ADJECTIVES)))
+    if det == "a" and words[0][0] in "aeiou":
+        det = "an"
+    return [det, *words], number
+
+
+def _sample_clause(rng: random.Random) -> list[str]:
+    if rng.random() < P_PRONOUN:
+        subject = [rng.choice(list(PRONOUNS))]
+        _, person, number = PRONOUNS[subject[0]]
+    else:
+        (subject, number), person = _sample_noun_phrase(rng), 3
+    transitive = rng.random() < P_TRANSITIVE
+    base = rng.choice(list(TRANSITIVE if transitive else INTRANSITIVE))
+    third = (TRANSITIVE if transitive else INTRANSITIVE)[base][0]
+    words = [*subject, third if (person, number) == (3, "sg") else base]
+    if transitive:
+        words += _sample_noun_phrase(rng)[0]
+    if rng.random() < P_PP:
+        words += [*rng.choice(list(PREPOSITIONS)), *_sample_noun_phrase(rng)[0]]
+    if rng.random() < P_ADVERB:
+        words.append(rng.choice(list(ADVERBS)))
+    return words
+
+
+def sample_sentence(rng: random.Random) -> list[str]:
+    """One source sentence (list of words) from the grammar in the module docstring."""
+    words = _sample_clause(rng)
+    if rng.random() < P_CONJUNCTION:
+        words += [rng.choice(list(CONJUNCTIONS)), *_sample_clause(rng)]
+    return words
+
+
+# --- translating source sentences -----------------------------------------------------------
+
+
+class _Reader:
+    """A cursor over source words; errors name the position and the word."""
+
+    def __init__(self, words: Sequence[str]) -> None:
+        self.words, self.pos = list(words), 0
+
+    @property
+    def done(self) -> bool:
+        return self.pos == len(self.words)
+
+    def peek(self) -> str | None:
+        return None if self.done else self.words[self.pos]
+
+    def take(self, table: dict | set) -> str:
+        word = self.peek()
+        if word is None or word not in table:
+            raise ValueError(f"unexpected word {word!r} at position {self.pos} in {self.words}")
+        self.pos += 1
+        return word
+
+    def match(self, phrases: dict[tuple[str, ...], str]) -> tuple[str, ...] | None:
+        for phrase in sorted(phrases, key=len, reverse=True):
+            if tuple(self.words[self.pos : self.pos + len(phrase)]) == phrase:
+                self.pos += len(phrase)
+                return phrase
+        return None
+
+
+def _translate_noun_phrase(reader: _Reader) -> tuple[list[str], str]:
+    det = {"an": "a"}.get(word := reader.take(set(DETERMINERS) | {"an"}), word)
+    adjective = reader.take(ADJECTIVES) if reader.peek() in ADJECTIVES else None
+    stem, number = _NOUN_FORMS[reader.take(_NOUN_FORMS)]
+    plural = PLURAL if number == "pl" else ""
+    _, det_word, place = DETERMINERS[det]
+    words = [stem + plural + (DEFINITE if place == "fused" else "")]
+    if adjective:
+        words.append(ADJECTIVES[adjective] + plural)
+    if place == "before":
+        words.insert(0, det_word)
+    elif place == "after":
+        words.append(det_word + plural)
+    return words, number
+
+
+def _translate_clause(reader: _Reader) -> list[str]:
+    if reader.peek() in PRONOUNS:
+        target, person, number = PRONOUNS[reader.take(PRONOUNS)]
+        subject = [target]
+    else:
+        (subject, number), person = _translate_noun_phrase(reader), 3
+    verb, transitive = _VERB_FORMS[reader.take(_VERB_FORMS)]
+    obj = _translate_noun_phrase(reader)[0] if transitive else []
+    preposition = reader.match(PREPOSITIONS)
+    pp = [*_translate_noun_phrase(reader)[0], PREPOSITIONS[preposition]] if preposition else []
+    adverb = list(ADVERBS[reader.take(ADVERBS)]) if reader.peek() in ADVERBS else []
+    return [*subject, *pp, *obj, *adverb, *verb[:-1], verb[-1] + AGREEMENT[(person, number)]]
+
+
+def translate(words: Sequence[str]) -> list[str]:
+    """Translate a source sentence (list of words) by the rules in the module docstring.
+
+    Raises:
+        ValueError: a word or word order the grammar cannot produce.
+    """
+    reader = _Reader(words)
+    target = _translate_clause(reader)
+    while not reader.done:
+        conjunction = reader.take(CONJUNCTIONS)
+        target += [CONJUNCTIONS[conjunction], *_translate_clause(reader)]
+    return target
+
+
+# --- the corpus -----------------------------------------------------------------------------
+
+
+class ToyCorpus:
+    """Distinct sampled sentences and their translations, split into val, test, then train.
+
+    Val and test are the first distinct sentences drawn, so they do not change with ``num_train``;
+    every source sentence occurs once in the whole corpus, so no split leaks into another.
+    """
+
+    def __init__(
+        self, num_train: int = 20000, num_val: int = 1000, num_test: int = 1000, seed: int = 7
+    ) -> None:
+        self.num_train, self.num_val, self.num_test, self.seed = num_train, num_val, num_test, seed
+
+    def _params(self) -> dict[str, int]:
+        return {
+            "num_train": self.num_train,
+            "num_val": self.num_val,
+            "num_test": self.num_test,
+            "seed": self.seed,
+        }
+
+    def _distinct_sentences(self, count: int) -> list[str]:
+        rng = random.Random(self.seed)
+        sentences: dict[str, None] = {}  # insertion-ordered set
+        for _ in range(100 * count + 1000):
+            if len(sentences) == count:
+                return list(sentences)
+            words = sample_sentence(rng)
+            if MIN_WORDS <= len(words) <= MAX_WORDS:
+                sentences.setdefault(" ".join(words))
+        raise ValueError(f"the toy grammar could not produce {count} distinct sentences")
+
+    def splits(self) -> dict[str, ParallelCorpus]:
+        """``{"train", "val", "test"}`` -> ParallelCorpus of space-separated sentences."""
+        sources = self._distinct_sentences(self.num_val + self.num_test + self.num_train)
+        bounds = {
+            "val": (0, self.num_val),
+            "test": (self.num_val, self.num_val + self.num_test),
+            "train": (self.num_val + self.num_test, len(sources)),
+        }
+        return {
+            name: ParallelCorpus(
+                src=sources[start:end],
+                tgt=[" ".join(translate(s.split())) for s in sources[start:end]],
+            )
+            for name, (start, end) in bounds.items()
+        }
+
+    def fingerprint(self) -> str:
+        """sha256 over the class name, parameters and GENERATOR_VERSION (a cache key part)."""
+        payload = json.dumps([type(self).__name__, self._params(), GENERATOR_VERSION])
+        return hashlib.sha256(payload.encode()).hexdigest()

@@ -1,0 +1,219 @@
+"""Attention score functions score(h_t, h_s) between decoder queries and encoder keys.
+
+Every scorer splits its work in two. ``prepare(keys)`` runs once per batch and returns what
+depends only on the encoder memory (for example ``W h_s``); the caller holds the result.
+``score(query, prepared)`` then runs for one decoder step (T = 1) or for a whole target
+sequence at once (T > 1). Nothing is cached on the module between calls.
+
+Shapes: B batch, T queries, S source positions, Hq query size, Hk key size, H hidden size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Upper bound on the elements of the (B, T_chunk, S, H) tensor the tanh scorers build.
+CHUNK_ELEMENTS = 2**22
+
+
+class Scorer(nn.Module):
+    """Base class: ``score(query, prepare(keys))`` gives unnormalised scores (B, T, S)."""
+
+    def __init__(self, query_size: int, key_size: int) -> None:
+        super().__init__()
+        self.query_size = query_size
+        self.key_size = key_size
+
+    def prepare(self, keys: Tensor) -> Tensor:
+        """Key-only work, done once per batch: keys (B, S, Hk) -> prepared (B, S, *)."""
+        return keys
+
+    def score(self, query: Tensor, prepared: Tensor) -> Tensor:
+        """Scores (B, T, S) of queries (B, T, Hq) against prepared keys."""
+        raise NotImplementedError
+
+
+def _tanh_sum_scores(
+    query_part: Tensor, key_part: Tensor, head: Callable[[Tensor], Tensor], width: int
+) -> Tensor:
+    """head(tanh(q_t + k_s)) for every (t, s), chunked over T to bound memory.
+
+    Args:
+        query_part: (B, T, H) query projection.
+        key_part: (B, S, H) prepared key projection.
+        head: maps (B, T_chunk, S, H) to scores (B, T_chunk, S).
+        width: widest layer ``head`` builds, used to size the chunks.
+    """
+    batch, source_len = key_part.shape[:2]
+    chunk = max(1, CHUNK_ELEMENTS // max(1, batch * source_len * width))
+    return torch.cat(
+        [
+            head(torch.tanh(q.unsqueeze(2) + key_part.unsqueeze(1)))  # (B, T_chunk, S, H)
+            for q in query_part.split(chunk, dim=1)
+        ],
+        dim=1,
+    )
+
+
+class DotScorer(Scorer):
+    """Luong et al. (2015) dot score: score(h_t, h_s) = h_t · h_s.
+
+    Needs query_size == key_size. With ``project_keys=True`` the keys first go through a
+    linear map P to the query size (prepared once): score = h_t · (P h_s).
+    """
+
+    def __init__(self, query_size: int, key_size: int, project_keys: bool = False) -> None:
+        super().__init__(query_size, key_size)
+        if query_size != key_size and not project_keys:
+            raise ValueError(
+                f"{type(self).__name__} needs query_size == key_size, got query_size={query_size} "
+                f"and key_size={key_size}; set project_keys=True to project the keys"
+            )
+        self.key_projection = nn.Linear(key_size, query_size, bias=False) if project_keys else None
+
+    def prepare(self, keys: Tensor) -> Tensor:
+        return keys if self.key_projection is None else self.key_projection(keys)
+
+    def score(self, query: Tensor, prepared: Tensor) -> Tensor:
+        return query @ prepared.transpose(1, 2)
+
+
+class ScaledDotScorer(DotScorer):
+    """Scaled dot score (Vaswani et al., 2017): score(h_t, h_s) = h_t · h_s / sqrt(d), d = Hq.
+
+    The scaling keeps the score variance independent of the size d.
+    """
+
+    def score(self, query: Tensor, prepared: Tensor) -> Tensor:
+        return super().score(query, prepared) / math.sqrt(self.query_size)
+
+
+class GeneralScorer(Scorer):
+    """Luong et al. (2015) general score: score(h_t, h_s) = h_t^T W h_s, W of shape (Hq, Hk).
+
+    ``prepare`` computes W h_s once per batch.
+    """
+
+    def __init__(self, query_size: int, key_size: int) -> None:
+        super().__init__(query_size, key_size)
+        self.W = nn.Linear(key_size, query_size, bias=False)
+
+    def prepare(self, keys: Tensor) -> Tensor:
+        return self.W(keys)  # (B, S, Hq)
+
+    def score(self, query: Tensor, prepared: Tensor) -> Tensor:
+        return query @ prepared.transpose(1, 2)
+
+
+class ConcatScorer(Scorer):
+    """Luong et al. (2015) concat score: score(h_t, h_s) = v^T tanh(W [h_t; h_s]).
+
+    W = [W_q W_k] is applied in two parts, v^T tanh(W_q h_t + W_k h_s), so that W_k h_s is
+    prepared once per batch. ``hidden_size`` (rows of W) defaults to query_size.
+    """
+
+    def __init__(self, query_size: int, key_size: int, hidden_size: int | None = None) -> None:
+        super().__init__(query_size, key_size)
+        self.hidden_size = hidden_size or query_size
+        self.W = nn.Linear(query_size + key_size, self.hidden_size, bias=False)
+        self.v = nn.Linear(self.hidden_size, 1, bias=False)
+
+    def prepare(self, keys: Tensor) -> Tensor:
+        return F.linear(keys, self.W.weight[:, self.query_size :])  # W_k h_s: (B, S, H)
+
+    def score(self, query: Tensor, prepared: Tensor) -> Tensor:
+        query_part = F.linear(query, self.W.weight[:, : self.query_size])  # W_q h_t: (B, T, H)
+        return _tanh_sum_scores(query_part, prepared, self._head, self.hidden_size)
+
+    def _head(self, hidden: Tensor) -> Tensor:
+        return self.v(hidden).squeeze(-1)
+
+
+class AdditiveScorer(Scorer):
+    """Bahdanau et al. (2015) additive score: score(s, h_s) = v^T tanh(W s + U h_s).
+
+    U h_s is prepared once per batch. ``hidden_size`` defaults to query_size.
+    """
+
+    def __init__(self, query_size: int, key_size: int, hidden_size: int | None = None) -> None:
+        super().__init__(query_size, key_size)
+        self.hidden_size = hidden_size or query_size
+        self.W = nn.Linear(query_size, self.hidden_size, bias=False)
+        self.U = nn.Linear(key_size, self.hidden_size, bias=False)
+        self.v = nn.Linear(self.hidden_size, 1, bias=False)
+
+    def prepare(self, keys: Tensor) -> Tensor:
+        return self.U(keys)  # (B, S, H)
+
+    def score(self, query: Tensor, prepared: Tensor) -> Tensor:
+        return _tanh_sum_scores(self.W(query), prepared, self._head, self.hidden_size)
+
+    def _head(self, hidden: Tensor) -> Tensor:
+        return self.v(hidden).squeeze(-1)
+
+
+class MLPScorer(Scorer):
+    """Concat score through a multi-layer perceptron.
+
+    score(h_t, h_s) = w^T f_n(... f_2(tanh(W_1 [h_t; h_s] + b_1))), f_i(x) = tanh(W_i x + b_i),
+    with one layer per entry of ``hidden_sizes``. As in ConcatScorer the first layer is split,
+    W_1 = [W_q W_k], so W_k h_s + b_1 is prepared once per batch.
+    """
+
+    def __init__(
+        self, query_size: int, key_size: int, hidden_sizes: Sequence[int] = (128, 128)
+    ) -> None:
+        super().__init__(query_size, key_size)
+        sizes = list(hidden_sizes)
+        if not sizes:
+            raise ValueError("MLPScorer needs at least one entry in hidden_sizes, got []")
+        self.first = nn.Linear(query_size + key_size, sizes[0])
+        self.hidden = nn.Sequential(
+            *(
+                layer
+                for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
+                for layer in (nn.Linear(n_in, n_out), nn.Tanh())
+            )
+        )
+        self.out = nn.Linear(sizes[-1], 1, bias=False)
+        self.width = max(sizes)
+
+    def prepare(self, keys: Tensor) -> Tensor:
+        return F.linear(keys, self.first.weight[:, self.query_size :], self.first.bias)
+
+    def score(self, query: Tensor, prepared: Tensor) -> Tensor:
+        query_part = F.linear(query, self.first.weight[:, : self.query_size])  # (B, T, H_1)
+        return _tanh_sum_scores(query_part, prepared, self._head, self.width)
+
+    def _head(self, hidden: Tensor) -> Tensor:
+        return self.out(self.hidden(hidden)).squeeze(-1)
+
+
+class LocationScorer(Scorer):
+    """Luong et al. (2015) location score: a_t = softmax(W_a h_t).
+
+    W_a has one row per source position up to ``max_source_length``; the scores are
+    (W_a h_t)[..., :S] and the attention's masked softmax restricts them to the real source
+    length. The keys' values are not used, only their length S.
+    """
+
+    def __init__(self, query_size: int, key_size: int, max_source_length: int = 256) -> None:
+        super().__init__(query_size, key_size)
+        self.max_source_length = max_source_length
+        self.W_a = nn.Linear(query_size, max_source_length, bias=False)
+
+    def prepare(self, keys: Tensor) -> Tensor:
+        if keys.size(1) > self.max_source_length:
+            raise ValueError(
+                f"LocationScorer has max_source_length={self.max_source_length} but the batch has "
+                f"source length {keys.size(1)}; raise max_source_length or filter long sentences"
+            )
+        return keys
+
+    def score(self, query: Tensor, prepared: Tensor) -> Tensor:
+        return F.linear(query, self.W_a.weight[: prepared.size(1)])  # (B, T, S)

@@ -1,0 +1,191 @@
+"""Seq2Seq: embeddings, encoder, bridge, decoder and output layer.
+
+p(y_t | y_<t, x) = softmax(W_o o_t + b_o), where o_t are the decoder's output features. With
+``tie_embeddings`` W_o is the target embedding matrix (Press & Wolf, 2017), preceded by a
+linear map H -> E when the hidden and embedding sizes differ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from seq2attn.models.bridge import Bridge, BridgeKind
+from seq2attn.models.decoders import (
+    BahdanauDecoder,
+    DecoderState,
+    LuongDecoder,
+    Memory,
+    NoAttentionDecoder,
+    stack_optional,
+)
+from seq2attn.models.encoder import Cell, RNNEncoder
+from seq2attn.models.scorers import Scorer
+
+AttentionKind = Literal["none", "bahdanau", "luong"]
+
+
+@dataclass
+class Seq2SeqOutput:
+    """logits (B, T, V), attention (B, T, S) or None, decoder_inputs (B, T) tokens fed."""
+
+    logits: Tensor
+    attention: Tensor | None
+    decoder_inputs: Tensor
+
+
+def build_decoder(
+    attention: AttentionKind,
+    cell: Cell,
+    embedding_size: int,
+    hidden_size: int,
+    memory_size: int,
+    num_layers: int,
+    dropout: float,
+    scorer: Callable[..., Scorer],
+    input_feeding: bool,
+) -> NoAttentionDecoder | BahdanauDecoder | LuongDecoder:
+    """The decoder class for an ``attention`` wiring."""
+    if input_feeding and attention != "luong":
+        raise ValueError(f"input_feeding=True needs attention=luong, got attention={attention!r}")
+    sizes = (cell, embedding_size, hidden_size, memory_size, num_layers, dropout)
+    if attention == "none":
+        return NoAttentionDecoder(*sizes)
+    if attention == "bahdanau":
+        return BahdanauDecoder(*sizes, scorer)
+    if attention == "luong":
+        return LuongDecoder(*sizes, scorer, input_feeding)
+    raise ValueError(f"attention must be one of none, bahdanau, luong; got {attention!r}")
+
+
+class Seq2Seq(nn.Module):
+    """Attention-based RNN encoder-decoder.
+
+    ``hidden_size`` is the decoder's; ``encoder_hidden_size`` (per direction) defaults to
+    hidden_size // 2 when bidirectional, else hidden_size, so the memory has the decoder's size.
+    """
+
+    def __init__(
+        self,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        cell: Cell,
+        attention: AttentionKind,
+        scorer: Callable[..., Scorer],
+        input_feeding: bool,
+        embedding_size: int,
+        hidden_size: int,
+        encoder_hidden_size: int | None,
+        encoder_layers: int,
+        decoder_layers: int,
+        bidirectional: bool,
+        dropout: float,
+        bridge: BridgeKind,
+        tie_embeddings: bool,
+        reverse_source: bool,
+        pad_id: int = 0,
+    ) -> None:
+        super().__init__()
+        if encoder_hidden_size is None:
+            encoder_hidden_size = hidden_size // 2 if bidirectional else hidden_size
+        self.src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=pad_id)
+        self.tgt_embedding = nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        self.encoder = RNNEncoder(
+            cell,
+            embedding_size,
+            encoder_hidden_size,
+            encoder_layers,
+            bidirectional,
+            dropout,
+            reverse_source,
+        )
+        memory_size = self.encoder.output_size
+        self.bridge = Bridge(bridge, cell, memory_size, hidden_size, decoder_layers)
+        self.decoder = build_decoder(
+            attention,
+            cell,
+            embedding_size,
+            hidden_size,
+            memory_size,
+            decoder_layers,
+            dropout,
+            scorer,
+            input_feeding,
+        )
+        project = tie_embeddings and hidden_size != embedding_size
+        self.output_projection = (
+            nn.Linear(hidden_size, embedding_size, bias=False) if project else nn.Identity()
+        )
+        self.output_layer = nn.Linear(
+            embedding_size if tie_embeddings else hidden_size, tgt_vocab_size
+        )
+        if tie_embeddings:
+            self.output_layer.weight = self.tgt_embedding.weight
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
+        """Encode src (B, S) with src_lengths (B,); returns the memory and the initial state."""
+        enc = self.encoder(self.dropout(self.src_embedding(src)), src_lengths)
+        return self.decoder.init_memory(enc), self.bridge(enc)
+
+    def step(
+        self, prev_tokens: Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """One decoder step from prev_tokens (B,): logits (B, V), new state, attention (B, S)."""
+        out = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state, memory)
+        return self._logits(out.features), out.state, out.attention
+
+    def forward(
+        self,
+        src: Tensor,
+        src_lengths: Tensor,
+        tgt_in: Tensor,
+        teacher_forcing_ratio: float = 1.0,
+        sample: bool = False,
+    ) -> Seq2SeqOutput:
+        """Logits for tgt_in (B, T) = [BOS y_1 .. y_{T-1}].
+
+        With teacher_forcing_ratio < 1 each position t >= 1 is fed the gold token with that
+        probability (per token) and otherwise the model's previous prediction: the argmax, or
+        a sample from the softmax when ``sample``. Position 0 always gets the gold BOS.
+        """
+        memory, state = self.encode(src, src_lengths)
+        if teacher_forcing_ratio >= 1.0:
+            out = self.decoder(self.dropout(self.tgt_embedding(tgt_in)), state, memory)
+            return Seq2SeqOutput(self._logits(out.features), out.attention, tgt_in)
+        return self._scheduled_sampling(tgt_in, state, memory, teacher_forcing_ratio, sample)
+
+    def _scheduled_sampling(
+        self, tgt_in: Tensor, state: DecoderState, memory: Memory, ratio: float, sample: bool
+    ) -> Seq2SeqOutput:
+        """Step loop feeding gold or predicted tokens (Bengio et al., 2015)."""
+        tokens = tgt_in[:, 0]
+        fed, logits, attention = [], [], []
+        for t in range(tgt_in.size(1)):
+            fed.append(tokens)
+            step_logits, state, step_attention = self.step(tokens, state, memory)
+            logits.append(step_logits)
+            attention.append(step_attention)
+            if t + 1 < tgt_in.size(1):
+                predicted = _predict(step_logits.detach(), sample)
+                use_gold = torch.rand(tokens.shape, device=tokens.device) < ratio
+                tokens = torch.where(use_gold, tgt_in[:, t + 1], predicted)
+        return Seq2SeqOutput(
+            logits=torch.stack(logits, dim=1),
+            attention=stack_optional(attention),
+            decoder_inputs=torch.stack(fed, dim=1),
+        )
+
+    def _logits(self, features: Tensor) -> Tensor:
+        return self.output_layer(self.output_projection(features))
+
+
+def _predict(logits: Tensor, sample: bool) -> Tensor:
+    """Next tokens (B,) from logits (B, V): argmax, or a draw from softmax(logits)."""
+    if sample:
+        return torch.multinomial(logits.float().softmax(dim=-1), 1).squeeze(1)
+    return logits.argmax(dim=-1)

@@ -1,0 +1,191 @@
+"""Lightning wrapper: loss, teacher forcing, decoding for validation, metrics, optimisers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor
+
+from seq2attn.config import DecodingSchema, SearchStrategy
+from seq2attn.data.datamodule import Batch, TranslationDataModule
+from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
+from seq2attn.models.seq2seq import Seq2Seq
+from seq2attn.schedules import Feedback, Schedule
+from seq2attn.search import Hypothesis, beam_search, greedy_decode
+
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+
+
+def token_nll(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Summed cross-entropy over non-padding target positions: logits (B, T, V), targets (B, T)."""
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(),
+        targets.flatten(),
+        ignore_index=PAD_ID,
+        label_smoothing=label_smoothing,
+        reduction="sum",
+    )
+
+
+def attached_datamodule(trainer: L.Trainer) -> TranslationDataModule:
+    """The data module the trainer runs on (its tokenizers and references)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if not isinstance(datamodule, TranslationDataModule):
+        raise RuntimeError("seq2attn runs need a TranslationDataModule attached to the trainer")
+    return datamodule
+
+
+def translate_batch(
+    model: Seq2Seq, src: Tensor, src_lengths: Tensor, decoding: DecodingSchema
+) -> list[list[Hypothesis]]:
+    """n-best hypotheses of each sentence under the configured search."""
+    if decoding.strategy == SearchStrategy.greedy:
+        return [
+            [hyp]
+            for hyp in greedy_decode(
+                model,
+                src,
+                src_lengths,
+                BOS_ID,
+                EOS_ID,
+                decoding.max_length_a,
+                decoding.max_length_b,
+            )
+        ]
+    return beam_search(
+        model,
+        src,
+        src_lengths,
+        BOS_ID,
+        EOS_ID,
+        beam_size=decoding.beam_size,
+        length_penalty=decoding.length_penalty,
+        n_best=decoding.n_best,
+        max_length_a=decoding.max_length_a,
+        max_length_b=decoding.max_length_b,
+    )
+
+
+class Seq2SeqModule(L.LightningModule):
+    """Trains a :class:`Seq2Seq` with token-level cross-entropy; validates by decoding + BLEU."""
+
+    def __init__(
+        self,
+        model: Seq2Seq,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None,
+        teacher_forcing: Schedule,
+        decoding: DecodingSchema,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.teacher_forcing = teacher_forcing
+        self.decoding = decoding
+        self.label_smoothing = label_smoothing
+        self.translations: dict[str, dict[int, str]] = {}
+        self._nll = {"val": 0.0, "test": 0.0}
+        self._tokens = {"val": 0, "test": 0}
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        ratio = self.teacher_forcing(self.global_step)
+        output = self.model(
+            batch.src,
+            batch.src_lengths,
+            batch.tgt_in,
+            teacher_forcing_ratio=ratio,
+            sample=self.teacher_forcing.feedback == Feedback.sample,
+        )
+        tokens = batch.num_target_tokens
+        loss = token_nll(output.logits, batch.tgt_out, self.label_smoothing) / tokens
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}"
+            )
+        batch_size = batch.src.size(0)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        self.log("train/tf_ratio", ratio, batch_size=batch_size)
+        self.log(
+            "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size
+        )
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluation_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self._start_evaluation("val")
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._end_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_evaluation("test")
+
+    def _start_evaluation(self, split: str) -> None:
+        self._nll[split], self._tokens[split] = 0.0, 0
+        self.translations[split] = {}
+
+    def _evaluation_step(self, batch: Batch, split: str) -> None:
+        output = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+        self._nll[split] += token_nll(output.logits, batch.tgt_out).item()
+        self._tokens[split] += batch.num_target_tokens
+        best = [
+            nbest[0]
+            for nbest in translate_batch(self.model, batch.src, batch.src_lengths, self.decoding)
+        ]
+        texts = attached_datamodule(self.trainer).tgt_tokenizer.decode([hyp.tokens for hyp in best])
+        self.translations[split].update(zip(batch.indices.tolist(), texts, strict=True))
+
+    def _end_evaluation(self, split: str) -> None:
+        nll, tokens = self._nll[split], self._tokens[split]
+        if dist.is_available() and dist.is_initialized():
+            totals = torch.tensor([nll, float(tokens)], dtype=torch.float64, device=self.device)
+            dist.all_reduce(totals)
+            nll, tokens = totals[0].item(), int(totals[1].item())
+        merged = gather_hypotheses(self.translations[split])
+        self.translations[split] = merged
+        references = attached_datamodule(self.trainer).references(split)
+        indices = sorted(merged)
+        hyps = [merged[i] for i in indices]
+        refs = [references[i] for i in indices]
+        loss = nll / max(tokens, 1)
+        metrics = {"loss": loss, "ppl": float(torch.tensor(loss).exp())}
+        if split == "test":
+            scores, _ = corpus_scores(hyps, refs)
+            metrics.update(scores)
+        else:
+            metrics["bleu"] = bleu_score(hyps, refs)
+        for name, value in metrics.items():
+            self.log(f"{split}/{name}", value, prog_bar=name == "bleu", sync_dist=False)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {
+                "scheduler": scheduler,
+                "monitor": "val/bleu",
+                "interval": "epoch",
+                # epochs without validation (check_val_every_n_epoch > 1) skip the step
+                "strict": False,
+            },
+        }

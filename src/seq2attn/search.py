@@ -1,0 +1,224 @@
+"""Greedy and beam search over the ``Seq2Seq.encode`` / ``Seq2Seq.step`` API.
+
+Each sentence of n source tokens may emit at most floor(a * n + b) tokens before EOS; at that
+length EOS is forced (and scored with its real log-probability), so every hypothesis ends in EOS.
+
+Beam search keeps B * K rows (sentences x beams) in one batch and ranks finished hypotheses by
+log p(Y | X) / lp(Y) with the GNMT length penalty lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al.,
+2016), |Y| counting the output tokens including EOS; alpha = 0 ranks by the raw log-probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
+
+import torch
+from torch import Tensor
+
+from seq2attn.models.decoders import stack_optional
+
+if TYPE_CHECKING:
+    from seq2attn.models.decoders import DecoderState, Memory
+    from seq2attn.models.seq2seq import Seq2Seq
+
+Length = TypeVar("Length", float, Tensor)
+
+
+@dataclass
+class Hypothesis:
+    """tokens without BOS/EOS; score = sum of log-probs including EOS; attention (len + 1, S_i)."""
+
+    tokens: list[int]
+    score: float
+    attention: Tensor | None
+
+
+def gnmt_length_penalty(length: Length, alpha: float) -> Length:
+    """lp(Y) = ((5 + |Y|) / 6)^alpha."""
+    return ((5 + length) / 6) ** alpha
+
+
+def _max_lengths(src_lengths: Tensor, a: float, b: int) -> Tensor:
+    return (src_lengths.double() * a + b).floor().long()  # (B,)
+
+
+def _log_probs(
+    model: Seq2Seq,
+    tokens: Tensor,
+    state: DecoderState,
+    memory: Memory,
+    force_eos: Tensor,
+    eos_id: int,
+) -> tuple[Tensor, DecoderState, Tensor | None]:
+    """Next-token log-probs (N, V), only EOS allowed in rows where force_eos (N,) is True."""
+    logits, state, attention = model.step(tokens, state, memory)
+    log_probs = logits.float().log_softmax(dim=-1)
+    not_eos = torch.arange(log_probs.size(-1), device=log_probs.device) != eos_id
+    log_probs = log_probs.masked_fill(force_eos.unsqueeze(1) & not_eos, float("-inf"))
+    return log_probs, state, attention
+
+
+def _hypothesis(
+    tokens: Tensor, score: Tensor, attention: Tensor | None, src_length: int, eos_id: int
+) -> Hypothesis:
+    """Hypothesis from output tokens (T,) that contain an EOS, and attention (T, S)."""
+    length = int((tokens == eos_id).nonzero()[0])
+    return Hypothesis(
+        tokens=tokens[:length].tolist(),
+        score=float(score),
+        attention=None if attention is None else attention[: length + 1, :src_length],
+    )
+
+
+@torch.no_grad()
+def greedy_decode(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    bos_id: int,
+    eos_id: int,
+    max_length_a: float = 1.5,
+    max_length_b: int = 10,
+) -> list[Hypothesis]:
+    """Batched greedy decoding of src (B, S); stops once every sentence has emitted EOS."""
+    memory, state = model.encode(src, src_lengths)
+    max_lengths = _max_lengths(src_lengths, max_length_a, max_length_b).to(src.device)
+    tokens = src.new_full((src.size(0),), bos_id)
+    scores = torch.zeros(src.size(0), device=src.device)
+    ended = torch.zeros_like(tokens, dtype=torch.bool)
+    outputs, attentions = [], []
+    for t in range(int(max_lengths.max()) + 1):
+        log_probs, state, attention = _log_probs(
+            model, tokens, state, memory, t >= max_lengths, eos_id
+        )
+        step_scores, tokens = log_probs.max(dim=-1)
+        scores = scores + step_scores.masked_fill(ended, 0.0)
+        outputs.append(tokens)
+        attentions.append(attention)
+        ended = ended | (tokens == eos_id)
+        if ended.all():
+            break
+    output = torch.stack(outputs, dim=1)  # (B, T)
+    attention = stack_optional(attentions)  # (B, T, S) or None
+    return [
+        _hypothesis(
+            output[i], scores[i], None if attention is None else attention[i], length, eos_id
+        )
+        for i, length in enumerate(src_lengths.tolist())
+    ]
+
+
+@dataclass
+class _Beams:
+    """Live beams: scores (B, K) raw log-prob sums (-inf when dead), tokens (B * K, t) emitted
+    so far, attention (B * K, t, S) or None."""
+
+    scores: Tensor
+    tokens: Tensor
+    attention: Tensor | None
+
+    def extend(self, log_probs: Tensor, attention: Tensor | None) -> tuple[_Beams, Tensor]:
+        """Keep the K best one-token extensions per sentence; also return their source rows."""
+        batch, beam = self.scores.shape
+        vocab = log_probs.size(-1)
+        candidates = (self.scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
+        scores, flat = candidates.topk(beam, dim=1)  # (B, K)
+        offsets = torch.arange(batch, device=flat.device).unsqueeze(1) * beam
+        rows = (flat // vocab + offsets).view(-1)  # (B * K,) previous row of each new beam
+        tokens = torch.cat([self.tokens[rows], (flat % vocab).view(-1, 1)], dim=1)
+        if attention is not None:
+            step = attention[rows].unsqueeze(1)  # (B * K, 1, S)
+            attention = (
+                step if self.attention is None else torch.cat([self.attention[rows], step], 1)
+            )
+        return _Beams(scores, tokens, attention), rows
+
+
+def _normalised(hypothesis: Hypothesis, alpha: float) -> float:
+    return hypothesis.score / gnmt_length_penalty(len(hypothesis.tokens) + 1, alpha)
+
+
+def _collect_finished(
+    beams: _Beams, finished: list[list[Hypothesis]], src_lengths: list[int], eos_id: int
+) -> Tensor:
+    """Move beams that just emitted EOS into ``finished``; returns scores with them dead."""
+    batch, beam = beams.scores.shape
+    ended = (beams.tokens[:, -1] == eos_id).view(batch, beam) & beams.scores.isfinite()
+    for b, k in ended.nonzero().tolist():
+        row = b * beam + k
+        attention = None if beams.attention is None else beams.attention[row]
+        finished[b].append(
+            _hypothesis(beams.tokens[row], beams.scores[b, k], attention, src_lengths[b], eos_id)
+        )
+    return beams.scores.masked_fill(ended, float("-inf"))
+
+
+def _is_done(
+    finished: list[Hypothesis], best_live: float, max_length: int, alpha: float, n_best: int
+) -> bool:
+    """True when n_best finished hypotheses beat anything the live beams can still reach.
+
+    A live beam's raw score only falls and lp grows with length, so its normalised score is
+    at most best_live / lp(max_length + 1).
+    """
+    if len(finished) < n_best:
+        return False
+    nth_best = sorted((_normalised(h, alpha) for h in finished), reverse=True)[n_best - 1]
+    return nth_best >= best_live / gnmt_length_penalty(max_length + 1, alpha)
+
+
+@torch.no_grad()
+def beam_search(
+    model: Seq2Seq,
+    src: Tensor,
+    src_lengths: Tensor,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int,
+    length_penalty: float = 0.0,
+    n_best: int = 1,
+    max_length_a: float = 1.5,
+    max_length_b: int = 10,
+) -> list[list[Hypothesis]]:
+    """Beam search for src (B, S); the n_best hypotheses per sentence, best normalised first.
+
+    ``length_penalty`` is the GNMT alpha. The encoder runs once and its memory is expanded to
+    B * K rows; finished hypotheses are kept per sentence until none can be beaten.
+    """
+    if not 1 <= n_best <= beam_size:
+        raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got n_best={n_best}")
+    batch, device = src.size(0), src.device
+    memory, state = model.encode(src, src_lengths)
+    rows = torch.arange(batch, device=device).repeat_interleave(beam_size)  # (B * K,)
+    memory, state = memory.index_select(rows), state.index_select(rows)
+    max_lengths = _max_lengths(src_lengths, max_length_a, max_length_b).to(device)
+    lengths = src_lengths.tolist()
+    scores = torch.full((batch, beam_size), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # a single live beam at t = 0, so the K beams do not start as copies
+    beams = _Beams(scores, src.new_empty(batch * beam_size, 0), None)
+    tokens = src.new_full((batch * beam_size,), bos_id)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    done = [False] * batch
+    for t in range(int(max_lengths.max()) + 1):
+        force_eos = (t >= max_lengths).repeat_interleave(beam_size)
+        log_probs, state, attention = _log_probs(model, tokens, state, memory, force_eos, eos_id)
+        beams, reorder = beams.extend(log_probs, attention)
+        state, tokens = state.index_select(reorder), beams.tokens[:, -1]
+        scores = _collect_finished(beams, finished, lengths, eos_id)
+        best_live = scores.max(dim=1).values.tolist()
+        done = [
+            was_done or _is_done(hyps, live, limit, length_penalty, n_best)
+            for was_done, hyps, live, limit in zip(
+                done, finished, best_live, max_lengths.tolist(), strict=True
+            )
+        ]
+        beams.scores = scores.masked_fill(
+            torch.tensor(done, device=device).unsqueeze(1), float("-inf")
+        )
+        if all(done):
+            break
+    return [
+        sorted(hyps, key=lambda h: _normalised(h, length_penalty), reverse=True)[:n_best]
+        for hyps in finished
+    ]

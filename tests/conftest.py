@@ -1,0 +1,53 @@
+"""Shared fixtures: compose the real Hydra config, then shrink it for tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+# A small corpus and a tiny network: every fast dev run finishes in seconds on 2 cores.
+TINY = [
+    "data.corpus.num_train=600",
+    "data.corpus.num_val=40",
+    "data.corpus.num_test=40",
+    "data.vocab_size=200",
+    "data.max_tokens=600",
+    "model.embedding_size=16",
+    "model.hidden_size=32",
+    "logger=csv",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "callbacks.progress_bar=null",
+]
+
+Compose = Callable[..., DictConfig]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tokenizer/corpus cache for the whole session, as on a user's machine."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def compose_train(tmp_path: Path, cache_dir: Path) -> Compose:
+    """``compose_train(*overrides, tiny=True)`` -> the composed training config, HydraConfig set."""
+
+    def _compose(*overrides: str, tiny: bool = True) -> DictConfig:
+        base = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={cache_dir}"]
+        shrink = TINY if tiny else []
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+            cfg = compose("train", overrides=[*base, *shrink, *overrides], return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    return _compose

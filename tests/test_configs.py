@@ -1,0 +1,63 @@
+"""Every option of every config group composes, validates and runs a fast dev run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from seq2attn.config import ConfigError
+from seq2attn.tasks import train
+from tests.conftest import CONF_DIR, Compose
+
+# Groups whose options are exercised elsewhere: debug (below, not under fdr), hydra and paths
+# (one default each, used by every run).
+SKIPPED_GROUPS = {"debug", "hydra", "paths"}
+# Options that cannot run on a CPU-only machine; their start-up error is tested instead.
+GPU_ONLY = {("precision", "16-mixed")}
+
+
+def _options() -> list[tuple[str, str]]:
+    return sorted(
+        (group.name, option.stem)
+        for group in CONF_DIR.iterdir()
+        if group.is_dir() and group.name not in SKIPPED_GROUPS
+        for option in group.glob("*.yaml")
+    )
+
+
+OPTIONS = _options()
+
+
+def test_every_group_of_the_interface_exists() -> None:
+    groups = {group for group, _ in OPTIONS} | SKIPPED_GROUPS
+    assert {
+        "data", "model", "cell", "attention", "scorer", "teacher_forcing", "decoding", "trainer",
+        "precision", "strategy", "logger", "callbacks", "paths", "experiment", "debug",
+    } <= groups  # fmt: skip
+    assert {o for g, o in OPTIONS if g == "scorer"} == {
+        "dot", "general", "concat", "additive", "mlp", "location", "scaled_dot"
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(("group", "option"), [o for o in OPTIONS if o not in GPU_ONLY])
+def test_option_runs_a_fast_dev_run(compose_train: Compose, group: str, option: str) -> None:
+    cfg = compose_train(f"{group}={option}", "debug=fdr")
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"])
+    assert 0.0 <= metrics["test/bleu"] <= 100.0
+
+
+@pytest.mark.parametrize(("group", "option"), sorted(GPU_ONLY))
+def test_gpu_only_option_stops_on_cpu(compose_train: Compose, group: str, option: str) -> None:
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        train(compose_train(f"{group}={option}", "debug=fdr", "trainer.accelerator=cpu"))
+
+
+@pytest.mark.parametrize("option", ["fdr", "limit", "overfit"])
+def test_debug_option_runs(compose_train: Compose, option: str) -> None:
+    cfg = compose_train(
+        f"debug={option}", "trainer.max_epochs=2", "trainer.check_val_every_n_epoch=1"
+    )
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"])

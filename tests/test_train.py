@@ -1,0 +1,97 @@
+"""Training: every wiring x cell learns, a small model over-fits, a run leaves its outputs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from seq2attn.data.datamodule import Batch, TranslationDataModule
+from seq2attn.module import token_nll
+from seq2attn.tasks import build_module, train
+from tests.conftest import Compose
+
+WIRINGS = ["none", "bahdanau", "luong"]
+CELLS = ["rnn", "gru", "lstm"]
+
+
+def _first_batch(datamodule: TranslationDataModule) -> Batch:
+    return next(iter(datamodule.train_dataloader()))
+
+
+def _setup(compose_train: Compose, *overrides: str) -> tuple[torch.nn.Module, Batch]:
+    cfg = compose_train(*overrides)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    return module, _first_batch(datamodule)
+
+
+def _loss(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    output = model(batch.src, batch.src_lengths, batch.tgt_in)
+    return token_nll(output.logits, batch.tgt_out) / batch.num_target_tokens
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("wiring", WIRINGS)
+def test_one_step_reaches_every_part(compose_train: Compose, wiring: str, cell: str) -> None:
+    module, batch = _setup(compose_train, f"attention={wiring}", f"cell={cell}")
+    model = module.model
+    loss = _loss(model, batch)
+    assert torch.isfinite(loss)
+    loss.backward()
+    parts = ["encoder", "decoder"] + (["scorer"] if wiring != "none" else [])
+    for part in parts:
+        grads = [p.grad for name, p in model.named_parameters() if part in name]
+        assert grads, f"no parameters named *{part}*"
+        assert all(g is not None for g in grads), f"{part}: parameter without gradient"
+        assert sum(g.abs().sum().item() for g in grads) > 0, f"{part}: all-zero gradients"
+
+
+def test_small_model_overfits_one_batch(compose_train: Compose) -> None:
+    torch.manual_seed(0)
+    module, batch = _setup(
+        compose_train, "model.dropout=0", "model.hidden_size=64", "model.embedding_size=32"
+    )
+    model = module.model
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = _loss(model, batch).item()
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = _loss(model, batch)
+        loss.backward()
+        optimizer.step()
+    assert first > 3.0
+    assert loss.item() < 0.05, f"loss {loss.item():.3f} after 150 steps (start {first:.2f})"
+
+
+def test_training_run_leaves_its_outputs(compose_train: Compose) -> None:
+    cfg = compose_train("debug=limit", "attention=bahdanau", "trainer.limit_test_batches=1.0")
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert math.isfinite(metrics["val/bleu"]) and math.isfinite(metrics["test/bleu"])
+    assert metrics["val/ppl"] == pytest.approx(math.exp(metrics["val/loss"]), rel=1e-4)
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test/bleu"] == pytest.approx(metrics["test/bleu"])
+    assert {"test/chrf", "test/ter", "train/loss", "train/tf_ratio"} <= saved.keys()
+    assert (out / "config.yaml").read_text().count("attention: bahdanau") == 1
+    assert len((out / "test_hypotheses.txt").read_text().splitlines()) == 40
+    assert (out / "samples.txt").read_text().startswith("SRC: ")
+    assert (out / "attention.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    checkpoints = {p.name for p in (out / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints
+    assert any(name.startswith("best-") for name in checkpoints)
+    stored = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert stored["seq2attn"]["config"]["model"]["attention"] == "bahdanau"
+    assert isinstance(stored["seq2attn"]["tgt_spm"], bytes)
+
+
+def test_monitored_metric_is_one_key_everywhere(compose_train: Compose) -> None:
+    cfg = compose_train()
+    assert cfg.callbacks.model_checkpoint.monitor == "val/bleu"
+    assert cfg.callbacks.early_stopping.monitor == "val/bleu"
+    assert cfg.optimized_metric == "val/bleu"

@@ -1,0 +1,237 @@
+"""Decoders: the parallel paths equal the step loop, teacher forcing feeds the right tokens,
+and gradients reach every parameter."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from seq2attn.models.decoders import (
+    BahdanauDecoder,
+    DecoderOutput,
+    DecoderState,
+    LuongDecoder,
+    Memory,
+    NoAttentionDecoder,
+)
+from seq2attn.models.encoder import EncoderOutput
+from seq2attn.models.scorers import (
+    AdditiveScorer,
+    ConcatScorer,
+    DotScorer,
+    GeneralScorer,
+    LocationScorer,
+    MLPScorer,
+    ScaledDotScorer,
+)
+from seq2attn.models.seq2seq import Seq2Seq
+
+PAD, BOS, EOS = 0, 2, 3
+E, H, HK = 3, 4, 4
+SCORERS = {
+    "dot": DotScorer,
+    "scaled_dot": ScaledDotScorer,
+    "general": GeneralScorer,
+    "concat": ConcatScorer,
+    "additive": AdditiveScorer,
+    "mlp": functools.partial(MLPScorer, hidden_sizes=[3, 2]),
+    "location": functools.partial(LocationScorer, max_source_length=8),
+}
+
+
+def encoder_output(cell: str) -> EncoderOutput:
+    torch.manual_seed(1)
+    lengths = torch.tensor([5, 3, 1])
+    src_pad_mask = torch.arange(5).unsqueeze(0) >= lengths.unsqueeze(1)
+    memory = torch.randn(3, 5, HK).masked_fill(src_pad_mask.unsqueeze(-1), 0.0)
+    final_cell = torch.randn(2, 3, HK) if cell == "lstm" else None
+    return EncoderOutput(memory, torch.randn(2, 3, HK), final_cell, src_pad_mask)
+
+
+def initial_state(cell: str) -> DecoderState:
+    torch.manual_seed(2)
+    return DecoderState(torch.randn(2, 3, H), torch.randn(2, 3, H) if cell == "lstm" else None)
+
+
+def step_loop(decoder, tgt_emb: torch.Tensor, state: DecoderState, memory: Memory) -> DecoderOutput:
+    features, attention = [], []
+    for t in range(tgt_emb.size(1)):
+        out = decoder.step(tgt_emb[:, t], state, memory)
+        state = out.state
+        features.append(out.features)
+        attention.append(out.attention)
+    stacked = None if attention[0] is None else torch.stack(attention, 1)
+    return DecoderOutput(torch.stack(features, 1), stacked, state)
+
+
+def assert_same(parallel: DecoderOutput, loop: DecoderOutput) -> None:
+    torch.testing.assert_close(parallel.features, loop.features, atol=1e-5, rtol=0)
+    torch.testing.assert_close(parallel.state.hidden, loop.state.hidden, atol=1e-5, rtol=0)
+    if loop.state.cell is not None:
+        torch.testing.assert_close(parallel.state.cell, loop.state.cell, atol=1e-5, rtol=0)
+    if loop.attention is not None:
+        torch.testing.assert_close(parallel.attention, loop.attention, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("scorer", sorted(SCORERS))
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_luong_parallel_path_equals_step_loop(cell: str, scorer: str) -> None:
+    torch.manual_seed(0)
+    decoder = LuongDecoder(cell, E, H, HK, 2, 0.0, SCORERS[scorer], input_feeding=False)
+    enc, state = encoder_output(cell), initial_state(cell)
+    memory = decoder.init_memory(enc)
+    tgt_emb = torch.randn(3, 6, E)
+    parallel = decoder(tgt_emb, state, memory)
+    assert parallel.attention.shape == (3, 6, 5)
+    assert (parallel.attention.masked_select(enc.src_pad_mask.unsqueeze(1)) == 0).all()
+    assert_same(parallel, step_loop(decoder, tgt_emb, state, memory))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_no_attention_parallel_path_equals_step_loop(cell: str) -> None:
+    torch.manual_seed(0)
+    decoder = NoAttentionDecoder(cell, E, H, HK, 2, 0.0)
+    enc, state = encoder_output(cell), initial_state(cell)
+    memory = decoder.init_memory(enc)
+    tgt_emb = torch.randn(3, 6, E)
+    parallel = decoder(tgt_emb, state, memory)
+    assert parallel.attention is None
+    assert_same(parallel, step_loop(decoder, tgt_emb, state, memory))
+
+
+def test_luong_input_feeding_carries_the_attentional_state() -> None:
+    torch.manual_seed(0)
+    decoder = LuongDecoder("gru", E, H, HK, 1, 0.0, GeneralScorer, input_feeding=True)
+    assert decoder.rnn.input_size == E + H
+    enc = encoder_output("gru")
+    memory = decoder.init_memory(enc)
+    state = DecoderState(torch.randn(1, 3, H))
+    first = decoder.step(torch.randn(3, E), state, memory)
+    torch.testing.assert_close(first.state.input_feed, first.features)  # h~_t, no dropout
+    out = decoder(torch.randn(3, 4, E), state, memory)
+    torch.testing.assert_close(out.state.input_feed, out.features[:, -1])
+
+
+def test_bahdanau_attends_with_the_previous_state() -> None:
+    torch.manual_seed(0)
+    decoder = BahdanauDecoder("gru", E, H, HK, 2, 0.0, DotScorer)
+    enc = encoder_output("gru")
+    memory = decoder.init_memory(enc)
+    state = initial_state("gru")
+    out = decoder.step(torch.randn(3, E), state, memory)
+    expected = decoder.attention(
+        state.hidden[-1].unsqueeze(1), memory.keys, memory.prepared, memory.src_pad_mask
+    )
+    torch.testing.assert_close(out.attention, expected.weights[:, 0])
+
+
+def test_init_memory_prepares_keys_once() -> None:
+    decoder = LuongDecoder("gru", E, H, HK, 1, 0.0, GeneralScorer, input_feeding=False)
+    enc = encoder_output("gru")
+    memory = decoder.init_memory(enc)
+    torch.testing.assert_close(memory.prepared, decoder.attention.scorer.W(enc.memory))
+    torch.testing.assert_close(memory.summary, enc.summary)
+    picked = memory.index_select(torch.tensor([2, 2, 0]))
+    assert picked.prepared.shape == (3, 5, H)
+    torch.testing.assert_close(picked.keys[0], enc.memory[2])
+
+
+# Seq2Seq teacher forcing and gradients -------------------------------------------------
+
+WIRINGS = {
+    "none": ("none", DotScorer, False),
+    "bahdanau": ("bahdanau", AdditiveScorer, False),
+    "luong": ("luong", GeneralScorer, False),
+    "luong_feed": ("luong", ConcatScorer, True),
+    "luong_location": ("luong", functools.partial(LocationScorer, max_source_length=8), False),
+}
+
+
+def make_model(wiring: str, cell: str, bridge: str = "mean") -> Seq2Seq:
+    torch.manual_seed(0)
+    attention, scorer, input_feeding = WIRINGS[wiring]
+    return Seq2Seq(
+        src_vocab_size=11,
+        tgt_vocab_size=13,
+        cell=cell,
+        attention=attention,
+        scorer=scorer,
+        input_feeding=input_feeding,
+        embedding_size=5,
+        hidden_size=6,
+        encoder_hidden_size=None,
+        encoder_layers=2,
+        decoder_layers=2,
+        bidirectional=True,
+        dropout=0.0,
+        bridge=bridge,
+        tie_embeddings=False,
+        reverse_source=False,
+        pad_id=PAD,
+    )
+
+
+def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    src = torch.tensor([[4, 5, 6, 7, 8], [9, 10, 4, PAD, PAD], [5, PAD, PAD, PAD, PAD]])
+    tgt_in = torch.tensor([[BOS, 4, 5, 6], [BOS, 7, 8, PAD], [BOS, 9, PAD, PAD]])
+    return src, torch.tensor([5, 3, 1]), tgt_in
+
+
+@pytest.mark.parametrize("wiring", sorted(WIRINGS))
+def test_ratio_one_feeds_gold_and_equals_step_loop(wiring: str) -> None:
+    model = make_model(wiring, "lstm")
+    src, lengths, tgt_in = batch()
+    out = model(src, lengths, tgt_in, teacher_forcing_ratio=1.0)
+    assert torch.equal(out.decoder_inputs, tgt_in)
+    memory, state = model.encode(src, lengths)
+    for t in range(tgt_in.size(1)):
+        logits, state, attention = model.step(tgt_in[:, t], state, memory)
+        torch.testing.assert_close(out.logits[:, t], logits, atol=1e-5, rtol=0)
+        if attention is not None:
+            torch.testing.assert_close(out.attention[:, t], attention, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("wiring", sorted(WIRINGS))
+def test_ratio_zero_feeds_back_predictions(wiring: str) -> None:
+    model = make_model(wiring, "gru")
+    src, lengths, tgt_in = batch()
+    out = model(src, lengths, tgt_in, teacher_forcing_ratio=0.0)
+    assert torch.equal(out.decoder_inputs[:, 0], tgt_in[:, 0])
+    assert torch.equal(out.decoder_inputs[:, 1:], out.logits[:, :-1].argmax(-1))
+    assert out.logits.shape == (3, 4, 13)
+
+
+def test_partial_ratio_mixes_gold_and_predictions() -> None:
+    model = make_model("luong", "gru")
+    src, lengths, tgt_in = batch()
+    torch.manual_seed(3)
+    out = model(src, lengths, tgt_in, teacher_forcing_ratio=0.5)
+    fed, gold, predicted = out.decoder_inputs[:, 1:], tgt_in[:, 1:], out.logits[:, :-1].argmax(-1)
+    assert ((fed == gold) | (fed == predicted)).all()
+    assert (fed != predicted).any() and (fed != gold).any()  # both sources occur with this seed
+
+
+def test_sampling_draws_from_the_softmax() -> None:
+    model = make_model("bahdanau", "gru")
+    with torch.no_grad():
+        model.output_layer.bias.copy_(torch.full((13,), -1e4))
+        model.output_layer.bias[7] = 1e4  # the softmax puts all its mass on token 7
+    src, lengths, tgt_in = batch()
+    out = model(src, lengths, tgt_in, teacher_forcing_ratio=0.0, sample=True)
+    assert (out.decoder_inputs[:, 1:] == 7).all()
+
+
+@pytest.mark.parametrize("ratio", [1.0, 0.5])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("wiring", sorted(WIRINGS))
+def test_gradients_reach_every_parameter(wiring: str, cell: str, ratio: float) -> None:
+    model = make_model(wiring, cell, bridge="zero")  # the encoder is reached only via memory
+    src, lengths, tgt_in = batch()
+    out = model(src, lengths, tgt_in, teacher_forcing_ratio=ratio)
+    out.logits.logsumexp(-1).sum().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+    if wiring != "none":
+        assert any(True for _ in model.decoder.attention.scorer.parameters())

@@ -1,0 +1,136 @@
+"""Each scorer against a hand-computed value; chunked and single-shot scoring agree."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from seq2attn.models import scorers
+from seq2attn.models.scorers import (
+    AdditiveScorer,
+    ConcatScorer,
+    DotScorer,
+    GeneralScorer,
+    LocationScorer,
+    MLPScorer,
+    ScaledDotScorer,
+)
+
+
+def one(*values: float) -> torch.Tensor:
+    """A single vector as a (B=1, T=1, H) tensor."""
+    return torch.tensor([[list(values)]])
+
+
+def set_(param: torch.nn.Parameter, values: list) -> None:
+    with torch.no_grad():
+        param.copy_(torch.tensor(values, dtype=param.dtype))
+
+
+def score(scorer: scorers.Scorer, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    return scorer.score(query, scorer.prepare(keys))
+
+
+def test_dot_hand_value() -> None:
+    assert score(DotScorer(2, 2), one(1.0, 3.0), one(2.0, -5.0)).item() == -13.0
+
+
+def test_scaled_dot_divides_by_sqrt_of_size() -> None:
+    value = score(ScaledDotScorer(2, 2), one(1.0, 3.0), one(2.0, -5.0)).item()
+    assert value == pytest.approx(-13.0 / math.sqrt(2.0))
+
+
+@pytest.mark.parametrize("scorer_class", [DotScorer, ScaledDotScorer])
+def test_dot_size_mismatch_names_both_sizes(scorer_class: type[DotScorer]) -> None:
+    with pytest.raises(ValueError, match=r"query_size=3 and key_size=4.*project_keys"):
+        scorer_class(3, 4)
+
+
+def test_dot_project_keys_projects_once_to_query_size() -> None:
+    scorer = DotScorer(1, 2, project_keys=True)
+    set_(scorer.key_projection.weight, [[1.0, 2.0]])
+    keys = torch.tensor([[[2.0, -5.0], [1.0, 1.0]]])  # (1, 2, 2)
+    prepared = scorer.prepare(keys)
+    assert prepared.tolist() == [[[-8.0], [3.0]]]
+    assert scorer.score(torch.tensor([[[3.0]]]), prepared).tolist() == [[[-24.0, 9.0]]]
+
+
+def test_general_hand_value() -> None:
+    scorer = GeneralScorer(2, 2)
+    set_(scorer.W.weight, [[1.0, 2.0], [0.0, 1.0]])
+    # W h_s = (2 - 10, -5) = (-8, -5); h_t . W h_s = -8 - 15
+    assert score(scorer, one(1.0, 3.0), one(2.0, -5.0)).item() == -23.0
+
+
+def test_general_allows_different_sizes() -> None:
+    scorer = GeneralScorer(1, 2)
+    set_(scorer.W.weight, [[1.0, -1.0]])
+    assert score(scorer, one(2.0), one(5.0, 3.0)).item() == 4.0
+
+
+def test_concat_hand_value() -> None:
+    scorer = ConcatScorer(1, 1, hidden_size=2)
+    set_(scorer.W.weight, [[1.0, 1.0], [2.0, -1.0]])
+    set_(scorer.v.weight, [[2.0, 3.0]])
+    # W [0.5; 1] = (1.5, 0); v . tanh(1.5, 0) = 2 tanh(1.5)
+    assert score(scorer, one(0.5), one(1.0)).item() == pytest.approx(2 * math.tanh(1.5))
+
+
+def test_additive_hand_value() -> None:
+    scorer = AdditiveScorer(1, 1, hidden_size=2)
+    set_(scorer.W.weight, [[1.0], [2.0]])
+    set_(scorer.U.weight, [[0.5], [-1.5]])
+    set_(scorer.v.weight, [[1.0, -1.0]])
+    # W s + U h with s = 1, h = 2: (1 + 1, 2 - 3) = (2, -1)
+    expected = math.tanh(2.0) - math.tanh(-1.0)
+    assert score(scorer, one(1.0), one(2.0)).item() == pytest.approx(expected)
+
+
+def test_location_hand_value_and_length_check() -> None:
+    scorer = LocationScorer(2, 5, max_source_length=4)
+    set_(scorer.W_a.weight, [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [9.0, 9.0]])
+    keys = torch.zeros(1, 3, 5)
+    assert score(scorer, one(2.0, -1.0), keys).tolist() == [[[2.0, -1.0, 1.0]]]
+    with pytest.raises(ValueError, match="max_source_length=4.*source length 5"):
+        scorer.prepare(torch.zeros(1, 5, 5))
+
+
+def test_mlp_equals_manual_forward() -> None:
+    torch.manual_seed(0)
+    scorer = MLPScorer(3, 4, hidden_sizes=[5, 6])
+    query, keys = torch.randn(2, 3, 3), torch.randn(2, 4, 4)
+    pairs = torch.cat(
+        [query.unsqueeze(2).expand(-1, -1, 4, -1), keys.unsqueeze(1).expand(-1, 3, -1, -1)], -1
+    )  # (B, T, S, Hq + Hk)
+    second = scorer.hidden[0]
+    hidden = torch.tanh(second(torch.tanh(scorer.first(pairs))))
+    expected = (hidden @ scorer.out.weight.T).squeeze(-1)
+    actual = score(scorer, query, keys)
+    assert actual.shape == (2, 3, 4)
+    torch.testing.assert_close(actual, expected)
+
+
+def test_mlp_needs_a_layer() -> None:
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        MLPScorer(2, 2, hidden_sizes=[])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: ConcatScorer(3, 4, hidden_size=5),
+        lambda: AdditiveScorer(3, 4, hidden_size=5),
+        lambda: MLPScorer(3, 4, hidden_sizes=[5, 2]),
+    ],
+)
+def test_chunked_scores_equal_single_shot(make, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    scorer = make()
+    query, prepared = torch.randn(2, 7, 3), scorer.prepare(torch.randn(2, 4, 4))
+    whole = scorer.score(query, prepared)
+    monkeypatch.setattr(scorers, "CHUNK_ELEMENTS", 2 * 4 * 5 * 2)  # two queries per chunk
+    torch.testing.assert_close(scorer.score(query, prepared), whole)
+    steps = torch.cat([scorer.score(query[:, t : t + 1], prepared) for t in range(7)], dim=1)
+    torch.testing.assert_close(steps, whole)

@@ -1,0 +1,109 @@
+"""Seq2Seq wiring: output shapes, embedding tying, sizes and argument errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from seq2attn.models.decoders import BahdanauDecoder, LuongDecoder, NoAttentionDecoder
+from seq2attn.models.scorers import DotScorer, GeneralScorer
+from seq2attn.models.seq2seq import Seq2Seq
+
+PAD, BOS, EOS = 0, 2, 3
+
+
+def make_model(**overrides) -> Seq2Seq:
+    torch.manual_seed(0)
+    args = dict(
+        src_vocab_size=11,
+        tgt_vocab_size=13,
+        cell="gru",
+        attention="luong",
+        scorer=GeneralScorer,
+        input_feeding=False,
+        embedding_size=5,
+        hidden_size=6,
+        encoder_hidden_size=None,
+        encoder_layers=1,
+        decoder_layers=2,
+        bidirectional=True,
+        dropout=0.0,
+        bridge="linear",
+        tie_embeddings=False,
+        reverse_source=False,
+        pad_id=PAD,
+    )
+    return Seq2Seq(**(args | overrides))
+
+
+SRC = torch.tensor([[4, 5, 6, 7], [8, 9, PAD, PAD]])
+LENGTHS = torch.tensor([4, 2])
+TGT_IN = torch.tensor([[BOS, 4, 5], [BOS, 6, PAD]])
+
+
+@pytest.mark.parametrize(
+    ("attention", "decoder_class"),
+    [("none", NoAttentionDecoder), ("bahdanau", BahdanauDecoder), ("luong", LuongDecoder)],
+)
+def test_output_shapes(attention: str, decoder_class: type) -> None:
+    model = make_model(attention=attention)
+    assert isinstance(model.decoder, decoder_class)
+    out = model(SRC, LENGTHS, TGT_IN)
+    assert out.logits.shape == (2, 3, 13)
+    assert out.decoder_inputs.shape == (2, 3)
+    assert out.attention is None if attention == "none" else out.attention.shape == (2, 3, 4)
+    memory, state = model.encode(SRC, LENGTHS)
+    assert memory.keys.shape == (2, 4, 6) and state.hidden.shape == (2, 2, 6)
+    logits, _, attention_row = model.step(TGT_IN[:, 0], state, memory)
+    assert logits.shape == (2, 13)
+    assert attention_row is None if attention == "none" else attention_row.shape == (2, 4)
+
+
+def test_tie_embeddings_shares_storage() -> None:
+    model = make_model(tie_embeddings=True, embedding_size=6)
+    assert model.output_layer.weight is model.tgt_embedding.weight
+    assert model.output_layer.weight.data_ptr() == model.tgt_embedding.weight.data_ptr()
+    assert isinstance(model.output_projection, nn.Identity)
+    assert model(SRC, LENGTHS, TGT_IN).logits.shape == (2, 3, 13)
+
+
+def test_tie_embeddings_projects_when_sizes_differ() -> None:
+    model = make_model(tie_embeddings=True, embedding_size=5, hidden_size=6)
+    assert model.output_layer.weight.data_ptr() == model.tgt_embedding.weight.data_ptr()
+    assert model.output_projection.weight.shape == (5, 6)  # hidden 6 -> embedding 5
+    assert model(SRC, LENGTHS, TGT_IN).logits.shape == (2, 3, 13)
+
+
+def test_untied_output_layer_is_separate() -> None:
+    model = make_model()
+    assert model.output_layer.weight.shape == (13, 6)
+    assert model.output_layer.weight.data_ptr() != model.tgt_embedding.weight.data_ptr()
+
+
+@pytest.mark.parametrize(
+    ("bidirectional", "encoder_hidden_size", "memory_size"),
+    [(True, None, 6), (False, None, 6), (True, 5, 10), (False, 4, 4)],
+)
+def test_encoder_size_defaults(
+    bidirectional: bool, encoder_hidden_size: int | None, memory_size: int
+) -> None:
+    model = make_model(bidirectional=bidirectional, encoder_hidden_size=encoder_hidden_size)
+    assert model.encoder.output_size == memory_size
+    assert model.encode(SRC, LENGTHS)[0].keys.shape == (2, 4, memory_size)
+
+
+def test_padding_embeddings_are_zero() -> None:
+    model = make_model()
+    assert (model.src_embedding.weight[PAD] == 0).all()
+    assert (model.tgt_embedding.weight[PAD] == 0).all()
+
+
+def test_input_feeding_needs_luong() -> None:
+    with pytest.raises(ValueError, match="input_feeding=True needs attention=luong"):
+        make_model(attention="bahdanau", input_feeding=True)
+
+
+def test_dot_scorer_size_error_surfaces() -> None:
+    with pytest.raises(ValueError, match="query_size=6 and key_size=10"):
+        make_model(scorer=DotScorer, encoder_hidden_size=5)

@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from seq2attn.data import toy
+from seq2attn.data.toy import ToyCorpus, source_vocabulary, translate
+
+
+def tr(sentence: str) -> str:
+    return " ".join(translate(sentence.split()))
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return ToyCorpus(num_train=2000, num_val=200, num_test=200, seed=3).splits()
+
+
+def test_same_seed_same_corpus_other_seed_other_corpus(splits):
+    assert ToyCorpus(num_train=2000, num_val=200, num_test=200, seed=3).splits() == splits
+    other = ToyCorpus(num_train=2000, num_val=200, num_test=200, seed=4).splits()
+    assert other["train"].src != splits["train"].src
+    assert len(set(other["val"].src) & set(splits["val"].src)) < 100
+
+
+def test_split_sizes_and_no_leakage(splits):
+    assert {name: len(c) for name, c in splits.items()} == {"train": 2000, "val": 200, "test": 200}
+    sources = [s for c in splits.values() for s in c.src]
+    assert len(set(sources)) == len(sources)  # no sentence twice, within or across splits
+
+
+def test_val_and_test_do_not_depend_on_num_train(splits):
+    small = ToyCorpus(num_train=50, num_val=200, num_test=200, seed=3).splits()
+    assert small["val"] == splits["val"] and small["test"] == splits["test"]
+
+
+def test_every_pair_follows_the_rules_and_length_bounds(splits):
+    vocabulary = source_vocabulary()
+    for corpus in splits.values():
+        for src, tgt in zip(corpus.src, corpus.tgt, strict=True):
+            assert tgt == tr(src)
+            assert toy.MIN_WORDS <= len(src.split()) <= toy.MAX_WORDS
+            assert set(src.split()) <= vocabulary
+    assert 80 <= len(vocabulary) <= 150
+
+
+def test_source_word_classes_are_disjoint():
+    classes = [
+        set(toy.PRONOUNS),
+        set(toy.DETERMINERS) | {"an"},
+        set(toy._NOUN_FORMS),
+        set(toy.ADJECTIVES),
+        set(toy._VERB_FORMS),
+        {word for words in toy.PREPOSITIONS for word in words},
+        set(toy.ADVERBS),
+        set(toy.CONJUNCTIONS),
+    ]
+    for a, b in itertools.combinations(classes, 2):
+        assert not a & b
+
+
+def test_docstring_example_is_verb_final_with_postposition():
+    source = "the big dogs see a small cat in front of my house quickly"
+    assert tr(source) == "kalulin morali domo mia vor en miso tiki rapi vidant"
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        ("i sleep", "mo dormim"),
+        ("you sleep", "tu dormis"),
+        ("she sleeps", "la dormit"),
+        ("we sleep", "nos dormimes"),
+        ("they sleep", "ri dormint"),
+        ("the dog sleeps", "kalun dormit"),
+        ("the dogs sleep", "kalulin dormint"),
+    ],
+)
+def test_verb_agrees_with_subject_person_and_number(source, target):
+    assert tr(source) == target
+
+
+def test_plural_agreement_on_noun_adjective_and_demonstrative():
+    assert tr("this old dog runs") == "kalu veka zo kurit"
+    assert tr("these old dogs run") == "kaluli vekali zoli kurint"
+    assert tr("my old mice run") == "murili vekali miali kurint"
+
+
+def test_one_to_many_and_many_to_one():
+    assert tr("she teaches a cat next to the river") == "la flumin bim en miso sabi donat"
+    assert tr("an owl sleeps often") == "en ulu multa foje dormit"
+    assert tr("some children work") == "ko neneli laboro fant"
+
+
+def test_conjoined_clauses_keep_their_order():
+    assert tr("he runs and the cats sleep") == "lo kurit e misolin dormint"
+
+
+@pytest.mark.parametrize("source", ["the dog", "the dog sleeps the cat", "a dog flies", "sleeps"])
+def test_translate_rejects_sentences_outside_the_grammar(source):
+    with pytest.raises(ValueError, match="unexpected word"):
+        translate(source.split())
+
+
+def test_fingerprint_changes_exactly_with_parameters():
+    base = ToyCorpus(num_train=10, num_val=2, num_test=3, seed=1)
+    assert (
+        base.fingerprint() == ToyCorpus(num_train=10, num_val=2, num_test=3, seed=1).fingerprint()
+    )
+    variants = [
+        ToyCorpus(num_train=11, num_val=2, num_test=3, seed=1),
+        ToyCorpus(num_train=10, num_val=3, num_test=3, seed=1),
+        ToyCorpus(num_train=10, num_val=2, num_test=4, seed=1),
+        ToyCorpus(num_train=10, num_val=2, num_test=3, seed=2),
+    ]
+    fingerprints = {base.fingerprint()} | {v.fingerprint() for v in variants}
+    assert len(fingerprints) == 5
+    assert len(base.fingerprint()) == 64
