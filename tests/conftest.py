@@ -25,7 +25,7 @@ TINY = [
     "logger=csv",
     "trainer.accelerator=cpu",
     "trainer.enable_model_summary=false",
-    "callbacks.progress_bar=null",
+    "trainer.enable_progress_bar=false",
 ]
 
 Compose = Callable[..., DictConfig]

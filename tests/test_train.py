@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.utils import instantiate
 
-from seq2attn.data.datamodule import Batch, TranslationDataModule
+from seq2attn.data.datamodule import Batch, TranslationDataModule, build_datamodule
 from seq2attn.module import token_nll
 from seq2attn.tasks import build_module, train
 from tests.conftest import Compose
@@ -25,7 +24,7 @@ def _first_batch(datamodule: TranslationDataModule) -> Batch:
 
 def _setup(compose_train: Compose, *overrides: str) -> tuple[torch.nn.Module, Batch]:
     cfg = compose_train(*overrides)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     return module, _first_batch(datamodule)

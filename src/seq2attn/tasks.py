@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from seq2attn.callbacks import TokenThroughput
 from seq2attn.checkpoint import SelfDescribingCheckpoint
 from seq2attn.config import DecodingSchema, check, validate
-from seq2attn.data.datamodule import TranslationDataModule
+from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.module import Seq2SeqModule, translate_batch
 from seq2attn.plotting import AttentionMap, save_heatmaps
 
@@ -50,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if _is_rank_zero():
         write_run_record(config, output_dir)
 
-    datamodule: TranslationDataModule = instantiate(cfg.data)
+    datamodule: TranslationDataModule = build_datamodule(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]

@@ -11,6 +11,8 @@ import lightning as L
 import numpy as np
 import sentencepiece as spm
 import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
@@ -240,3 +242,8 @@ class TranslationDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
+
+
+def build_datamodule(cfg: DictConfig) -> TranslationDataModule:
+    """The data module described by the ``data`` config group."""
+    return instantiate(cfg)
