@@ -16,7 +16,7 @@ from seq2attn.data.datamodule import Batch, TranslationDataModule
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
 from seq2attn.models.seq2seq import Seq2Seq
-from seq2attn.schedules import Feedback, Schedule
+from seq2attn.schedules import Feedback, SamplingMode, Schedule
 from seq2attn.search import Hypothesis, beam_search, greedy_decode
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
@@ -104,6 +104,7 @@ class Seq2SeqModule(L.LightningModule):
             batch.tgt_in,
             teacher_forcing_ratio=ratio,
             sample=self.teacher_forcing.feedback == Feedback.sample,
+            two_pass=self.teacher_forcing.mode == SamplingMode.two_pass,
         )
         tokens = batch.num_target_tokens
         loss = token_nll(output.logits, batch.tgt_out, self.label_smoothing) / tokens

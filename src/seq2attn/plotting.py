@@ -1,7 +1,11 @@
-"""Attention heatmaps: target pieces down the rows, source pieces along the columns."""
+"""Attention heatmaps (target pieces down the rows, source pieces along the columns) as PNG files
+and as one self-contained HTML page."""
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -22,32 +27,70 @@ class AttentionMap:
     target: list[str]
 
 
+@dataclass(frozen=True)
+class PageEntry:
+    """One sentence of the HTML page; ``png`` is its heatmap (None without attention)."""
+
+    source: str
+    translation: str
+    png: bytes | None
+
+
 def save_heatmaps(maps: Sequence[AttentionMap], path: Path, dpi: int = 100) -> Path:
     """Draw the maps side by side into one PNG at ``path``."""
-    figure, axes = plt.subplots(
-        1,
-        len(maps),
-        figsize=tuple(_figure_size(maps)),
-        squeeze=False,
-        layout="constrained",
-    )
-    for ax, item in zip(axes[0], maps, strict=True):
-        _draw(ax, item)
     path.parent.mkdir(parents=True, exist_ok=True)
+    figure = _figure(maps)
     figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return path
 
 
-def _figure_size(maps: Sequence[AttentionMap]) -> tuple[float, float]:
-    width = sum(0.35 * len(m.source) + 1.5 for m in maps)
-    height = max(0.35 * len(m.target) + 1.5 for m in maps)
-    return max(width, 4.0), max(height, 3.0)
+def heatmap_png(item: AttentionMap, dpi: int = 100) -> bytes:
+    """One sentence's heatmap as PNG bytes."""
+    figure = _figure([item])
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    plt.close(figure)
+    return buffer.getvalue()
 
 
-def _draw(ax: plt.Axes, item: AttentionMap) -> None:
-    ax.imshow(item.weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(item.source)), item.source, rotation=90, fontsize=8)
-    ax.set_yticks(range(len(item.target)), item.target, fontsize=8)
-    ax.set_xlabel("source")
-    ax.set_ylabel("output")
+def attention_page(entries: Sequence[PageEntry], title: str = "seq2attn translations") -> str:
+    """A self-contained HTML page (images inlined as base64) of sentences and their heatmaps."""
+    sections = []
+    for number, entry in enumerate(entries, start=1):
+        image = (
+            f'<img alt="attention map of sentence {number}" '
+            f'src="data:image/png;base64,{base64.b64encode(entry.png).decode("ascii")}">'
+            if entry.png
+            else "<p><em>no attention map</em></p>"
+        )
+        sections.append(
+            f'<section id="s{number}"><h2>{number}</h2>'
+            f'<p class="src">{html.escape(entry.source)}</p>'
+            f'<p class="hyp">{html.escape(entry.translation)}</p>{image}</section>'
+        )
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "section{border-top:1px solid #ccc;padding:0.5em 0}"
+        ".src{color:#555}.hyp{font-weight:bold}img{max-width:100%}"
+        f"</style></head><body><h1>{html.escape(title)}</h1>\n"
+        + "\n".join(sections)
+        + "\n</body></html>\n"
+    )
+
+
+def _figure(maps: Sequence[AttentionMap]) -> Figure:
+    width = max(sum(0.35 * len(m.source) + 1.5 for m in maps), 4.0)
+    height = max(max(0.35 * len(m.target) + 1.5 for m in maps), 3.0)
+    figure, axes = plt.subplots(
+        1, len(maps), figsize=(width, height), squeeze=False, layout="constrained"
+    )
+    for ax, item in zip(axes[0], maps, strict=True):
+        ax.imshow(item.weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(item.source)), item.source, rotation=90, fontsize=8)
+        ax.set_yticks(range(len(item.target)), item.target, fontsize=8)
+        ax.set_xlabel("source")
+        ax.set_ylabel("output")
+    return figure

@@ -20,6 +20,14 @@ class Feedback(str, Enum):
     sample = "sample"
 
 
+class SamplingMode(str, Enum):
+    """How predictions are obtained: the exact step loop, or a teacher-forced first pass
+    followed by a parallel second pass on the mixed inputs (Duckworth et al. 2019)."""
+
+    step = "step"
+    two_pass = "two_pass"
+
+
 def _check_ratio(name: str, value: float) -> None:
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"teacher_forcing.{name}={value}: must lie in [0, 1]")
@@ -30,10 +38,12 @@ class Schedule:
     """Base: the fed-back token kind and the warm-up length shared by every schedule."""
 
     feedback: Feedback = Feedback.argmax
+    mode: SamplingMode = SamplingMode.step
     warmup_steps: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feedback", Feedback(self.feedback))
+        object.__setattr__(self, "mode", SamplingMode(self.mode))
         if self.warmup_steps < 0:
             raise ValueError(f"teacher_forcing.warmup_steps={self.warmup_steps}: must be >= 0")
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import logging
 import math
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import lightning as L
-import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -20,11 +22,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seq2attn.callbacks import TokenThroughput
-from seq2attn.checkpoint import SelfDescribingCheckpoint
-from seq2attn.config import DecodingSchema, check, validate
+from seq2attn.checkpoint import SelfDescribingCheckpoint, load_checkpoint
+from seq2attn.config import ConfigError, DecodingSchema, check, validate
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
-from seq2attn.module import Seq2SeqModule, translate_batch
-from seq2attn.plotting import AttentionMap, save_heatmaps
+from seq2attn.data.tokenizer import Tokenizer
+from seq2attn.metrics import corpus_scores
+from seq2attn.module import Seq2SeqModule
+from seq2attn.plotting import AttentionMap, PageEntry, attention_page, heatmap_png, save_heatmaps
+from seq2attn.translation import Translation, translate_sentences
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ PACKAGES = (
 )
 SAMPLES = 10
 HEATMAPS = 3
+EVAL_SPLITS = ("val", "test")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -86,6 +92,140 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
         for key in cfg
         if key != "hydra"
     }
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Translate a split with a checkpoint, score it with sacreBLEU and write the outputs."""
+    decoding = check(DecodingSchema, cfg.decoding, "decoding")
+    if cfg.split not in EVAL_SPLITS:
+        raise ConfigError(f"split={cfg.split}: must be one of {', '.join(EVAL_SPLITS)}")
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    data = data_config_for(checkpoint.config["data"], cfg.data)
+    pairs = instantiate(OmegaConf.create(data["corpus"])).splits()[cfg.split]
+    log.info("translating %d sentences of %s with %s", len(pairs), cfg.split, checkpoint.path)
+    translations, stats = translate_sentences(
+        checkpoint.model,
+        checkpoint.src_tokenizer,
+        checkpoint.tgt_tokenizer,
+        pairs.src,
+        decoding,
+        cfg.max_tokens,
+        cfg.max_source_length,
+        progress=True,
+    )
+    hypotheses = [t.text for t in translations]
+    scores, signatures = corpus_scores(hypotheses, pairs.tgt)
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / f"{cfg.split}.hyp.txt").write_text("".join(h + "\n" for h in hypotheses))
+    (output_dir / f"{cfg.split}.ref.txt").write_text("".join(r + "\n" for r in pairs.tgt))
+    if decoding.n_best > 1:
+        _write_nbest(output_dir / f"{cfg.split}.nbest.txt", translations, checkpoint.tgt_tokenizer)
+    _write_json(
+        output_dir / "scores.json",
+        {
+            **scores,
+            "signatures": signatures,
+            "checkpoint": str(checkpoint.path),
+            "split": cfg.split,
+            "data": data,
+            "decoding": OmegaConf.to_container(cfg.decoding, resolve=True),
+            "sentences": stats.sentences,
+            "decode_seconds": stats.seconds,
+        },
+    )
+    for name, value in scores.items():
+        log.info("%s = %.2f  %s", name.upper(), value, signatures[name])
+    log.info("outputs in %s", output_dir)
+    return scores
+
+
+def translate(cfg: DictConfig) -> None:
+    """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
+    decoding = check(DecodingSchema, cfg.decoding, "decoding")
+    checkpoint = load_checkpoint(cfg.ckpt_path)
+    attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
+    entries: list[PageEntry] = []
+    with _open_text(cfg.input, "r") as source, _open_text(cfg.output, "w") as sink:
+        for chunk in _chunks(source, cfg.chunk_size):
+            translations, _ = translate_sentences(
+                checkpoint.model,
+                checkpoint.src_tokenizer,
+                checkpoint.tgt_tokenizer,
+                chunk,
+                decoding,
+                cfg.max_tokens,
+                cfg.max_source_length,
+            )
+            sink.writelines(t.text + "\n" for t in translations)
+            sink.flush()
+            if attention_dir is not None:
+                entries += _page_entries(translations, attention_dir, first=len(entries) + 1)
+    if attention_dir is not None:
+        page = attention_dir / "attention.html"
+        page.write_text(attention_page(entries))
+        log.info("attention maps of %d sentences in %s", len(entries), page)
+
+
+def data_config_for(stored: dict[str, Any], given: DictConfig) -> dict[str, Any]:
+    """The checkpoint's data config with the non-null keys of ``given`` applied.
+
+    A whole data group (it has ``_target_``) replaces the stored config; a single key also sets
+    the corpus key of the same name (``data.test_split`` -> ``data.corpus.test_split``).
+    """
+    given_values = OmegaConf.to_container(given, resolve=True)
+    assert isinstance(given_values, dict)
+    overrides = {str(key): value for key, value in given_values.items() if value is not None}
+    if "_target_" in overrides:
+        return overrides
+    data = copy.deepcopy(stored)
+    for key, value in overrides.items():
+        data[key] = value
+        if key in data.get("corpus", {}):
+            data["corpus"][key] = value
+    return data
+
+
+def _page_entries(translations: list[Translation], folder: Path, first: int) -> list[PageEntry]:
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for number, translation in enumerate(translations, start=first):
+        png = None
+        if translation.nbest and translation.nbest[0].attention is not None:
+            png = heatmap_png(attention_map(translation))
+            (folder / f"sentence_{number:05d}.png").write_bytes(png)
+        entries.append(PageEntry(translation.source, translation.text, png))
+    return entries
+
+
+def _chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line.rstrip("\r\n").strip())
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@contextlib.contextmanager
+def _open_text(path: str | None, mode: str) -> Iterator[TextIO]:
+    """A file (UTF-8; undecodable bytes replaced) or stdin/stdout when ``path`` is null."""
+    if path is None:
+        yield sys.stdin if mode == "r" else sys.stdout
+        return
+    with open(path, mode, encoding="utf-8", errors="replace") as handle:
+        yield handle  # type: ignore[misc]
+
+
+def _write_nbest(path: Path, translations: list[Translation], tokenizer: Tokenizer) -> None:
+    """Moses-style n-best list: ``sentence ||| hypothesis ||| model score``."""
+    with path.open("w") as handle:
+        for index, translation in enumerate(translations):
+            texts = tokenizer.decode([hyp.tokens for hyp in translation.nbest])
+            for hyp, text in zip(translation.nbest, texts, strict=True):
+                handle.write(f"{index} ||| {text} ||| {hyp.score:.4f}\n")
 
 
 def build_module(cfg: DictConfig, datamodule: TranslationDataModule) -> Seq2SeqModule:
@@ -140,28 +280,25 @@ def write_test_artifacts(
         save_heatmaps(maps, output_dir / "attention.png")
 
 
-@torch.no_grad()
 def attention_maps(
     module: Seq2SeqModule, datamodule: TranslationDataModule, sentences: list[str]
 ) -> list[AttentionMap]:
-    """Greedy-decode ``sentences`` one by one and return their attention maps (none: empty)."""
-    module.eval()
-    src_tok, tgt_tok = datamodule.src_tokenizer, datamodule.tgt_tokenizer
-    maps = []
-    for ids in src_tok.encode(sentences):
-        src = torch.tensor([ids], device=module.device)
-        lengths = torch.tensor([len(ids)], device=module.device)
-        hyp = translate_batch(module.model, src, lengths, module.decoding)[0][0]
-        if hyp.attention is None:
-            return []
-        maps.append(
-            AttentionMap(
-                weights=hyp.attention.float().cpu().numpy(),
-                source=src_tok.pieces(ids),
-                target=tgt_tok.pieces(hyp.tokens) + ["</s>"],
-            )
-        )
-    return maps
+    """Attention maps of ``sentences`` under the module's decoding (none: empty list)."""
+    translations, _ = translate_sentences(
+        module.model, datamodule.src_tokenizer, datamodule.tgt_tokenizer, sentences, module.decoding
+    )
+    return [attention_map(t) for t in translations if t.nbest and t.nbest[0].attention is not None]
+
+
+def attention_map(translation: Translation) -> AttentionMap:
+    """The best hypothesis' attention with the pieces labelling its axes."""
+    attention = translation.nbest[0].attention
+    assert attention is not None
+    return AttentionMap(
+        weights=attention.float().cpu().numpy(),
+        source=translation.source_pieces,
+        target=translation.target_pieces,
+    )
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:

@@ -1,8 +1,16 @@
-"""The in-memory parallel corpus every reader returns."""
+"""The parallel corpus every reader returns, the corpus interface and its error type."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
+
+SPLITS = ("train", "val", "test")
+
+
+class CorpusError(ValueError):
+    """Unusable input data; the message names the file, line, counts or filter involved."""
 
 
 @dataclass(frozen=True)
@@ -21,3 +29,28 @@ class ParallelCorpus:
 
     def __len__(self) -> int:
         return len(self.src)
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[str, str]]) -> ParallelCorpus:
+        src: list[str] = []
+        tgt: list[str] = []
+        for source, target in pairs:
+            src.append(source)
+            tgt.append(target)
+        return cls(src, tgt)
+
+
+class Corpus(Protocol):
+    """What the data module needs from a corpus (toy, Multi30k, text files, TSV, HF)."""
+
+    def fingerprint(self, split: str) -> str:
+        """A hex digest that changes whenever the pairs of ``split`` can change."""
+        ...
+
+    def pairs(self, split: str) -> Iterator[tuple[str, str]]:
+        """The raw ``(source, target)`` pairs of ``split``, streamed in file order."""
+        ...
+
+    def splits(self) -> dict[str, ParallelCorpus]:
+        """All of ``SPLITS``, read into memory."""
+        ...

@@ -111,7 +111,12 @@ class DecoderOutput:
 
 
 class _RNNDecoder(nn.Module):
-    """Shared parts: the RNN, output dropout and the reference loop over ``step``."""
+    """Shared parts: the RNN, output dropout and the reference loop over ``step``.
+
+    ``parallel`` tells whether teacher-forced ``forward`` runs all positions at once.
+    """
+
+    parallel = False
 
     def __init__(
         self, cell: Cell, input_size: int, hidden_size: int, num_layers: int, dropout: float
@@ -165,6 +170,7 @@ class NoAttentionDecoder(_RNNDecoder):
     ) -> None:
         super().__init__(cell, embedding_size + memory_size, hidden_size, num_layers, dropout)
         self.readout = nn.Linear(hidden_size + memory_size + embedding_size, hidden_size)
+        self.parallel = True
 
     def step(self, prev_emb: Tensor, state: DecoderState, memory: Memory) -> StepOutput:
         return self.forward(prev_emb.unsqueeze(1), state, memory).only_step()
@@ -257,6 +263,7 @@ class LuongDecoder(_AttentionDecoder):
         input_size = embedding_size + (hidden_size if input_feeding else 0)
         super().__init__(cell, input_size, hidden_size, memory_size, num_layers, dropout, scorer)
         self.input_feeding = input_feeding
+        self.parallel = not input_feeding
         self.W_c = nn.Linear(memory_size + hidden_size, hidden_size, bias=False)
 
     def step(self, prev_emb: Tensor, state: DecoderState, memory: Memory) -> StepOutput:

@@ -146,18 +146,44 @@ class Seq2Seq(nn.Module):
         tgt_in: Tensor,
         teacher_forcing_ratio: float = 1.0,
         sample: bool = False,
+        two_pass: bool = False,
     ) -> Seq2SeqOutput:
         """Logits for tgt_in (B, T) = [BOS y_1 .. y_{T-1}].
 
         With teacher_forcing_ratio < 1 each position t >= 1 is fed the gold token with that
         probability (per token) and otherwise the model's previous prediction: the argmax, or
         a sample from the softmax when ``sample``. Position 0 always gets the gold BOS.
+        ``two_pass`` takes the predictions from a teacher-forced first pass instead of the
+        step loop (Duckworth et al., 2019); it needs a decoder with a parallel path.
         """
         memory, state = self.encode(src, src_lengths)
         if teacher_forcing_ratio >= 1.0:
-            out = self.decoder(self.dropout(self.tgt_embedding(tgt_in)), state, memory)
-            return Seq2SeqOutput(self._logits(out.features), out.attention, tgt_in)
+            return self._teacher_forced(tgt_in, state, memory)
+        if two_pass:
+            return self._two_pass_sampling(tgt_in, state, memory, teacher_forcing_ratio, sample)
         return self._scheduled_sampling(tgt_in, state, memory, teacher_forcing_ratio, sample)
+
+    def _teacher_forced(self, tgt_in: Tensor, state: DecoderState, memory: Memory) -> Seq2SeqOutput:
+        out = self.decoder(self.dropout(self.tgt_embedding(tgt_in)), state, memory)
+        return Seq2SeqOutput(self._logits(out.features), out.attention, tgt_in)
+
+    def _two_pass_sampling(
+        self, tgt_in: Tensor, state: DecoderState, memory: Memory, ratio: float, sample: bool
+    ) -> Seq2SeqOutput:
+        """Parallel scheduled sampling: predictions of a teacher-forced pass (no gradient) are
+        mixed into the gold inputs per token, then a second parallel pass is trained on them."""
+        if not self.decoder.parallel:
+            raise ValueError(
+                "two-pass scheduled sampling needs a parallel decoder: attention=luong without "
+                "input feeding, or attention=none"
+            )
+        with torch.no_grad():
+            first = self._teacher_forced(tgt_in, state, memory)
+            predicted = _predict(first.logits.flatten(0, 1), sample).view_as(tgt_in)
+        use_gold = torch.rand(tgt_in[:, 1:].shape, device=tgt_in.device) < ratio
+        mixed = tgt_in.clone()
+        mixed[:, 1:] = torch.where(use_gold, tgt_in[:, 1:], predicted[:, :-1])
+        return self._teacher_forced(mixed, state, memory)
 
     def _scheduled_sampling(
         self, tgt_in: Tensor, state: DecoderState, memory: Memory, ratio: float, sample: bool

@@ -1,0 +1,15 @@
+"""Score a checkpoint on a split: ``python src/eval.py ckpt_path=<ckpt or run folder>``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from seq2attn.tasks import evaluate
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> float:
+    return evaluate(cfg)["bleu"]
+
+
+if __name__ == "__main__":
+    main()

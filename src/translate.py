@@ -1,0 +1,15 @@
+"""Translate lines from stdin or a file: ``python src/translate.py ckpt_path=<ckpt>``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from seq2attn.tasks import translate
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="translate")
+def main(cfg: DictConfig) -> None:
+    translate(cfg)
+
+
+if __name__ == "__main__":
+    main()
