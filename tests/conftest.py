@@ -11,6 +11,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from seq2attn.tasks import train
+
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 # A small corpus and a tiny network: every fast dev run finishes in seconds on 2 cores.
@@ -31,6 +33,15 @@ TINY = [
 Compose = Callable[..., DictConfig]
 
 
+def compose_config(name: str, overrides: list[str]) -> DictConfig:
+    """Compose ``conf/<name>.yaml`` with overrides and make it the current HydraConfig."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose(name, overrides=overrides, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tokenizer/corpus cache for the whole session, as on a user's machine."""
@@ -43,11 +54,28 @@ def compose_train(tmp_path: Path, cache_dir: Path) -> Compose:
 
     def _compose(*overrides: str, tiny: bool = True) -> DictConfig:
         base = [f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={cache_dir}"]
-        shrink = TINY if tiny else []
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-            cfg = compose("train", overrides=[*base, *shrink, *overrides], return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        return cfg
+        return compose_config("train", [*base, *(TINY if tiny else []), *overrides])
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Path:
+    """Run folder of a small Luong model trained briefly on the toy corpus (about 30 s)."""
+    output_dir = tmp_path_factory.mktemp("trained")
+    cfg = compose_config(
+        "train",
+        [
+            f"paths.output_dir={output_dir}",
+            f"paths.cache_dir={cache_dir}",
+            *TINY,
+            "data.corpus.num_train=3000",
+            "data.corpus.num_val=100",
+            "data.corpus.num_test=100",
+            "model.hidden_size=64",
+            "model.embedding_size=32",
+            "trainer.max_epochs=8",
+        ],
+    )
+    train(cfg)
+    return output_dir

@@ -55,9 +55,10 @@ def translate_sentences(
     tgt_tokenizer: Tokenizer,
     sentences: Sequence[str],
     decoding: DecodingSchema,
-    max_tokens: int = 4000,
+    max_tokens: int | None = 4000,
     max_source_length: int = 250,
     progress: bool = False,
+    max_sentences: int | None = None,
 ) -> tuple[list[Translation], TranslationStats]:
     """Translations of ``sentences`` in input order, and counts of what was done."""
     model.eval()
@@ -81,7 +82,9 @@ def translate_sentences(
             stats.empty += 1
     todo = [i for i, ids in enumerate(encoded) if ids]
     lengths = [len(encoded[i]) for i in todo]
-    sampler = TokenBudgetBatchSampler(lengths, lengths, max_tokens, None, shuffle=False, seed=0)
+    sampler = TokenBudgetBatchSampler(
+        lengths, lengths, max_tokens, max_sentences, shuffle=False, seed=0
+    )
     began = time.perf_counter()
     for batch in tqdm(list(sampler), disable=not progress, desc="translating", unit="batch"):
         rows = [encoded[todo[j]] for j in batch]

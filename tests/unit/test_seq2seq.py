@@ -107,3 +107,34 @@ def test_input_feeding_needs_luong() -> None:
 def test_dot_scorer_size_error_surfaces() -> None:
     with pytest.raises(ValueError, match="query_size=6 and key_size=10"):
         make_model(scorer=DotScorer, encoder_hidden_size=5)
+
+
+@pytest.mark.parametrize("attention", ["luong", "none"])
+def test_two_pass_feeds_the_first_pass_predictions(attention: str) -> None:
+    model = make_model(attention=attention).eval()
+    tgt_in = torch.tensor([[BOS, 4, 5, 6], [BOS, 6, 7, 8]])
+    first = model(SRC, LENGTHS, tgt_in)
+    out = model(SRC, LENGTHS, tgt_in, teacher_forcing_ratio=0.0, two_pass=True)
+    assert torch.equal(out.decoder_inputs[:, 0], tgt_in[:, 0])
+    assert torch.equal(out.decoder_inputs[:, 1:], first.logits.argmax(-1)[:, :-1])
+    second = model(SRC, LENGTHS, out.decoder_inputs)
+    torch.testing.assert_close(out.logits, second.logits)
+
+
+def test_two_pass_mixes_gold_and_predicted_tokens() -> None:
+    model = make_model().eval()
+    tgt_in = torch.randint(4, 13, (64, 6))
+    tgt_in[:, 0] = BOS
+    src = torch.randint(4, 11, (64, 4))
+    predicted = model(src, torch.full((64,), 4), tgt_in).logits.argmax(-1)[:, :-1]
+    torch.manual_seed(1)
+    fed = model(src, torch.full((64,), 4), tgt_in, 0.5, two_pass=True).decoder_inputs[:, 1:]
+    from_gold = fed == tgt_in[:, 1:]
+    from_model = fed == predicted
+    assert bool((from_gold | from_model).all())
+    assert 0.3 < from_gold.float().mean().item() < 0.8
+
+
+def test_two_pass_needs_a_parallel_decoder() -> None:
+    with pytest.raises(ValueError, match="two-pass scheduled sampling needs a parallel decoder"):
+        make_model(attention="bahdanau")(SRC, LENGTHS, TGT_IN, 0.5, two_pass=True)

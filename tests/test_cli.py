@@ -1,0 +1,164 @@
+"""eval / translate on a small trained checkpoint, and checkpoint loading."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2attn.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from seq2attn.config import DecodingSchema
+from seq2attn.data.tokenizer import BOS_ID, EOS_ID
+from seq2attn.data.toy import ToyCorpus
+from seq2attn.search import beam_search, greedy_decode
+from seq2attn.tasks import evaluate, translate
+from seq2attn.translation import translate_sentences
+from tests.conftest import compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_folder_resolves_to_its_best_checkpoint(trained_run: Path) -> None:
+    path = resolve_checkpoint(trained_run)
+    assert path.parent == trained_run / "checkpoints" and path.name.startswith("best-")
+
+
+def test_eval_matches_sacrebleu_command_line(trained_run: Path, tmp_path: Path) -> None:
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={trained_run}", f"paths.output_dir={tmp_path}", "decoding.beam_size=3"],
+    )
+    scores = evaluate(cfg)
+    hyp, ref = tmp_path / "test.hyp.txt", tmp_path / "test.ref.txt"
+    assert len(hyp.read_text().splitlines()) == 100
+    cli = subprocess.run(
+        [sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "-b"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert float(cli.stdout.strip()) == pytest.approx(scores["bleu"], abs=0.01)
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["bleu"] == pytest.approx(scores["bleu"])
+    assert saved["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
+    assert {"chrf", "ter"} <= saved.keys()
+
+
+def test_eval_bleu_equals_training_test_bleu_under_greedy(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    cfg = compose_config(
+        "eval", [f"ckpt_path={trained_run}", f"paths.output_dir={tmp_path}", "decoding=greedy"]
+    )
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    assert evaluate(cfg)["bleu"] == pytest.approx(trained["test/bleu"], abs=0.01)
+
+
+def test_translate_keeps_order_and_handles_empty_and_long_lines(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    sources = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src[:5]
+    long_line = " ".join(["the dog sees a cat"] * 200)
+    lines = [sources[0], "", sources[1], long_line, "   ", *sources[2:]]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    cfg = compose_config(
+        "translate",
+        [
+            f"ckpt_path={trained_run}",
+            f"input={tmp_path / 'in.txt'}",
+            f"output={tmp_path / 'out.txt'}",
+            f"attention_dir={tmp_path / 'maps'}",
+            f"paths.output_dir={tmp_path}",
+            "max_source_length=40",
+            "chunk_size=3",
+        ],
+    )
+    translate(cfg)
+    out = (tmp_path / "out.txt").read_text().split("\n")[:-1]
+    assert len(out) == len(lines)
+    assert out[1] == "" and out[4] == ""
+    checkpoint = load_checkpoint(trained_run)
+    alone, _ = translate_sentences(
+        checkpoint.model,
+        checkpoint.src_tokenizer,
+        checkpoint.tgt_tokenizer,
+        [lines[2]],
+        DecodingSchema(strategy="beam", beam_size=5, length_penalty=0.6),
+    )
+    assert out[2] == alone[0].text
+    page = (tmp_path / "maps" / "attention.html").read_text()
+    assert page.count("<section") == len(lines)
+    assert page.count("data:image/png;base64,") == len(lines) - 2
+    assert len(list((tmp_path / "maps").glob("sentence_*.png"))) == len(lines) - 2
+
+
+def test_translate_reads_stdin_and_writes_stdout(trained_run: Path) -> None:
+    source = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src[0]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "translate.py"), f"ckpt_path={trained_run}",
+         "hydra.run.dir=" + str(trained_run / "translate")],
+        input=f"{source}\n\n{source}\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )  # fmt: skip
+    lines = result.stdout.split("\n")
+    assert lines[1] == "" and lines[0] == lines[2] != ""
+
+
+def test_beam_beats_greedy_on_model_score(trained_run: Path) -> None:
+    checkpoint = load_checkpoint(trained_run)
+    model, tok = checkpoint.model, checkpoint.src_tokenizer
+    sources = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src
+    better_or_equal, greedy_total, beam_total = 0, 0.0, 0.0
+    for ids in tok.encode(sources):
+        src, lengths = torch.tensor([ids]), torch.tensor([len(ids)])
+        with torch.no_grad():
+            greedy = greedy_decode(model, src, lengths, BOS_ID, EOS_ID)[0]
+            beam = beam_search(model, src, lengths, BOS_ID, EOS_ID, beam_size=5)[0][0]
+        greedy_total += greedy.score
+        beam_total += beam.score
+        better_or_equal += beam.score >= greedy.score - 1e-5
+    share = better_or_equal / len(sources)
+    assert beam_total / len(sources) >= greedy_total / len(sources)
+    assert share >= 0.9, f"beam 5 >= greedy on only {share:.0%} of sentences"
+
+
+def test_foreign_checkpoint_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+    with pytest.raises(CheckpointError, match=r"not a seq2attn checkpoint"):
+        load_checkpoint(path)
+
+
+def test_corrupted_checkpoint_is_refused(trained_run: Path, tmp_path: Path) -> None:
+    data = resolve_checkpoint(trained_run).read_bytes()
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"corrupted, truncated or not a PyTorch file"):
+        load_checkpoint(truncated)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple:
+        return (print, ("executed",))
+
+
+def test_checkpoint_with_pickled_code_is_never_executed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "evil.ckpt"
+    torch.save({"seq2attn": _Payload()}, path)
+    with pytest.raises(CheckpointError, match=r"refused to load"):
+        load_checkpoint(path)
+    assert "executed" not in capsys.readouterr().out
+
+
+def test_missing_checkpoint_lists_the_paths_searched(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"no checkpoint found; searched: .*last\.ckpt"):
+        load_checkpoint(tmp_path)
