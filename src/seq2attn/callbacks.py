@@ -1,12 +1,26 @@
-"""Training callbacks that are part of every run."""
+"""Callbacks that are part of every training run."""
 
 from __future__ import annotations
 
+import io
+import logging
+import signal
 import time
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning as L
+import numpy as np
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from PIL import Image
+
+from seq2attn.module import attached_datamodule
+from seq2attn.plotting import heatmap_png
+from seq2attn.translation import attention_map, translate_sentences
+
+log = logging.getLogger(__name__)
 
 
 class TokenThroughput(Callback):
@@ -31,3 +45,112 @@ class TokenThroughput(Callback):
         elapsed = time.perf_counter() - self._started
         tokens = batch.num_target_tokens * trainer.world_size
         pl_module.log("train/tok_s", tokens / max(elapsed, 1e-9), prog_bar=True, batch_size=1)
+
+
+class ValidationSnapshots(Callback):
+    """At every validation, translate a few fixed validation sentences and send their attention
+    maps and a sample table to every logger, so a dashboard shows the alignments sharpening.
+
+    W&B gets images (``val/attention``) and a table (``val/samples``); TensorBoard gets images and
+    text; a CSV logger gets PNG files under ``<log dir>/attention/``.
+    """
+
+    def __init__(self, num_sentences: int = 4) -> None:
+        self.num_sentences = num_sentences
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers:
+            return
+        datamodule = attached_datamodule(trainer)
+        sources = datamodule.sources("val")[: self.num_sentences]
+        references = datamodule.references("val")[: self.num_sentences]
+        translations, _ = translate_sentences(
+            pl_module.model,  # type: ignore[arg-type]
+            datamodule.src_tokenizer,
+            datamodule.tgt_tokenizer,
+            sources,
+            pl_module.decoding,  # type: ignore[arg-type]
+        )
+        rows = [[t.source, ref, t.text] for t, ref in zip(translations, references, strict=True)]
+        pngs = [
+            heatmap_png(attention_map(t))
+            for t in translations
+            if t.nbest and t.nbest[0].attention is not None
+        ]
+        step = trainer.global_step
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                _log_wandb(logger, pngs, rows, step)
+            elif isinstance(logger, TensorBoardLogger):
+                _log_tensorboard(logger, pngs, rows, step)
+            elif isinstance(logger, CSVLogger):
+                folder = Path(logger.log_dir) / "attention"
+                folder.mkdir(parents=True, exist_ok=True)
+                for i, png in enumerate(pngs):
+                    (folder / f"step{step:07d}_sentence{i}.png").write_bytes(png)
+
+
+def _log_wandb(logger: WandbLogger, pngs: list[bytes], rows: list[list[str]], step: int) -> None:
+    images = [Image.open(io.BytesIO(png)) for png in pngs]
+    if images:
+        logger.log_image(key="val/attention", images=images, step=step)
+    logger.log_table(
+        key="val/samples", columns=["source", "reference", "hypothesis"], data=rows, step=step
+    )
+
+
+def _log_tensorboard(
+    logger: TensorBoardLogger, pngs: list[bytes], rows: list[list[str]], step: int
+) -> None:
+    for i, png in enumerate(pngs):
+        image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        logger.experiment.add_image(f"val/attention/{i}", image, step, dataformats="HWC")
+    table = "\n".join(f"| {s} | {r} | {h} |" for s, r, h in rows)
+    header = "| source | reference | hypothesis |\n|-|-|-|\n"
+    logger.experiment.add_text("val/samples", header + table, step)
+
+
+class PreemptionCheckpoint(Callback):
+    """On SIGTERM or SIGINT (pre-emption, Ctrl-C), finish the current step, write
+    ``last.ckpt`` and stop, so ``ckpt_path=<run folder>`` resumes from there."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if self.received is None:
+            return
+        path = self.dirpath / "last.ckpt"
+        trainer.save_checkpoint(path)
+        log.warning(
+            "received %s at step %d: wrote %s and stopped; resume with ckpt_path=%s",
+            signal.Signals(self.received).name,
+            trainer.global_step,
+            path,
+            self.dirpath.parent,
+        )
+        trainer.should_stop = True

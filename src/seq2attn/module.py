@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,6 +20,10 @@ from seq2attn.models.seq2seq import Seq2Seq
 from seq2attn.schedules import Feedback, SamplingMode, Schedule
 from seq2attn.search import Hypothesis, beam_search, greedy_decode
 
+log = logging.getLogger(__name__)
+
+# what a NaN/inf training loss does: stop the run naming the step, or skip the batch
+NONFINITE_POLICIES = ("stop", "skip")
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -84,8 +89,14 @@ class Seq2SeqModule(L.LightningModule):
         teacher_forcing: Schedule,
         decoding: DecodingSchema,
         label_smoothing: float = 0.0,
+        nonfinite_loss: str = "stop",
     ) -> None:
         super().__init__()
+        if nonfinite_loss not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"nonfinite_loss={nonfinite_loss}: must be one of {', '.join(NONFINITE_POLICIES)}"
+            )
+        self.nonfinite_loss = nonfinite_loss
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -96,7 +107,7 @@ class Seq2SeqModule(L.LightningModule):
         self._nll = {"val": 0.0, "test": 0.0}
         self._tokens = {"val": 0, "test": 0}
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
         ratio = self.teacher_forcing(self.global_step)
         output = self.model(
             batch.src,
@@ -109,9 +120,11 @@ class Seq2SeqModule(L.LightningModule):
         tokens = batch.num_target_tokens
         loss = token_nll(output.logits, batch.tgt_out, self.label_smoothing) / tokens
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at step {self.global_step}"
-            )
+            message = f"non-finite training loss ({loss.item()}) at step {self.global_step}"
+            if self.nonfinite_loss == "stop":
+                raise FloatingPointError(f"{message}; nonfinite_loss=skip skips such batches")
+            log.warning("%s: batch skipped (nonfinite_loss=skip)", message)
+            return None
         batch_size = batch.src.size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/tf_ratio", ratio, batch_size=batch_size)

@@ -7,8 +7,11 @@ import copy
 import json
 import logging
 import math
+import netrc
+import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -16,20 +19,22 @@ from typing import Any, TextIO
 
 import lightning as L
 import torch.distributed as dist
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from seq2attn.callbacks import TokenThroughput
-from seq2attn.checkpoint import SelfDescribingCheckpoint, load_checkpoint
+from seq2attn.callbacks import PreemptionCheckpoint, TokenThroughput
+from seq2attn.checkpoint import AtomicCheckpointIO, SelfDescribingCheckpoint, load_checkpoint
 from seq2attn.config import ConfigError, DecodingSchema, check, validate
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.data.tokenizer import Tokenizer
 from seq2attn.metrics import corpus_scores
 from seq2attn.module import Seq2SeqModule
 from seq2attn.plotting import AttentionMap, PageEntry, attention_page, heatmap_png, save_heatmaps
-from seq2attn.translation import Translation, translate_sentences
+from seq2attn.translation import Translation, attention_map, translate_sentences
 
 log = logging.getLogger(__name__)
 
@@ -48,27 +53,43 @@ EVAL_SPLITS = ("val", "test")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Validate the config, train, test the best checkpoint and write the run's artifacts."""
+    """Validate the config, train, test the best checkpoint and write the run's artifacts.
+
+    ``ckpt_path`` resumes: a checkpoint file, a run folder (its ``last.ckpt``) or ``last`` (the
+    newest ``last.ckpt`` under ``paths.log_dir``). A run stopped by SIGTERM/SIGINT writes
+    ``last.ckpt``, skips the test and returns ``{"preempted": signal number}``.
+    """
+    started = time.perf_counter()
     validate(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
+    resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.log_dir))
     if _is_rank_zero():
-        write_run_record(config, output_dir)
+        write_run_record(config, output_dir, resume_from)
 
     datamodule: TranslationDataModule = build_datamodule(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
+    preemption = PreemptionCheckpoint(str(output_dir / "checkpoints"))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config)]
-    loggers = [instantiate(c) for c in cfg.logger.values() if c is not None]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-
+    callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config), preemption]
+    loggers = build_loggers(cfg, config)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+    )
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        if preemption.received is not None:
+            return {"preempted": float(preemption.received)}
         fit_metrics = _scalars(trainer.callback_metrics)
-        trainer.test(module, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer))
+        best = _best_checkpoint(trainer)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best)
         metrics = {**fit_metrics, **_scalars(trainer.callback_metrics)}
+        metrics["val/bleu_best"] = _best_score(trainer, metrics)
+        metrics["params"] = float(sum(p.numel() for p in module.model.parameters()))
+        metrics["time/wall_s"] = time.perf_counter() - started
+        metrics["trainer/global_step"] = float(trainer.global_step)
         if trainer.is_global_zero:
             write_test_artifacts(module, datamodule, output_dir)
             _write_json(output_dir / "metrics.json", metrics)
@@ -76,11 +97,74 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 "test BLEU %.2f (outputs in %s)", metrics.get("test/bleu", math.nan), output_dir
             )
     finally:
+        finish_loggers(loggers)
         # free the process group so that a following run in this process (tests, multirun
         # with the basic launcher) can start its own
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return metrics
+
+
+def resume_checkpoint(ckpt_path: str | None, log_dir: Path) -> str | None:
+    """The checkpoint file a run resumes from (see :func:`train`); None starts afresh."""
+    if ckpt_path is None:
+        return None
+    if ckpt_path == "last":
+        candidates = sorted(
+            (log_dir / "train").glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
+        )
+        if not candidates:
+            raise ConfigError(
+                f"ckpt_path=last: no checkpoints/last.ckpt under {log_dir / 'train'} to resume"
+            )
+        return str(candidates[-1])
+    path = Path(ckpt_path)
+    if path.is_file():
+        return str(path)
+    last = path / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return str(last)
+    raise ConfigError(
+        f"ckpt_path={ckpt_path}: neither a checkpoint file nor a run folder with "
+        "checkpoints/last.ckpt"
+    )
+
+
+def build_loggers(cfg: DictConfig, config: dict[str, Any]) -> list[Logger]:
+    """The configured loggers, each given the full composed config as hyperparameters."""
+    loggers: list[Logger] = []
+    for node in cfg.logger.values():
+        if node is None:
+            continue
+        if str(node.get("_target_", "")).endswith("WandbLogger"):
+            node = wandb_settings(node)
+        loggers.append(instantiate(node))
+    for logger in loggers:
+        logger.log_hyperparams(config)
+    return loggers
+
+
+def wandb_settings(node: DictConfig) -> DictConfig:
+    """Run W&B offline (saying how to sync later) when there is no API key or WANDB_MODE=offline."""
+    offline = os.environ.get("WANDB_MODE") in {"offline", "dryrun"} or not _wandb_api_key()
+    if offline and not node.get("offline"):
+        log.info(
+            "W&B: no API key (or WANDB_MODE=offline): logging offline under %s; upload later with "
+            "`wandb sync %s/wandb/offline-run-*`",
+            node.save_dir,
+            node.save_dir,
+        )
+        node = OmegaConf.merge(node, {"offline": True})  # type: ignore[assignment]
+    return node
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close W&B runs even when training failed, so the next run in this process starts clean."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and _is_rank_zero():
+            import wandb
+
+            wandb.finish()
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -242,17 +326,21 @@ def build_module(cfg: DictConfig, datamodule: TranslationDataModule) -> Seq2SeqM
         teacher_forcing=instantiate(cfg.teacher_forcing),
         decoding=check(DecodingSchema, cfg.decoding, "decoding"),
         label_smoothing=float(cfg.get("label_smoothing") or 0.0),
+        nonfinite_loss=cfg.get("nonfinite_loss", "stop"),
     )
 
 
-def write_run_record(config: dict[str, Any], output_dir: Path) -> None:
-    """Keep what reproduces the run: the composed config, the command line, commit, versions."""
+def write_run_record(config: dict[str, Any], output_dir: Path, resumed_from: str | None) -> None:
+    """Keep what reproduces the run: the composed config, the command line and overrides, the git
+    commit (and whether the tree was dirty), the package versions."""
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
     _write_json(
         output_dir / "run.json",
         {
             "argv": sys.argv,
+            "overrides": _hydra_overrides(),
+            "resumed_from": resumed_from,
             "git": _git_state(),
             "packages": {name: _version(name) for name in PACKAGES},
             "python": sys.version.split()[0],
@@ -290,15 +378,28 @@ def attention_maps(
     return [attention_map(t) for t in translations if t.nbest and t.nbest[0].attention is not None]
 
 
-def attention_map(translation: Translation) -> AttentionMap:
-    """The best hypothesis' attention with the pieces labelling its axes."""
-    attention = translation.nbest[0].attention
-    assert attention is not None
-    return AttentionMap(
-        weights=attention.float().cpu().numpy(),
-        source=translation.source_pieces,
-        target=translation.target_pieces,
-    )
+def _best_score(trainer: L.Trainer, metrics: dict[str, float]) -> float:
+    callback = trainer.checkpoint_callback
+    if isinstance(callback, ModelCheckpoint) and callback.best_model_score is not None:
+        return float(callback.best_model_score)
+    return metrics.get("val/bleu", math.nan)
+
+
+def _hydra_overrides() -> list[str]:
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def _wandb_api_key() -> str | None:
+    """WANDB_API_KEY, or the key `wandb login` stored in ~/.netrc."""
+    if key := os.environ.get("WANDB_API_KEY"):
+        return key
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        return None
+    return auth[2] if auth else None
 
 
 def _best_checkpoint(trainer: L.Trainer) -> str | None:

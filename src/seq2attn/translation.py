@@ -21,6 +21,7 @@ from seq2attn.data.batching import TokenBudgetBatchSampler
 from seq2attn.data.tokenizer import PAD_ID, Tokenizer
 from seq2attn.models.seq2seq import Seq2Seq
 from seq2attn.module import translate_batch
+from seq2attn.plotting import AttentionMap
 from seq2attn.search import Hypothesis
 
 log = logging.getLogger(__name__)
@@ -105,3 +106,15 @@ def translate_sentences(
         stats.batches += 1
     stats.seconds = time.perf_counter() - began
     return [r for r in results if r is not None], stats
+
+
+def attention_map(translation: Translation) -> AttentionMap:
+    """The best hypothesis' attention with the pieces labelling its axes."""
+    attention = translation.nbest[0].attention
+    if attention is None:
+        raise ValueError("this translation has no attention weights (attention=none)")
+    return AttentionMap(
+        weights=attention.float().cpu().numpy(),
+        source=translation.source_pieces,
+        target=translation.target_pieces,
+    )
