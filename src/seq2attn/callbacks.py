@@ -110,14 +110,16 @@ def _log_tensorboard(
     logger.experiment.add_text("val/samples", header + table, step)
 
 
-class PreemptionCheckpoint(Callback):
-    """On SIGTERM or SIGINT (pre-emption, Ctrl-C), finish the current step, write
-    ``last.ckpt`` and stop, so ``ckpt_path=<run folder>`` resumes from there."""
+class ResumeCheckpoint(Callback):
+    """Keeps ``last.ckpt`` fresh for resuming: every ``every_n_train_steps`` optimizer steps, and
+    on SIGTERM or SIGINT (pre-emption, Ctrl-C) after the current step, which then stops the run.
+    A second signal stops at once."""
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, dirpath: str) -> None:
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
         self.dirpath = Path(dirpath)
+        self.every_n_train_steps = every_n_train_steps
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -130,7 +132,7 @@ class PreemptionCheckpoint(Callback):
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is not None:  # a second signal: stop now
+        if self.received is not None:
             raise KeyboardInterrupt
         self.received = signum
 
@@ -142,10 +144,13 @@ class PreemptionCheckpoint(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        if self.received is None:
+        periodic = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
+        if self.received is None and not periodic:
             return
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)
+        if self.received is None:
+            return
         log.warning(
             "received %s at step %d: wrote %s and stopped; resume with ckpt_path=%s",
             signal.Signals(self.received).name,

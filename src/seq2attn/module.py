@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -188,6 +190,21 @@ class Seq2SeqModule(L.LightningModule):
         for name, value in metrics.items():
             self.log(f"{split}/{name}", value, prog_bar=name == "bleu", sync_dist=False)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lightning does not keep RNG states; a resumed run continues the same random streams
+        checkpoint["rng"] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": _numpy_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if states := checkpoint.get("rng"):
+            torch.set_rng_state(states["torch"])
+            random.setstate(states["python"])
+            name, keys, position, has_gauss, cached = states["numpy"]
+            np.random.set_state((name, keys.numpy(), position, has_gauss, cached))
+
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
         if self.scheduler_factory is None:
@@ -203,3 +220,11 @@ class Seq2SeqModule(L.LightningModule):
                 "strict": False,
             },
         }
+
+
+def _numpy_state() -> tuple[Any, ...]:
+    """NumPy's legacy RNG state as plain types (weights-only loadable)."""
+    state = np.random.get_state()
+    assert isinstance(state, tuple)
+    name, keys, position, has_gauss, cached = state
+    return (name, torch.from_numpy(np.array(keys)), position, has_gauss, cached)

@@ -26,7 +26,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from seq2attn.callbacks import PreemptionCheckpoint, TokenThroughput
+from seq2attn.callbacks import ResumeCheckpoint, TokenThroughput
 from seq2attn.checkpoint import AtomicCheckpointIO, SelfDescribingCheckpoint, load_checkpoint
 from seq2attn.config import ConfigError, DecodingSchema, check, validate
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
@@ -71,17 +71,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule: TranslationDataModule = build_datamodule(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
-    preemption = PreemptionCheckpoint(str(output_dir / "checkpoints"))
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config), preemption]
+    callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config)]
+    resume = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
     loggers = build_loggers(cfg, config)
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
-        if preemption.received is not None:
-            return {"preempted": float(preemption.received)}
+        if resume is not None and resume.received is not None:
+            return {"preempted": float(resume.received)}
         fit_metrics = _scalars(trainer.callback_metrics)
         best = _best_checkpoint(trainer)
         trainer.test(module, datamodule=datamodule, ckpt_path=best)

@@ -1,0 +1,100 @@
+"""Precision, loggers, reproducibility and fault handling of a training run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from seq2attn import module as module_lib
+from seq2attn.data.datamodule import build_datamodule
+from seq2attn.tasks import build_module, train
+from tests.conftest import Compose
+
+
+def test_bf16_mixed_runs_the_matrix_products_in_bf16(compose_train: Compose) -> None:
+    cfg = compose_train("precision=bf16-mixed", "attention=bahdanau")
+    datamodule = build_datamodule(cfg.data)
+    datamodule.setup("fit")
+    model = build_module(cfg, datamodule).model
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    batch = next(iter(datamodule.train_dataloader()))
+    with trainer.precision_plugin.forward_context():
+        output = model(batch.src, batch.src_lengths, batch.tgt_in)
+    assert output.logits.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32
+
+
+def test_bf16_mixed_trains_an_epoch_with_finite_loss(compose_train: Compose) -> None:
+    metrics = train(compose_train("precision=bf16-mixed", "trainer.max_epochs=1"))
+    assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
+
+
+def test_same_seed_gives_identical_metrics(compose_train: Compose, tmp_path: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        cfg = compose_train("debug=limit", f"paths.output_dir={tmp_path / name}")
+        runs.append(train(cfg))
+    for key in ("train/loss", "val/loss", "val/bleu", "test/bleu", "test/loss"):
+        assert runs[0][key] == runs[1][key], key
+
+
+def _nan_for_first_calls(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
+    """Make the training loss NaN for the first ``calls`` batches."""
+    real = module_lib.token_nll
+    count = {"n": 0}
+
+    def token_nll(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0):
+        count["n"] += 1
+        loss = real(logits, targets, label_smoothing)
+        return loss * float("nan") if count["n"] <= calls else loss
+
+    monkeypatch.setattr(module_lib, "token_nll", token_nll)
+
+
+def test_nonfinite_loss_stops_naming_the_step(
+    compose_train: Compose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _nan_for_first_calls(monkeypatch, 1)
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss \(nan\) at step 0"):
+        train(compose_train("debug=limit"))
+
+
+def test_nonfinite_loss_can_skip_batches(
+    compose_train: Compose, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    _nan_for_first_calls(monkeypatch, 3)
+    metrics = train(compose_train("debug=limit", "nonfinite_loss=skip"))
+    assert caplog.text.count("batch skipped (nonfinite_loss=skip)") == 3
+    assert math.isfinite(metrics["train/loss"])
+    assert math.isfinite(metrics["val/loss"])
+
+
+def test_wandb_offline_run_keeps_config_history_and_heatmaps(
+    compose_train: Compose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = compose_train("logger=wandb", "debug=limit", "trainer.log_every_n_steps=2")
+    train(cfg)
+    runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    files = runs[0] / "files"
+    record = next(runs[0].glob("run-*.wandb")).read_bytes()  # config, history and summary
+    assert b"input_feeding" in record and b"GeneralScorer" in record  # the composed config
+    assert record.count(b"train/loss") >= 5  # one history row per logging step
+    assert b"test/bleu" in record
+    images = list((files / "media" / "images" / "val").glob("attention_*.png"))
+    assert len(images) == 2 * 4  # 4 sentences at each of 2 validations
+    assert len(list((files / "media" / "table" / "val").glob("samples_*.table.json"))) == 2
+
+
+def test_csv_logger_keeps_heatmaps_of_every_validation(compose_train: Compose) -> None:
+    cfg = compose_train("debug=limit")
+    train(cfg)
+    maps = list((Path(cfg.paths.output_dir) / "csv" / "attention").glob("step*_sentence*.png"))
+    assert len(maps) == 2 * 4
