@@ -135,6 +135,10 @@ class Seq2SeqModule(L.LightningModule):
         )
         return loss
 
+    def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
+        # a metric (not trainer.global_step) so that spawned processes report it back too
+        self.log("trainer/global_step", float(self.global_step), batch_size=1)
+
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")
 

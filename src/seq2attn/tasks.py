@@ -89,7 +89,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics["val/bleu_best"] = _best_score(trainer, metrics)
         metrics["params"] = float(sum(p.numel() for p in module.model.parameters()))
         metrics["time/wall_s"] = time.perf_counter() - started
-        metrics["trainer/global_step"] = float(trainer.global_step)
         if trainer.is_global_zero:
             write_test_artifacts(module, datamodule, output_dir)
             _write_json(output_dir / "metrics.json", metrics)
@@ -352,8 +351,17 @@ def write_test_artifacts(
     module: Seq2SeqModule, datamodule: TranslationDataModule, output_dir: Path
 ) -> None:
     """Test hypotheses, a few side-by-side samples and an attention heatmap PNG."""
-    translations = module.translations.get("test", {})
     sources, references = datamodule.sources("test"), datamodule.references("test")
+    translations = module.translations.get("test", {})
+    if len(translations) < len(sources):  # a limited test, or one run in spawned processes
+        done, _ = translate_sentences(
+            module.model,
+            datamodule.src_tokenizer,
+            datamodule.tgt_tokenizer,
+            sources,
+            module.decoding,
+        )
+        translations = {i: t.text for i, t in enumerate(done)}
     indices = sorted(translations)
     (output_dir / "test_hypotheses.txt").write_text(
         "".join(translations[i] + "\n" for i in indices)
