@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -37,6 +38,8 @@ from seq2attn.plotting import AttentionMap, PageEntry, attention_page, heatmap_p
 from seq2attn.translation import Translation, attention_map, translate_sentences
 
 log = logging.getLogger(__name__)
+# epoch metrics are computed over the hypotheses of every rank already (metrics.py)
+warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level")
 
 PACKAGES = (
     "seq2attn",
