@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format clean
+.PHONY: help install train test test-fast lint format sweep clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,19 @@ lint: $(STAMP) ## ruff lint + format check, mypy
 format: $(STAMP) ## Format and fix with ruff
 	$(PY) -m ruff format src tests benchmarks
 	$(PY) -m ruff check --fix src tests benchmarks
+
+SWEEP_DIR ?= logs/sweep/toy_grid
+sweep: $(STAMP) ## Small attention x cell x seed grid on the toy corpus (2 jobs at once), then its report
+	rm -rf $(SWEEP_DIR)
+	$(PY) src/train.py -m attention=luong,bahdanau cell=gru,lstm seed=1,2 \
+		data.corpus.num_train=4000 data.corpus.num_val=200 data.corpus.num_test=200 \
+		data.vocab_size=200 model.embedding_size=32 model.hidden_size=64 trainer.max_epochs=4 \
+		trainer.enable_progress_bar=false hydra/launcher=joblib hydra.launcher.n_jobs=2 \
+		hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	$(PY) src/report.py $(SWEEP_DIR) --out $(SWEEP_DIR)/report.md --chart $(SWEEP_DIR)/report.png
+
+bench-data: $(STAMP) ## Data pipeline benchmarks: loading vs. step time on Multi30k, 1M-pair scale
+	$(PY) benchmarks/data_loading.py && $(PY) benchmarks/data_scale.py
 
 clean: ## Remove the venv, caches and run outputs
 	rm -rf $(VENV) .cache logs .pytest_cache .ruff_cache .mypy_cache .hypothesis src/*.egg-info

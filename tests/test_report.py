@@ -1,0 +1,291 @@
+"""The report: run collection, varying keys, seed aggregation, Markdown, chart and result files."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+from seq2attn.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
+from seq2attn.report import (
+    ReportError,
+    Run,
+    aggregate,
+    collect_runs,
+    config_columns,
+    config_row,
+    export,
+    plot,
+    report,
+    to_markdown,
+    varying_keys,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BASE: dict[str, Any] = {
+    "cell": {"type": "gru"},
+    "scorer": {"_target_": "seq2attn.models.scorers.GeneralScorer", "_partial_": True},
+    "attention": {"type": "luong", "input_feeding": False},
+    "model": {"cell": "gru", "dropout": 0.2, "reverse_source": False, "hidden_sizes": [8, 8]},
+    "teacher_forcing": {"_target_": "seq2attn.schedules.AlwaysSchedule"},
+    "data": {"seed": 1, "cache_dir": "/cache"},
+    "paths": {"output_dir": "/runs/0"},
+    "run_name": "luong-general-gru",
+    "seed": 1,
+}
+
+
+def config(**changes: Any) -> dict[str, Any]:
+    """BASE with dotted keys changed, e.g. ``config(**{"cell.type": "lstm"})``."""
+    result = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        *parents, leaf = key.split(".")
+        node = result
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return result
+
+
+def write_run(folder: Path, cfg: dict[str, Any], metrics: dict[str, float] | None) -> Path:
+    """A run folder as training leaves it; ``metrics=None`` leaves it unfinished."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    (folder / "run.json").write_text(json.dumps({"git": {"commit": "abc123"}}))
+    if metrics is not None:
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
+
+
+def seeded(seed: int, cell: str, test_bleu: float, val_bleu: float) -> tuple[dict, dict]:
+    cfg = config(**{"seed": seed, "data.seed": seed, "cell.type": cell, "model.cell": cell})
+    metrics = {
+        "test/bleu": test_bleu,
+        "val/bleu_best": val_bleu,
+        "val/bleu": val_bleu - 1,
+        "params": 1000.0,
+        "time/wall_s": 10.0 * seed,
+    }
+    return cfg, metrics
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    """Three GRU seeds (test BLEU 10, 12, 14), one LSTM run (30) and one unfinished run."""
+    root = tmp_path / "sweep"
+    runs = [seeded(1, "gru", 10, 20), seeded(2, "gru", 12, 22), seeded(3, "gru", 14, 27)]
+    runs.append(seeded(1, "lstm", 30, 31))
+    for number, (cfg, metrics) in enumerate(runs):
+        cfg["paths"]["output_dir"] = str(root / str(number))
+        write_run(root / f"{number}_{cfg['cell']['type']}", cfg, metrics)
+    write_run(root / "4_unfinished", config(), None)
+    return root
+
+
+def test_collect_runs_finds_finished_folders_and_notes_unfinished(sweep: Path) -> None:
+    runs, unfinished = collect_runs(sweep)
+    assert [r.name for r in runs] == ["0_gru", "1_gru", "2_gru", "3_lstm"]
+    assert unfinished == [sweep / "4_unfinished"]
+    assert runs[1].metrics["test/bleu"] == 12 and runs[1].commit == "abc123"
+    assert runs[3].config["cell"]["type"] == "lstm"
+
+
+def test_varying_keys_ignore_bookkeeping_and_keys_only_some_runs_have() -> None:
+    configs = [
+        config(**{"paths.output_dir": "/a", "run_name": "a", "trainer.root": "/a/ckpt"}),
+        config(**{"paths.output_dir": "/b", "cell.type": "lstm", "trainer.root": "/b/ckpt"}),
+        config(**{"model.dropout": 0.3, "data.seed": 2, "seed": 2, "model.hidden_sizes": [8, 4]}),
+        config(**{"scorer.hidden_size": 64, "model.cell": "rnn"}),
+    ]
+    assert varying_keys(configs) == ["cell.type", "model.dropout", "model.hidden_sizes", "seed"]
+    assert varying_keys(configs[:1]) == []
+
+
+def test_config_columns_are_fixed_plus_varying(sweep: Path) -> None:
+    runs, _ = collect_runs(sweep)
+    runs.append(Run("extra", config(**{"model.dropout": 0.5}), {}))
+    columns = config_columns(runs)
+    assert list(columns) == [
+        "attention",
+        "scorer",
+        "cell",
+        "teacher forcing",
+        "input feeding",
+        "reverse source",
+        "seed",
+        "model.dropout",
+    ]
+    row = config_row(runs[-1], columns)
+    assert row == {
+        "attention": "luong",
+        "scorer": "general",
+        "cell": "gru",
+        "teacher forcing": "always",
+        "input feeding": "false",
+        "reverse source": "false",
+        "seed": "1",
+        "model.dropout": "0.5",
+    }
+
+
+def test_option_names_come_from_class_names() -> None:
+    cfg = config(
+        **{
+            "scorer._target_": "seq2attn.models.scorers.ScaledDotScorer",
+            "teacher_forcing._target_": "seq2attn.schedules.InverseSigmoidSchedule",
+        }
+    )
+    row = config_row(Run("r", cfg, {}), config_columns([]))
+    assert (row["scorer"], row["teacher forcing"]) == ("scaled_dot", "inverse_sigmoid")
+    no_attention = config(**{"attention.type": "none"})
+    assert config_row(Run("r", no_attention, {}), config_columns([]))["scorer"] == "-"
+
+
+def test_aggregate_mean_and_sample_std_over_seeds(sweep: Path) -> None:
+    runs, _ = collect_runs(sweep)
+    lstm, gru = aggregate(runs, config_columns(runs))  # best test BLEU first
+    assert (lstm.config["cell"], lstm.runs, lstm.mean["test/bleu"], lstm.std["test/bleu"]) == (
+        "lstm",
+        1,
+        30,
+        0,
+    )
+    assert (gru.config["cell"], gru.runs) == ("gru", 3)
+    assert "seed" not in gru.config
+    assert gru.mean["test/bleu"] == pytest.approx(12.0)
+    assert gru.std["test/bleu"] == pytest.approx(2.0)  # sqrt((4 + 0 + 4) / 2)
+    assert gru.mean["val/bleu_best"] == pytest.approx(23.0)
+    assert gru.std["val/bleu_best"] == pytest.approx(math.sqrt(13))  # sqrt((9 + 1 + 16) / 2)
+    assert gru.mean["time/wall_s"] == pytest.approx(20.0)
+    assert "test/chrf" not in gru.mean
+
+
+def table(markdown: str, title: str) -> list[list[str]]:
+    """The rows (header first, separator dropped) of the table under ``## <title>``."""
+    section = markdown.split(f"## {title}", 1)[1].split("\n\n")[1]
+    rows = [
+        [cell.strip() for cell in line.strip("|").split(" | ")] for line in section.splitlines()
+    ]
+    return [row for row in rows if row[0] != "---"]
+
+
+def test_markdown_has_runs_variants_and_the_unfinished_note(sweep: Path) -> None:
+    runs, unfinished = collect_runs(sweep)
+    markdown = to_markdown(runs, unfinished)
+    header, *rows = table(markdown, "Runs (4)")
+    assert header[:8] == ["run", "attention", "scorer", "cell", "teacher forcing"] + [
+        "input feeding",
+        "reverse source",
+        "seed",
+    ]
+    assert len(rows) == 4
+    first = dict(zip(header, rows[0], strict=True))
+    assert (first["cell"], first["seed"], first["test BLEU"], first["val BLEU"]) == (
+        "gru",
+        "1",
+        "10.00",
+        "20.00",
+    )
+    assert (first["params"], first["wall s"], first["test chrF"]) == ("1,000", "10.0", "-")
+    header, *rows = table(markdown, "Variants (2; mean ± std over seeds)")
+    gru = dict(zip(header, rows[1], strict=True))
+    assert (gru["seeds"], gru["test BLEU"], gru["val BLEU"]) == (
+        "3",
+        "12.00 ± 2.00",
+        "23.00 ± 3.61",
+    )
+    assert "Skipped 1 unfinished run(s) without metrics.json" in markdown
+    assert str(sweep / "4_unfinished") in markdown
+
+
+def test_one_seed_per_variant_has_no_variants_table(sweep: Path) -> None:
+    runs, _ = collect_runs(sweep)
+    assert "## Variants" not in to_markdown(runs[2:])
+
+
+def test_chart_is_a_png(sweep: Path, tmp_path: Path) -> None:
+    runs, _ = collect_runs(sweep)
+    path = plot(aggregate(runs, config_columns(runs)), tmp_path / "charts" / "bleu.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_result_files_round_trip(sweep: Path, tmp_path: Path) -> None:
+    runs, _ = collect_runs(sweep)
+    runs.append(runs[0])  # same run_name and seed: numbered, not overwritten
+    written = export(runs, tmp_path / "results")
+    assert [p.name for p in written] == [
+        "luong-general-gru-seed1.json",
+        "luong-general-gru-seed2.json",
+        "luong-general-gru-seed3.json",
+        "luong-general-gru-seed1-2.json",
+        "luong-general-gru-seed1-3.json",
+    ]
+    (tmp_path / "results" / "notes.json").write_text('{"not": "a result"}')
+    again, unfinished = collect_runs(tmp_path / "results")
+    assert not unfinished and len(again) == 5
+    by_name = {r.name: r for r in again}
+    original = runs[3]
+    assert by_name["luong-general-gru-seed1-2"].config == original.config
+    assert by_name["luong-general-gru-seed1-2"].metrics == original.metrics
+    assert by_name["luong-general-gru-seed1-2"].commit == "abc123"
+    assert to_markdown(again).count("| luong-general-gru-seed") == 5
+
+
+def test_old_runs_get_params_best_bleu_and_wall_time_from_their_files(tmp_path: Path) -> None:
+    folder = write_run(tmp_path / "old", config(), {"val/bleu": 5.0, "test/bleu": 4.0})
+    (folder / "checkpoints").mkdir()
+    torch.save(
+        {
+            "seq2attn": {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION},
+            "state_dict": {
+                "model.w": torch.zeros(3, 4),
+                "model.b": torch.zeros(4),
+                "x": torch.ones(9),
+            },
+            "callbacks": {
+                "ModelCheckpoint{}": {"monitor": "val/bleu", "best_model_score": torch.tensor(7.5)}
+            },
+        },
+        folder / "checkpoints" / "best-epoch001-bleu7.50.ckpt",
+    )
+    os.utime(folder / "run.json", (1000, 1000))
+    os.utime(folder / "metrics.json", (1075.5, 1075.5))
+    (run,), _ = collect_runs(tmp_path)
+    assert run.metrics["params"] == 16
+    assert run.metrics["val/bleu_best"] == 7.5
+    assert run.metrics["time/wall_s"] == pytest.approx(75.5)
+
+
+def test_report_without_finished_runs_names_the_folder(tmp_path: Path) -> None:
+    write_run(tmp_path / "run", config(), None)
+    with pytest.raises(ReportError, match=f"{tmp_path}: no finished runs.*1 unfinished"):
+        report(tmp_path)
+    with pytest.raises(ReportError, match="no such folder"):
+        report(tmp_path / "missing")
+
+
+def test_command_line_writes_markdown_chart_and_result_files(sweep: Path, tmp_path: Path) -> None:
+    out, chart, results = tmp_path / "r.md", tmp_path / "r.png", tmp_path / "results"
+    command = [sys.executable, "src/report.py", str(sweep), "--out", str(out)]
+    command += ["--chart", str(chart), "--export-dir", str(results)]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert done.stdout == out.read_text()
+    assert "12.00 ± 2.00" in done.stdout
+    assert "skipping unfinished run" in done.stderr
+    assert chart.read_bytes()[:4] == b"\x89PNG" and len(list(results.glob("*.json"))) == 4
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    failed = subprocess.run(
+        [sys.executable, "src/report.py", str(empty)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert failed.returncode == 1 and f"report: {empty}: no finished runs" in failed.stderr
