@@ -98,3 +98,27 @@ def test_csv_logger_keeps_heatmaps_of_every_validation(compose_train: Compose) -
     train(cfg)
     maps = list((Path(cfg.paths.output_dir) / "csv" / "attention").glob("step*_sentence*.png"))
     assert len(maps) == 2 * 4
+
+
+def test_multinode_config_uses_the_slurm_cluster_environment(
+    compose_train: Compose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    slurm = {
+        "SLURM_NTASKS": "8",
+        "SLURM_NTASKS_PER_NODE": "4",
+        "SLURM_JOB_NAME": "seq2attn",
+        "SLURM_JOB_ID": "1234",
+        "SLURM_NODELIST": "node[1-2]",
+        "SLURM_PROCID": "5",
+        "SLURM_LOCALID": "1",
+        "SLURM_NODEID": "1",
+    }
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    cfg = compose_train("trainer=multinode", "strategy=ddp")
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
+    assert isinstance(trainer.strategy.cluster_environment, SLURMEnvironment)
+    assert (trainer.num_nodes, trainer.num_devices, trainer.world_size) == (2, 4, 8)
+    assert (trainer.global_rank, trainer.local_rank, trainer.node_rank) == (5, 1, 1)
