@@ -75,3 +75,26 @@ def test_wiring_picks_its_scorer_and_cli_overrides_it(compose_train: Compose) ->
     cfg = compose_train("attention=bahdanau", "scorer=dot")
     assert cfg.model.scorer._target_.endswith("DotScorer")
     assert cfg.run_name == "bahdanau-dot-gru"
+
+
+def test_two_pass_sampling_needs_a_parallel_decoder(compose_train: Compose) -> None:
+    with pytest.raises(ConfigError, match=r"teacher_forcing\.mode=two_pass needs a parallel"):
+        validate(
+            compose_train(
+                "attention=bahdanau", "teacher_forcing=linear", "teacher_forcing.mode=two_pass"
+            )
+        )
+    validate(
+        compose_train("attention=luong", "teacher_forcing=linear", "teacher_forcing.mode=two_pass")
+    )
+
+
+def test_invalid_schedule_parameter_is_named(compose_train: Compose) -> None:
+    with pytest.raises(ConfigError, match=r"teacher_forcing\.p=1\.5"):
+        validate(compose_train("teacher_forcing=constant", "teacher_forcing.p=1.5"))
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
+def test_gpu_strategies_are_refused_on_cpu(compose_train: Compose, strategy: str) -> None:
+    with pytest.raises(ConfigError, match=r"strategy=\w+Strategy needs a CUDA GPU"):
+        validate(compose_train(f"strategy={strategy}", "trainer.accelerator=cpu"))

@@ -14,7 +14,14 @@ from tests.conftest import CONF_DIR, Compose
 # (one default each, used by every run).
 SKIPPED_GROUPS = {"debug", "hydra", "paths"}
 # Options that cannot run on a CPU-only machine; their start-up error is tested instead.
-GPU_ONLY = {("precision", "16-mixed")}
+GPU_ONLY = {("precision", "16-mixed"), ("strategy", "fsdp"), ("strategy", "deepspeed")}
+# Needs several machines (it would wait for the other nodes); tested in tests/test_platform.py.
+MULTI_NODE = {("trainer", "multinode")}
+# Data options that read files (or the network): their fast dev runs are in
+# tests/test_multi30k.py (skipped without ../shared/data/multi30k) and
+# tests/unit/test_datamodule.py (text_pairs and tsv on files written to tmp_path); hf's reader is
+# tested with a stand-in `datasets` module in tests/unit/test_readers.py.
+NEEDS_FILES = {("data", "multi30k"), ("data", "text_pairs"), ("data", "tsv"), ("data", "hf")}
 
 
 def _options() -> list[tuple[str, str]]:
@@ -40,7 +47,9 @@ def test_every_group_of_the_interface_exists() -> None:
     }  # fmt: skip
 
 
-@pytest.mark.parametrize(("group", "option"), [o for o in OPTIONS if o not in GPU_ONLY])
+@pytest.mark.parametrize(
+    ("group", "option"), [o for o in OPTIONS if o not in GPU_ONLY | NEEDS_FILES | MULTI_NODE]
+)
 def test_option_runs_a_fast_dev_run(compose_train: Compose, group: str, option: str) -> None:
     cfg = compose_train(f"{group}={option}", "debug=fdr")
     metrics = train(cfg)

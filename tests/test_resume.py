@@ -73,7 +73,7 @@ def test_sigkill_then_resume_completes_the_same_steps(tmp_path: Path) -> None:
         _command(resumed, f"ckpt_path={interrupted}"), cwd=ROOT, check=True, capture_output=True
     )
     expected, got = _final(reference), _final(resumed)
-    assert got["trainer/global_step"] == expected["trainer/global_step"] == STEPS - 1
+    assert got["trainer/global_step"] == expected["trainer/global_step"] == STEPS
     # same data order and random streams after the resume: the same training, up to float noise
     assert got["val/loss"] == pytest.approx(expected["val/loss"], rel=0.02)
     assert json.loads((resumed / "run.json").read_text())["resumed_from"].endswith("last.ckpt")
@@ -85,8 +85,8 @@ def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     process = subprocess.Popen(
         _command(run_dir, "callbacks.resume_checkpoint.every_n_train_steps=null"),
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
     )
     deadline = time.monotonic() + 300
@@ -94,9 +94,9 @@ def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path: Path) -> None:
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.2)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=300)
+    output, _ = process.communicate(timeout=300)
     assert process.returncode == 0
-    assert "received SIGTERM" in stderr
+    assert "received SIGTERM" in output
     stopped_at = _checkpoint_step(run_dir / "checkpoints" / "last.ckpt")
     assert 0 < stopped_at < STEPS
     assert not (run_dir / "metrics.json").exists()  # no test phase after a pre-emption
@@ -105,4 +105,4 @@ def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     subprocess.run(
         _command(resumed, f"ckpt_path={run_dir}"), cwd=ROOT, check=True, capture_output=True
     )
-    assert _final(resumed)["trainer/global_step"] == STEPS - 1
+    assert _final(resumed)["trainer/global_step"] == STEPS

@@ -7,11 +7,14 @@ Every failure surfaces as a :class:`ConfigError` naming the key, the value and w
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -47,6 +50,17 @@ class SearchStrategy(str, Enum):
 class SentencePieceModel(str, Enum):
     unigram = "unigram"
     bpe = "bpe"
+
+
+class Normalization(str, Enum):
+    NFKC = "NFKC"
+    NFC = "NFC"
+    none = "none"
+
+
+class DecodeErrors(Enum):  # not a str Enum: its member `replace` would shadow str.replace
+    strict = "strict"
+    replace = "replace"
 
 
 def _positive(key: str, value: int | float | None, allow_none: bool = False) -> None:
@@ -106,26 +120,74 @@ class ModelSchema:
 
 @dataclass
 class DataSchema:
+    """The ``data`` group: every key any data option sets.
+
+    Corpus keys (``root`` ... ``dataset``) are read by the corpus config (``data.corpus``) through
+    interpolation, so each is null in the options that do not use it; the corpus constructor
+    checks the values it needs. The other keys are the data module's settings.
+    """
+
     _target_: str = "seq2attn.data.datamodule.TranslationDataModule"
     corpus: Any = None
+    # multi30k (src_lang/tgt_lang and test_split also hf)
+    root: str | None = None
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+    test_split: str | None = None
+    download: bool = True
+    # text_pairs
+    train_src: str | None = None
+    train_tgt: str | None = None
+    val_src: str | None = None
+    val_tgt: str | None = None
+    test_src: str | None = None
+    test_tgt: str | None = None
+    # tsv
+    train_file: str | None = None
+    val_file: str | None = None
+    test_file: str | None = None
+    # hf
+    dataset: str | None = None
+    dataset_config: str | None = None
+    revision: str | None = None
+    val_split: str | None = None
+    # reading and preprocessing
+    on_decode_error: DecodeErrors = DecodeErrors.strict
+    normalization: Normalization = Normalization.NFKC
+    drop_empty: bool = True
+    max_chars: int = 1000
+    min_length: int = 1
+    max_length: int = 100
+    max_length_ratio: float | None = None
+    # tokenizer
     vocab_size: int = 1000
     joint_vocab: bool = True
     sp_model_type: SentencePieceModel = SentencePieceModel.unigram
     character_coverage: float = 1.0
+    # batching
     max_tokens: int | None = 3000
     max_sentences: int | None = None
-    max_length: int = 100
     cache_dir: str = ".cache/seq2attn"
     seed: int = 0
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        _positive("data.vocab_size", self.vocab_size)
-        _positive("data.max_length", self.max_length)
+        for name in ("vocab_size", "max_chars", "max_length"):
+            _positive(f"data.{name}", getattr(self, name))
         _positive("data.max_tokens", self.max_tokens, allow_none=True)
         _positive("data.max_sentences", self.max_sentences, allow_none=True)
         if self.max_tokens is None and self.max_sentences is None:
             raise ConfigError("data.max_tokens and data.max_sentences are both null: set one")
+        if not 1 <= self.min_length <= self.max_length:
+            raise ConfigError(
+                f"data.min_length={self.min_length}: must lie in [1, data.max_length="
+                f"{self.max_length}] (the encoder cannot read an empty source)"
+            )
+        if self.max_length_ratio is not None and self.max_length_ratio < 1:
+            raise ConfigError(
+                f"data.max_length_ratio={self.max_length_ratio}: must be >= 1, or null for no "
+                "ratio filter"
+            )
         if not 0.0 < self.character_coverage <= 1.0:
             raise ConfigError(
                 f"data.character_coverage={self.character_coverage}: must lie in (0, 1]"
@@ -255,7 +317,12 @@ def _check_scorer(scorer: Any, model: ModelSchema) -> None:
         )
 
 
-def _check_precision(trainer: Any) -> None:
+GPU_STRATEGIES = {"FSDPStrategy": None, "DeepSpeedStrategy": "deepspeed"}
+
+
+def _check_hardware(trainer: Any) -> None:
+    """GPU-only precision and strategies stop here on a CPU-only machine (Lightning would
+    silently downgrade 16-mixed to bf16, or fail deep inside set-up)."""
     precision = str(trainer.get("precision", "32-true"))
     accelerator = str(trainer.get("accelerator", "auto"))
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
@@ -263,6 +330,39 @@ def _check_precision(trainer: Any) -> None:
         raise ConfigError(
             f"precision={precision} needs a CUDA GPU (trainer.accelerator={accelerator}, "
             "no GPU found); on CPU use precision=bf16-mixed or precision=32-true"
+        )
+    strategy = trainer.get("strategy")
+    name = (
+        str(strategy.get("_target_", "")).rsplit(".", 1)[-1] if OmegaConf.is_dict(strategy) else ""
+    )
+    if name not in GPU_STRATEGIES:
+        return
+    if on_cpu:
+        raise ConfigError(
+            f"strategy={name} needs a CUDA GPU (trainer.accelerator={accelerator}, no GPU found); "
+            "on CPU use strategy=ddp or strategy=ddp_spawn"
+        )
+    package = GPU_STRATEGIES[name]
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"strategy={name} needs the '{package}' package: pip install {package}")
+
+
+def _check_teacher_forcing(node: Any, model: ModelSchema) -> None:
+    """Schedule parameters, and two-pass sampling only where the decoder has a parallel path."""
+    try:
+        schedule = instantiate(node)
+    except InstantiationException as error:
+        raise ConfigError(f"teacher_forcing: {error.__cause__ or error}") from error
+    two_pass = str(getattr(schedule, "mode", "step")).endswith("two_pass")
+    parallel = model.attention == Wiring.none or (
+        model.attention == Wiring.luong and not model.input_feeding
+    )
+    if two_pass and not parallel:
+        raise ConfigError(
+            f"teacher_forcing.mode=two_pass needs a parallel decoder (attention=luong without "
+            f"input feeding, or attention=none); got attention={model.attention.value}"
+            + (" with attention.input_feeding=true" if model.input_feeding else "")
+            + "; use teacher_forcing.mode=step"
         )
 
 
@@ -272,6 +372,9 @@ def validate(cfg: DictConfig) -> None:
     _check_scorer(cfg.model.scorer, model)
     check(DataSchema, cfg.data, "data")
     check(DecodingSchema, cfg.decoding, "decoding")
-    _check_precision(cfg.trainer)
+    _check_hardware(cfg.trainer)
+    _check_teacher_forcing(cfg.teacher_forcing, model)
+    if cfg.get("nonfinite_loss", "stop") not in {"stop", "skip"}:
+        raise ConfigError(f"nonfinite_loss={cfg.nonfinite_loss}: must be stop or skip")
     if cfg.get("label_smoothing") is not None:
         _unit_interval("label_smoothing", float(cfg.label_smoothing))

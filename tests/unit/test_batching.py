@@ -85,6 +85,7 @@ def test_without_shuffle_batches_are_length_sorted(lengths):
 @pytest.mark.parametrize("replicas", [2, 4])
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_ranks_get_equal_counts_and_disjoint_shares(lengths, replicas, shuffle):
+    src, tgt = lengths
     for number in range(2):
         shares = [
             epoch(make(lengths, shuffle=shuffle, num_replicas=replicas, rank=r), number)
@@ -94,6 +95,7 @@ def test_ranks_get_equal_counts_and_disjoint_shares(lengths, replicas, shuffle):
         assert counts == {len(make(lengths, num_replicas=replicas))}
         indices = [i for share in shares for b in share for i in b]
         assert sorted(indices) == list(range(N))  # union is everything, nothing twice
+        assert max(padded_cost(b, src, tgt) for share in shares for b in share) <= 300
 
 
 @pytest.mark.parametrize(("n", "replicas", "repeats"), [(3, 4, 1), (1, 2, 1), (2, 4, 2), (5, 4, 0)])

@@ -1,27 +1,37 @@
 from __future__ import annotations
 
 import logging
+import math
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from seq2attn.config import ConfigError
 from seq2attn.data import datamodule
-from seq2attn.data.datamodule import Batch, TranslationDataModule
+from seq2attn.data.corpus import CorpusError
+from seq2attn.data.datamodule import Batch, TranslationDataModule, build_datamodule
+from seq2attn.data.preprocess import LengthFilter, TextFilter
+from seq2attn.data.readers import TextPairsCorpus
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seq2attn.data.toy import ToyCorpus
+from seq2attn.tasks import train
+from tests.conftest import Compose
 
 
 def make(cache_dir, **overrides) -> TranslationDataModule:
     args = {
         "corpus": ToyCorpus(num_train=500, num_val=40, num_test=30, seed=11),
+        "text_filter": TextFilter("NFKC", drop_empty=True, max_chars=1000),
+        "length_filter": LengthFilter(min_length=1, max_length=64, max_length_ratio=None),
         "vocab_size": 300,
         "joint_vocab": True,
         "sp_model_type": "unigram",
         "character_coverage": 1.0,
         "max_tokens": 400,
         "max_sentences": None,
-        "max_length": 64,
         "cache_dir": str(cache_dir),
         "seed": 0,
         "num_workers": 0,
@@ -95,6 +105,7 @@ def test_second_setup_reuses_the_cache(tmp_path, monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger=datamodule.__name__):
         second = make(tmp_path)
     assert "reusing cached tokenizer" in caplog.text
+    assert "train split fully cached: no tokenizer training and no re-tokenising" in caplog.text
     assert "encoding" not in caplog.text
     assert second.src_tokenizer.proto == first.src_tokenizer.proto
     assert [b.indices.tolist() for b in second.val_dataloader()] == [
@@ -121,8 +132,8 @@ def test_joint_vocabulary_is_one_object(dm):
 
 
 def test_max_length_drops_long_training_pairs_only(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger=datamodule.__name__):
-        dm = make(tmp_path, max_length=12)
+    with caplog.at_level(logging.INFO, logger="seq2attn.data"):
+        dm = make(tmp_path, length_filter=LengthFilter(1, 12, None))
     kept = [i for batch in dm.train_dataloader() for i in batch.indices.tolist()]
     lengths = [len(ids) for ids in dm.src_tokenizer.encode(dm.sources("train"))]
     lengths = [
@@ -130,7 +141,10 @@ def test_max_length_drops_long_training_pairs_only(tmp_path, caplog):
         for s, t in zip(lengths, dm.tgt_tokenizer.encode(dm.references("train")), strict=True)
     ]
     assert sorted(kept) == [i for i, n in enumerate(lengths) if n <= 12]
-    assert f"dropped {500 - len(kept)} of 500 training pairs" in caplog.text
+    assert (
+        f"kept {len(kept)} of 500 pairs (min_length=1 removed 0, max_length=12 removed"
+        in caplog.text
+    )
     assert 0 < len(kept) < 500
     assert sum(len(b.indices) for b in dm.val_dataloader()) == 40
 
@@ -145,8 +159,212 @@ def test_split_access_errors(tmp_path, dm):
     with pytest.raises(KeyError, match="unknown split 'dev'"):
         dm.sources("dev")
     corpus = ToyCorpus(10, 2, 2)
-    fresh = TranslationDataModule(
-        corpus, 100, True, "unigram", 1.0, 100, None, 64, str(tmp_path), 0, 0
-    )
+    text_filter, length_filter = TextFilter("none", True, 100), LengthFilter(1, 64, None)
+    settings = (100, True, "unigram", 1.0, 100, None, str(tmp_path), 0, 0)
+    fresh = TranslationDataModule(corpus, text_filter, length_filter, *settings)
     with pytest.raises(RuntimeError, match="setup"):
         fresh.references("val")
+
+
+# --- file corpora: cache keys, interruptions, bad input -------------------------------------------
+
+TOY = ToyCorpus(num_train=300, num_val=20, num_test=20, seed=3).splits()
+
+
+def write_pairs(folder: Path, lines: dict[str, tuple[list[str], list[str]]] | None = None) -> dict:
+    """``{split}.src/.tgt`` files of the toy splits (or ``lines``); -> TextPairsCorpus args."""
+    folder.mkdir(parents=True, exist_ok=True)
+    args = {}
+    for split, corpus in TOY.items():
+        src, tgt = (lines or {}).get(split, (corpus.src, corpus.tgt))
+        for side, texts in (("src", src), ("tgt", tgt)):
+            path = folder / f"{split}.{side}"
+            path.write_text("".join(t + "\n" for t in texts))
+            args[f"{split}_{side}"] = str(path)
+    return args
+
+
+def make_files(cache_dir: Path, files: dict, **overrides) -> TranslationDataModule:
+    return make(cache_dir, corpus=TextPairsCorpus(**files), **overrides)
+
+
+def cache_files(cache_dir: Path) -> set[str]:
+    return set(os.listdir(cache_dir))
+
+
+def test_cache_keys_change_with_data_and_settings_only(tmp_path):
+    cache, files = tmp_path / "cache", write_pairs(tmp_path / "data")
+    make_files(cache, files)
+    built = cache_files(cache)
+    assert len([f for f in built if f.startswith("spm-")]) == 1 and len(built) == 13
+
+    make_files(cache, files, length_filter=LengthFilter(2, 30, 2.0))  # filters run on lengths
+    os.utime(files["train_src"], (0, 0))  # a touch is not a change
+    make_files(cache, files)
+    assert cache_files(cache) == built
+
+    Path(files["test_tgt"]).write_text("".join(t + " x\n" for t in TOY["test"].tgt))
+    make_files(cache, files)
+    new = cache_files(cache) - built
+    assert sorted(n.split("-")[0] for n in new) == ["test"] * 4  # src/tgt ids + offsets
+    built |= new
+
+    changes = [
+        {"vocab_size": 200},
+        {"sp_model_type": "bpe"},
+        {"character_coverage": 0.9995},
+        {"text_filter": TextFilter("NFC", True, 1000)},
+        {"text_filter": TextFilter("NFKC", True, 60)},
+    ]
+    for change in changes:
+        make_files(cache, files, **change)
+        new = cache_files(cache) - built
+        assert len([n for n in new if n.startswith("spm-joint-")]) == 1, change
+        built |= new
+    Path(files["train_src"]).write_text("".join(t + "\n" for t in reversed(TOY["train"].src)))
+    make_files(cache, files)
+    assert len([n for n in cache_files(cache) - built if n.startswith("spm-")]) == 1
+
+
+def test_cached_start_does_not_read_the_training_text(tmp_path, monkeypatch):
+    files = write_pairs(tmp_path / "data")
+    first = make_files(tmp_path, files)
+    read = TextPairsCorpus.pairs
+
+    def pairs(self, split):
+        assert split != "train", "the cached start read the training text"
+        return read(self, split)
+
+    monkeypatch.setattr(TextPairsCorpus, "pairs", pairs)
+    second = make_files(tmp_path, files)
+    assert second.src_tokenizer.proto == first.src_tokenizer.proto
+    assert [b.indices.tolist() for b in second.train_dataloader()] == [
+        b.indices.tolist() for b in first.train_dataloader()
+    ]
+
+
+def test_interrupted_build_leaves_no_cache_and_the_next_run_rebuilds(tmp_path, monkeypatch, caplog):
+    files = write_pairs(tmp_path / "data")
+    encode = datamodule.encode_split
+    calls = []
+
+    def interrupted(tokenizer, texts):
+        calls.append(len(texts))
+        if len(calls) == 2:  # train tgt, after train src was cached
+            raise KeyboardInterrupt
+        return encode(tokenizer, texts)
+
+    monkeypatch.setattr(datamodule, "encode_split", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        make_files(tmp_path / "cache", files)
+    left = cache_files(tmp_path / "cache")
+    assert not [name for name in left if name.startswith(".")]  # no temporary files
+    assert not [name for name in left if name.startswith("train-tgt")]
+    monkeypatch.setattr(datamodule, "encode_split", encode)
+    with caplog.at_level(logging.INFO, logger=datamodule.__name__):
+        rebuilt = make_files(tmp_path / "cache", files)
+    assert "encoding train tgt" in caplog.text and "encoding train src" not in caplog.text
+    clean = make_files(tmp_path / "clean", files)
+    assert [b.tgt_out.tolist() for b in rebuilt.val_dataloader()] == [
+        b.tgt_out.tolist() for b in clean.val_dataloader()
+    ]
+
+
+def test_huge_lines_never_reach_the_tokenizer(tmp_path, monkeypatch):
+    huge = "wort " * 600_000  # 3 million characters
+    lines = {split: (c.src + [huge], c.tgt + ["ok"]) for split, c in TOY.items()}
+    files = write_pairs(tmp_path / "data", lines)
+    longest = []
+    train_sp, encode = datamodule.train_sentencepiece, datamodule.Tokenizer.encode
+
+    def recording_train(sentences, *args):
+        sentences = list(sentences)
+        longest.append(max(map(len, sentences)))
+        return train_sp(sentences, *args)
+
+    def recording_encode(self, texts):
+        longest.append(max(map(len, texts)))
+        return encode(self, texts)
+
+    monkeypatch.setattr(datamodule, "train_sentencepiece", recording_train)
+    monkeypatch.setattr(datamodule.Tokenizer, "encode", recording_encode)
+    dm = make_files(tmp_path / "cache", files, text_filter=TextFilter("NFKC", True, 200))
+    assert max(longest) <= 200
+    assert sum(len(b.indices) for b in dm.train_dataloader()) <= len(TOY["train"])
+    assert dm.references("test")[-1] == "ok" and dm.sources("test")[-1] == huge.strip()
+
+
+def test_empty_lines_in_val_and_test_are_kept_and_batched(tmp_path):
+    lines = {split: (c.src[:-1] + [""], c.tgt[:-1] + [""]) for split, c in TOY.items()}
+    dm = make_files(tmp_path / "cache", write_pairs(tmp_path / "data", lines))
+    assert dm.references("val")[-1] == "" and len(dm.references("val")) == 20
+    batches = list(dm.val_dataloader())
+    assert sum(len(b.indices) for b in batches) == 20
+    empty = next(b for b in batches if 19 in b.indices.tolist())
+    row = empty.indices.tolist().index(19)
+    assert empty.src[row, 0] == EOS_ID and empty.src_lengths[row] == 1
+    assert sum(len(b.indices) for b in dm.train_dataloader()) == 299  # drop_empty
+
+
+def test_a_corpus_emptied_by_filtering_names_the_filter(tmp_path):
+    files = write_pairs(tmp_path / "data")
+    with pytest.raises(CorpusError) as error:
+        make_files(tmp_path, files, text_filter=TextFilter("NFKC", True, 5))
+    assert str(error.value) == (
+        f"the train split ({files['train_src']} + {files['train_tgt']}): no pair is left of 300 "
+        "after filtering (max_chars=5 removed 300, drop_empty removed 0)"
+    )
+
+
+def test_line_count_mismatch_stops_before_any_work(tmp_path):
+    files = write_pairs(tmp_path / "data", {"test": (["a", "b"], ["x"])})
+    with pytest.raises(CorpusError, match="same number of lines, but .*test.src has 2 and"):
+        make_files(tmp_path / "cache", files)
+    assert not (tmp_path / "cache").exists()  # no tokenizer trained, nothing cached
+
+
+# --- build_datamodule and the data options that need files ----------------------------------------
+
+SMALL = [
+    "data.vocab_size=150",
+    "data.max_tokens=400",
+    "model.embedding_size=16",
+    "model.hidden_size=32",
+    "logger=csv",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def test_unset_paths_are_named(compose_train: Compose):
+    cfg = compose_train("data=tsv", "data.train_file=a.tsv", tiny=False)
+    with pytest.raises(ConfigError) as error:
+        build_datamodule(cfg.data)
+    assert str(error.value) == (
+        "data.test_file, data.val_file: not set; give each a value, e.g. "
+        "data.test_file=path/to/file"
+    )
+
+
+def test_corpus_errors_are_not_wrapped(compose_train: Compose):
+    cfg = compose_train("data=multi30k", "data.src_lang=xx", tiny=False)
+    with pytest.raises(CorpusError, match="^data.src_lang=xx: not a Multi30k language"):
+        build_datamodule(cfg.data)
+
+
+def test_text_pairs_option_runs_a_fast_dev_run(compose_train: Compose, tmp_path):
+    files = write_pairs(tmp_path / "data")
+    paths = [f"data.{key}={value}" for key, value in files.items()]
+    metrics = train(compose_train("data=text_pairs", *paths, *SMALL, "debug=fdr", tiny=False))
+    assert math.isfinite(metrics["train/loss"]) and 0 <= metrics["test/bleu"] <= 100
+
+
+def test_tsv_option_runs_a_fast_dev_run(compose_train: Compose, tmp_path):
+    paths = []
+    for split, corpus in TOY.items():
+        path = tmp_path / f"{split}.tsv"
+        path.write_text("".join(f"{s}\t{t}\n" for s, t in zip(corpus.src, corpus.tgt, strict=True)))
+        paths.append(f"data.{split}_file={path}")
+    metrics = train(compose_train("data=tsv", *paths, *SMALL, "debug=fdr", tiny=False))
+    assert math.isfinite(metrics["train/loss"]) and 0 <= metrics["test/bleu"] <= 100

@@ -103,17 +103,26 @@ def test_translate_rejects_sentences_outside_the_grammar(source):
         translate(source.split())
 
 
-def test_fingerprint_changes_exactly_with_parameters():
+def test_fingerprint_changes_exactly_with_parameters_and_split():
     base = ToyCorpus(num_train=10, num_val=2, num_test=3, seed=1)
-    assert (
-        base.fingerprint() == ToyCorpus(num_train=10, num_val=2, num_test=3, seed=1).fingerprint()
-    )
+    same = ToyCorpus(num_train=10, num_val=2, num_test=3, seed=1)
+    assert base.fingerprint("train") == same.fingerprint("train")
     variants = [
         ToyCorpus(num_train=11, num_val=2, num_test=3, seed=1),
         ToyCorpus(num_train=10, num_val=3, num_test=3, seed=1),
         ToyCorpus(num_train=10, num_val=2, num_test=4, seed=1),
         ToyCorpus(num_train=10, num_val=2, num_test=3, seed=2),
     ]
-    fingerprints = {base.fingerprint()} | {v.fingerprint() for v in variants}
+    fingerprints = {base.fingerprint("train")} | {v.fingerprint("train") for v in variants}
     assert len(fingerprints) == 5
-    assert len(base.fingerprint()) == 64
+    assert len({base.fingerprint(split) for split in ("train", "val", "test")}) == 3
+    assert len(base.fingerprint("val")) == 64
+
+
+def test_pairs_stream_the_splits(splits):
+    corpus = ToyCorpus(num_train=2000, num_val=200, num_test=200, seed=3)
+    assert list(corpus.pairs("test")) == list(
+        zip(splits["test"].src, splits["test"].tgt, strict=True)
+    )
+    with pytest.raises(KeyError, match="unknown split 'dev'"):
+        corpus.fingerprint("dev")

@@ -48,11 +48,16 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.num_replicas, self.rank = num_replicas, rank
+        self._resume_at = 0
         # Cut points depend only on the sorted sizes, so the count is the same in every epoch.
         self._num_batches = len(self._global_batches()) // num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume_at(self, batch: int) -> None:
+        """Start the next iteration at this rank's batch ``batch`` (a run resumed mid-epoch)."""
+        self._resume_at = batch
 
     def _fits(self, count: int, longest: int) -> bool:
         return (self.max_tokens is None or count * longest <= self.max_tokens) and (
@@ -90,7 +95,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        yield from self._global_batches()[self.rank :: self.num_replicas]
+        start, self._resume_at = self._resume_at, 0
+        yield from self._global_batches()[self.rank :: self.num_replicas][start:]
 
     def __len__(self) -> int:
         return self._num_batches

@@ -63,6 +63,15 @@ class EncodedSplit:
         ids = np.fromiter((i for seq in sequences for i in seq), dtype=np.int32, count=offsets[-1])
         return cls(ids, offsets)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[EncodedSplit]) -> EncodedSplit:
+        """The sequences of ``parts`` one after another (empty parts allowed)."""
+        arrays = [np.asarray(p.ids, dtype=np.int32) for p in parts]
+        ids = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+        starts = np.cumsum([0] + [len(p.ids) for p in parts])[:-1]
+        offsets = [[0]] + [p.offsets[1:] + start for p, start in zip(parts, starts, strict=True)]
+        return cls(ids, np.concatenate(offsets).astype(np.int64))
+
     def __len__(self) -> int:
         return len(self.offsets) - 1
 

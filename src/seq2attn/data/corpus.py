@@ -54,3 +54,7 @@ class Corpus(Protocol):
     def splits(self) -> dict[str, ParallelCorpus]:
         """All of ``SPLITS``, read into memory."""
         ...
+
+    def describe(self, split: str) -> str:
+        """``split`` and where it comes from, for log lines and errors."""
+        ...

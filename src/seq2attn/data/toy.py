@@ -31,9 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from seq2attn.data.corpus import ParallelCorpus
+from seq2attn.data.corpus import SPLITS, ParallelCorpus
 
 GENERATOR_VERSION = 1
 MIN_WORDS, MAX_WORDS = 3, 16
@@ -316,23 +316,33 @@ class ToyCorpus:
                 sentences.setdefault(" ".join(words))
         raise ValueError(f"the toy grammar could not produce {count} distinct sentences")
 
+    def _bounds(self, split: str) -> tuple[int, int]:
+        order, sizes = ("val", "test", "train"), (self.num_val, self.num_test, self.num_train)
+        if split not in order:
+            raise KeyError(f"unknown split {split!r}, expected one of {SPLITS}")
+        position = order.index(split)  # the draw order
+        start = sum(sizes[:position])
+        return start, start + sizes[position]
+
+    def pairs(self, split: str) -> Iterator[tuple[str, str]]:
+        """``(source, target)`` pairs of space-separated words of ``split``."""
+        start, end = self._bounds(split)
+        sources = self._distinct_sentences(self.num_val + self.num_test + self.num_train)
+        for source in sources[start:end]:
+            yield source, " ".join(translate(source.split()))
+
     def splits(self) -> dict[str, ParallelCorpus]:
         """``{"train", "val", "test"}`` -> ParallelCorpus of space-separated sentences."""
-        sources = self._distinct_sentences(self.num_val + self.num_test + self.num_train)
-        bounds = {
-            "val": (0, self.num_val),
-            "test": (self.num_val, self.num_val + self.num_test),
-            "train": (self.num_val + self.num_test, len(sources)),
-        }
-        return {
-            name: ParallelCorpus(
-                src=sources[start:end],
-                tgt=[" ".join(translate(s.split())) for s in sources[start:end]],
-            )
-            for name, (start, end) in bounds.items()
-        }
+        return {name: ParallelCorpus.from_pairs(self.pairs(name)) for name in SPLITS}
 
-    def fingerprint(self) -> str:
-        """sha256 over the class name, parameters and GENERATOR_VERSION (a cache key part)."""
-        payload = json.dumps([type(self).__name__, self._params(), GENERATOR_VERSION])
+    def describe(self, split: str) -> str:
+        return f"the toy {split} split"
+
+    def fingerprint(self, split: str) -> str:
+        """sha256 over the class name, parameters, GENERATOR_VERSION and the split name.
+
+        Every parameter matters to every split: train is drawn after val and test.
+        """
+        self._bounds(split)
+        payload = json.dumps([type(self).__name__, self._params(), GENERATOR_VERSION, split])
         return hashlib.sha256(payload.encode()).hexdigest()

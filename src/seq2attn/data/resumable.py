@@ -1,0 +1,52 @@
+"""A training DataLoader whose place in the epoch is saved in checkpoints.
+
+Lightning stores the ``state_dict`` of a stateful loader in each checkpoint and hands it back
+on resume. Without it, a run resumed mid-epoch would replay the epoch's batches from the start;
+with it, the epoch continues with the batch after the last one trained on, in the same order
+(the batch order is a function of the seed and the epoch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch.utils.data import DataLoader, Dataset
+
+from seq2attn.data.batching import TokenBudgetBatchSampler
+
+
+class ResumableDataLoader(DataLoader):
+    """DataLoader over a :class:`TokenBudgetBatchSampler` that resumes mid-epoch.
+
+    ``batches_done()`` tells how many batches of the current epoch have been trained on; it is
+    read when a checkpoint is written.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_sampler: TokenBudgetBatchSampler,
+        collate_fn: Callable[[list[Any]], Any],
+        num_workers: int,
+        batches_done: Callable[[], int],
+    ) -> None:
+        super().__init__(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
+        self.batches_done = batches_done
+
+    def state_dict(self) -> dict[str, int]:
+        sampler = self.batch_sampler
+        assert isinstance(sampler, TokenBudgetBatchSampler)
+        return {"epoch": sampler.epoch, "batches_done": int(self.batches_done())}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        sampler = self.batch_sampler
+        assert isinstance(sampler, TokenBudgetBatchSampler)
+        sampler.set_epoch(state["epoch"])
+        sampler.resume_at(state["batches_done"])

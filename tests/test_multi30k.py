@@ -1,0 +1,70 @@
+"""Multi30k from the shared copy: sizes, language pairs, file lookup and a short training run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from seq2attn.data.datamodule import build_datamodule
+from seq2attn.data.readers import Multi30kCorpus
+from seq2attn.tasks import train
+from tests.conftest import Compose
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
+pytestmark = pytest.mark.skipif(
+    not (SHARED / "train.de.gz").is_file(),
+    reason=f"the Multi30k files are not in {SHARED} (copy train/val/test_2016_flickr.*.gz there)",
+)
+
+
+def corpus(src_lang: str = "de", tgt_lang: str = "en") -> Multi30kCorpus:
+    return Multi30kCorpus(str(SHARED), src_lang, tgt_lang, "test_2016_flickr", "strict", False)
+
+
+@pytest.fixture(scope="module")
+def de_en():
+    return corpus().splits()
+
+
+def test_split_sizes(de_en):
+    assert {name: len(split) for name, split in de_en.items()} == {
+        "train": 29000, "val": 1014, "test": 1000}  # fmt: skip
+
+
+def test_language_pair_selection(de_en):
+    fr_cs = corpus("fr", "cs").splits()["val"]
+    en_de = corpus("en", "de").splits()["val"]
+    assert en_de.src == de_en["val"].tgt and en_de.tgt == de_en["val"].src
+    assert de_en["val"].src[0].startswith("Eine Gruppe von Männern")
+    assert de_en["val"].tgt[0].startswith("A group of men")
+    assert fr_cs.src[0].startswith("Un groupe d'hommes")
+    assert len(fr_cs) == 1014 and fr_cs.tgt != en_de.tgt
+
+
+def test_root_comes_from_seq2attn_data(compose_train: Compose, monkeypatch):
+    monkeypatch.setenv("SEQ2ATTN_DATA", str(SHARED))
+    cfg = compose_train("data=multi30k", "data.src_lang=fr", tiny=False)
+    assert cfg.data.root == str(SHARED)
+    module = build_datamodule(cfg.data)
+    assert module.corpus.root == SHARED and module.corpus.src_lang == "fr"
+
+
+def test_short_training_run(compose_train: Compose):
+    cfg = compose_train(
+        "data=multi30k",
+        f"data.root={SHARED}",
+        "data.vocab_size=1000",
+        "data.max_tokens=1500",
+        "model.embedding_size=16",
+        "model.hidden_size=32",
+        "trainer.accelerator=cpu",
+        "trainer.enable_model_summary=false",
+        "trainer.enable_progress_bar=false",
+        "debug=fdr",
+        tiny=False,
+    )
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"])
+    assert 0.0 <= metrics["test/bleu"] <= 100.0
