@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format sweep clean
+.PHONY: help install train test test-fast lint format sweep bench-data bench-decoding clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ sweep: $(STAMP) ## Small attention x cell x seed grid on the toy corpus (2 jobs 
 
 bench-data: $(STAMP) ## Data pipeline benchmarks: loading vs. step time on Multi30k, 1M-pair scale
 	$(PY) benchmarks/data_loading.py && $(PY) benchmarks/data_scale.py
+
+CKPT ?= logs/train/runs
+bench-decoding: $(STAMP) ## Greedy/beam speed and scheduled-sampling cost of a Multi30k checkpoint (CKPT=<run folder>)
+	$(PY) benchmarks/decoding.py --ckpt $(CKPT) --root ../shared/data/multi30k
 
 clean: ## Remove the venv, caches and run outputs
 	rm -rf $(VENV) .cache logs .pytest_cache .ruff_cache .mypy_cache .hypothesis src/*.egg-info

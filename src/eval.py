@@ -3,12 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from seq2attn.tasks import evaluate
+from seq2attn.tasks import evaluate, run_cli
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    return evaluate(cfg)["bleu"]
+    return run_cli(evaluate, cfg)["bleu"]
 
 
 if __name__ == "__main__":

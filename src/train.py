@@ -3,12 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from seq2attn.tasks import train
+from seq2attn.tasks import run_cli, train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    metrics = run_cli(train, cfg)
     return metrics.get(cfg.get("optimized_metric"))
 
 

@@ -3,12 +3,12 @@
 import hydra
 from omegaconf import DictConfig
 
-from seq2attn.tasks import translate
+from seq2attn.tasks import run_cli, translate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="translate")
 def main(cfg: DictConfig) -> None:
-    translate(cfg)
+    run_cli(translate, cfg)
 
 
 if __name__ == "__main__":

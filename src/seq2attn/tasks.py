@@ -13,10 +13,10 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import lightning as L
 import torch.distributed as dist
@@ -28,8 +28,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seq2attn.callbacks import ResumeCheckpoint, TokenThroughput
-from seq2attn.checkpoint import AtomicCheckpointIO, SelfDescribingCheckpoint, load_checkpoint
+from seq2attn.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    SelfDescribingCheckpoint,
+    load_checkpoint,
+)
 from seq2attn.config import ConfigError, DecodingSchema, check, validate
+from seq2attn.data.corpus import CorpusError
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.data.tokenizer import Tokenizer
 from seq2attn.metrics import corpus_scores
@@ -53,6 +59,21 @@ PACKAGES = (
 SAMPLES = 10
 HEATMAPS = 3
 EVAL_SPLITS = ("val", "test")
+
+
+INPUT_ERRORS = (ConfigError, CorpusError, CheckpointError)
+T = TypeVar("T")
+
+
+def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """Run a task for a command-line shim: bad input (config, data files, checkpoints) ends the
+    process with its message and exit code 2 instead of a traceback."""
+    try:
+        return task(cfg)
+    except INPUT_ERRORS as error:
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -85,6 +106,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
         if resume is not None and resume.received is not None:
             return {"preempted": float(resume.received)}
+        if "val/bleu" not in trainer.callback_metrics:  # max_steps ended before any validation
+            trainer.validate(module, datamodule=datamodule, verbose=False)
         fit_metrics = _scalars(trainer.callback_metrics)
         best = _best_checkpoint(trainer)
         trainer.test(module, datamodule=datamodule, ckpt_path=best)
