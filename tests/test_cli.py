@@ -36,7 +36,7 @@ def test_eval_matches_sacrebleu_command_line(trained_run: Path, tmp_path: Path) 
     hyp, ref = tmp_path / "test.hyp.txt", tmp_path / "test.ref.txt"
     assert len(hyp.read_text().splitlines()) == 100
     cli = subprocess.run(
-        [sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "-b", "-w", "4"],
+        [sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "-b", "-w4"],
         capture_output=True,
         text=True,
         check=True,
