@@ -10,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from seq2attn.tasks import train
@@ -45,12 +46,14 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
 
 @pytest.fixture(autouse=True)
 def _restore_environment() -> Iterator[None]:
-    """In-process DDP runs leave LOCAL_RANK, MASTER_PORT, ... in os.environ; a later subprocess
-    would take itself for an already-launched rank and wait forever for its peers."""
-    saved = dict(os.environ)
+    """In-process DDP runs leave LOCAL_RANK, MASTER_PORT, ... in os.environ (a later subprocess
+    would take itself for an already-launched rank and wait for its peers), and Lightning's
+    process-wide rank: both are put back after each test."""
+    saved, rank = dict(os.environ), getattr(rank_zero_only, "rank", 0)
     yield
     os.environ.clear()
     os.environ.update(saved)
+    rank_zero_only.rank = rank  # a Trainer built under a cluster environment sets it
 
 
 @pytest.fixture(scope="session")
