@@ -44,15 +44,15 @@ def test_same_seed_gives_identical_metrics(compose_train: Compose, tmp_path: Pat
 
 def _nan_for_first_calls(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
     """Make the training loss NaN for the first ``calls`` batches."""
-    real = module_lib.token_nll
+    real = module_lib.training_nll
     count = {"n": 0}
 
-    def token_nll(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0):
+    def training_nll(model, output, targets: torch.Tensor, label_smoothing: float = 0.0):
         count["n"] += 1
-        loss = real(logits, targets, label_smoothing)
+        loss = real(model, output, targets, label_smoothing)
         return loss * float("nan") if count["n"] <= calls else loss
 
-    monkeypatch.setattr(module_lib, "token_nll", token_nll)
+    monkeypatch.setattr(module_lib, "training_nll", training_nll)
 
 
 def test_nonfinite_loss_stops_naming_the_step(

@@ -159,7 +159,8 @@ class DataSchema:
     min_length: int = 1
     max_length: int = 100
     max_length_ratio: float | None = None
-    # tokenizer
+    # tokenizer: a SentencePiece model file to use as is (joint), or null to train one
+    spm_model: str | None = None
     vocab_size: int = 1000
     joint_vocab: bool = True
     sp_model_type: SentencePieceModel = SentencePieceModel.unigram

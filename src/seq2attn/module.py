@@ -18,7 +18,8 @@ from seq2attn.config import DecodingSchema, SearchStrategy
 from seq2attn.data.datamodule import Batch, TranslationDataModule
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
-from seq2attn.models.seq2seq import Seq2Seq
+from seq2attn.loss import linear_cross_entropy
+from seq2attn.models.seq2seq import Seq2Seq, Seq2SeqOutput
 from seq2attn.schedules import Feedback, SamplingMode, Schedule
 from seq2attn.search import Hypothesis, beam_search, greedy_decode
 
@@ -38,6 +39,19 @@ def token_nll(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> 
         ignore_index=PAD_ID,
         label_smoothing=label_smoothing,
         reduction="sum",
+    )
+
+
+def training_nll(
+    model: Seq2Seq, output: Seq2SeqOutput, targets: Tensor, label_smoothing: float
+) -> Tensor:
+    """Summed cross-entropy of a training forward: fused with the output layer when the forward
+    left the logits to the loss (``compute_logits=False``), else from the logits."""
+    if output.logits is not None:
+        return token_nll(output.logits, targets, label_smoothing)
+    assert output.features is not None
+    return linear_cross_entropy(
+        output.features, model.output_layer, targets, label_smoothing, ignore_index=PAD_ID
     )
 
 
@@ -118,9 +132,10 @@ class Seq2SeqModule(L.LightningModule):
             teacher_forcing_ratio=ratio,
             sample=self.teacher_forcing.feedback == Feedback.sample,
             two_pass=self.teacher_forcing.mode == SamplingMode.two_pass,
+            compute_logits=False,
         )
         tokens = batch.num_target_tokens
-        loss = token_nll(output.logits, batch.tgt_out, self.label_smoothing) / tokens
+        loss = training_nll(self.model, output, batch.tgt_out, self.label_smoothing) / tokens
         if not torch.isfinite(loss):
             message = f"non-finite training loss ({loss.item()}) at step {self.global_step}"
             if self.nonfinite_loss == "stop":
@@ -162,8 +177,9 @@ class Seq2SeqModule(L.LightningModule):
         self.translations[split] = {}
 
     def _evaluation_step(self, batch: Batch, split: str) -> None:
-        output = self.model(batch.src, batch.src_lengths, batch.tgt_in)
-        self._nll[split] += token_nll(output.logits, batch.tgt_out).item()
+        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in).logits
+        assert logits is not None
+        self._nll[split] += token_nll(logits, batch.tgt_out).item()
         self._tokens[split] += batch.num_target_tokens
         best = [
             nbest[0]
@@ -210,7 +226,13 @@ class Seq2SeqModule(L.LightningModule):
             np.random.set_state((name, keys.numpy(), position, has_gauss, cached))
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(self.parameters())
+        overrides = {}
+        fused = getattr(self.optimizer_factory, "keywords", {}).get("fused", False)
+        if fused and str(self.trainer.precision).endswith("-mixed"):
+            # Lightning's mixed-precision plugin refuses to clip a fused optimizer's gradients
+            log.info("optimizer.fused=true is set aside under %s precision", self.trainer.precision)
+            overrides["fused"] = False
+        optimizer = self.optimizer_factory(self.parameters(), **overrides)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)

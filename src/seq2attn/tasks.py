@@ -41,6 +41,7 @@ from seq2attn.data.tokenizer import Tokenizer
 from seq2attn.metrics import corpus_scores
 from seq2attn.module import Seq2SeqModule
 from seq2attn.plotting import AttentionMap, PageEntry, attention_page, heatmap_png, save_heatmaps
+from seq2attn.runtime import configure_cpu
 from seq2attn.translation import Translation, attention_map, translate_sentences
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """
     started = time.perf_counter()
     validate(cfg)
+    configure_cpu(cfg.get("cpu"))
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
@@ -205,6 +207,7 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Translate a split with a checkpoint, score it with sacreBLEU and write the outputs."""
+    configure_cpu(cfg.get("cpu"))
     decoding = check(DecodingSchema, cfg.decoding, "decoding")
     if cfg.split not in EVAL_SPLITS:
         raise ConfigError(f"split={cfg.split}: must be one of {', '.join(EVAL_SPLITS)}")
@@ -251,6 +254,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def translate(cfg: DictConfig) -> None:
     """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
+    configure_cpu(cfg.get("cpu"))
     decoding = check(DecodingSchema, cfg.decoding, "decoding")
     checkpoint = load_checkpoint(cfg.ckpt_path)
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None

@@ -8,7 +8,8 @@ from torch import nn
 
 from seq2attn.models.decoders import BahdanauDecoder, LuongDecoder, NoAttentionDecoder
 from seq2attn.models.scorers import DotScorer, GeneralScorer
-from seq2attn.models.seq2seq import Seq2Seq
+from seq2attn.models.seq2seq import Seq2Seq, Seq2SeqOutput
+from seq2attn.module import training_nll
 
 PAD, BOS, EOS = 0, 2, 3
 
@@ -138,3 +139,22 @@ def test_two_pass_mixes_gold_and_predicted_tokens() -> None:
 def test_two_pass_needs_a_parallel_decoder() -> None:
     with pytest.raises(ValueError, match="two-pass scheduled sampling needs a parallel decoder"):
         make_model(attention="bahdanau")(SRC, LENGTHS, TGT_IN, 0.5, two_pass=True)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"attention": "bahdanau"}, {"attention": "luong"}, {"tie_embeddings": True}],
+    ids=["bahdanau", "luong", "tied"],
+)
+def test_fused_training_loss_equals_the_loss_of_the_logits(overrides: dict) -> None:
+    model = make_model(**overrides)
+    tgt_out = torch.tensor([[4, 5, EOS], [6, EOS, PAD]])
+    fused = training_nll(model, model(SRC, LENGTHS, TGT_IN, compute_logits=False), tgt_out, 0.1)
+    logits = model(SRC, LENGTHS, TGT_IN).logits
+    reference = training_nll(model, Seq2SeqOutput(logits, None, TGT_IN), tgt_out, 0.1)
+    torch.testing.assert_close(fused, reference)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for got, want in zip(
+        torch.autograd.grad(fused, params), torch.autograd.grad(reference, params), strict=True
+    ):
+        torch.testing.assert_close(got, want)

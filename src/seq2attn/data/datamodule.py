@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import time
@@ -132,8 +133,10 @@ class TranslationDataModule(L.LightningDataModule):
         cache_dir: str,
         seed: int,
         num_workers: int,
+        spm_model: str | None = None,
     ) -> None:
         super().__init__()
+        self.spm_model = None if spm_model is None else Path(spm_model)
         self.corpus, self.text_filter, self.length_filter = corpus, text_filter, length_filter
         self.vocab_size, self.joint_vocab = vocab_size, joint_vocab
         self.sp_model_type, self.character_coverage = sp_model_type, character_coverage
@@ -202,6 +205,9 @@ class TranslationDataModule(L.LightningDataModule):
     def _build_tokenizers(
         self, train_key: str, train: Callable[[], ParallelCorpus]
     ) -> tuple[tuple[str, Tokenizer], tuple[str, Tokenizer]]:
+        if self.spm_model is not None:
+            given = self._given_tokenizer(self.spm_model)
+            return given, given
         if self.joint_vocab:
 
             def both() -> Iterable[str]:
@@ -214,6 +220,21 @@ class TranslationDataModule(L.LightningDataModule):
             self._tokenizer("src", train_key, lambda: train().src),
             self._tokenizer("tgt", train_key, lambda: train().tgt),
         )
+
+    @staticmethod
+    def _given_tokenizer(path: Path) -> tuple[str, Tokenizer]:
+        """The SentencePiece model at ``path``, keyed by its bytes, used for both sides."""
+        if not path.is_file():
+            raise CorpusError(f"data.spm_model={path}: file not found")
+        proto = path.read_bytes()
+        try:
+            tokenizer = Tokenizer.from_proto(proto)
+        except (RuntimeError, ValueError) as error:
+            raise CorpusError(
+                f"data.spm_model={path}: not a usable SentencePiece model ({error})"
+            ) from None
+        log.info("using the SentencePiece model %s (%d ids)", path, tokenizer.vocab_size)
+        return cache_key("given", hashlib.sha256(proto).hexdigest()), tokenizer
 
     def _tokenizer(
         self, side: str, train_key: str, sentences: Callable[[], Iterable[str]]
@@ -380,4 +401,5 @@ def build_datamodule(cfg: DictConfig) -> TranslationDataModule:
         cache_dir=settings.cache_dir,
         seed=settings.seed,
         num_workers=settings.num_workers,
+        spm_model=settings.spm_model,
     )

@@ -42,8 +42,18 @@ def train_sentencepiece(
     return model.getvalue()
 
 
+# SentencePiece's own default layout: no padding piece, <unk> <s> </s> first (e.g. the
+# models that spm_train writes and that other toolkits share)
+SENTENCEPIECE_DEFAULT_IDS = {"pad_id": -1, "unk_id": 0, "bos_id": 1, "eos_id": 2}
+
+
 class Tokenizer:
-    """A loaded SentencePiece model whose special ids are PAD/UNK/BOS/EOS = 0/1/2/3."""
+    """A loaded SentencePiece model seen through ids PAD/UNK/BOS/EOS = 0/1/2/3.
+
+    Models trained by train_sentencepiece have that layout already. A model in SentencePiece's
+    default layout (no pad, unk/bos/eos = 0/1/2) is shifted by one: id = piece id + 1, with 0
+    as padding, so the same pieces get the project's special ids and one more vocabulary entry.
+    """
 
     def __init__(self, processor: spm.SentencePieceProcessor) -> None:
         found = {
@@ -52,10 +62,14 @@ class Tokenizer:
             "bos_id": processor.bos_id(),
             "eos_id": processor.eos_id(),
         }
-        if found != SPECIAL_IDS:
+        if found == SPECIAL_IDS:
+            self._offset = 0
+        elif found == SENTENCEPIECE_DEFAULT_IDS:
+            self._offset = 1
+        else:
             raise ValueError(
-                f"SentencePiece model has special ids {found}, expected {SPECIAL_IDS}; "
-                "train it with seq2attn.data.tokenizer.train_sentencepiece"
+                f"SentencePiece model has special ids {found}; expected {SPECIAL_IDS} or "
+                f"SentencePiece's default {SENTENCEPIECE_DEFAULT_IDS}"
             )
         self._processor = processor
 
@@ -69,16 +83,25 @@ class Tokenizer:
 
     @property
     def vocab_size(self) -> int:
-        return self._processor.get_piece_size()
+        return self._processor.get_piece_size() + self._offset
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Piece ids per text, without BOS/EOS."""
-        return self._processor.encode(texts, out_type=int)
+        encoded = self._processor.encode(texts, out_type=int)
+        if self._offset:
+            return [[i + self._offset for i in ids] for ids in encoded]
+        return encoded
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Detokenised texts; PAD/BOS/EOS anywhere are skipped (UNK decodes to " ⁇ ")."""
-        return self._processor.decode([[int(i) for i in seq] for seq in ids])
+        special = (PAD_ID, BOS_ID, EOS_ID)
+        return self._processor.decode(
+            [[int(i) - self._offset for i in seq if int(i) not in special] for seq in ids]
+        )
 
     def pieces(self, ids: list[int]) -> list[str]:
         """The piece string of each id (for attention-map axes)."""
-        return [self._processor.id_to_piece(int(i)) for i in ids]
+        return [
+            "<pad>" if int(i) == PAD_ID else self._processor.id_to_piece(int(i) - self._offset)
+            for i in ids
+        ]

@@ -31,11 +31,16 @@ AttentionKind = Literal["none", "bahdanau", "luong"]
 
 @dataclass
 class Seq2SeqOutput:
-    """logits (B, T, V), attention (B, T, S) or None, decoder_inputs (B, T) tokens fed."""
+    """logits (B, T, V), attention (B, T, S) or None, decoder_inputs (B, T) tokens fed.
 
-    logits: Tensor
+    With ``compute_logits=False`` a parallel forward leaves logits None and returns the output
+    layer's input (B, T, H') as ``features``, for a loss fused with the output layer.
+    """
+
+    logits: Tensor | None
     attention: Tensor | None
     decoder_inputs: Tensor
+    features: Tensor | None = None
 
 
 def build_decoder(
@@ -147,6 +152,7 @@ class Seq2Seq(nn.Module):
         teacher_forcing_ratio: float = 1.0,
         sample: bool = False,
         two_pass: bool = False,
+        compute_logits: bool = True,
     ) -> Seq2SeqOutput:
         """Logits for tgt_in (B, T) = [BOS y_1 .. y_{T-1}].
 
@@ -155,20 +161,35 @@ class Seq2Seq(nn.Module):
         a sample from the softmax when ``sample``. Position 0 always gets the gold BOS.
         ``two_pass`` takes the predictions from a teacher-forced first pass instead of the
         step loop (Duckworth et al., 2019); it needs a decoder with a parallel path.
+        ``compute_logits=False`` skips the output layer where the path allows (see
+        Seq2SeqOutput); the step loop always computes logits, it feeds on them.
         """
         memory, state = self.encode(src, src_lengths)
         if teacher_forcing_ratio >= 1.0:
-            return self._teacher_forced(tgt_in, state, memory)
+            return self._teacher_forced(tgt_in, state, memory, compute_logits)
         if two_pass:
-            return self._two_pass_sampling(tgt_in, state, memory, teacher_forcing_ratio, sample)
+            return self._two_pass_sampling(
+                tgt_in, state, memory, teacher_forcing_ratio, sample, compute_logits
+            )
         return self._scheduled_sampling(tgt_in, state, memory, teacher_forcing_ratio, sample)
 
-    def _teacher_forced(self, tgt_in: Tensor, state: DecoderState, memory: Memory) -> Seq2SeqOutput:
+    def _teacher_forced(
+        self, tgt_in: Tensor, state: DecoderState, memory: Memory, compute_logits: bool = True
+    ) -> Seq2SeqOutput:
         out = self.decoder(self.dropout(self.tgt_embedding(tgt_in)), state, memory)
-        return Seq2SeqOutput(self._logits(out.features), out.attention, tgt_in)
+        features = self.output_projection(out.features)
+        if not compute_logits:
+            return Seq2SeqOutput(None, out.attention, tgt_in, features)
+        return Seq2SeqOutput(self.output_layer(features), out.attention, tgt_in)
 
     def _two_pass_sampling(
-        self, tgt_in: Tensor, state: DecoderState, memory: Memory, ratio: float, sample: bool
+        self,
+        tgt_in: Tensor,
+        state: DecoderState,
+        memory: Memory,
+        ratio: float,
+        sample: bool,
+        compute_logits: bool = True,
     ) -> Seq2SeqOutput:
         """Parallel scheduled sampling: predictions of a teacher-forced pass (no gradient) are
         mixed into the gold inputs per token, then a second parallel pass is trained on them."""
@@ -178,12 +199,13 @@ class Seq2Seq(nn.Module):
                 "input feeding, or attention=none"
             )
         with torch.no_grad():
-            first = self._teacher_forced(tgt_in, state, memory)
-            predicted = _predict(first.logits.flatten(0, 1), sample).view_as(tgt_in)
+            first = self._teacher_forced(tgt_in, state, memory).logits
+            assert first is not None
+            predicted = _predict(first.flatten(0, 1), sample).view_as(tgt_in)
         use_gold = torch.rand(tgt_in[:, 1:].shape, device=tgt_in.device) < ratio
         mixed = tgt_in.clone()
         mixed[:, 1:] = torch.where(use_gold, tgt_in[:, 1:], predicted[:, :-1])
-        return self._teacher_forced(mixed, state, memory)
+        return self._teacher_forced(mixed, state, memory, compute_logits)
 
     def _scheduled_sampling(
         self, tgt_in: Tensor, state: DecoderState, memory: Memory, ratio: float, sample: bool

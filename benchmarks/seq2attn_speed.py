@@ -1,0 +1,160 @@
+"""One seq2attn measurement in its own process, for the peer benchmark (benchmarks/speed.py).
+
+    python benchmarks/seq2attn_speed.py train --out r1.json --save r1.ckpt -- experiment=bench_r1
+    python benchmarks/seq2attn_speed.py decode --ckpt r1.ckpt --out decode.json
+
+``train`` runs the real training loop (Lightning, the data module, the config's precision) for
+warm-up + timed steps with no validation, checkpointing or logging, and reports steady-state
+target tokens per second: pieces + EOS (the positions that carry a loss) of the timed steps over
+the wall time from the end of the last warm-up step to the end of the last timed step.
+``decode`` translates the test split in batches of 64 sentences, greedy then beam 5, and reports
+sentences per second of decoding (model loaded, tokenizers included). Both print and write JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from omegaconf import OmegaConf, open_dict
+
+from seq2attn.checkpoint import SelfDescribingCheckpoint, load_checkpoint
+from seq2attn.config import DecodingSchema, validate
+from seq2attn.data.datamodule import build_datamodule
+from seq2attn.data.tokenizer import PAD_ID
+from seq2attn.flops import count_flops
+from seq2attn.runtime import configure_cpu
+from seq2attn.tasks import build_module, data_config_for, resolved_config
+from seq2attn.translation import translate_sentences
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+DECODINGS = {
+    "greedy": DecodingSchema(),
+    "beam5": DecodingSchema(strategy="beam", beam_size=5, length_penalty=0.6),
+}
+
+
+class StepClock(Callback):
+    """Wall time and target tokens at the end of every training step."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+        self.tokens: list[int] = []
+        self.source_tokens: list[int] = []
+        self.pairs: list[int] = []
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        self.ends.append(time.perf_counter())
+        self.tokens.append(batch.num_target_tokens)
+        self.source_tokens.append(int(batch.src_lengths.sum()))
+        target_lengths = (batch.tgt_out != PAD_ID).sum(dim=1)
+        self.pairs.append(int((batch.src_lengths * target_lengths).sum()))
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=args.overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(Path(args.out).resolve().parent)
+        cfg.hydra.runtime.output_dir = cfg.paths.output_dir
+    validate(cfg)
+    configure_cpu(cfg.get("cpu"))
+    L.seed_everything(cfg.seed)
+    datamodule = build_datamodule(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    clock = StepClock()
+    config = resolved_config(cfg)
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(trainer_cfg, dict)
+    trainer_cfg.update(
+        max_steps=args.warmup + args.steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+    )
+    trainer: L.Trainer = instantiate(
+        trainer_cfg, callbacks=[clock, SelfDescribingCheckpoint(config)]
+    )
+    trainer.fit(module, datamodule=datamodule)
+    if args.save:
+        trainer.save_checkpoint(args.save)
+    warm = args.warmup - 1
+    seconds = clock.ends[-1] - clock.ends[warm]
+    tokens = sum(clock.tokens[warm + 1 :])
+    source = sum(clock.source_tokens[warm + 1 :])
+    pairs = sum(clock.pairs[warm + 1 :])
+    flops = count_flops(module.model, source_tokens=source, target_tokens=tokens, pairs=pairs)
+    return {
+        "overrides": args.overrides,
+        "precision": str(cfg.trainer.precision),
+        "timed_steps": len(clock.ends) - warm - 1,
+        "seconds": seconds,
+        "tok_s": tokens / seconds,
+        "train_flops_per_target_token": flops.training / tokens,
+        "train_flop_s": flops.training / seconds,
+        "params": sum(p.numel() for p in module.model.parameters()),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def decode(args: argparse.Namespace) -> dict[str, Any]:
+    configure_cpu(OmegaConf.create({"flush_denormal": True, "keep_freed_memory": True}))
+    checkpoint = load_checkpoint(args.ckpt)
+    data = data_config_for(checkpoint.config["data"], OmegaConf.create({}))
+    test = instantiate(OmegaConf.create(data["corpus"])).pairs("test")
+    report: dict[str, Any] = {"sentences": len(test.src)}
+    for name, decoding in DECODINGS.items():
+        translations, stats = translate_sentences(
+            checkpoint.model,
+            checkpoint.src_tokenizer,
+            checkpoint.tgt_tokenizer,
+            test.src,
+            decoding,
+            max_tokens=None,
+            max_sentences=args.batch_sentences,
+        )
+        report[f"{name}_sent_s"] = stats.sentences / stats.seconds
+        report[f"{name}_seconds"] = stats.seconds
+        report[f"{name}_mean_output_pieces"] = sum(len(t.tokens) for t in translations) / len(
+            translations
+        )
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    train_parser = sub.add_parser("train", help="steady-state training throughput")
+    train_parser.add_argument("--warmup", type=int, default=50, help="untimed first steps")
+    train_parser.add_argument("--steps", type=int, default=200, help="timed steps")
+    train_parser.add_argument("--save", default=None, help="write the final checkpoint here")
+    train_parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
+    decode_parser = sub.add_parser("decode", help="greedy and beam-5 decoding speed")
+    decode_parser.add_argument("--ckpt", required=True)
+    decode_parser.add_argument("--batch-sentences", type=int, default=64)
+    for sub_parser in (train_parser, decode_parser):
+        sub_parser.add_argument("--out", required=True, help="JSON file to write")
+    args = parser.parse_args()
+    report = train(args) if args.command == "train" else decode(args)
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

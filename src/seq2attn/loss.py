@@ -1,0 +1,89 @@
+"""The output layer and its cross-entropy in one autograd function.
+
+For rows x_i (features) with targets y_i, logits z_i = W x_i + b and p_i = softmax(z_i):
+
+    loss = sum_i (1 - eps) (lse(z_i) - z_i[y_i]) + eps (lse(z_i) - mean_v z_i[v])
+    dloss/dz_i = p_i - (1 - eps) onehot(y_i) - eps / V
+
+which is F.cross_entropy(z, y, label_smoothing=eps, reduction="sum") over rows whose target is
+not ``ignore_index``. The gradient of the logits is formed in the forward pass, in place of the
+logits, so one (rows x V) buffer lives instead of four (logits, log-probabilities and their two
+gradients), padding rows are never multiplied out, and under autocast the products run in the
+autocast dtype while the softmax runs in fp32.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        features: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        targets: Tensor,
+        label_smoothing: float,
+        ignore_index: int,
+    ) -> Tensor:
+        keep = targets != ignore_index
+        rows, gold = features[keep], targets[keep]
+        logits = F.linear(rows, weight, bias)  # autocast picks the dtype of the product
+        z = logits.float()
+        lse = z.logsumexp(dim=-1)
+        nll = lse - z.gather(1, gold.unsqueeze(1)).squeeze(1)
+        loss = (1 - label_smoothing) * nll.sum()
+        if label_smoothing:
+            loss = loss + label_smoothing * (lse - z.mean(dim=-1)).sum()
+        grad_logits = z.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
+        grad_logits.scatter_add_(
+            1, gold.unsqueeze(1), grad_logits.new_full((gold.numel(), 1), label_smoothing - 1)
+        )
+        if label_smoothing:
+            grad_logits.sub_(label_smoothing / z.size(1))
+        ctx.save_for_backward(rows, weight, grad_logits.to(logits.dtype), keep)
+        ctx.has_bias = bias is not None
+        ctx.features_dtype = features.dtype
+        return loss
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        rows, weight, grad_logits, keep = ctx.saved_tensors
+        grad_logits = grad_logits * grad_loss.to(grad_logits.dtype)
+        grad_rows = grad_logits @ weight.to(grad_logits.dtype)
+        grad_features = grad_rows.new_zeros(keep.shape + grad_rows.shape[-1:])
+        grad_features[keep] = grad_rows
+        grad_weight = (grad_logits.t() @ rows.to(grad_logits.dtype)).to(weight.dtype)
+        grad_bias = grad_logits.sum(dim=0).to(weight.dtype) if ctx.has_bias else None
+        return (
+            grad_features.to(ctx.features_dtype),
+            grad_weight,
+            grad_bias,
+            None,
+            None,
+            None,
+        )
+
+
+def linear_cross_entropy(
+    features: Tensor,
+    layer: nn.Linear,
+    targets: Tensor,
+    label_smoothing: float = 0.0,
+    ignore_index: int = 0,
+) -> Tensor:
+    """Summed cross-entropy of ``layer(features)`` (..., H) against targets (...)."""
+    return _LinearCrossEntropy.apply(
+        features.reshape(-1, features.size(-1)),
+        layer.weight,
+        layer.bias,
+        targets.reshape(-1),
+        label_smoothing,
+        ignore_index,
+    )

@@ -1,0 +1,59 @@
+"""Process-wide CPU math settings, applied before any work by train, eval and translate."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import sys
+
+import torch
+from omegaconf import DictConfig
+
+from seq2attn.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+# glibc mallopt parameters and the size below which freed blocks stay in the process
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MALLOC_CACHE_BYTES = 1 << 30
+
+
+def configure_cpu(cpu: DictConfig | None) -> None:
+    """Apply the ``cpu`` block of a config.
+
+    ``flush_denormal`` treats subnormal floats (|x| < 1.2e-38 in fp32) as zero. Vanishing
+    gradients and attention weights produce them, and on x86 every multiply that touches one
+    takes a slow microcode path: measured on the speed benchmark's R2 model, training ran at
+    2,000 target tokens/s without it and 2,780 with it. ``num_threads`` (null: torch's default,
+    one per core) sets the intra-op threads. ``keep_freed_memory`` (glibc only) serves blocks
+    up to 1 GiB from the heap and keeps freed ones there: by default glibc maps every block
+    above 32 MiB afresh and returns it on free, so each training step page-faults its large
+    activations (the logits) in again; measured 2,790 -> 3,160 tokens/s on the same model.
+    """
+    if cpu is None:
+        return
+    if cpu.get("keep_freed_memory", False):
+        keep_freed_memory()
+    if cpu.get("flush_denormal", False) and not torch.set_flush_denormal(True):
+        log.warning("cpu.flush_denormal=true: this CPU cannot flush denormals (no SSE3)")
+    if cpu.get("num_threads") is not None:
+        if int(cpu.num_threads) < 1:
+            raise ConfigError(f"cpu.num_threads={cpu.num_threads}: must be a positive number")
+        torch.set_num_threads(int(cpu.num_threads))
+
+
+def keep_freed_memory() -> bool:
+    """Raise glibc's mmap and trim thresholds to MALLOC_CACHE_BYTES; False where not glibc."""
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):  # musl has no mallopt
+        return False
+    return bool(
+        libc.mallopt(M_MMAP_THRESHOLD, MALLOC_CACHE_BYTES)
+        and libc.mallopt(M_TRIM_THRESHOLD, MALLOC_CACHE_BYTES)
+    )
