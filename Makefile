@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install train test test-fast lint format sweep bench-data bench-decoding clean
+.PHONY: help install train test test-fast lint format sweep bench bench-quick bench-data bench-decoding clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,12 @@ sweep: $(STAMP) ## Small attention x cell x seed grid on the toy corpus (2 jobs 
 		trainer.enable_progress_bar=false hydra/launcher=joblib hydra.launcher.n_jobs=2 \
 		hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PY) src/report.py $(SWEEP_DIR) --out $(SWEEP_DIR)/report.md --chart $(SWEEP_DIR)/report.png
+
+bench: $(STAMP) ## Speed vs OpenNMT-py and JoeyNMT (needs ../shared; ~30 min) -> benchmarks/results/latest.{json,md}
+	$(PY) benchmarks/speed.py $(ARGS)
+
+bench-quick: $(STAMP) ## A few steps against OpenNMT-py only, for iterating -> benchmarks/results/quick.{json,md}
+	$(PY) benchmarks/speed.py --quick $(ARGS)
 
 bench-data: $(STAMP) ## Data pipeline benchmarks: loading vs. step time on Multi30k, 1M-pair scale
 	$(PY) benchmarks/data_loading.py && $(PY) benchmarks/data_scale.py

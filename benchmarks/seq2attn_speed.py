@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import sacrebleu
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -118,7 +119,8 @@ def decode(args: argparse.Namespace) -> dict[str, Any]:
     data = data_config_for(checkpoint.config["data"], OmegaConf.create({}))
     test = instantiate(OmegaConf.create(data["corpus"])).pairs("test")
     report: dict[str, Any] = {"sentences": len(test.src)}
-    for name, decoding in DECODINGS.items():
+    decodings = {"greedy": DECODINGS["greedy"]} if args.greedy_only else DECODINGS
+    for name, decoding in decodings.items():
         translations, stats = translate_sentences(
             checkpoint.model,
             checkpoint.src_tokenizer,
@@ -130,9 +132,11 @@ def decode(args: argparse.Namespace) -> dict[str, Any]:
         )
         report[f"{name}_sent_s"] = stats.sentences / stats.seconds
         report[f"{name}_seconds"] = stats.seconds
-        report[f"{name}_mean_output_pieces"] = sum(len(t.tokens) for t in translations) / len(
-            translations
-        )
+        hypotheses = [t.text for t in translations]
+        report[f"{name}_bleu"] = sacrebleu.corpus_bleu(hypotheses, [test.tgt]).score
+        report[f"{name}_mean_output_pieces"] = sum(
+            len(t.target_pieces) for t in translations
+        ) / len(translations)
     return report
 
 
@@ -147,6 +151,7 @@ def main() -> None:
     decode_parser = sub.add_parser("decode", help="greedy and beam-5 decoding speed")
     decode_parser.add_argument("--ckpt", required=True)
     decode_parser.add_argument("--batch-sentences", type=int, default=64)
+    decode_parser.add_argument("--greedy-only", action="store_true")
     for sub_parser in (train_parser, decode_parser):
         sub_parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args()

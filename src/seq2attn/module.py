@@ -17,8 +17,8 @@ from torch import Tensor
 from seq2attn.config import DecodingSchema, SearchStrategy
 from seq2attn.data.datamodule import Batch, TranslationDataModule
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
 from seq2attn.loss import linear_cross_entropy
+from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
 from seq2attn.models.seq2seq import Seq2Seq, Seq2SeqOutput
 from seq2attn.schedules import Feedback, SamplingMode, Schedule
 from seq2attn.search import Hypothesis, beam_search, greedy_decode

@@ -127,6 +127,28 @@ def test_separate_vocabularies(tmp_path):
     assert dm.src_tokenizer.pieces(dm.src_tokenizer.encode(["the dogs"])[0]) == ["▁the", "▁dogs"]
 
 
+def test_given_sentencepiece_model_is_used_for_both_sides(tmp_path, dm, caplog):
+    model = tmp_path / "given.model"
+    model.write_bytes(dm.src_tokenizer.proto)
+    with caplog.at_level(logging.INFO, logger=datamodule.__name__):
+        given = make(tmp_path / "other-cache", spm_model=str(model))
+    assert "training" not in caplog.text and f"using the SentencePiece model {model}" in caplog.text
+    assert given.src_tokenizer is given.tgt_tokenizer
+    assert given.src_tokenizer.proto == dm.src_tokenizer.proto
+    assert (
+        next(iter(given.val_dataloader())).src.tolist()
+        == next(iter(dm.val_dataloader())).src.tolist()
+    )
+
+
+def test_given_sentencepiece_model_must_exist_and_be_one(tmp_path):
+    with pytest.raises(CorpusError, match=r"data.spm_model=.*missing.model: file not found"):
+        make(tmp_path, spm_model=str(tmp_path / "missing.model"))
+    (tmp_path / "bad.model").write_text("not a model")
+    with pytest.raises(CorpusError, match=r"bad.model: not a usable SentencePiece model"):
+        make(tmp_path, spm_model=str(tmp_path / "bad.model"))
+
+
 def test_joint_vocabulary_is_one_object(dm):
     assert dm.src_tokenizer is dm.tgt_tokenizer
 

@@ -68,13 +68,31 @@ def test_training_is_deterministic_and_proto_round_trips(corpus, proto, tokenize
     assert reloaded.encode(corpus["val"].tgt) == tokenizer.encode(corpus["val"].tgt)
 
 
-def test_from_proto_rejects_other_special_ids(corpus):
+def _default_layout_model(sentences: list[str], **options) -> bytes:
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(  # SentencePiece defaults: unk=0, bos=1, eos=2, no pad
-        sentence_iterator=iter(corpus["train"].src),
-        model_writer=model,
-        vocab_size=100,
-        minloglevel=2,
-    )
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences), model_writer=model, vocab_size=100, minloglevel=2,
+        **options,
+    )  # fmt: skip
+    return model.getvalue()
+
+
+def test_sentencepiece_default_layout_is_shifted_by_one(corpus):
+    proto = _default_layout_model(corpus["train"].src)  # unk=0, bos=1, eos=2, no pad
+    plain = spm.SentencePieceProcessor(model_proto=proto)
+    tokenizer = Tokenizer.from_proto(proto)
+    sentence = corpus["val"].src[0]
+    ids = tokenizer.encode([sentence])[0]
+    assert ids == [i + 1 for i in plain.encode(sentence)]
+    assert tokenizer.vocab_size == plain.get_piece_size() + 1
+    assert min(ids) > EOS_ID  # ordinary pieces never take a special id
+    assert tokenizer.decode([[BOS_ID, *ids, EOS_ID, PAD_ID]]) == [
+        plain.decode(plain.encode(sentence))
+    ]
+    assert tokenizer.pieces([PAD_ID, UNK_ID, BOS_ID, EOS_ID]) == ["<pad>", "<unk>", "<s>", "</s>"]
+
+
+def test_from_proto_rejects_other_special_ids(corpus):
+    proto = _default_layout_model(corpus["train"].src, unk_id=3, bos_id=0, eos_id=1, pad_id=2)
     with pytest.raises(ValueError, match="special ids .* expected"):
-        Tokenizer.from_proto(model.getvalue())
+        Tokenizer.from_proto(proto)

@@ -1,0 +1,309 @@
+"""Speed against OpenNMT-py and JoeyNMT on this machine, in one run (`make bench`).
+
+    python benchmarks/speed.py [--quick] [--peers opennmt,joeynmt]
+
+Every tool trains the reference models R1 and R2 (conf/experiment/bench_r1.yaml, bench_r2.yaml)
+on Multi30k de->en with the shared SentencePiece model, one process at a time, alternating
+tools: steady-state target tokens per second after ``--warmup`` steps over ``--steps`` steps.
+seq2attn trains in 32-true and bf16-mixed; the peers in fp32, their fastest CPU mode. Each R1
+model then decodes test_2016_flickr greedy and with beam 5 (batches of 64 sentences). The
+fraction of the machine's peak is the model's FLOPs (seq2attn.flops, from the shapes) per
+second over a square-GEMM peak measured at the start of the run. Writes
+benchmarks/results/latest.json and latest.md (quick mode: quick.json and quick.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+RESULTS = REPO / "benchmarks" / "results"
+TOOLS = ("seq2attn", *peers.PEERS)
+
+
+def gemm_peak_gflops(
+    dtype: torch.dtype, sizes: tuple[int, ...] = (1024, 2048), seconds: float = 2.0
+) -> float:
+    """Best sustained square-matrix product rate, GFLOP/s, over ``sizes``."""
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        for _ in range(3):
+            a @ b
+        runs, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            a @ b
+            runs += 1
+        best = max(best, 2 * n**3 * runs / (time.perf_counter() - began) / 1e9)
+    return best
+
+
+def run_measured(command: list[str], log: Path, env: dict[str, str] | None = None) -> dict:
+    """Run ``command`` to completion; its wall time and peak resident memory."""
+    began = time.perf_counter()
+    with log.open("w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
+        raise RuntimeError(f"{' '.join(command)} failed (log {log}):\n{tail}")
+    return {"wall_s": time.perf_counter() - began, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def seq2attn_train(model: str, precision: str, ws: Path, warmup: int, steps: int) -> dict:
+    name = f"seq2attn_{model}_{precision}"
+    out, ckpt = ws / f"{name}.json", ws / f"{name}.ckpt"
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "seq2attn_speed.py"),
+        "train",
+        f"--warmup={warmup}",
+        f"--steps={steps}",
+        f"--out={out}",
+        f"--save={ckpt}",
+        f"experiment=bench_{model}",
+        f"precision={precision}",
+        f"paths.root_dir={REPO}",
+        f"data.root={SHARED / 'data' / 'multi30k'}",
+        f"data.spm_model={SHARED / 'bench' / 'spm_multi30k_deen_unigram8k.model'}",
+        f"paths.cache_dir={ws / 'cache'}",
+    ]
+    process = run_measured(command, ws / f"{name}.log")
+    return {**json.loads(out.read_text()), **process, "checkpoint": str(ckpt)}
+
+
+def seq2attn_decode(checkpoint: str, ws: Path, name: str, greedy_only: bool = False) -> dict:
+    out = ws / f"{name}.json"
+    command = [
+        sys.executable,
+        str(REPO / "benchmarks" / "seq2attn_speed.py"),
+        "decode",
+        f"--ckpt={checkpoint}",
+        f"--out={out}",
+        "--batch-sentences=64",
+    ]
+    if greedy_only:
+        command.append("--greedy-only")
+    env = {**os.environ, "SEQ2ATTN_DATA": str(SHARED / "data" / "multi30k")}
+    process = run_measured(command, ws / f"{name}.log", env)
+    return {**json.loads(out.read_text()), **process}
+
+
+def ratio(results: dict[str, float | None]) -> str:
+    """seq2attn over the faster peer, e.g. "1.52x"."""
+    others = [v for k, v in results.items() if k != "seq2attn" and v]
+    if not others or not results.get("seq2attn"):
+        return "n/a"
+    return f"{results['seq2attn'] / max(others):.2f}x"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    rows = [
+        ("R1 training, target tokens/s, fp32", "train_r1_tok_s", "{:,.0f}"),
+        (
+            "R1 training, target tokens/s, bf16-mixed (peers: fp32)",
+            "train_r1_bf16_tok_s",
+            "{:,.0f}",
+        ),
+        ("R2 training, target tokens/s, fp32", "train_r2_tok_s", "{:,.0f}"),
+        (
+            "R2 training, target tokens/s, bf16-mixed (peers: fp32)",
+            "train_r2_bf16_tok_s",
+            "{:,.0f}",
+        ),
+        ("R1 greedy decoding, sentences/s", "greedy_sent_s", "{:,.1f}"),
+        ("R1 beam-5 decoding, sentences/s", "beam5_sent_s", "{:,.1f}"),
+        ("R1 training peak RSS, MB", "peak_rss_mb", "{:,.0f}"),
+        ("R1 fraction of fp32 GEMM peak", "mfu_r1", "{:.1%}"),
+        ("R2 fraction of fp32 GEMM peak", "mfu_r2", "{:.1%}"),
+    ]
+    head = "| | " + " | ".join(TOOLS) + " | seq2attn vs faster peer |\n"
+    lines = [head, "|---" * (len(TOOLS) + 2) + "|\n"]
+    for label, key, fmt in rows:
+        values = report[key]
+        cells = [fmt.format(values[t]) if values.get(t) is not None else "n/a" for t in TOOLS]
+        better = ratio(values)
+        if key == "peak_rss_mb" and better != "n/a":  # lower is better: show the peer's share
+            better = f"{1 / float(better[:-1]):.2f}x less"
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {better} |\n")
+    peak, bleu = report["gemm_peak_gflops"], report["bleu_same_steps"]
+    lines.append(
+        f"\nGEMM peak measured in this run: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 "
+        f"{peak['bf16']:.0f} GFLOP/s. {report['machine']['cpu']}, {report['machine']['threads']} "
+        f"threads, torch {report['machine']['torch']}, {report['date']}, commit "
+        f"{report['commit']}; {report['timed_steps']} timed steps after {report['warmup_steps']} "
+        f"warm-up steps; bf16-mixed vs 32-true greedy BLEU after the same steps: "
+        f"{bleu['bf16-mixed']:.2f} vs {bleu['32-true']:.2f}."
+        "\n"
+    )
+    return "".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few steps, OpenNMT-py only")
+    parser.add_argument("--peers", default=None, help="comma-separated subset of the peers")
+    parser.add_argument("--warmup", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench")
+    args = parser.parse_args()
+    for needed in (SHARED / "data" / "multi30k", SHARED / "bench"):
+        if not needed.is_dir():
+            sys.exit(
+                f"benchmarks/speed.py needs {needed} (Multi30k and the shared SentencePiece "
+                "model beside the repository); it is not there"
+            )
+    warmup = args.warmup or (10 if args.quick else 50)
+    steps = args.steps or (30 if args.quick else 200)
+    tools = args.peers.split(",") if args.peers else (["opennmt"] if args.quick else peers.PEERS)
+    started = time.perf_counter()
+    ws_root = args.work_dir / ("quick" if args.quick else "full")
+    ws_root.mkdir(parents=True, exist_ok=True)
+
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
+
+    peak = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
+    say(f"GEMM peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    bins = {tool: peers.install(tool, REPO / ".cache" / "peers") for tool in tools}
+    ws = peers.prepare_data(
+        SHARED / "data" / "multi30k",
+        SHARED / "bench" / "spm_multi30k_deen_unigram8k.model",
+        ws_root / "peers",
+    )
+    runs: dict[str, Any] = {}
+    for model in ("r1", "r2"):  # alternate the tools within each model
+        for tool in ("seq2attn", *tools, "seq2attn_bf16"):
+            say(f"training {model} with {tool} ({warmup} + {steps} steps)")
+            if tool.startswith("seq2attn"):
+                precision = "bf16-mixed" if tool.endswith("bf16") else "32-true"
+                result = seq2attn_train(model, precision, ws_root, warmup, steps)
+            else:
+                trained = peers.train(tool, model, ws, bins[tool], warmup=warmup, steps=steps)
+                result = {
+                    "tok_s": trained.tok_s,
+                    "peak_rss_mb": trained.peak_rss_mb,
+                    "wall_s": trained.wall_s,
+                    "checkpoint": str(trained.checkpoint),
+                }
+            runs[f"train_{model}_{tool}"] = result
+            say(
+                f"  {result['tok_s']:,.0f} target tokens/s, peak RSS "
+                f"{result['peak_rss_mb']:,.0f} MB"
+            )
+    decodes: dict[str, Any] = {}
+    say("decoding test_2016_flickr with each R1 model")
+    decodes["seq2attn"] = seq2attn_decode(
+        runs["train_r1_seq2attn"]["checkpoint"], ws_root, "seq2attn_decode"
+    )
+    decodes["seq2attn_bf16"] = seq2attn_decode(
+        runs["train_r1_seq2attn_bf16"]["checkpoint"], ws_root, "seq2attn_bf16_decode", True
+    )
+    for tool in tools:
+        checkpoint = Path(runs[f"train_r1_{tool}"]["checkpoint"])
+        for beam in (1, 5):
+            result = peers.decode(tool, checkpoint, beam, ws, bins[tool])
+            name = "greedy" if beam == 1 else "beam5"
+            decodes.setdefault(tool, {})[f"{name}_sent_s"] = result.sent_s
+            decodes[tool][f"{name}_wall_s"] = result.wall_s
+            decodes[tool][f"{name}_bleu"] = peers.bleu(result.hypotheses, ws.root / "test.en")
+    say("done decoding")
+
+    def per_tool(key: str, suffix: str = "", source: dict | None = None) -> dict[str, float | None]:
+        source = runs if source is None else source
+        values = {}
+        for tool in TOOLS:
+            entry = source.get(key.format(tool=tool + (suffix if tool == "seq2attn" else "")))
+            values[tool] = None if entry is None else entry["tok_s"]
+        return values
+
+    flops = {m: runs[f"train_{m}_seq2attn"]["train_flops_per_target_token"] for m in ("r1", "r2")}
+
+    def mfu(model: str) -> dict[str, float | None]:
+        rates = per_tool(f"train_{model}_{{tool}}")
+        return {
+            t: None if r is None else r * flops[model] / (peak["fp32"] * 1e9)
+            for t, r in rates.items()
+        }
+
+    report: dict[str, Any] = {
+        "train_r1_tok_s": per_tool("train_r1_{tool}"),
+        "train_r1_bf16_tok_s": per_tool("train_r1_{tool}", "_bf16"),
+        "train_r2_tok_s": per_tool("train_r2_{tool}"),
+        "train_r2_bf16_tok_s": per_tool("train_r2_{tool}", "_bf16"),
+        "greedy_sent_s": {t: decodes.get(t, {}).get("greedy_sent_s") for t in TOOLS},
+        "beam5_sent_s": {t: decodes.get(t, {}).get("beam5_sent_s") for t in TOOLS},
+        "mfu_r1": mfu("r1"),
+        "mfu_r2": mfu("r2"),
+        "mfu_bf16": {
+            m: runs[f"train_{m}_seq2attn_bf16"]["tok_s"] * flops[m] / (peak["bf16"] * 1e9)
+            for m in ("r1", "r2")
+        },
+        "train_flops_per_target_token": flops,
+        "gemm_peak_gflops": peak,
+        "peak_rss_mb": {t: (runs.get(f"train_r1_{t}") or {}).get("peak_rss_mb") for t in TOOLS},
+        "bleu_same_steps": {
+            "32-true": decodes["seq2attn"]["greedy_bleu"],
+            "bf16-mixed": decodes["seq2attn_bf16"]["greedy_bleu"],
+        },
+        "decoding": decodes,
+        "runs": runs,
+        "warmup_steps": warmup,
+        "timed_steps": steps,
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+        },
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": _commit(),
+        "wall_s": time.perf_counter() - started,
+    }
+    stem = "quick" if args.quick else "latest"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (RESULTS / f"{stem}.md").write_text(table)
+    print(table)
+    say(f"wrote {RESULTS / (stem + '.json')} and {stem}.md")
+
+
+def _cpu_name() -> str:
+    for line in (
+        Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    ):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+if __name__ == "__main__":
+    main()
