@@ -117,7 +117,7 @@ def decode(args: argparse.Namespace) -> dict[str, Any]:
     configure_cpu(OmegaConf.create({"flush_denormal": True, "keep_freed_memory": True}))
     checkpoint = load_checkpoint(args.ckpt)
     data = data_config_for(checkpoint.config["data"], OmegaConf.create({}))
-    test = instantiate(OmegaConf.create(data["corpus"])).pairs("test")
+    test = instantiate(OmegaConf.create(data["corpus"])).splits()["test"]
     report: dict[str, Any] = {"sentences": len(test.src)}
     decodings = {"greedy": DECODINGS["greedy"]} if args.greedy_only else DECODINGS
     for name, decoding in decodings.items():

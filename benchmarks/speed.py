@@ -21,6 +21,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench")
+    parser.add_argument(
+        "--resume", action="store_true", help="reuse the results of runs an earlier call finished"
+    )
     args = parser.parse_args()
     for needed in (SHARED / "data" / "multi30k", SHARED / "bench"):
         if not needed.is_dir():
@@ -177,6 +181,17 @@ def main() -> None:
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
 
+    def once(name: str, measure: Callable[[], dict]) -> dict:
+        """The result of ``measure``, kept in the work folder; --resume reuses a kept one."""
+        kept = ws_root / "results" / f"{name}.json"
+        if args.resume and kept.exists():
+            say(f"{name}: reusing {kept}")
+            return json.loads(kept.read_text())
+        result = measure()
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        return result
+
     peak = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
     say(f"GEMM peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
     bins = {tool: peers.install(tool, REPO / ".cache" / "peers") for tool in tools}
@@ -189,17 +204,20 @@ def main() -> None:
     for model in ("r1", "r2"):  # alternate the tools within each model
         for tool in ("seq2attn", *tools, "seq2attn_bf16"):
             say(f"training {model} with {tool} ({warmup} + {steps} steps)")
-            if tool.startswith("seq2attn"):
-                precision = "bf16-mixed" if tool.endswith("bf16") else "32-true"
-                result = seq2attn_train(model, precision, ws_root, warmup, steps)
-            else:
+
+            def measure(model: str = model, tool: str = tool) -> dict:
+                if tool.startswith("seq2attn"):
+                    precision = "bf16-mixed" if tool.endswith("bf16") else "32-true"
+                    return seq2attn_train(model, precision, ws_root, warmup, steps)
                 trained = peers.train(tool, model, ws, bins[tool], warmup=warmup, steps=steps)
-                result = {
+                return {
                     "tok_s": trained.tok_s,
                     "peak_rss_mb": trained.peak_rss_mb,
                     "wall_s": trained.wall_s,
                     "checkpoint": str(trained.checkpoint),
                 }
+
+            result = once(f"train_{model}_{tool}", measure)
             runs[f"train_{model}_{tool}"] = result
             say(
                 f"  {result['tok_s']:,.0f} target tokens/s, peak RSS "
@@ -207,20 +225,29 @@ def main() -> None:
             )
     decodes: dict[str, Any] = {}
     say("decoding test_2016_flickr with each R1 model")
-    decodes["seq2attn"] = seq2attn_decode(
-        runs["train_r1_seq2attn"]["checkpoint"], ws_root, "seq2attn_decode"
+    decodes["seq2attn"] = once(
+        "decode_seq2attn",
+        lambda: seq2attn_decode(runs["train_r1_seq2attn"]["checkpoint"], ws_root, "decode"),
     )
-    decodes["seq2attn_bf16"] = seq2attn_decode(
-        runs["train_r1_seq2attn_bf16"]["checkpoint"], ws_root, "seq2attn_bf16_decode", True
+    decodes["seq2attn_bf16"] = once(
+        "decode_seq2attn_bf16",
+        lambda: seq2attn_decode(
+            runs["train_r1_seq2attn_bf16"]["checkpoint"], ws_root, "decode_bf16", True
+        ),
     )
     for tool in tools:
-        checkpoint = Path(runs[f"train_r1_{tool}"]["checkpoint"])
-        for beam in (1, 5):
-            result = peers.decode(tool, checkpoint, beam, ws, bins[tool])
-            name = "greedy" if beam == 1 else "beam5"
-            decodes.setdefault(tool, {})[f"{name}_sent_s"] = result.sent_s
-            decodes[tool][f"{name}_wall_s"] = result.wall_s
-            decodes[tool][f"{name}_bleu"] = peers.bleu(result.hypotheses, ws.root / "test.en")
+
+        def measure_decoding(tool: str = tool) -> dict:
+            checkpoint, result = Path(runs[f"train_r1_{tool}"]["checkpoint"]), {}
+            for beam, name in ((1, "greedy"), (5, "beam5")):
+                decoded = peers.decode(tool, checkpoint, beam, ws, bins[tool])
+                result[f"{name}_sent_s"] = decoded.sent_s
+                result[f"{name}_wall_s"] = decoded.wall_s
+                result[f"{name}_peak_rss_mb"] = decoded.peak_rss_mb
+                result[f"{name}_bleu"] = peers.bleu(decoded.hypotheses, ws.text / "test.en")
+            return result
+
+        decodes[tool] = once(f"decode_{tool}", measure_decoding)
     say("done decoding")
 
     def per_tool(key: str, suffix: str = "", source: dict | None = None) -> dict[str, float | None]:

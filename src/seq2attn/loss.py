@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         features: Tensor,
         weight: Tensor,
@@ -53,7 +53,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
         rows, weight, grad_logits, keep = ctx.saved_tensors
         grad_logits = grad_logits * grad_loss.to(grad_logits.dtype)
         grad_rows = grad_logits @ weight.to(grad_logits.dtype)
