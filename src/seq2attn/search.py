@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, TypeVar
 import torch
 from torch import Tensor
 
-from seq2attn.models.decoders import stack_optional
-
 if TYPE_CHECKING:
     from seq2attn.models.decoders import DecoderState, Memory
     from seq2attn.models.seq2seq import Seq2Seq
@@ -81,26 +79,38 @@ def greedy_decode(
     max_length_a: float = 1.5,
     max_length_b: int = 10,
 ) -> list[Hypothesis]:
-    """Batched greedy decoding of src (B, S); stops once every sentence has emitted EOS."""
+    """Batched greedy decoding of src (B, S).
+
+    Sentences that have emitted EOS leave the batch (their rows of the state and the memory are
+    dropped), so each step computes only the sentences still being written.
+    """
     memory, state = model.encode(src, src_lengths)
+    batch = src.size(0)
     max_lengths = _max_lengths(src_lengths, max_length_a, max_length_b).to(src.device)
-    tokens = src.new_full((src.size(0),), bos_id)
-    scores = torch.zeros(src.size(0), device=src.device)
-    ended = torch.zeros_like(tokens, dtype=torch.bool)
-    outputs, attentions = [], []
-    for t in range(int(max_lengths.max()) + 1):
-        log_probs, state, attention = _log_probs(
-            model, tokens, state, memory, t >= max_lengths, eos_id
+    steps = int(max_lengths.max()) + 1
+    output = src.new_full((batch, steps), eos_id)
+    attention: Tensor | None = None
+    scores = torch.zeros(batch, device=src.device)
+    live = torch.arange(batch, device=src.device)  # sentence of each remaining row
+    tokens = src.new_full((batch,), bos_id)
+    for t in range(steps):
+        log_probs, state, step_attention = _log_probs(
+            model, tokens, state, memory, t >= max_lengths[live], eos_id
         )
         step_scores, tokens = log_probs.max(dim=-1)
-        scores = scores + step_scores.masked_fill(ended, 0.0)
-        outputs.append(tokens)
-        attentions.append(attention)
-        ended = ended | (tokens == eos_id)
-        if ended.all():
+        scores[live] += step_scores
+        output[live, t] = tokens
+        if step_attention is not None:
+            if attention is None:
+                attention = step_attention.new_zeros(batch, steps, step_attention.size(-1))
+            attention[live, t] = step_attention
+        writing = tokens != eos_id
+        if not writing.any():
             break
-    output = torch.stack(outputs, dim=1)  # (B, T)
-    attention = stack_optional(attentions)  # (B, T, S) or None
+        if not writing.all():
+            keep = writing.nonzero().squeeze(1)
+            live, tokens = live[keep], tokens[keep]
+            state, memory = state.index_select(keep), memory.index_select(keep)
     return [
         _hypothesis(
             output[i], scores[i], None if attention is None else attention[i], length, eos_id

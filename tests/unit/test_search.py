@@ -152,6 +152,22 @@ def test_length_limit_forces_eos() -> None:
         assert g.attention.shape == (n + 3, n)
 
 
+def test_greedy_steps_only_the_sentences_still_writing(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_model()
+    with torch.no_grad():
+        model.output_layer.bias[EOS] = -100.0  # every sentence runs to its own length limit
+    rows, step = [], model.step
+
+    def counting_step(tokens, state, memory):
+        rows.append(tokens.size(0))
+        return step(tokens, state, memory)
+
+    monkeypatch.setattr(model, "step", counting_step)
+    greedy_decode(model, SRC, LENGTHS, BOS, EOS, max_length_a=1.0, max_length_b=2)
+    # limits 7, 5 and 3 tokens + EOS: all three rows, then two, then the longest alone
+    assert rows == [3] * 4 + [2] * 2 + [1] * 2
+
+
 def test_gnmt_length_penalty_formula() -> None:
     assert gnmt_length_penalty(3, 0.6) == pytest.approx((8 / 6) ** 0.6)
     assert gnmt_length_penalty(1, 0.0) == 1.0
