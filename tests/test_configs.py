@@ -22,6 +22,9 @@ MULTI_NODE = {("trainer", "multinode")}
 # tests/unit/test_datamodule.py (text_pairs and tsv on files written to tmp_path); hf's reader is
 # tested with a stand-in `datasets` module in tests/unit/test_readers.py.
 NEEDS_FILES = {("data", "multi30k"), ("data", "text_pairs"), ("data", "tsv"), ("data", "hf")}
+# The speed benchmark's reference models read Multi30k and the shared SentencePiece model:
+# tests/test_multi30k.py runs them.
+NEEDS_FILES |= {("experiment", "bench_r1"), ("experiment", "bench_r2")}
 
 
 def _options() -> list[tuple[str, str]]:

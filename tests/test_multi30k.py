@@ -68,3 +68,28 @@ def test_short_training_run(compose_train: Compose):
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"])
     assert 0.0 <= metrics["test/bleu"] <= 100.0
+
+
+BENCH_SPM = SHARED.parents[1] / "bench" / "spm_multi30k_deen_unigram8k.model"
+
+
+@pytest.mark.skipif(not BENCH_SPM.is_file(), reason=f"the shared model {BENCH_SPM} is missing")
+@pytest.mark.parametrize("experiment", ["bench_r1", "bench_r2"])
+def test_benchmark_reference_models(compose_train: Compose, experiment: str):
+    cfg = compose_train(
+        f"experiment={experiment}",
+        f"data.root={SHARED}",
+        f"data.spm_model={BENCH_SPM}",
+        "trainer.enable_progress_bar=false",
+        "debug=fdr",
+        tiny=False,
+    )
+    module = build_datamodule(cfg.data)
+    module.setup("fit")
+    assert module.src_tokenizer.vocab_size == 8001  # the shared 8000 pieces + padding
+    batch = next(iter(module.train_dataloader()))
+    assert batch.src.size(0) == 64  # batches of 64 sentences
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"])
+    sizes = {"bench_r1": 12_403_009, "bench_r2": 11_222_337}  # emb 256, enc 2x256, dec 512
+    assert metrics["params"] == sizes[experiment]
