@@ -23,6 +23,7 @@ def _subnormal_survives() -> bool:
 
 
 def test_flush_denormal_turns_subnormals_into_zero() -> None:
+    torch.set_flush_denormal(False)  # earlier in-process training runs may have turned it on
     configure_cpu(OmegaConf.create({"flush_denormal": False, "num_threads": None}))
     assert _subnormal_survives()
     configure_cpu(OmegaConf.create({"flush_denormal": True, "num_threads": None}))
