@@ -25,6 +25,8 @@ NEEDS_FILES = {("data", "multi30k"), ("data", "text_pairs"), ("data", "tsv"), ("
 # The speed benchmark's reference models read Multi30k and the shared SentencePiece model:
 # tests/test_multi30k.py runs them.
 NEEDS_FILES |= {("experiment", "bench_r1"), ("experiment", "bench_r2")}
+# Options that need a setting the defaults leave open (a per-step schedule needs a step count).
+NEEDS = {("scheduler", "warmup_cosine"): ["trainer.max_steps=400"]}
 
 
 def _options() -> list[tuple[str, str]]:
@@ -44,6 +46,7 @@ def test_every_group_of_the_interface_exists() -> None:
     assert {
         "data", "model", "cell", "attention", "scorer", "teacher_forcing", "decoding", "trainer",
         "precision", "strategy", "logger", "callbacks", "paths", "experiment", "debug",
+        "scheduler",
     } <= groups  # fmt: skip
     assert {o for g, o in OPTIONS if g == "scorer"} == {
         "dot", "general", "concat", "additive", "mlp", "location", "scaled_dot"
@@ -54,7 +57,7 @@ def test_every_group_of_the_interface_exists() -> None:
     ("group", "option"), [o for o in OPTIONS if o not in GPU_ONLY | NEEDS_FILES | MULTI_NODE]
 )
 def test_option_runs_a_fast_dev_run(compose_train: Compose, group: str, option: str) -> None:
-    cfg = compose_train(f"{group}={option}", "debug=fdr")
+    cfg = compose_train(f"{group}={option}", "debug=fdr", *NEEDS.get((group, option), []))
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"])
     assert 0.0 <= metrics["test/bleu"] <= 100.0

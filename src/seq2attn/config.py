@@ -18,6 +18,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from seq2attn.lr_schedules import InverseSqrtFactor, WarmupCosineFactor
+
 
 class ConfigError(ValueError):
     """An invalid configuration value."""
@@ -367,6 +369,27 @@ def _check_teacher_forcing(node: Any, model: ModelSchema) -> None:
         )
 
 
+def _check_scheduler(node: Any) -> None:
+    """The interval, and the step counts of the per-step schedules (total after warm-up)."""
+    interval = node.get("interval", "epoch")
+    if interval not in ("epoch", "step"):
+        raise ConfigError(f"scheduler.interval={interval}: must be epoch or step")
+    factors = {
+        "seq2attn.lr_schedules.warmup_cosine": WarmupCosineFactor,
+        "seq2attn.lr_schedules.inverse_sqrt": InverseSqrtFactor,
+    }
+    factor = factors.get(str(node.get("_target_")))
+    if factor is None:
+        return
+    if interval != "step":
+        raise ConfigError(f"scheduler={node._target_} counts optimizer steps: use interval=step")
+    fields = {k: node[k] for k in node if k not in ("_target_", "_partial_", "interval")}
+    try:
+        factor(**fields)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the composed training config; raise :class:`ConfigError` on the first problem."""
     model = check(ModelSchema, cfg.model, "model")
@@ -375,6 +398,8 @@ def validate(cfg: DictConfig) -> None:
     check(DecodingSchema, cfg.decoding, "decoding")
     _check_hardware(cfg.trainer)
     _check_teacher_forcing(cfg.teacher_forcing, model)
+    if cfg.get("scheduler"):
+        _check_scheduler(cfg.scheduler)
     if cfg.get("nonfinite_loss", "stop") not in {"stop", "skip"}:
         raise ConfigError(f"nonfinite_loss={cfg.nonfinite_loss}: must be stop or skip")
     if cfg.get("label_smoothing") is not None:

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # what a NaN/inf training loss does: stop the run naming the step, or skip the batch
 NONFINITE_POLICIES = ("stop", "skip")
+# when the learning-rate scheduler steps: after each validation, or after each optimizer step
+SCHEDULER_INTERVALS = ("epoch", "step")
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
@@ -106,8 +108,14 @@ class Seq2SeqModule(L.LightningModule):
         decoding: DecodingSchema,
         label_smoothing: float = 0.0,
         nonfinite_loss: str = "stop",
+        scheduler_interval: str = "epoch",
     ) -> None:
         super().__init__()
+        if scheduler_interval not in SCHEDULER_INTERVALS:
+            raise ValueError(
+                f"scheduler.interval={scheduler_interval}: must be one of "
+                + ", ".join(SCHEDULER_INTERVALS)
+            )
         if nonfinite_loss not in NONFINITE_POLICIES:
             raise ValueError(
                 f"nonfinite_loss={nonfinite_loss}: must be one of {', '.join(NONFINITE_POLICIES)}"
@@ -116,6 +124,7 @@ class Seq2SeqModule(L.LightningModule):
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
         self.teacher_forcing = teacher_forcing
         self.decoding = decoding
         self.label_smoothing = label_smoothing
@@ -236,6 +245,11 @@ class Seq2SeqModule(L.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
+        if self.scheduler_interval == "step":
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+            }
         return {
             "optimizer": optimizer,
             "lr_scheduler": {

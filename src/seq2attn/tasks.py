@@ -348,10 +348,13 @@ def build_module(cfg: DictConfig, datamodule: TranslationDataModule) -> Seq2SeqM
         src_vocab_size=datamodule.src_tokenizer.vocab_size,
         tgt_vocab_size=datamodule.tgt_tokenizer.vocab_size,
     )
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
+    interval = scheduler.pop("interval", "epoch") if isinstance(scheduler, dict) else "epoch"
     return Seq2SeqModule(
         model=model,
         optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        scheduler=instantiate(scheduler) if scheduler else None,
+        scheduler_interval=interval,
         teacher_forcing=instantiate(cfg.teacher_forcing),
         decoding=check(DecodingSchema, cfg.decoding, "decoding"),
         label_smoothing=float(cfg.get("label_smoothing") or 0.0),
