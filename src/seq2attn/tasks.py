@@ -348,7 +348,9 @@ def build_module(cfg: DictConfig, datamodule: TranslationDataModule) -> Seq2SeqM
         src_vocab_size=datamodule.src_tokenizer.vocab_size,
         tgt_vocab_size=datamodule.tgt_tokenizer.vocab_size,
     )
-    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
+    scheduler = (
+        OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
+    )
     interval = scheduler.pop("interval", "epoch") if isinstance(scheduler, dict) else "epoch"
     return Seq2SeqModule(
         model=model,

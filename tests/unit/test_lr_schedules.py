@@ -75,7 +75,10 @@ def test_the_module_steps_a_per_step_schedule_every_optimizer_step(
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["scheduler=warmup_cosine"], r"scheduler\.total_steps=-1: must exceed .*trainer\.max_steps"),
+        (
+            ["scheduler=warmup_cosine"],
+            r"scheduler\.total_steps=-1: must exceed .*trainer\.max_steps",
+        ),
         (
             ["scheduler=warmup_cosine", "trainer.max_steps=1000", "scheduler.final_ratio=2"],
             r"scheduler\.final_ratio=2(\.0)?: must lie in \[0, 1\]",
