@@ -1,4 +1,7 @@
-"""Tabulate finished runs: ``python src/report.py logs/train/multiruns/<date> [--chart c.png]``."""
+"""Tabulate finished runs: ``python src/report.py logs/train/multiruns/<date> [--chart c.png]``.
+
+Several folders or result files may be given; ``--into docs/results.md:cells`` refreshes the
+generated block between ``<!-- report:cells -->`` and ``<!-- /report:cells -->`` of a page."""
 
 import argparse
 import logging
@@ -9,13 +12,27 @@ from seq2attn.report import ReportError, report
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("folder", type=Path, help="multirun, outputs or result-file folder")
+    parser.add_argument(
+        "paths",
+        type=Path,
+        nargs="+",
+        help="multirun, outputs or result-file folders, or result files",
+    )
     parser.add_argument("--out", type=Path, help="also write the Markdown here")
     parser.add_argument("--chart", type=Path, help="PNG bar chart of test BLEU per variant")
     parser.add_argument("--export-dir", type=Path, help="write one result JSON per run here")
+    parser.add_argument(
+        "--into", metavar="PAGE:SECTION", help="write the Markdown into this block of a page"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
-        print(report(args.folder, args.out, args.chart, args.export_dir), end="")
+        into = None
+        if args.into:
+            page, _, section = args.into.rpartition(":")
+            if not page or not section:
+                raise ReportError(f"--into {args.into}: expected PAGE:SECTION")
+            into = (Path(page), section)
+        print(report(args.paths, args.out, args.chart, args.export_dir, into), end="")
     except ReportError as error:
         sys.exit(f"report: {error}")

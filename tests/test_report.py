@@ -270,7 +270,7 @@ def test_report_without_finished_runs_names_the_folder(tmp_path: Path) -> None:
     write_run(tmp_path / "run", config(), None)
     with pytest.raises(ReportError, match=f"{tmp_path}: no finished runs.*1 unfinished"):
         report(tmp_path)
-    with pytest.raises(ReportError, match="no such folder"):
+    with pytest.raises(ReportError, match="no such folder or result file"):
         report(tmp_path / "missing")
 
 
@@ -289,3 +289,57 @@ def test_command_line_writes_markdown_chart_and_result_files(sweep: Path, tmp_pa
         [sys.executable, "src/report.py", str(empty)], cwd=ROOT, capture_output=True, text=True
     )
     assert failed.returncode == 1 and f"report: {empty}: no finished runs" in failed.stderr
+
+
+def test_export_keeps_an_identical_file_and_never_overwrites_another_run(
+    sweep: Path, tmp_path: Path
+) -> None:
+    runs, _ = collect_runs(sweep)
+    results = tmp_path / "results"
+    (first,) = export(runs[:1], results)
+    assert export(runs[:1], results) == [first]  # the same result exported again
+    changed = Run(runs[0].name, runs[0].config, {**runs[0].metrics, "test/bleu": 99.0})
+    (second,) = export([changed], results)
+    assert second.name == "luong-general-gru-seed1-2.json"
+    assert json.loads(first.read_text())["metrics"]["test/bleu"] == 10
+    assert json.loads(second.read_text())["metrics"]["test/bleu"] == 99
+
+
+def test_training_command_goes_into_result_files_and_the_runs_table(tmp_path: Path) -> None:
+    cfg, metrics = seeded(1, "gru", 10, 20)
+    folder = write_run(tmp_path / "runs" / "a", cfg, metrics)
+    argv = ["src/train.py", "experiment=study", "model.dropout=0.3", "run_name=a b"]
+    (folder / "run.json").write_text(json.dumps({"argv": argv, "git": {"commit": "abc"}}))
+    (run,), _ = collect_runs(tmp_path / "runs")
+    expected = "python src/train.py experiment=study model.dropout=0.3 'run_name=a b'"
+    assert run.command == expected
+    (path,) = export([run], tmp_path / "results")
+    (again,), _ = collect_runs(path)  # a single result file
+    assert again.command == expected
+    assert f"| `{expected}` |" in to_markdown([again])
+    assert "command" not in to_markdown([Run("b", cfg, metrics)])
+
+
+def test_report_fills_the_marked_block_of_a_page_from_several_paths(
+    sweep: Path, tmp_path: Path
+) -> None:
+    cfg, metrics = seeded(5, "rnn", 3, 4)
+    (path,) = export([Run("extra", cfg, metrics)], tmp_path / "extra")
+    page = tmp_path / "results.md"
+    page.write_text(
+        "# Study\nprose\n<!-- report:cells -->\nold table\n<!-- /report:cells -->\nend\n"
+    )
+    markdown = report([sweep, path], into=(page, "cells"))
+    text = page.read_text()
+    assert text == f"# Study\nprose\n<!-- report:cells -->\n{markdown}<!-- /report:cells -->\nend\n"
+    assert "old table" not in text and "## Runs (5)" in markdown and "| rnn |" in markdown
+    report([sweep, path], into=(page, "cells"))
+    assert page.read_text() == text  # refreshing is idempotent
+    with pytest.raises(ReportError, match=r"needs one '<!-- report:heads -->' line"):
+        report(sweep, into=(page, "heads"))
+    with pytest.raises(ReportError, match="results.md: cannot read JSON"):
+        report(page)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"not": "a result"}')
+    with pytest.raises(ReportError, match="notes.json: not a result file"):
+        report(notes)

@@ -1,9 +1,9 @@
 """Results tables and charts from finished runs (``python src/report.py <folder>``).
 
 A run is a folder holding the ``config.yaml`` and ``metrics.json`` that training writes, or a
-result file (``<run_name>-seed<seed>.json`` with ``config``, ``metrics`` and ``commit``, as
-:func:`export` writes them for ``docs/results/``). Variants are runs whose configs differ only in
-the seed; they are reported as mean ± sample standard deviation over the seeds.
+result file (``<run_name>-seed<seed>.json`` with ``config``, ``metrics``, ``commit`` and
+``command``, as :func:`export` writes them for ``docs/results/``). Variants are runs whose configs
+differ only in the seed; they are reported as mean ± sample standard deviation over the seeds.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -74,6 +75,8 @@ class Run:
     config: dict[str, Any]
     metrics: dict[str, float]
     commit: str | None = None
+    # the command line that trained it, when known
+    command: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,12 +90,18 @@ class Variant:
 
 
 def collect_runs(root: Path) -> tuple[list[Run], list[Path]]:
-    """Finished runs below ``root`` (run folders and result files) and the unfinished folders.
+    """Finished runs below ``root`` (run folders and result files) and the unfinished folders;
+    ``root`` may also be a single result file.
 
     Runs are sorted by name, numbers in names compared as numbers (multirun job 2 before 10).
     """
+    if root.is_file():
+        run = _read_result_file(root, root.stem)
+        if run is None:
+            raise ReportError(f"{root}: not a result file (needs {' and '.join(RESULT_KEYS)})")
+        return [run], []
     if not root.is_dir():
-        raise ReportError(f"{root}: no such folder")
+        raise ReportError(f"{root}: no such folder or result file")
     folders = {p.parent for p in root.rglob("config.yaml") if p.parent.name != ".hydra"}
     runs, unfinished = [], []
     for folder in folders:
@@ -179,15 +188,18 @@ def to_markdown(runs: Sequence[Run], unfinished: Sequence[Path] = ()) -> str:
     """A runs table; a variants table (mean ± std) when some variant has several seeds."""
     columns = config_columns(runs)
     metric_headers = [header for header, _ in METRIC_COLUMNS.values()]
+    commands = any(run.command for run in runs)
     run_rows = [
         [
             run.name,
             *config_row(run, columns).values(),
             *(_number(run.metrics.get(key), spec) for key, (_, spec) in METRIC_COLUMNS.items()),
+            *([f"`{run.command}`" if run.command else "-"] if commands else []),
         ]
         for run in runs
     ]
-    parts = [f"## Runs ({len(runs)})", _table(["run", *columns, *metric_headers], run_rows)]
+    headers = ["run", *columns, *metric_headers, *(["command"] if commands else [])]
+    parts = [f"## Runs ({len(runs)})", _table(headers, run_rows)]
     variants = aggregate(runs, columns)
     if any(v.runs > 1 for v in variants):
         headers = [h for h in columns if h != "seed"]
@@ -233,44 +245,73 @@ def plot(variants: Sequence[Variant], path: Path, metric: str = "test/bleu") -> 
 
 
 def export(runs: Sequence[Run], folder: Path) -> list[Path]:
-    """Write one ``<run_name>-seed<seed>.json`` per run (config, metrics, commit), no checkpoints.
+    """Write one ``<run_name>-seed<seed>.json`` per run (config, metrics, commit, command), no
+    checkpoints.
 
-    Runs that would share a file name get ``-2``, ``-3``, ... appended.
+    A file already holding the same result is kept; a different run that would share its name
+    (here or in an earlier export) gets ``-2``, ``-3``, ... appended: nothing is overwritten.
     """
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for run in runs:
         stem = f"{run.config.get('run_name', run.name)}-seed{run.config.get('seed')}"
-        path = folder / f"{stem}.json"
-        copy = 1
-        while path in written:
+        payload = {
+            "config": run.config,
+            "metrics": run.metrics,
+            "commit": run.commit,
+            "command": run.command,
+        }
+        text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+        path, copy = folder / f"{stem}.json", 1
+        while path in written or (path.exists() and path.read_text() != text):
             copy += 1
             path = folder / f"{stem}-{copy}.json"
-        payload = {"config": run.config, "metrics": run.metrics, "commit": run.commit}
-        path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        path.write_text(text)
         written.append(path)
     return written
 
 
+def write_section(markdown: str, path: Path, section: str) -> None:
+    """Replace the text between ``<!-- report:<section> -->`` and ``<!-- /report:<section> -->``
+    in ``path`` (a hand-written page keeps its prose; the generated tables are refreshed)."""
+    begin, end = f"<!-- report:{section} -->", f"<!-- /report:{section} -->"
+    text = path.read_text() if path.is_file() else ""
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        raise ReportError(f"{path}: needs one '{begin}' line followed by one '{end}' line")
+    head, rest = text.split(begin)
+    _, tail = rest.split(end)
+    path.write_text(f"{head}{begin}\n{markdown}{end}{tail}")
+
+
 def report(
-    root: Path,
+    roots: Path | Sequence[Path],
     out: Path | None = None,
     chart: Path | None = None,
     export_dir: Path | None = None,
+    into: tuple[Path, str] | None = None,
 ) -> str:
-    """Collect the runs below ``root``; write the Markdown, chart and result files asked for."""
-    runs, unfinished = collect_runs(root)
+    """Collect the runs below ``roots`` (folders or result files); write the Markdown (to ``out``
+    or into a section of a page, see :func:`write_section`), chart and result files asked for."""
+    roots = [roots] if isinstance(roots, Path) else list(roots)
+    runs, unfinished = [], []
+    for root in roots:
+        found, skipped = collect_runs(root)
+        runs += found
+        unfinished += skipped
     for folder in unfinished:
         log.warning("skipping unfinished run %s (no metrics.json)", folder)
     if not runs:
         raise ReportError(
-            f"{root}: no finished runs (folders with config.yaml and metrics.json, or result "
-            f"JSON files with {' and '.join(RESULT_KEYS)}); {len(unfinished)} unfinished"
+            f"{', '.join(map(str, roots))}: no finished runs (folders with config.yaml and "
+            f"metrics.json, or result JSON files with {' and '.join(RESULT_KEYS)}); "
+            f"{len(unfinished)} unfinished"
         )
     markdown = to_markdown(runs, unfinished)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(markdown)
+    if into is not None:
+        write_section(markdown, *into)
     if chart is not None:
         plot(aggregate(runs, config_columns(runs)), chart)
     if export_dir is not None:
@@ -288,7 +329,9 @@ def _read_run_folder(folder: Path, name: str) -> Run:
         # run.json is written before the data are prepared, metrics.json after the test
         started = (folder / "run.json").stat().st_mtime
         metrics["time/wall_s"] = (folder / "metrics.json").stat().st_mtime - started
-    return Run(name, config, metrics, record.get("git", {}).get("commit"))
+    argv = record.get("argv")
+    command = "python " + shlex.join(argv) if argv else None
+    return Run(name, config, metrics, record.get("git", {}).get("commit"), command)
 
 
 def _checkpoint_metrics(folder: Path, metrics: dict[str, float]) -> dict[str, float]:
@@ -318,7 +361,9 @@ def _read_result_file(path: Path, name: str) -> Run | None:
     payload = _read_json(path)
     if not all(isinstance(payload.get(key), dict) for key in RESULT_KEYS):
         return None
-    return Run(name, payload["config"], payload["metrics"], payload.get("commit"))
+    return Run(
+        name, payload["config"], payload["metrics"], payload.get("commit"), payload.get("command")
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
