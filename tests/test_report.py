@@ -111,6 +111,18 @@ def test_varying_keys_ignore_bookkeeping_and_keys_only_some_runs_have() -> None:
     assert varying_keys(configs[:1]) == []
 
 
+def test_seeds_of_a_variant_group_together_when_the_corpus_was_reached_by_other_paths() -> None:
+    # the same Multi30k files, once as ../shared/... and once as /work/shared/...
+    relative = {"data.root": "../shared/m30k", "data.corpus.root": "../shared/m30k"}
+    absolute = {"data.root": "/work/shared/m30k", "data.corpus.root": "/work/shared/m30k"}
+    runs = [
+        Run("a", config(**relative, seed=1), {"test/bleu": 20.0}),
+        Run("b", config(**absolute, seed=2), {"test/bleu": 24.0}),
+    ]
+    (variant,) = aggregate(runs, config_columns(runs))
+    assert variant.runs == 2 and variant.mean["test/bleu"] == 22.0
+
+
 def test_config_columns_are_fixed_plus_varying(sweep: Path) -> None:
     runs, _ = collect_runs(sweep)
     runs.append(Run("extra", config(**{"model.dropout": 0.5}), {}))

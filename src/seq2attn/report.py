@@ -44,8 +44,9 @@ METRIC_COLUMNS = {
     "time/wall_s": ("wall s", ".1f"),
     "train/tok_s": ("tok/s", ",.0f"),
 }
-# Keys that differ between runs without being a choice: paths, names derived from the choices,
-# and copies of other keys made by interpolation (model.cell = cell.type, data.seed = seed).
+# Keys that differ between runs without being a choice: paths (the corpus folder too: the same
+# files reached by another path), names derived from the choices, and copies of other keys made by
+# interpolation (model.cell = cell.type, data.seed = seed).
 # Values inside a run's own output folder (checkpoint dirs, logger dirs) are skipped as well.
 BOOKKEEPING = (
     "paths",
@@ -54,6 +55,8 @@ BOOKKEEPING = (
     "ckpt_path",
     "logger",
     "data.cache_dir",
+    "data.root",
+    "data.corpus.root",
     "data.seed",
     "model.cell",
     "model.attention",
