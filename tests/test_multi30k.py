@@ -74,7 +74,7 @@ BENCH_SPM = SHARED.parents[1] / "bench" / "spm_multi30k_deen_unigram8k.model"
 
 
 @pytest.mark.skipif(not BENCH_SPM.is_file(), reason=f"the shared model {BENCH_SPM} is missing")
-@pytest.mark.parametrize("experiment", ["bench_r1", "bench_r2"])
+@pytest.mark.parametrize("experiment", ["bench_r1", "bench_r2", "budget_r1", "budget_r2"])
 def test_benchmark_reference_models(compose_train: Compose, experiment: str):
     cfg = compose_train(
         f"experiment={experiment}",
@@ -91,5 +91,33 @@ def test_benchmark_reference_models(compose_train: Compose, experiment: str):
     assert batch.src.size(0) == 64  # batches of 64 sentences
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"])
-    sizes = {"bench_r1": 12_403_009, "bench_r2": 11_222_337}  # emb 256, enc 2x256, dec 512
-    assert metrics["params"] == sizes[experiment]
+    sizes = {"r1": 12_403_009, "r2": 11_222_337}  # emb 256, enc 2x256, dec 512
+    assert metrics["params"] == sizes[experiment[-2:]]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "scorer", "run_name"),
+    [
+        ([], "GeneralScorer", "study-luong-general-gru-feed_False-tf_always-reverse_False"),
+        (["attention=bahdanau"], "AdditiveScorer", "study-bahdanau-additive-gru-feed_False"),
+        (
+            ["scorer=mlp", "attention.input_feeding=true"],
+            "MLPScorer",
+            "study-luong-mlp-gru-feed_True",
+        ),
+        (
+            ["teacher_forcing=linear"],
+            "GeneralScorer",
+            "study-luong-general-gru-feed_False-tf_linear",
+        ),
+    ],
+)
+def test_study_rows_keep_their_wiring_scorer_and_get_distinct_names(
+    compose_train: Compose, overrides: list[str], scorer: str, run_name: str
+):
+    cfg = compose_train("experiment=study", f"data.root={SHARED}", *overrides, tiny=False)
+    assert cfg.scorer._target_.endswith(scorer)
+    assert cfg.run_name.startswith(run_name)
+    assert (cfg.trainer.max_steps, cfg.scheduler.total_steps, cfg.data.max_sentences) == (
+        1000, 1000, 64)  # fmt: skip
+    assert cfg.trainer.val_check_interval == 1000 and cfg.decoding.beam_size == 5

@@ -1,0 +1,150 @@
+"""Equal wall-clock budget: R1 and R2 trained for 20 minutes by seq2attn, OpenNMT-py and JoeyNMT.
+
+    python benchmarks/budget.py [--minutes 20] [--tools seq2attn,opennmt,joeynmt] [--resume]
+
+Multi30k de->en on the shared SentencePiece model, one training process at a time on the whole
+machine. seq2attn trains ``experiment=budget_r1`` / ``budget_r2`` (the speed references' shapes
+with this platform's recipe), stopped by ``trainer.max_time`` if its step budget has not ended
+it first; the peers train the speed benchmark's R1/R2 configs (benchmarks/peers.py) and are
+stopped after the same minutes of process wall time, keeping their newest checkpoint. Every model
+then translates test_2016_flickr with beam 5, scored by sacreBLEU (detokenised, cased, 13a).
+Writes benchmarks/results/budget.json and budget.md; ``--resume`` reuses finished runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import peers  # noqa: E402
+import speed  # noqa: E402
+
+REPO, SHARED, RESULTS = speed.REPO, speed.SHARED, speed.RESULTS
+SPM_MODEL = SHARED / "bench" / "spm_multi30k_deen_unigram8k.model"
+TOOLS = ("seq2attn", *peers.PEERS)
+
+
+def seq2attn_run(model: str, minutes: float, ws: Path) -> dict[str, Any]:
+    """Train experiment=budget_<model> within ``minutes``; its test BLEU (beam 5) and figures."""
+    folder = ws / f"seq2attn_{model}"
+    hours, rest = divmod(int(minutes * 60), 3600)
+    command = [
+        sys.executable,
+        str(REPO / "src" / "train.py"),
+        f"experiment=budget_{model}",
+        f"trainer.max_time=00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}",
+        f"paths.root_dir={REPO}",
+        f"data.root={SHARED / 'data' / 'multi30k'}",
+        f"data.spm_model={SPM_MODEL}",
+        f"hydra.run.dir={folder}",
+        "trainer.enable_progress_bar=false",
+    ]
+    process = speed.run_measured(command, ws / f"seq2attn_{model}.log")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {
+        "test_bleu": metrics["test/bleu"],
+        "test_chrf": metrics.get("test/chrf"),
+        "val_bleu": metrics.get("val/bleu"),
+        "steps": metrics.get("trainer/global_step"),
+        **process,
+        "command": " ".join(["python src/train.py", *command[2:]]),
+        "run_dir": str(folder),
+    }
+
+
+def peer_run(tool: str, model: str, minutes: float, ws: peers.Workspace, bin_dir: Path) -> dict:
+    """Train with a peer for ``minutes``, decode the test set with beam 5, score it."""
+    trained = peers.train(tool, model, ws, bin_dir, minutes=minutes)
+    decoded = peers.decode(tool, trained.checkpoint, 5, ws, bin_dir)
+    return {
+        "test_bleu": peers.bleu(decoded.hypotheses, ws.text / "test.en"),
+        "checkpoint": str(trained.checkpoint),
+        "tok_s": trained.tok_s,
+        "wall_s": trained.wall_s,
+        "peak_rss_mb": trained.peak_rss_mb,
+        "log": str(trained.log),
+    }
+
+
+def markdown(report: dict[str, Any]) -> str:
+    minutes = report["minutes"]
+    lines = [
+        f"| test_2016_flickr BLEU after {minutes:g} min (beam 5) | "
+        + " | ".join(TOOLS)
+        + " | goal for seq2attn |\n",
+        "|---" * (len(TOOLS) + 2) + "|\n",
+    ]
+    for model in ("r1", "r2"):
+        cells = []
+        for tool in TOOLS:
+            result = report["runs"].get(f"{model}_{tool}")
+            cells.append("n/a" if result is None else f"{result['test_bleu']:.2f}")
+        lines.append(
+            f"| {model.upper()} | " + " | ".join(cells) + f" | ≥ {report['goals'][model]:.1f} |\n"
+        )
+    lines.append(
+        f"\n{report['machine']}, commit {report['commit']}, {report['date']}; one training at a "
+        "time on the whole machine.\n"
+    )
+    return "".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=20.0)
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
+    parser.add_argument("--models", default="r1,r2", help="comma-separated subset")
+    parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench" / "budget")
+    parser.add_argument("--resume", action="store_true", help="reuse finished runs")
+    args = parser.parse_args()
+    for needed in (SHARED / "data" / "multi30k", SPM_MODEL):
+        if not needed.exists():
+            sys.exit(f"benchmarks/budget.py needs {needed} beside the repository; it is not there")
+    tools = [t for t in args.tools.split(",") if t]
+    unknown = sorted(set(tools) - set(TOOLS))
+    if unknown:
+        sys.exit(f"--tools: unknown {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+    started = time.perf_counter()
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    kept = args.work_dir / "results.json"
+    runs: dict[str, Any] = json.loads(kept.read_text()) if args.resume and kept.exists() else {}
+    bins = {t: peers.install(t, REPO / ".cache" / "peers") for t in tools if t != "seq2attn"}
+    ws = peers.prepare_data(SHARED / "data" / "multi30k", SPM_MODEL, args.work_dir / "peers")
+    for model in args.models.split(","):
+        for tool in tools:
+            name = f"{model}_{tool}"
+            if name in runs:
+                print(f"{name}: kept from an earlier call", flush=True)
+                continue
+            print(
+                f"[{time.perf_counter() - started:6.0f} s] {name}: {args.minutes:g} min", flush=True
+            )
+            if tool == "seq2attn":
+                runs[name] = seq2attn_run(model, args.minutes, args.work_dir)
+            else:
+                runs[name] = peer_run(tool, model, args.minutes, ws, bins[tool])
+            kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
+            print(f"  test BLEU {runs[name]['test_bleu']:.2f}", flush=True)
+    report = {
+        "minutes": args.minutes,
+        "runs": runs,
+        "goals": {"r1": 38.0, "r2": 40.0},
+        "machine": f"{speed._cpu_name()}, {speed.os.cpu_count()} cores",
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "commit": speed._commit(),
+        "wall_s": time.perf_counter() - started,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "budget.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    table = markdown(report)
+    (RESULTS / "budget.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
