@@ -162,3 +162,48 @@ def test_checkpoint_with_pickled_code_is_never_executed(
 def test_missing_checkpoint_lists_the_paths_searched(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"no checkpoint found; searched: .*last\.ckpt"):
         load_checkpoint(tmp_path)
+
+
+def test_average_cli_writes_the_mean_of_two_checkpoints(trained_run: Path, tmp_path: Path) -> None:
+    best, last = resolve_checkpoint(trained_run), trained_run / "checkpoints" / "last.ckpt"
+    out = tmp_path / "averaged.ckpt"
+    subprocess.run(
+        [sys.executable, str(ROOT / "src" / "average.py"), str(best), str(last), "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    averaged = load_checkpoint(out).model.state_dict()
+    first, second = (
+        load_checkpoint(best).model.state_dict(),
+        load_checkpoint(last).model.state_dict(),
+    )
+    assert averaged.keys() == first.keys()
+    for key, value in averaged.items():
+        torch.testing.assert_close(value, (first[key] + second[key]) / 2)
+
+
+def test_average_of_a_checkpoint_with_itself_scores_as_the_checkpoint(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "averaged.ckpt"
+    best = str(resolve_checkpoint(trained_run))
+    subprocess.run(
+        [sys.executable, str(ROOT / "src" / "average.py"), best, best, "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    cfg = compose_config(
+        "eval", [f"ckpt_path={out}", f"paths.output_dir={tmp_path / 'eval'}", "decoding=greedy"]
+    )
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    assert evaluate(cfg)["bleu"] == pytest.approx(trained["test/bleu"], abs=0.01)
+
+
+def test_average_cli_names_a_folder_without_kept_checkpoints(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "average.py"), str(tmp_path), "--out", "x.ckpt"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert f"average: {tmp_path}: no best-*.ckpt files" in result.stderr

@@ -2,13 +2,16 @@
 
 Loading uses ``torch.load(weights_only=True)``: tensors and plain containers only, so a file from
 an untrusted source cannot execute code. Anything that is not a seq2attn checkpoint is refused.
+Checkpoints of one run can be averaged into one (:func:`average_checkpoints`).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,17 +87,64 @@ class LoadedCheckpoint:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder's best checkpoint (else its ``last.ckpt``)."""
+    """A checkpoint file, or a run folder's best checkpoint (else its ``last.ckpt``).
+
+    Of several ``best-*.ckpt`` (training keeps the top k) the one with the highest monitored
+    score wins.
+    """
     path = Path(path)
     if path.is_file():
         return path
     folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    candidates = sorted(folder.glob("best-*.ckpt")) + [folder / "last.ckpt"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    searched = [str(path)] + [str(c) for c in candidates]
+    best = ranked_checkpoints(folder)
+    if best:
+        return best[0]
+    if (folder / "last.ckpt").is_file():
+        return folder / "last.ckpt"
+    searched = [str(path), str(folder / "best-*.ckpt"), str(folder / "last.ckpt")]
     raise CheckpointError(f"no checkpoint found; searched: {', '.join(searched)}")
+
+
+def ranked_checkpoints(folder: Path) -> list[Path]:
+    """The folder's ``best-*.ckpt`` files, highest monitored score (val BLEU) first.
+
+    The score is the one the checkpoint callback recorded when it wrote the file; files without
+    one come last, in name order.
+    """
+    files = sorted(folder.glob("best-*.ckpt"))
+    return sorted(files, key=lambda f: -_monitored_score(f))
+
+
+def _monitored_score(path: Path) -> float:
+    """The score the top-k checkpoint callback saved the file for; -inf when it has none."""
+    try:
+        # memory-mapped: only the small callback states are read, not the weights
+        contents = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError):
+        return -math.inf
+    for state in contents.get("callbacks", {}).values():
+        if isinstance(state, dict) and "best_k_models" in state:
+            score = state.get("current_score")
+            return -math.inf if score is None else float(score)
+    return -math.inf
+
+
+def checkpoints_to_average(paths: Sequence[Path], best: int | None = None) -> list[Path]:
+    """Checkpoint files as given; a run folder (or its ``checkpoints/``) stands for its
+    ``best-*.ckpt`` files, only the ``best`` highest-scoring ones when set."""
+    if best is not None and best < 1:
+        raise CheckpointError(f"--best {best}: must be at least 1")
+    files: list[Path] = []
+    for path in paths:
+        if path.is_file():
+            files.append(path)
+            continue
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        ranked = ranked_checkpoints(folder)
+        if not ranked:
+            raise CheckpointError(f"{path}: no best-*.ckpt files in {folder}")
+        files += ranked[:best]
+    return files
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -150,3 +200,61 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
             f"{resolved}: weights do not fit the stored model config: {error}"
         ) from error
     return LoadedCheckpoint(resolved, meta["config"], model.eval(), src_tokenizer, tgt_tokenizer)
+
+
+def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """A checkpoint whose weights are the element-wise mean of the given ones':
+    θ = (1/n) Σ_i θ_i (checkpoint averaging, Junczys-Dowmunt et al. 2016; Vaswani et al. 2017).
+
+    The checkpoints must come from one model: the same model config, tokenizers and weight names
+    and shapes. The result keeps the first one's metadata (plus ``averaged_from``) and only the
+    weights, so eval and translate load it; it cannot resume training (no optimizer state).
+    """
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    files = [resolve_checkpoint(p) for p in paths]
+    first = read_checkpoint(files[0])
+    meta = first["seq2attn"]
+    totals = {key: value.double() for key, value in first["state_dict"].items()}
+    for path in files[1:]:
+        other = read_checkpoint(path)
+        _check_same_model(files[0], meta, first["state_dict"], path, other)
+        for key, value in other["state_dict"].items():
+            if value.is_floating_point():
+                totals[key] += value.double()
+            elif not torch.equal(value, first["state_dict"][key]):
+                raise CheckpointError(f"{path}: non-float weight {key} differs from {files[0]}'s")
+    state = {
+        key: (total / len(files)).to(first["state_dict"][key].dtype)
+        if first["state_dict"][key].is_floating_point()
+        else first["state_dict"][key]
+        for key, total in totals.items()
+    }
+    return {"seq2attn": {**meta, "averaged_from": [str(f) for f in files]}, "state_dict": state}
+
+
+def _check_same_model(
+    first_path: Path,
+    meta: dict[str, Any],
+    weights: dict[str, Any],
+    path: Path,
+    other: dict[str, Any],
+) -> None:
+    other_meta = other["seq2attn"]
+    if other_meta["config"].get("model") != meta["config"].get("model"):
+        raise CheckpointError(f"{path}: its model config differs from {first_path}'s")
+    if (other_meta["src_spm"], other_meta["tgt_spm"]) != (meta["src_spm"], meta["tgt_spm"]):
+        raise CheckpointError(f"{path}: its tokenizers differ from {first_path}'s")
+    shapes = {key: tuple(value.shape) for key, value in weights.items()}
+    other_shapes = {key: tuple(value.shape) for key, value in other["state_dict"].items()}
+    if other_shapes != shapes:
+        differing = sorted(set(shapes.items()) ^ set(other_shapes.items()))[:3]
+        raise CheckpointError(
+            f"{path}: its weights differ in name or shape from {first_path}'s "
+            f"(first differences: {differing})"
+        )
+
+
+def save_checkpoint(contents: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint atomically (a temporary file renamed into place)."""
+    AtomicCheckpointIO().save_checkpoint(contents, path)

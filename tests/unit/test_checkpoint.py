@@ -1,14 +1,27 @@
-"""Atomic checkpoint writes: a failed save leaves the previous checkpoint whole."""
+"""Atomic checkpoint writes (a failed save leaves the previous checkpoint whole), ranking the
+kept checkpoints, checkpoint averaging."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from seq2attn.checkpoint import AtomicCheckpointIO
+from seq2attn.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    AtomicCheckpointIO,
+    CheckpointError,
+    average_checkpoints,
+    checkpoints_to_average,
+    ranked_checkpoints,
+    read_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 
 
 def test_failed_save_keeps_the_previous_checkpoint(
@@ -27,3 +40,73 @@ def test_failed_save_keeps_the_previous_checkpoint(
         io.save_checkpoint({"step": torch.tensor(2)}, path)
     assert torch.load(path, weights_only=True)["step"].item() == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary left
+
+
+def _checkpoint(
+    path: Path, weight: list[float], score: float | None = None, hidden_size: int = 8
+) -> Path:
+    """A minimal seq2attn checkpoint file: metadata, two weights, a top-k callback state."""
+    contents: dict[str, Any] = {
+        "seq2attn": {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": {"model": {"hidden_size": hidden_size}},
+            "src_spm": b"src",
+            "tgt_spm": b"tgt",
+        },
+        "state_dict": {
+            "model.weight": torch.tensor(weight),
+            "model.steps": torch.tensor([3]),
+        },
+    }
+    if score is not None:
+        contents["callbacks"] = {"ModelCheckpoint{}": {"best_k_models": {}, "current_score": score}}
+    torch.save(contents, path)
+    return path
+
+
+def test_average_is_the_elementwise_mean_and_keeps_dtype_and_sources(tmp_path: Path) -> None:
+    paths = [
+        _checkpoint(tmp_path / "a.ckpt", [1.0, 2.0]),
+        _checkpoint(tmp_path / "b.ckpt", [2.0, 4.0]),
+        _checkpoint(tmp_path / "c.ckpt", [6.0, -3.0]),
+    ]
+    averaged = average_checkpoints(paths)
+    weight = averaged["state_dict"]["model.weight"]
+    assert weight.dtype == torch.float32 and weight.tolist() == [3.0, 1.0]
+    assert averaged["state_dict"]["model.steps"].tolist() == [3]
+    assert averaged["seq2attn"]["averaged_from"] == [str(p) for p in paths]
+    assert averaged["seq2attn"]["format"] == CHECKPOINT_FORMAT
+    save_checkpoint(averaged, tmp_path / "out" / "averaged.ckpt")
+    reread = read_checkpoint(tmp_path / "out" / "averaged.ckpt")
+    assert reread["state_dict"]["model.weight"].tolist() == [3.0, 1.0]
+
+
+def test_average_refuses_checkpoints_of_another_model(tmp_path: Path) -> None:
+    first = _checkpoint(tmp_path / "a.ckpt", [1.0, 2.0])
+    other_config = _checkpoint(tmp_path / "b.ckpt", [1.0, 2.0], hidden_size=16)
+    with pytest.raises(CheckpointError, match=r"b\.ckpt: its model config differs"):
+        average_checkpoints([first, other_config])
+    other_shape = _checkpoint(tmp_path / "c.ckpt", [1.0, 2.0, 3.0])
+    with pytest.raises(CheckpointError, match=r"c\.ckpt: its weights differ in name or shape"):
+        average_checkpoints([first, other_shape])
+    with pytest.raises(CheckpointError, match="no checkpoints to average"):
+        average_checkpoints([])
+
+
+def test_best_checkpoints_rank_by_their_recorded_score_not_their_name(tmp_path: Path) -> None:
+    # names sort by epoch; the scores say epoch 2 was best
+    for epoch, score in [(1, 30.5), (2, 33.0), (3, 31.0)]:
+        _checkpoint(tmp_path / f"best-epoch{epoch:03d}.ckpt", [0.0, 0.0], score)
+    _checkpoint(tmp_path / "last.ckpt", [0.0, 0.0])
+    ranked = [p.name for p in ranked_checkpoints(tmp_path)]
+    assert ranked == ["best-epoch002.ckpt", "best-epoch003.ckpt", "best-epoch001.ckpt"]
+    assert resolve_checkpoint(tmp_path).name == "best-epoch002.ckpt"
+    assert checkpoints_to_average([tmp_path], best=2) == [
+        tmp_path / "best-epoch002.ckpt",
+        tmp_path / "best-epoch003.ckpt",
+    ]
+    with pytest.raises(CheckpointError, match="--best 0: must be at least 1"):
+        checkpoints_to_average([tmp_path], best=0)
+    with pytest.raises(CheckpointError, match=r"no best-\*\.ckpt files"):
+        checkpoints_to_average([tmp_path / "empty"])
