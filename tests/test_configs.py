@@ -23,12 +23,12 @@ MULTI_NODE = {("trainer", "multinode")}
 # tested with a stand-in `datasets` module in tests/unit/test_readers.py.
 NEEDS_FILES = {("data", "multi30k"), ("data", "text_pairs"), ("data", "tsv"), ("data", "hf")}
 # The speed benchmark's reference models (and their 20-minute recipes) read Multi30k and the
-# shared SentencePiece model, the study reads Multi30k: tests/test_multi30k.py composes and runs
-# them.
+# shared SentencePiece model, the study and the best configuration read Multi30k:
+# tests/test_multi30k.py composes and runs them.
 NEEDS_FILES |= {
     ("experiment", f"{kind}_{model}") for kind in ("bench", "budget") for model in ("r1", "r2")
 }
-NEEDS_FILES |= {("experiment", "study")}
+NEEDS_FILES |= {("experiment", "study"), ("experiment", "multi30k_best")}
 # Options that need a setting the defaults leave open (a per-step schedule needs a step count).
 NEEDS = {("scheduler", "warmup_cosine"): ["trainer.max_steps=400"]}
 

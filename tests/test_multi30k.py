@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hydra.utils import instantiate
+
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.data.readers import Multi30kCorpus
 from seq2attn.tasks import train
@@ -121,3 +123,16 @@ def test_study_rows_keep_their_wiring_scorer_and_get_distinct_names(
     assert (cfg.trainer.max_steps, cfg.scheduler.total_steps, cfg.data.max_sentences) == (
         1000, 1000, 64)  # fmt: skip
     assert cfg.trainer.val_check_interval == 1000 and cfg.decoding.beam_size == 5
+
+
+def test_best_configuration_builds_its_tied_two_layer_model(compose_train: Compose):
+    cfg = compose_train("experiment=multi30k_best", f"data.root={SHARED}", tiny=False)
+    assert (cfg.attention.type, cfg.scorer._target_.rsplit(".", 1)[1]) == ("luong", "ConcatScorer")
+    assert not cfg.attention.input_feeding  # the decoder runs over the whole target at once
+    assert (cfg.trainer.max_steps, cfg.scheduler.total_steps, cfg.label_smoothing) == (
+        7500, 7500, 0.1)  # fmt: skip
+    assert cfg.callbacks.model_checkpoint.save_top_k == 5  # kept for checkpoint averaging
+    model = instantiate(cfg.model, src_vocab_size=8000, tgt_vocab_size=8000)
+    assert model.output_layer.weight is model.tgt_embedding.weight
+    assert (model.encoder.rnn.num_layers, model.decoder.rnn.num_layers) == (2, 2)
+    assert sum(p.numel() for p in model.parameters()) == 15_029_056
