@@ -6,7 +6,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from hydra.utils import instantiate
 
 from seq2attn.data.datamodule import build_datamodule
