@@ -8,7 +8,8 @@ with this platform's recipe), stopped by ``trainer.max_time`` if its step budget
 it first; the peers train the speed benchmark's R1/R2 configs (benchmarks/peers.py) and are
 stopped after the same minutes of process wall time, keeping their newest checkpoint. Every model
 then translates test_2016_flickr with beam 5, scored by sacreBLEU (detokenised, cased, 13a).
-Writes benchmarks/results/budget.json and budget.md; ``--resume`` reuses finished runs.
+Writes benchmarks/results/budget.json and budget.md (also into the ``budget`` block of
+docs/results.md); ``--resume`` reuses finished runs.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 import speed  # noqa: E402
 
+from seq2attn.report import write_section  # noqa: E402
+
 REPO, SHARED, RESULTS = speed.REPO, speed.SHARED, speed.RESULTS
 SPM_MODEL = SHARED / "bench" / "spm_multi30k_deen_unigram8k.model"
+PAGE = REPO / "docs" / "results.md"
 TOOLS = ("seq2attn", *peers.PEERS)
 
 
@@ -51,6 +55,7 @@ def seq2attn_run(model: str, minutes: float, ws: Path) -> dict[str, Any]:
         "test_chrf": metrics.get("test/chrf"),
         "val_bleu": metrics.get("val/bleu"),
         "steps": metrics.get("trainer/global_step"),
+        "tok_s": metrics.get("train/tok_s"),
         **process,
         "command": " ".join(["python src/train.py", *command[2:]]),
         "run_dir": str(folder),
@@ -83,14 +88,25 @@ def markdown(report: dict[str, Any]) -> str:
         cells = []
         for tool in TOOLS:
             result = report["runs"].get(f"{model}_{tool}")
-            cells.append("n/a" if result is None else f"{result['test_bleu']:.2f}")
+            cells.append("not run" if result is None else f"{result['test_bleu']:.2f}")
         lines.append(
             f"| {model.upper()} | " + " | ".join(cells) + f" | ≥ {report['goals'][model]:.1f} |\n"
         )
     lines.append(
         f"\n{report['machine']}, commit {report['commit']}, {report['date']}; one training at a "
-        "time on the whole machine.\n"
+        "time on the whole machine.\n\n"
     )
+    lines += [
+        "| run | steps | training tokens/s | wall s | val BLEU | test chrF | command |\n",
+        "|---|---|---|---|---|---|---|\n",
+    ]
+    for name, result in report["runs"].items():
+        if "command" not in result:  # a peer's run
+            continue
+        lines.append(
+            f"| {name} | {result['steps']:.0f} | {result['tok_s']:,.0f} | {result['wall_s']:.0f} "
+            f"| {result['val_bleu']:.2f} | {result['test_chrf']:.2f} | `{result['command']}` |\n"
+        )
     return "".join(lines)
 
 
@@ -143,6 +159,7 @@ def main() -> None:
     (RESULTS / "budget.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     table = markdown(report)
     (RESULTS / "budget.md").write_text(table)
+    write_section(table, PAGE, "budget")
     print(table)
 
 

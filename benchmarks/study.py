@@ -8,8 +8,9 @@ Every run is ``python src/train.py experiment=study cpu.num_threads=1 <row overr
 (one thread each, two side by side on a 2-core machine) with its outputs and log under
 logs/study/. A finished run's result file (config, metrics, commit, command) goes to docs/results/;
 a run whose result file exists is not run again, so the study resumes across sessions. The tables
-between the ``<!-- report:<section> -->`` markers of docs/results.md and the bar charts in
-docs/figures/ are generated from the result files by the report command's library.
+between the ``<!-- report:<section> -->`` markers of docs/results.md, the bar charts in
+docs/figures/ and the README's headline table (``<!-- report:headline -->``) are generated from
+the result files by the report command's library.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 
-from seq2attn.report import collect_runs, export, report
+from seq2attn.report import collect_runs, export, report, variants_table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 PAGE = ROOT / "docs" / "results.md"
+README = ROOT / "README.md"
 FIGURES = ROOT / "docs" / "figures"
 LOGS = ROOT / "logs" / "study"
 BASE = ("experiment=study", "cpu.num_threads=1")
@@ -167,19 +169,30 @@ def run_all(pending: list[Job], parallel: int) -> list[Job]:
     return failed
 
 
+def section_files(section: str) -> list[Path]:
+    """The result files of a section's rows that exist."""
+    files = []
+    for row in (r for r in ROWS if r.section == section):
+        for seed in row.seeds:
+            path = Job(row.overrides, row.slug, seed).result_file()
+            if path.is_file():
+                files.append(path)
+    return files
+
+
 def refresh_page() -> None:
-    """Each section's table (from its rows' result files) and bar chart into docs/results.md."""
+    """Each section's table (from its rows' result files) and bar chart into docs/results.md;
+    the headline variants (mean ± std of the attention section) into the README."""
     for section in SECTIONS:
-        files = []
-        for row in (r for r in ROWS if r.section == section):
-            for seed in row.seeds:
-                path = Job(row.overrides, row.slug, seed).result_file()
-                if path.is_file():
-                    files.append(path)
+        files = section_files(section)
         if files:
             chart = FIGURES / f"study_{section}.png"
             report(files, chart=chart, into=(PAGE, section))
             print(f"{section}: {len(files)} runs -> {PAGE.name}, {chart.relative_to(ROOT)}")
+    headline = [run for path in section_files("attention") for run in collect_runs(path)[0]]
+    if headline:
+        write_section(variants_table(headline), README, "headline")
+        print(f"headline: {len(headline)} runs -> {README.name}")
 
 
 def _corpus() -> Path:

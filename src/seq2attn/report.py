@@ -205,23 +205,27 @@ def to_markdown(runs: Sequence[Run], unfinished: Sequence[Path] = ()) -> str:
     parts = [f"## Runs ({len(runs)})", _table(headers, run_rows)]
     variants = aggregate(runs, columns)
     if any(v.runs > 1 for v in variants):
-        headers = [h for h in columns if h != "seed"]
-        rows = [
-            [
-                *v.config.values(),
-                str(v.runs),
-                *(_mean_std(v, key, spec) for key, (_, spec) in METRIC_COLUMNS.items()),
-            ]
-            for v in variants
-        ]
-        parts += [
-            f"## Variants ({len(variants)}; mean ± std over seeds)",
-            _table([*headers, "seeds", *metric_headers], rows),
-        ]
+        parts += [f"## Variants ({len(variants)}; mean ± std over seeds)", variants_table(runs)]
     if unfinished:
         listed = ", ".join(str(p) for p in unfinished)
         parts.append(f"Skipped {len(unfinished)} unfinished run(s) without metrics.json: {listed}")
     return "\n\n".join(parts) + "\n"
+
+
+def variants_table(runs: Sequence[Run]) -> str:
+    """The Markdown table of the runs' variants: config columns, seeds, metric mean ± std."""
+    columns = config_columns(runs)
+    headers = [h for h in columns if h != "seed"]
+    rows = [
+        [
+            *v.config.values(),
+            str(v.runs),
+            *(_mean_std(v, key, spec) for key, (_, spec) in METRIC_COLUMNS.items()),
+        ]
+        for v in aggregate(runs, columns)
+    ]
+    metric_headers = [header for header, _ in METRIC_COLUMNS.values()]
+    return _table([*headers, "seeds", *metric_headers], rows)
 
 
 def plot(variants: Sequence[Variant], path: Path, metric: str = "test/bleu") -> Path:

@@ -1,0 +1,237 @@
+"""The best configuration of docs/results.md: train it, average its checkpoints, score it.
+
+    python benchmarks/best.py                 # train experiment=multi30k_best, then score it
+    python benchmarks/best.py --report        # only refresh docs/results.md from the result file
+
+Training is ``python src/train.py experiment=multi30k_best`` (logs/best/multi30k_best/; a run
+folder that already holds metrics.json is not trained again). Then: the kept top-5 checkpoints
+are averaged (src/average.py), and the single best checkpoint and the average are decoded on val
+with beam 5 at GNMT length penalties 0.6 and 1.0 (src/eval.py). The candidate with the highest
+val BLEU is the configuration; test_2016_flickr is scored once for it (and once for the single
+best checkpoint at the default 0.6, to show what averaging adds). Everything goes to
+docs/results/multi30k_best.json (scores, signatures, commands, wall times, commit), the table of
+docs/results.md's ``best`` block is generated from it, and the attention maps of the first
+three test sentences under the chosen model go to docs/figures/best_attention_<n>.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from seq2attn.checkpoint import resolve_checkpoint
+from seq2attn.report import write_section
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "logs" / "best" / "multi30k_best"
+RESULT = ROOT / "docs" / "results" / "multi30k_best.json"
+PAGE = ROOT / "docs" / "results.md"
+FIGURES = ROOT / "docs" / "figures"
+LENGTH_PENALTIES = (0.6, 1.0)
+AVERAGED = 5
+HEATMAPS = 3
+
+
+def run(command: list[str], log: Path) -> float:
+    """Run a project command from the project folder, its output to ``log``; wall seconds."""
+    started = time.perf_counter()
+    print(f"$ {' '.join(command)}", flush=True)
+    with log.open("w") as sink:
+        done = subprocess.run(command, cwd=ROOT, stdout=sink, stderr=sink, env=_env())
+    if done.returncode != 0:
+        sys.exit(f"benchmarks/best.py: '{' '.join(command)}' failed; see {log}")
+    return time.perf_counter() - started
+
+
+def train(run_dir: Path) -> dict[str, Any]:
+    command = [
+        "python",
+        "src/train.py",
+        "experiment=multi30k_best",
+        f"hydra.run.dir={_shown(run_dir)}",
+        "trainer.enable_progress_bar=false",
+    ]
+    if not (run_dir / "metrics.json").is_file():
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run([sys.executable, *command[1:]], run_dir.parent / f"{run_dir.name}.log")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    record = json.loads((run_dir / "run.json").read_text())
+    return {
+        "command": " ".join(command),
+        "wall_s": metrics["time/wall_s"],
+        "steps": metrics.get("trainer/global_step"),
+        "epochs": metrics.get("epoch"),
+        "params": metrics["params"],
+        "val_bleu_greedy_best": metrics["val/bleu_best"],
+        "commit": record.get("git", {}).get("commit"),
+    }
+
+
+def average(run_dir: Path) -> dict[str, Any]:
+    out = run_dir / "averaged.ckpt"
+    command = ["python", "src/average.py", _shown(run_dir), "--best", str(AVERAGED)]
+    command += ["--out", _shown(out)]
+    seconds = run([sys.executable, *command[1:]], run_dir / "average.log")
+    return {"command": " ".join(command), "wall_s": seconds, "checkpoint": out}
+
+
+def evaluate(checkpoint: Path, split: str, length_penalty: float, folder: Path) -> dict[str, Any]:
+    """Beam-5 scores of ``checkpoint`` on ``split`` at ``length_penalty``, with the command."""
+    command = [
+        "python",
+        "src/eval.py",
+        f"ckpt_path={_shown(checkpoint)}",
+        "data=multi30k",
+        f"split={split}",
+        "decoding=beam",
+        "decoding.beam_size=5",
+        f"decoding.length_penalty={length_penalty}",
+        f"hydra.run.dir={_shown(folder)}",
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = run([sys.executable, *command[1:]], folder.with_suffix(".log"))
+    scores = json.loads((folder / "scores.json").read_text())
+    return {
+        "split": split,
+        "length_penalty": length_penalty,
+        "bleu": scores["bleu"],
+        "chrf": scores["chrf"],
+        "ter": scores["ter"],
+        "signatures": scores["signatures"],
+        "command": " ".join(command),
+        "wall_s": seconds,
+    }
+
+
+def heatmaps(checkpoint: Path, length_penalty: float, work: Path) -> list[str]:
+    """Attention maps of the first test sentences, copied to docs/figures/."""
+    source = _corpus() / "test_2016_flickr.de.gz"
+    with gzip.open(source, "rt", encoding="utf-8") as text:
+        lines = text.read().splitlines()[:HEATMAPS]
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "input.de").write_text("".join(line + "\n" for line in lines))
+    command = [
+        sys.executable,
+        "src/translate.py",
+        f"ckpt_path={checkpoint}",
+        f"input={work / 'input.de'}",
+        f"output={work / 'output.en'}",
+        f"attention_dir={work}",
+        f"decoding.length_penalty={length_penalty}",
+        f"hydra.run.dir={work}",
+    ]
+    run(command, work / "translate.log")
+    figures = []
+    for number in range(1, HEATMAPS + 1):
+        target = FIGURES / f"best_attention_{number}.png"
+        shutil.copyfile(work / f"sentence_{number:05d}.png", target)
+        figures.append(str(target.relative_to(ROOT)))
+    return figures
+
+
+def score(run_dir: Path) -> dict[str, Any]:
+    """Train (unless done), average, choose on val, score test once; the result record."""
+    trained = train(run_dir)
+    averaged = average(run_dir)
+    candidates = {"single best checkpoint": resolve_checkpoint(run_dir)}
+    candidates[f"average of the {AVERAGED} best checkpoints"] = averaged["checkpoint"]
+    val = []
+    for name, checkpoint in candidates.items():
+        for alpha in LENGTH_PENALTIES:
+            folder = run_dir / "eval" / f"{checkpoint.stem}-val-lp{alpha}"
+            val.append({"model": name, **evaluate(checkpoint, "val", alpha, folder)})
+    chosen = max(val, key=lambda entry: entry["bleu"])
+    test = []
+    baseline = (next(iter(candidates)), LENGTH_PENALTIES[0])
+    for name, alpha in dict.fromkeys([(chosen["model"], chosen["length_penalty"]), baseline]):
+        folder = run_dir / "eval" / f"{candidates[name].stem}-test-lp{alpha}"
+        test.append({"model": name, **evaluate(candidates[name], "test", alpha, folder)})
+    figures = heatmaps(candidates[chosen["model"]], chosen["length_penalty"], run_dir / "heatmaps")
+    return {
+        "experiment": "multi30k_best",
+        "train": trained,
+        "average": {k: str(v) for k, v in averaged.items()},
+        "chosen": {"model": chosen["model"], "length_penalty": chosen["length_penalty"]},
+        "val": val,
+        "test": test,
+        "figures": figures,
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "hardware": f"{os.cpu_count()} CPU cores, no GPU",
+    }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The scores table of the result file, chosen row first."""
+    chosen = result["chosen"]
+    lines = [
+        "| model | length penalty | split | BLEU | chrF | TER | command |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    entries = sorted(result["test"], key=lambda e: e["model"] != chosen["model"])
+    entries += sorted(result["val"], key=lambda e: -e["bleu"])
+    for entry in entries:
+        split = "test_2016_flickr" if entry["split"] == "test" else "val"
+        mark = (
+            " **(chosen on val)**"
+            if entry["model"] == chosen["model"]
+            and (entry["length_penalty"] == chosen["length_penalty"])
+            else ""
+        )
+        lines.append(
+            f"| {entry['model']}{mark} | {entry['length_penalty']} | {split} | "
+            f"{entry['bleu']:.2f} | {entry['chrf']:.2f} | {entry['ter']:.2f} | "
+            f"`{entry['command']}` |"
+        )
+    trained = result["train"]
+    minutes = trained["wall_s"] / 60
+    lines += [
+        "",
+        f"Trained by `{trained['command']}` in {minutes:.0f} min ({trained['steps']:.0f} steps, "
+        f"{trained['params']:,.0f} parameters) on {result['hardware']}, commit "
+        f"{(trained['commit'] or 'unknown')[:7]}; averaged by `{result['average']['command']}`. "
+        f"Signature: `{result['test'][0]['signatures']['bleu']}`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _corpus() -> Path:
+    return Path(os.environ.get("SEQ2ATTN_DATA", ROOT.parent / "shared" / "data" / "multi30k"))
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "SEQ2ATTN_DATA": str(_corpus())}
+
+
+def _shown(path: Path) -> str:
+    """A path as the commands show it: relative to the project folder where possible."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--run-dir", type=Path, default=RUN, help=f"default {_shown(RUN)}")
+    parser.add_argument("--report", action="store_true", help="only refresh the page")
+    args = parser.parse_args()
+    if not args.report:
+        if not (_corpus() / "train.de.gz").is_file():
+            sys.exit(f"benchmarks/best.py needs Multi30k in {_corpus()} (or set SEQ2ATTN_DATA)")
+        result = score(args.run_dir.resolve())
+        RESULT.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {_shown(RESULT)}")
+    result = json.loads(RESULT.read_text())
+    write_section(markdown(result), PAGE, "best")
+    print(markdown(result), end="")
+
+
+if __name__ == "__main__":
+    main()
