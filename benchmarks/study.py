@@ -191,7 +191,7 @@ def refresh_page() -> None:
             print(f"{section}: {len(files)} runs -> {PAGE.name}, {chart.relative_to(ROOT)}")
     headline = [run for path in section_files("attention") for run in collect_runs(path)[0]]
     if headline:
-        write_section(variants_table(headline), README, "headline")
+        write_section(variants_table(headline) + "\n", README, "headline")
         print(f"headline: {len(headline)} runs -> {README.name}")
 
 
