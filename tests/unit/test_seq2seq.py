@@ -76,6 +76,17 @@ def test_tie_embeddings_projects_when_sizes_differ() -> None:
     assert model(SRC, LENGTHS, TGT_IN).logits.shape == (2, 3, 13)
 
 
+def test_tied_embeddings_start_at_a_linear_layers_scale() -> None:
+    # nn.Embedding's N(0, 1) rows as output weights would make the first logits ~30x larger
+    torch.manual_seed(0)
+    tied = make_model(tie_embeddings=True, embedding_size=64, hidden_size=64, tgt_vocab_size=500)
+    weight = tied.tgt_embedding.weight
+    assert weight[PAD].abs().sum() == 0  # the padding row stays zero
+    assert weight[PAD + 1 :].std().item() == pytest.approx(64**-0.5, rel=0.05)
+    untied = make_model(embedding_size=64, hidden_size=64, tgt_vocab_size=500)
+    assert untied.tgt_embedding.weight[PAD + 1 :].std().item() == pytest.approx(1.0, rel=0.05)
+
+
 def test_untied_output_layer_is_separate() -> None:
     model = make_model()
     assert model.output_layer.weight.shape == (13, 6)

@@ -2,7 +2,7 @@
 
 p(y_t | y_<t, x) = softmax(W_o o_t + b_o), where o_t are the decoder's output features. With
 ``tie_embeddings`` W_o is the target embedding matrix (Press & Wolf, 2017), preceded by a
-linear map H -> E when the hidden and embedding sizes differ.
+linear map H -> E when the hidden and embedding sizes differ, and initialised N(0, 1/E).
 """
 
 from __future__ import annotations
@@ -130,6 +130,12 @@ class Seq2Seq(nn.Module):
             embedding_size if tie_embeddings else hidden_size, tgt_vocab_size
         )
         if tie_embeddings:
+            # N(0, 1) rows, nn.Embedding's default, would start the logits 30x larger than an
+            # untied output layer's and leave Adam's fixed-size steps relatively tiny; E^-1/2
+            # gives both roles the scale of a Linear layer (as fairseq does)
+            nn.init.normal_(self.tgt_embedding.weight, std=embedding_size**-0.5)
+            with torch.no_grad():
+                self.tgt_embedding.weight[pad_id].zero_()
             self.output_layer.weight = self.tgt_embedding.weight
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
