@@ -18,6 +18,7 @@ import yaml
 from seq2attn.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from seq2attn.report import (
     ReportError,
+    _labels,
     Run,
     aggregate,
     collect_runs,
@@ -355,3 +356,12 @@ def test_report_fills_the_marked_block_of_a_page_from_several_paths(
     notes.write_text('{"not": "a result"}')
     with pytest.raises(ReportError, match="notes.json: not a result file"):
         report(notes)
+
+
+def test_chart_labels_name_yes_no_columns_and_skip_unused_scorers() -> None:
+    configs = [
+        {"attention": "luong", "scorer": "scaled_dot", "input feeding": "true", "cell": "gru"},
+        {"attention": "none", "scorer": "-", "input feeding": "false", "cell": "gru"},
+    ]
+    assert _labels(configs) == ["luong scaled_dot input feeding", "none no input feeding"]
+    assert _labels(configs[:1]) == ["all runs"]

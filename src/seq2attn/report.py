@@ -428,9 +428,14 @@ def _mean_std(variant: Variant, key: str, spec: str) -> str:
 
 
 def _labels(configs: Sequence[dict[str, str]]) -> list[str]:
-    """Each config's values of the columns that differ between the configs, joined by '-'."""
+    """Each config's values of the columns that differ between the configs, joined by spaces; a
+    yes/no column reads as its name (``input feeding``, ``no input feeding``), '-' is left out."""
     differing = [h for h in configs[0] if len({c[h] for c in configs}) > 1] if configs else []
-    return ["-".join(c[h] for h in differing) or "all runs" for c in configs]
+    named = {"true": "{}", "false": "no {}", "-": ""}
+    return [
+        " ".join(p for h in differing if (p := named.get(c[h], c[h]).format(h))) or "all runs"
+        for c in configs
+    ]
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
