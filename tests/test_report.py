@@ -18,8 +18,8 @@ import yaml
 from seq2attn.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from seq2attn.report import (
     ReportError,
-    _labels,
     Run,
+    _labels,
     aggregate,
     collect_runs,
     config_columns,
