@@ -68,7 +68,6 @@ def train(run_dir: Path) -> dict[str, Any]:
         "command": " ".join(command),
         "wall_s": metrics["time/wall_s"],
         "steps": metrics.get("trainer/global_step"),
-        "epochs": metrics.get("epoch"),
         "params": metrics["params"],
         "val_bleu_greedy_best": metrics["val/bleu_best"],
         "commit": record.get("git", {}).get("commit"),
