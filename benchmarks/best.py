@@ -96,7 +96,7 @@ def evaluate(checkpoint: Path, split: str, length_penalty: float, folder: Path) 
         f"hydra.run.dir={_shown(folder)}",
     ]
     folder.mkdir(parents=True, exist_ok=True)
-    seconds = run([sys.executable, *command[1:]], folder.with_suffix(".log"))
+    seconds = run([sys.executable, *command[1:]], folder.parent / f"{folder.name}.log")
     scores = json.loads((folder / "scores.json").read_text())
     return {
         "split": split,
