@@ -70,6 +70,7 @@ def train(run_dir: Path) -> dict[str, Any]:
         "params": metrics["params"],
         "val_bleu_greedy_best": metrics["val/bleu_best"],
         "commit": record.get("git", {}).get("commit"),
+        "uncommitted_changes": record.get("git", {}).get("dirty"),
     }
 
 
@@ -196,7 +197,9 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"Trained by `{trained['command']}` in {minutes:.0f} min ({trained['steps']:.0f} steps, "
         f"{trained['params']:,.0f} parameters) on {result['hardware']}, commit "
-        f"{(trained['commit'] or 'unknown')[:7]}; averaged by `{result['average']['command']}`. "
+        f"{(trained['commit'] or 'unknown')[:7]}"
+        f"{' with uncommitted changes' if trained.get('uncommitted_changes') else ''}; averaged "
+        f"by `{result['average']['command']}`. "
         f"Signature: `{result['test'][0]['signatures']['bleu']}`.",
     ]
     return "\n".join(lines) + "\n"
