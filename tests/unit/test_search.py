@@ -63,7 +63,9 @@ def test_beam_one_equals_greedy(wiring: str) -> None:
     greedy = greedy_decode(model, SRC, LENGTHS, BOS, EOS, **LIMIT)
     beam = [nbest[0] for nbest in beam_search(model, SRC, LENGTHS, BOS, EOS, 1, **LIMIT)]
     assert [h.tokens for h in beam] == [h.tokens for h in greedy]
-    assert [h.score for h in beam] == [h.score for h in greedy]
+    # greedy drops finished sentences from its batch, so its matrix products see other shapes:
+    # equal up to float32 rounding, not to the bit (seen on an AMD EPYC: 5e-7 apart)
+    assert [h.score for h in beam] == pytest.approx([h.score for h in greedy], abs=1e-5)
     for b, g, n in zip(beam, greedy, LENGTHS.tolist(), strict=True):
         if g.attention is None:
             assert b.attention is None
