@@ -95,7 +95,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
-    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    folder = _checkpoint_folder(path)
     best = ranked_checkpoints(folder)
     if best:
         return best[0]
@@ -103,6 +103,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return folder / "last.ckpt"
     searched = [str(path), str(folder / "best-*.ckpt"), str(folder / "last.ckpt")]
     raise CheckpointError(f"no checkpoint found; searched: {', '.join(searched)}")
+
+
+def _checkpoint_folder(path: Path) -> Path:
+    """A run folder's ``checkpoints/``, or the folder itself."""
+    return path / "checkpoints" if (path / "checkpoints").is_dir() else path
 
 
 def ranked_checkpoints(folder: Path) -> list[Path]:
@@ -139,7 +144,7 @@ def checkpoints_to_average(paths: Sequence[Path], best: int | None = None) -> li
         if path.is_file():
             files.append(path)
             continue
-        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+        folder = _checkpoint_folder(path)
         ranked = ranked_checkpoints(folder)
         if not ranked:
             raise CheckpointError(f"{path}: no best-*.ckpt files in {folder}")
