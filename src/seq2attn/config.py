@@ -233,9 +233,10 @@ class DotScorerSchema:
 
 
 @dataclass
-class PlainScorerSchema:
+class GeneralScorerSchema:
     _target_: str = ""
     _partial_: bool = True
+    scale: bool = False
 
 
 @dataclass
@@ -274,7 +275,7 @@ class LocationScorerSchema:
 SCORER_SCHEMAS: dict[str, type] = {
     "DotScorer": DotScorerSchema,
     "ScaledDotScorer": DotScorerSchema,
-    "GeneralScorer": PlainScorerSchema,
+    "GeneralScorer": GeneralScorerSchema,
     "ConcatScorer": HiddenScorerSchema,
     "AdditiveScorer": HiddenScorerSchema,
     "MLPScorer": MLPScorerSchema,

@@ -64,6 +64,13 @@ def test_general_hand_value() -> None:
     assert score(scorer, one(1.0, 3.0), one(2.0, -5.0)).item() == -23.0
 
 
+def test_scaled_general_divides_by_the_root_of_the_query_size() -> None:
+    scorer = GeneralScorer(4, 2, scale=True)
+    set_(scorer.W.weight, [[1.0, 2.0], [0.0, 1.0], [1.0, 0.0], [0.0, 0.0]])
+    # W h_s = (2 - 10, -5, 2, 0) = (-8, -5, 2, 0); h_t . W h_s = -8 - 15 + 2 = -21; / sqrt(4)
+    assert score(scorer, one(1.0, 3.0, 1.0, 7.0), one(2.0, -5.0)).item() == -10.5
+
+
 def test_general_allows_different_sizes() -> None:
     scorer = GeneralScorer(1, 2)
     set_(scorer.W.weight, [[1.0, -1.0]])

@@ -96,15 +96,19 @@ class ScaledDotScorer(DotScorer):
 class GeneralScorer(Scorer):
     """Luong et al. (2015) general score: score(h_t, h_s) = h_t^T W h_s, W of shape (Hq, Hk).
 
-    ``prepare`` computes W h_s once per batch.
+    ``prepare`` computes W h_s once per batch. With ``scale=True`` the score is divided by
+    sqrt(Hq), as in ScaledDotScorer: Adam moves every entry of W by about the learning rate per
+    step, so the unscaled bilinear scores grow fast enough to saturate the softmax early.
     """
 
-    def __init__(self, query_size: int, key_size: int) -> None:
+    def __init__(self, query_size: int, key_size: int, scale: bool = False) -> None:
         super().__init__(query_size, key_size)
         self.W = nn.Linear(key_size, query_size, bias=False)
+        self.scale = scale
 
     def prepare(self, keys: Tensor) -> Tensor:
-        return self.W(keys)  # (B, S, Hq)
+        prepared = self.W(keys)  # (B, S, Hq)
+        return prepared / math.sqrt(self.query_size) if self.scale else prepared
 
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
         return query @ prepared.transpose(1, 2)
