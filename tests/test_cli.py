@@ -10,9 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2attn.checkpoint import CheckpointError, load_checkpoint, resolve_checkpoint
+from seq2attn.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_checkpoints,
+    resolve_checkpoint,
+)
 from seq2attn.config import DecodingSchema
-from seq2attn.data.tokenizer import BOS_ID, EOS_ID
+from seq2attn.data.tokenizer import BOS_ID, EOS_ID, train_sentencepiece
 from seq2attn.data.toy import ToyCorpus
 from seq2attn.search import beam_search, greedy_decode
 from seq2attn.tasks import evaluate, translate
@@ -207,3 +212,64 @@ def test_average_cli_names_a_folder_without_kept_checkpoints(tmp_path: Path) -> 
     )
     assert result.returncode == 1
     assert f"average: {tmp_path}: no best-*.ckpt files" in result.stderr
+
+
+def test_an_ensemble_of_a_checkpoint_with_itself_scores_as_the_checkpoint(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    best = resolve_checkpoint(trained_run)
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path=[{best},{best}]", f"paths.output_dir={tmp_path}", "decoding=greedy"],
+    )
+    trained = json.loads((trained_run / "metrics.json").read_text())
+    assert evaluate(cfg)["bleu"] == pytest.approx(trained["test/bleu"], abs=0.01)
+    assert json.loads((tmp_path / "scores.json").read_text())["checkpoint"] == [str(best)] * 2
+
+
+def test_an_ensemble_of_two_checkpoints_translates_with_both(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    best = resolve_checkpoint(trained_run)
+    contents = torch.load(best, weights_only=True)
+    torch.manual_seed(0)
+    for value in contents["state_dict"].values():
+        if value.is_floating_point():
+            value.add_(0.2 * torch.randn_like(value))
+    other = tmp_path / "other.ckpt"
+    torch.save(contents, other)
+    loaded = load_checkpoints([best, other])
+    assert loaded.members == (best, other)
+    sentences = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src[:20]
+    decoding = DecodingSchema()
+
+    def scores(path: Path | None) -> list[float]:
+        checkpoint = loaded if path is None else load_checkpoint(path)
+        translations, _ = translate_sentences(
+            checkpoint.model,
+            checkpoint.src_tokenizer,
+            checkpoint.tgt_tokenizer,
+            sentences,
+            decoding,
+        )
+        assert all(t.nbest[0].attention is not None for t in translations)
+        return [t.nbest[0].score for t in translations]
+
+    together = scores(None)
+    assert together != scores(best) and together != scores(other)
+
+
+def test_an_ensemble_refuses_members_with_other_tokenizers(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    best = resolve_checkpoint(trained_run)
+    contents = torch.load(best, weights_only=True)
+    contents["seq2attn"]["tgt_spm"] = train_sentencepiece(
+        ["ein anderer satz", "noch ein satz"] * 50, 30, "unigram", 1.0
+    )
+    other = tmp_path / "other.ckpt"
+    torch.save(contents, other)
+    with pytest.raises(CheckpointError, match=r"other\.ckpt: its tokenizers differ from .*share"):
+        load_checkpoints([best, other])
+    with pytest.raises(CheckpointError, match=r"ckpt_path=\[\]"):
+        load_checkpoints([])

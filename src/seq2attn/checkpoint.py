@@ -2,7 +2,8 @@
 
 Loading uses ``torch.load(weights_only=True)``: tensors and plain containers only, so a file from
 an untrusted source cannot execute code. Anything that is not a seq2attn checkpoint is refused.
-Checkpoints of one run can be averaged into one (:func:`average_checkpoints`).
+Checkpoints of one run can be averaged into one (:func:`average_checkpoints`); checkpoints that
+share the tokenizers can be decoded together as an ensemble (:func:`load_checkpoints`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from omegaconf import OmegaConf
 
 from seq2attn.data.cache import atomic_write_bytes
 from seq2attn.data.tokenizer import Tokenizer
+from seq2attn.ensemble import Ensemble
 from seq2attn.models.seq2seq import Seq2Seq
 from seq2attn.module import attached_datamodule
 
@@ -77,13 +79,18 @@ class SelfDescribingCheckpoint(Callback):
 
 @dataclass
 class LoadedCheckpoint:
-    """A model ready to translate, with the tokenizers and config it was trained with."""
+    """A model ready to translate, with the tokenizers and config it was trained with.
+
+    For an ensemble, ``model`` is an :class:`Ensemble`, ``members`` lists its checkpoints and
+    ``path`` and ``config`` are the first member's.
+    """
 
     path: Path
     config: dict[str, Any]
-    model: Seq2Seq
+    model: Seq2Seq | Ensemble
     src_tokenizer: Tokenizer
     tgt_tokenizer: Tokenizer
+    members: tuple[Path, ...] = ()
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -185,13 +192,59 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Rebuild the trained model (in eval mode) and its tokenizers from a checkpoint."""
     resolved = resolve_checkpoint(path)
     contents = read_checkpoint(resolved)
+    model = _rebuild_model(resolved, contents)
     meta = contents["seq2attn"]
-    src_tokenizer = Tokenizer.from_proto(meta["src_spm"])
-    tgt_tokenizer = Tokenizer.from_proto(meta["tgt_spm"])
+    return LoadedCheckpoint(
+        resolved,
+        meta["config"],
+        model,
+        Tokenizer.from_proto(meta["src_spm"]),
+        Tokenizer.from_proto(meta["tgt_spm"]),
+    )
+
+
+def load_checkpoints(paths: str | Path | Sequence[str | Path]) -> LoadedCheckpoint:
+    """One checkpoint (a path), or several (a list of paths) decoded as one :class:`Ensemble`.
+
+    Ensemble members may differ in architecture but must share the source and target
+    tokenizers, since the ensemble mixes their next-token probabilities.
+    """
+    if isinstance(paths, str | Path):
+        return load_checkpoint(paths)
+    if not paths:
+        raise CheckpointError("ckpt_path=[]: give a checkpoint, or a list of several to ensemble")
+    if len(paths) == 1:
+        return load_checkpoint(paths[0])
+    files = [resolve_checkpoint(path) for path in paths]
+    contents = [read_checkpoint(path) for path in files]
+    first = contents[0]["seq2attn"]
+    for path, other in zip(files[1:], contents[1:], strict=True):
+        meta = other["seq2attn"]
+        if (meta["src_spm"], meta["tgt_spm"]) != (first["src_spm"], first["tgt_spm"]):
+            raise CheckpointError(
+                f"{path}: its tokenizers differ from {files[0]}'s; the members of an ensemble "
+                "must share them"
+            )
+    models = [
+        _rebuild_model(path, checkpoint) for path, checkpoint in zip(files, contents, strict=True)
+    ]
+    return LoadedCheckpoint(
+        path=files[0],
+        config=first["config"],
+        model=Ensemble(models).eval(),
+        src_tokenizer=Tokenizer.from_proto(first["src_spm"]),
+        tgt_tokenizer=Tokenizer.from_proto(first["tgt_spm"]),
+        members=tuple(files),
+    )
+
+
+def _rebuild_model(path: Path, contents: dict[str, Any]) -> Seq2Seq:
+    """The model of a read checkpoint, with its weights, in eval mode."""
+    meta = contents["seq2attn"]
     model = instantiate(
         OmegaConf.create(meta["config"]["model"]),
-        src_vocab_size=src_tokenizer.vocab_size,
-        tgt_vocab_size=tgt_tokenizer.vocab_size,
+        src_vocab_size=Tokenizer.from_proto(meta["src_spm"]).vocab_size,
+        tgt_vocab_size=Tokenizer.from_proto(meta["tgt_spm"]).vocab_size,
     )
     weights = {
         key.removeprefix(MODEL_PREFIX): value
@@ -202,9 +255,9 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         model.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(
-            f"{resolved}: weights do not fit the stored model config: {error}"
+            f"{path}: weights do not fit the stored model config: {error}"
         ) from error
-    return LoadedCheckpoint(resolved, meta["config"], model.eval(), src_tokenizer, tgt_tokenizer)
+    return model.eval()
 
 
 def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from seq2attn.loss import linear_cross_entropy
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
 from seq2attn.models.seq2seq import Seq2Seq, Seq2SeqOutput
 from seq2attn.schedules import Feedback, SamplingMode, Schedule
-from seq2attn.search import Hypothesis, beam_search, greedy_decode
+from seq2attn.search import Decodable, Hypothesis, beam_search, greedy_decode
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def attached_datamodule(trainer: L.Trainer) -> TranslationDataModule:
 
 
 def translate_batch(
-    model: Seq2Seq, src: Tensor, src_lengths: Tensor, decoding: DecodingSchema
+    model: Decodable, src: Tensor, src_lengths: Tensor, decoding: DecodingSchema
 ) -> list[list[Hypothesis]]:
     """n-best hypotheses of each sentence under the configured search."""
     if decoding.strategy == SearchStrategy.greedy:

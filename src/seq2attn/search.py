@@ -1,4 +1,5 @@
-"""Greedy and beam search over the ``Seq2Seq.encode`` / ``Seq2Seq.step`` API.
+"""Greedy and beam search over the ``Seq2Seq.encode`` / ``Seq2Seq.step`` API (which
+``Ensemble`` shares).
 
 Each sentence of n source tokens may emit at most floor(a * n + b) tokens before EOS; at that
 length EOS is forced (and scored with its real log-probability), so every hypothesis ends in EOS.
@@ -11,16 +12,26 @@ log p(Y | X) / lp(Y) with the GNMT length penalty lp(Y) = ((5 + |Y|) / 6)^alpha 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from seq2attn.models.decoders import DecoderState, Memory
-    from seq2attn.models.seq2seq import Seq2Seq
-
 Length = TypeVar("Length", float, Tensor)
+
+
+class Rows(Protocol):
+    """A batch-major structure (encoder memory, decoder state) whose rows can be selected."""
+
+    def index_select(self, index: Tensor) -> Self: ...
+
+
+class Decodable(Protocol):
+    """What the searches need of a model: ``Seq2Seq`` and ``Ensemble`` have it."""
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Any, Any]: ...
+
+    def step(self, prev_tokens: Tensor, state: Any, memory: Any) -> tuple[Tensor, Any, Any]: ...
 
 
 @dataclass
@@ -42,13 +53,13 @@ def _max_lengths(src_lengths: Tensor, a: float, b: int) -> Tensor:
 
 
 def _log_probs(
-    model: Seq2Seq,
+    model: Decodable,
     tokens: Tensor,
-    state: DecoderState,
-    memory: Memory,
+    state: Rows,
+    memory: Rows,
     force_eos: Tensor,
     eos_id: int,
-) -> tuple[Tensor, DecoderState, Tensor | None]:
+) -> tuple[Tensor, Rows, Tensor | None]:
     """Next-token log-probs (N, V), only EOS allowed in rows where force_eos (N,) is True."""
     logits, state, attention = model.step(tokens, state, memory)
     log_probs = logits.float().log_softmax(dim=-1)
@@ -71,7 +82,7 @@ def _hypothesis(
 
 @torch.no_grad()
 def greedy_decode(
-    model: Seq2Seq,
+    model: Decodable,
     src: Tensor,
     src_lengths: Tensor,
     bos_id: int,
@@ -180,7 +191,7 @@ def _is_done(
 
 @torch.no_grad()
 def beam_search(
-    model: Seq2Seq,
+    model: Decodable,
     src: Tensor,
     src_lengths: Tensor,
     bos_id: int,

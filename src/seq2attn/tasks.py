@@ -32,7 +32,7 @@ from seq2attn.checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
     SelfDescribingCheckpoint,
-    load_checkpoint,
+    load_checkpoints,
 )
 from seq2attn.config import ConfigError, DecodingSchema, check, validate
 from seq2attn.data.corpus import CorpusError
@@ -211,10 +211,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     decoding = check(DecodingSchema, cfg.decoding, "decoding")
     if cfg.split not in EVAL_SPLITS:
         raise ConfigError(f"split={cfg.split}: must be one of {', '.join(EVAL_SPLITS)}")
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+    checkpoint = load_checkpoints(checkpoint_paths(cfg.ckpt_path))
     data = data_config_for(checkpoint.config["data"], cfg.data)
     pairs = instantiate(OmegaConf.create(data["corpus"])).splits()[cfg.split]
-    log.info("translating %d sentences of %s with %s", len(pairs), cfg.split, checkpoint.path)
+    used = ", ".join(map(str, checkpoint.members)) or checkpoint.path
+    log.info("translating %d sentences of %s with %s", len(pairs), cfg.split, used)
     translations, stats = translate_sentences(
         checkpoint.model,
         checkpoint.src_tokenizer,
@@ -238,7 +239,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         {
             **scores,
             "signatures": signatures,
-            "checkpoint": str(checkpoint.path),
+            "checkpoint": [str(path) for path in checkpoint.members] or str(checkpoint.path),
             "split": cfg.split,
             "data": data,
             "decoding": OmegaConf.to_container(cfg.decoding, resolve=True),
@@ -256,7 +257,7 @@ def translate(cfg: DictConfig) -> None:
     """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
     configure_cpu(cfg.get("cpu"))
     decoding = check(DecodingSchema, cfg.decoding, "decoding")
-    checkpoint = load_checkpoint(cfg.ckpt_path)
+    checkpoint = load_checkpoints(checkpoint_paths(cfg.ckpt_path))
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
     entries: list[PageEntry] = []
     with _open_text(cfg.input, "r") as source, _open_text(cfg.output, "w") as sink:
@@ -278,6 +279,13 @@ def translate(cfg: DictConfig) -> None:
         page = attention_dir / "attention.html"
         page.write_text(attention_page(entries))
         log.info("attention maps of %d sentences in %s", len(entries), page)
+
+
+def checkpoint_paths(ckpt_path: Any) -> str | list[str]:
+    """``ckpt_path`` as given: one checkpoint (or run folder), or a list of them to ensemble."""
+    if OmegaConf.is_list(ckpt_path):
+        return [str(path) for path in ckpt_path]
+    return str(ckpt_path)
 
 
 def data_config_for(stored: dict[str, Any], given: DictConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from seq2attn.config import DecodingSchema
 from seq2attn.data.batching import TokenBudgetBatchSampler
 from seq2attn.data.tokenizer import PAD_ID, Tokenizer
+from seq2attn.ensemble import Ensemble
 from seq2attn.models.seq2seq import Seq2Seq
 from seq2attn.module import translate_batch
 from seq2attn.plotting import AttentionMap
@@ -51,7 +52,7 @@ class TranslationStats:
 
 @torch.no_grad()
 def translate_sentences(
-    model: Seq2Seq,
+    model: Seq2Seq | Ensemble,
     src_tokenizer: Tokenizer,
     tgt_tokenizer: Tokenizer,
     sentences: Sequence[str],
