@@ -64,7 +64,15 @@ def _rows() -> list[Row]:
         Row("attention", BEST_LUONG, HEADLINE_SEEDS),
     ]
     for feeding in ("false", "true"):
-        for scorer in ("dot", "general", "concat", "mlp", "location", "scaled_dot"):
+        for scorer in (
+            "dot",
+            "general",
+            "concat",
+            "mlp",
+            "location",
+            "scaled_dot",
+            "scaled_general",
+        ):
             overrides = (f"scorer={scorer}",) if scorer != "general" else ()
             if feeding == "true":
                 overrides += ("attention.input_feeding=true",)

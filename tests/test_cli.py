@@ -259,6 +259,32 @@ def test_an_ensemble_of_two_checkpoints_translates_with_both(
     assert together != scores(best) and together != scores(other)
 
 
+def test_translate_with_an_ensemble_of_copies_writes_the_model_translations(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    sources = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src[:8]
+    (tmp_path / "in.txt").write_text("".join(line + "\n" for line in sources))
+    outputs = {}
+    for name, ckpt_path in [
+        ("alone", f"{trained_run}"),
+        ("ensemble", f"[{trained_run},{trained_run}]"),
+    ]:
+        cfg = compose_config(
+            "translate",
+            [
+                f"ckpt_path={ckpt_path}",
+                f"input={tmp_path / 'in.txt'}",
+                f"output={tmp_path / name}.txt",
+                f"attention_dir={tmp_path / name}",
+                f"paths.output_dir={tmp_path}",
+            ],
+        )
+        translate(cfg)
+        outputs[name] = (tmp_path / f"{name}.txt").read_text()
+    assert outputs["ensemble"] == outputs["alone"] and outputs["alone"].count("\n") == 8
+    assert (tmp_path / "ensemble" / "attention.html").is_file()
+
+
 def test_an_ensemble_refuses_members_with_other_tokenizers(
     trained_run: Path, tmp_path: Path
 ) -> None:

@@ -53,7 +53,7 @@ def test_every_group_of_the_interface_exists() -> None:
         "scheduler",
     } <= groups  # fmt: skip
     assert {o for g, o in OPTIONS if g == "scorer"} == {
-        "dot", "general", "concat", "additive", "mlp", "location", "scaled_dot"
+        "dot", "general", "concat", "additive", "mlp", "location", "scaled_dot", "scaled_general"
     }  # fmt: skip
 
 
