@@ -6,8 +6,8 @@
 Training is ``python src/train.py experiment=multi30k_best`` (logs/best/multi30k_best/; a run
 folder that already holds metrics.json is not trained again). Then: the kept top-5 checkpoints
 are averaged (src/average.py), and the single best checkpoint and the average are decoded on val
-with beam 5 at GNMT length penalties 0.6, 1.0, 1.5 and 2.0 (src/eval.py); a call again
-decodes only what an earlier call has not. The candidate with the highest
+with beam 5 at GNMT length penalties 0.6, 1.0 to 1.5 in steps of 0.1, and 2.0 (src/eval.py);
+a call again decodes only what an earlier call has not. The candidate with the highest
 val BLEU is the configuration; test_2016_flickr is scored once for it (and once for the single
 best checkpoint at the default 0.6, to show what averaging adds). Everything goes to
 docs/results/multi30k_best.json (scores, signatures, commands, wall times, commit), the table of
@@ -36,7 +36,7 @@ RUN = ROOT / "logs" / "best" / "multi30k_best"
 RESULT = ROOT / "docs" / "results" / "multi30k_best.json"
 PAGE = ROOT / "docs" / "results.md"
 FIGURES = ROOT / "docs" / "figures"
-LENGTH_PENALTIES = (0.6, 1.0, 1.5, 2.0)
+LENGTH_PENALTIES = (0.6, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 2.0)
 AVERAGED = 5
 HEATMAPS = 3
 

@@ -7,7 +7,9 @@ machine. seq2attn trains ``experiment=budget_r1`` / ``budget_r2`` (the speed ref
 with this platform's recipe), stopped by ``trainer.max_time`` if its step budget has not ended
 it first; the peers train the speed benchmark's R1/R2 configs (benchmarks/peers.py) and are
 stopped after the same minutes of process wall time, keeping their newest checkpoint. Every model
-then translates test_2016_flickr with beam 5, scored by sacreBLEU (detokenised, cased, 13a).
+then translates test_2016_flickr with beam 5, scored by sacreBLEU (detokenised, cased, 13a);
+seq2attn's length penalty is chosen on val (GNMT alpha 0.6, 1.0 or 1.5) before test is decoded
+with it.
 Writes benchmarks/results/budget.json and budget.md (also into the ``budget`` block of
 docs/results.md); ``--resume`` reuses finished runs.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -31,11 +34,13 @@ REPO, SHARED, RESULTS = speed.REPO, speed.SHARED, speed.RESULTS
 SPM_MODEL = SHARED / "bench" / "spm_multi30k_deen_unigram8k.model"
 PAGE = REPO / "docs" / "results.md"
 TOOLS = ("seq2attn", *peers.PEERS)
+LENGTH_PENALTIES = (0.6, 1.0, 1.5)
 
 
 def seq2attn_run(model: str, minutes: float, ws: Path) -> dict[str, Any]:
     """Train experiment=budget_<model> within ``minutes``; its test BLEU (beam 5) and figures."""
     folder = ws / f"seq2attn_{model}"
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier run's checkpoints would mix in
     hours, rest = divmod(int(minutes * 60), 3600)
     command = [
         sys.executable,
@@ -51,14 +56,50 @@ def seq2attn_run(model: str, minutes: float, ws: Path) -> dict[str, Any]:
     process = speed.run_measured(command, ws / f"seq2attn_{model}.log")
     metrics = json.loads((folder / "metrics.json").read_text())
     return {
-        "test_bleu": metrics["test/bleu"],
-        "test_chrf": metrics.get("test/chrf"),
+        # the test score of training's own decoding (beam 5, length penalty 0.6)
+        "train_test_bleu": metrics["test/bleu"],
         "val_bleu": metrics.get("val/bleu"),
         "steps": metrics.get("trainer/global_step"),
         "tok_s": metrics.get("train/tok_s"),
         **process,
         "command": " ".join(["python src/train.py", *command[2:]]),
         "run_dir": str(folder),
+    }
+
+
+def choose_length_penalty(run: dict[str, Any]) -> dict[str, Any]:
+    """Decode val with beam 5 at each of LENGTH_PENALTIES (src/eval.py on the run's best
+    checkpoint), then test once at the val-best one; folders that hold scores.json are reused."""
+    folder = Path(run["run_dir"])
+
+    def scores(split: str, alpha: float) -> dict[str, Any]:
+        out = folder / "eval" / f"{split}-lp{alpha}"
+        command = [
+            sys.executable,
+            str(REPO / "src" / "eval.py"),
+            f"ckpt_path={folder}",
+            f"split={split}",
+            "decoding=beam",
+            "decoding.beam_size=5",
+            f"decoding.length_penalty={alpha}",
+            f"hydra.run.dir={out}",
+        ]
+        if not (out / "scores.json").is_file():
+            out.mkdir(parents=True, exist_ok=True)
+            speed.run_measured(command, out.parent / f"{out.name}.log")
+        found = json.loads((out / "scores.json").read_text())
+        shown = " ".join(["python src/eval.py", *command[2:]])
+        return {"bleu": found["bleu"], "chrf": found["chrf"], "command": shown}
+
+    val = {alpha: scores("val", alpha) for alpha in LENGTH_PENALTIES}
+    chosen = max(LENGTH_PENALTIES, key=lambda alpha: val[alpha]["bleu"])
+    test = scores("test", chosen)
+    return {
+        "length_penalty": chosen,
+        "val_bleu_by_length_penalty": {str(a): v["bleu"] for a, v in val.items()},
+        "test_bleu": test["bleu"],
+        "test_chrf": test["chrf"],
+        "eval_command": test["command"],
     }
 
 
@@ -97,15 +138,21 @@ def markdown(report: dict[str, Any]) -> str:
         "time on the whole machine.\n\n"
     )
     lines += [
-        "| run | steps | training tokens/s | wall s | val BLEU | test chrF | command |\n",
-        "|---|---|---|---|---|---|---|\n",
+        "| run | steps | training tokens/s | wall s | val BLEU (lp 0.6) | length penalty "
+        "(chosen on val) | test chrF | command | test decoding |\n",
+        "|---|---|---|---|---|---|---|---|---|\n",
     ]
     for name, result in report["runs"].items():
         if "command" not in result:  # a peer's run
             continue
+        by_alpha = ", ".join(
+            f"{alpha}: {bleu:.2f}" for alpha, bleu in result["val_bleu_by_length_penalty"].items()
+        )
         lines.append(
             f"| {name} | {result['steps']:.0f} | {result['tok_s']:,.0f} | {result['wall_s']:.0f} "
-            f"| {result['val_bleu']:.2f} | {result['test_chrf']:.2f} | `{result['command']}` |\n"
+            f"| {result['val_bleu']:.2f} | {result['length_penalty']} (val beam-5 BLEU "
+            f"{by_alpha}) | {result['test_chrf']:.2f} | `{result['command']}` | "
+            f"`{result['eval_command']}` |\n"
         )
     return "".join(lines)
 
@@ -136,12 +183,18 @@ def main() -> None:
             name = f"{model}_{tool}"
             if name in runs:
                 print(f"{name}: kept from an earlier call", flush=True)
+                if tool == "seq2attn" and "length_penalty" not in runs[name]:
+                    runs[name].setdefault("train_test_bleu", runs[name]["test_bleu"])
+                    runs[name].update(choose_length_penalty(runs[name]))
+                    kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
                 continue
             print(
                 f"[{time.perf_counter() - started:6.0f} s] {name}: {args.minutes:g} min", flush=True
             )
             if tool == "seq2attn":
                 runs[name] = seq2attn_run(model, args.minutes, args.work_dir)
+                kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
+                runs[name].update(choose_length_penalty(runs[name]))
             else:
                 runs[name] = peer_run(tool, model, args.minutes, ws, bins[tool])
             kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
