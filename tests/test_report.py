@@ -162,6 +162,11 @@ def test_option_names_come_from_class_names() -> None:
     assert (row["scorer"], row["teacher forcing"]) == ("scaled_dot", "inverse_sigmoid")
     no_attention = config(**{"attention.type": "none"})
     assert config_row(Run("r", no_attention, {}), config_columns([]))["scorer"] == "-"
+    general = "seq2attn.models.scorers.GeneralScorer"
+    for scale, name in [(True, "scaled_general"), (False, "general"), (None, "general")]:
+        extra = {} if scale is None else {"scorer.scale": scale}
+        cfg = config(**{"scorer._target_": general, **extra})
+        assert config_row(Run("r", cfg, {}), config_columns([]))["scorer"] == name
 
 
 def test_aggregate_mean_and_sample_std_over_seeds(sweep: Path) -> None:

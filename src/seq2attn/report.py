@@ -162,6 +162,8 @@ def config_row(run: Run, columns: dict[str, str]) -> dict[str, str]:
     row = {header: _cell(key, flat.get(key)) for header, key in columns.items()}
     if flat.get("attention.type") == "none" and "scorer" in row:
         row["scorer"] = "-"  # the wiring without attention ignores the scorer group
+    elif flat.get("scorer.scale") is True and "scorer" in row:
+        row["scorer"] = f"scaled_{row['scorer']}"  # general / sqrt(d): scorer=scaled_general
     return row
 
 
