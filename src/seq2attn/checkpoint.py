@@ -192,15 +192,10 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Rebuild the trained model (in eval mode) and its tokenizers from a checkpoint."""
     resolved = resolve_checkpoint(path)
     contents = read_checkpoint(resolved)
-    model = _rebuild_model(resolved, contents)
     meta = contents["seq2attn"]
-    return LoadedCheckpoint(
-        resolved,
-        meta["config"],
-        model,
-        Tokenizer.from_proto(meta["src_spm"]),
-        Tokenizer.from_proto(meta["tgt_spm"]),
-    )
+    src, tgt = Tokenizer.from_proto(meta["src_spm"]), Tokenizer.from_proto(meta["tgt_spm"])
+    model = _rebuild_model(resolved, contents, src, tgt)
+    return LoadedCheckpoint(resolved, meta["config"], model, src, tgt)
 
 
 def load_checkpoints(paths: str | Path | Sequence[str | Path]) -> LoadedCheckpoint:
@@ -225,26 +220,27 @@ def load_checkpoints(paths: str | Path | Sequence[str | Path]) -> LoadedCheckpoi
                 f"{path}: its tokenizers differ from {files[0]}'s; the members of an ensemble "
                 "must share them"
             )
+    src, tgt = Tokenizer.from_proto(first["src_spm"]), Tokenizer.from_proto(first["tgt_spm"])
     models = [
-        _rebuild_model(path, checkpoint) for path, checkpoint in zip(files, contents, strict=True)
+        _rebuild_model(path, checkpoint, src, tgt)
+        for path, checkpoint in zip(files, contents, strict=True)
     ]
     return LoadedCheckpoint(
         path=files[0],
         config=first["config"],
         model=Ensemble(models).eval(),
-        src_tokenizer=Tokenizer.from_proto(first["src_spm"]),
-        tgt_tokenizer=Tokenizer.from_proto(first["tgt_spm"]),
+        src_tokenizer=src,
+        tgt_tokenizer=tgt,
         members=tuple(files),
     )
 
 
-def _rebuild_model(path: Path, contents: dict[str, Any]) -> Seq2Seq:
-    """The model of a read checkpoint, with its weights, in eval mode."""
-    meta = contents["seq2attn"]
+def _rebuild_model(path: Path, contents: dict[str, Any], src: Tokenizer, tgt: Tokenizer) -> Seq2Seq:
+    """The model of a read checkpoint (with its tokenizers), with its weights, in eval mode."""
     model = instantiate(
-        OmegaConf.create(meta["config"]["model"]),
-        src_vocab_size=Tokenizer.from_proto(meta["src_spm"]).vocab_size,
-        tgt_vocab_size=Tokenizer.from_proto(meta["tgt_spm"]).vocab_size,
+        OmegaConf.create(contents["seq2attn"]["config"]["model"]),
+        src_vocab_size=src.vocab_size,
+        tgt_vocab_size=tgt.vocab_size,
     )
     weights = {
         key.removeprefix(MODEL_PREFIX): value
