@@ -1,17 +1,20 @@
 """The best configuration of docs/results.md: train it, average its checkpoints, score it.
 
-    python benchmarks/best.py                 # train experiment=multi30k_best, then score it
+    python benchmarks/best.py                 # train both runs (unless done), then score them
     python benchmarks/best.py --report        # only refresh docs/results.md from the result file
 
-Training is ``python src/train.py experiment=multi30k_best`` (logs/best/multi30k_best/; a run
-folder that already holds metrics.json is not trained again). Then: the kept top-5 checkpoints
-are averaged (src/average.py), and the single best checkpoint and the average are decoded on val
-with beam 5 at GNMT length penalties 0.6, 1.0 to 1.5 in steps of 0.1, and 2.0 (src/eval.py);
-a call again decodes only what an earlier call has not. The candidate with the highest
-val BLEU is the configuration; test_2016_flickr is scored once for it (and once for the single
-best checkpoint at the default 0.6, to show what averaging adds). Everything goes to
-docs/results/multi30k_best.json (scores, signatures, commands, wall times, commit), the table of
-docs/results.md's ``best`` block is generated from it, and the attention maps of the first
+The configuration is ``experiment=multi30k_best`` trained twice with different seeds
+(``python src/train.py experiment=multi30k_best``, logs/best/multi30k_best/, and the same with
+``seed=2 precision=bf16-mixed``, logs/best/multi30k_best_seed2/; a run folder that already holds
+metrics.json is not trained again). Each run's kept top-5 checkpoints are averaged
+(src/average.py). Then val is decoded with beam 5 at GNMT length penalties 0.6, 1.0 to 1.5 in
+steps of 0.1, and 2.0 (src/eval.py) for the first run's single best checkpoint, each run's
+average, and the ensemble of the two averages; a call again decodes only what an earlier call
+has not. The candidate with the highest val BLEU is the configuration; test_2016_flickr is
+scored once for it, and once for each run's best candidate on val and for the first run's single
+best checkpoint at the default 0.6 (to show what averaging and ensembling add). Everything goes
+to docs/results/multi30k_best.json (scores, signatures, commands, wall times, commit), the table
+of docs/results.md's ``best`` block is generated from it, and the attention maps of the first
 three test sentences under the chosen model go to docs/figures/best_attention_<n>.png.
 """
 
@@ -21,6 +24,7 @@ import argparse
 import gzip
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,7 +36,12 @@ from seq2attn.checkpoint import resolve_checkpoint
 from seq2attn.report import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ROOT / "logs" / "best" / "multi30k_best"
+RUNS = ROOT / "logs" / "best"
+# run folder -> the overrides of experiment=multi30k_best it is trained with
+MEMBERS = {
+    "multi30k_best": (),
+    "multi30k_best_seed2": ("seed=2", "precision=bf16-mixed"),
+}
 RESULT = ROOT / "docs" / "results" / "multi30k_best.json"
 PAGE = ROOT / "docs" / "results.md"
 FIGURES = ROOT / "docs" / "figures"
@@ -50,11 +59,12 @@ def run(command: list[str], log: Path) -> None:
         sys.exit(f"benchmarks/best.py: '{' '.join(command)}' failed; see {log}")
 
 
-def train(run_dir: Path) -> dict[str, Any]:
+def train(run_dir: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
     command = [
         "python",
         "src/train.py",
         "experiment=multi30k_best",
+        *overrides,
         f"hydra.run.dir={_shown(run_dir)}",
         "trainer.enable_progress_bar=false",
     ]
@@ -64,6 +74,7 @@ def train(run_dir: Path) -> dict[str, Any]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     record = json.loads((run_dir / "run.json").read_text())
     return {
+        "run": run_dir.name,
         "command": " ".join(command),
         "wall_s": metrics["time/wall_s"],
         "steps": metrics.get("trainer/global_step"),
@@ -83,12 +94,14 @@ def average(run_dir: Path) -> dict[str, Any]:
     return {"command": " ".join(command), "checkpoint": out}
 
 
-def evaluate(checkpoint: Path, split: str, length_penalty: float, folder: Path) -> dict[str, Any]:
-    """Beam-5 scores of ``checkpoint`` on ``split`` at ``length_penalty``, with the command."""
+def evaluate(
+    checkpoints: list[Path], split: str, length_penalty: float, folder: Path
+) -> dict[str, Any]:
+    """Beam-5 scores of a checkpoint (an ensemble if several) on ``split``, with the command."""
     command = [
         "python",
         "src/eval.py",
-        f"ckpt_path={_shown(checkpoint)}",
+        f"ckpt_path={_checkpoint_option(checkpoints)}",
         "data=multi30k",
         f"split={split}",
         "decoding=beam",
@@ -107,12 +120,12 @@ def evaluate(checkpoint: Path, split: str, length_penalty: float, folder: Path) 
         "chrf": scores["chrf"],
         "ter": scores["ter"],
         "signatures": scores["signatures"],
-        "command": " ".join(command),
+        "command": shlex.join(command),
         "decode_s": scores["decode_seconds"],
     }
 
 
-def heatmaps(checkpoint: Path, length_penalty: float, work: Path) -> list[str]:
+def heatmaps(checkpoints: list[Path], length_penalty: float, work: Path) -> list[str]:
     """Attention maps of the first test sentences, copied to docs/figures/."""
     source = _corpus() / "test_2016_flickr.de.gz"
     with gzip.open(source, "rt", encoding="utf-8") as text:
@@ -122,7 +135,7 @@ def heatmaps(checkpoint: Path, length_penalty: float, work: Path) -> list[str]:
     command = [
         sys.executable,
         "src/translate.py",
-        f"ckpt_path={checkpoint}",
+        f"ckpt_path={_checkpoint_option(checkpoints)}",
         f"input={work / 'input.de'}",
         f"output={work / 'output.en'}",
         f"attention_dir={work}",
@@ -138,28 +151,47 @@ def heatmaps(checkpoint: Path, length_penalty: float, work: Path) -> list[str]:
     return figures
 
 
-def score(run_dir: Path) -> dict[str, Any]:
+def score(runs: Path) -> dict[str, Any]:
     """Train (unless done), average, choose on val, score test once; the result record."""
-    trained = train(run_dir)
-    averaged = average(run_dir)
-    candidates = {"single best checkpoint": resolve_checkpoint(run_dir)}
-    candidates[f"average of the {AVERAGED} best checkpoints"] = averaged["checkpoint"]
+    trained: list[dict[str, Any]] = []
+    averaged: list[dict[str, Any]] = []
+    for name, overrides in MEMBERS.items():
+        trained.append(train(runs / name, overrides))
+        averaged.append(average(runs / name))
+    first = runs / next(iter(MEMBERS))
+    candidates = {"run 1, single best checkpoint": [resolve_checkpoint(first)]}
+    averages = [
+        f"run {n}, average of the {AVERAGED} best checkpoints" for n in range(1, len(MEMBERS) + 1)
+    ]
+    for name, member in zip(averages, averaged, strict=True):
+        candidates[name] = [member["checkpoint"]]
+    candidates["ensemble of the runs' averages"] = [member["checkpoint"] for member in averaged]
     val = []
-    for name, checkpoint in candidates.items():
+    for name, checkpoints in candidates.items():
         for alpha in LENGTH_PENALTIES:
-            folder = run_dir / "eval" / f"{checkpoint.stem}-val-lp{alpha}"
-            val.append({"model": name, **evaluate(checkpoint, "val", alpha, folder)})
-    chosen = max(val, key=lambda entry: entry["bleu"])
+            val.append(
+                {
+                    "model": name,
+                    **evaluate(checkpoints, "val", alpha, _folder(runs, checkpoints, "val", alpha)),
+                }
+            )
+    best_of: dict[str, dict[str, Any]] = {}  # candidate -> its best val entry
+    for entry in val:
+        if entry["model"] not in best_of or entry["bleu"] > best_of[entry["model"]]["bleu"]:
+            best_of[entry["model"]] = entry
+    chosen = max(best_of.values(), key=lambda entry: entry["bleu"])
+    looked_at = [(chosen["model"], chosen["length_penalty"])]
+    looked_at += [(name, best_of[name]["length_penalty"]) for name in averages]
+    looked_at.append((next(iter(candidates)), LENGTH_PENALTIES[0]))
     test = []
-    baseline = (next(iter(candidates)), LENGTH_PENALTIES[0])
-    for name, alpha in dict.fromkeys([(chosen["model"], chosen["length_penalty"]), baseline]):
-        folder = run_dir / "eval" / f"{candidates[name].stem}-test-lp{alpha}"
+    for name, alpha in dict.fromkeys(looked_at):
+        folder = _folder(runs, candidates[name], "test", alpha)
         test.append({"model": name, **evaluate(candidates[name], "test", alpha, folder)})
-    figures = heatmaps(candidates[chosen["model"]], chosen["length_penalty"], run_dir / "heatmaps")
+    figures = heatmaps(candidates[chosen["model"]], chosen["length_penalty"], runs / "heatmaps")
     return {
         "experiment": "multi30k_best",
         "train": trained,
-        "average": {k: str(v) for k, v in averaged.items()},
+        "average": [{k: str(v) for k, v in member.items()} for member in averaged],
         "chosen": {"model": chosen["model"], "length_penalty": chosen["length_penalty"]},
         "val": val,
         "test": test,
@@ -167,6 +199,25 @@ def score(run_dir: Path) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "hardware": f"{os.cpu_count()} CPU cores, no GPU",
     }
+
+
+def _folder(runs: Path, checkpoints: list[Path], split: str, length_penalty: float) -> Path:
+    """Where one decode's scores are kept: in the run's folder, or runs/ensemble/ for several."""
+    if len(checkpoints) == 1:
+        checkpoint = checkpoints[0]
+        run_dir = (
+            checkpoint.parent.parent
+            if checkpoint.parent.name == "checkpoints"
+            else checkpoint.parent
+        )
+        return run_dir / "eval" / f"{checkpoint.stem}-{split}-lp{length_penalty}"
+    return runs / "ensemble" / "eval" / f"{split}-lp{length_penalty}"
+
+
+def _checkpoint_option(checkpoints: list[Path]) -> str:
+    """The ckpt_path value: one path, or a list of them for an ensemble."""
+    shown = [_shown(checkpoint) for checkpoint in checkpoints]
+    return shown[0] if len(shown) == 1 else f"[{','.join(shown)}]"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -191,17 +242,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"{entry['bleu']:.2f} | {entry['chrf']:.2f} | {entry['ter']:.2f} | "
             f"`{entry['command']}` |"
         )
-    trained = result["train"]
-    minutes = trained["wall_s"] / 60
-    lines += [
-        "",
-        f"Trained by `{trained['command']}` in {minutes:.0f} min ({trained['steps']:.0f} steps, "
-        f"{trained['params']:,.0f} parameters) on {result['hardware']}, commit "
-        f"{(trained['commit'] or 'unknown')[:7]}"
-        f"{' with uncommitted changes' if trained.get('uncommitted_changes') else ''}; averaged "
-        f"by `{result['average']['command']}`. "
-        f"Signature: `{result['test'][0]['signatures']['bleu']}`.",
-    ]
+    lines.append("")
+    for number, (trained, averaged) in enumerate(
+        zip(result["train"], result["average"], strict=True), 1
+    ):
+        lines.append(
+            f"Run {number} trained by `{trained['command']}` in {trained['wall_s'] / 60:.0f} min "
+            f"({trained['steps']:.0f} steps, {trained['params']:,.0f} parameters) on "
+            f"{result['hardware']}, commit {(trained['commit'] or 'unknown')[:7]}"
+            f"{' with uncommitted changes' if trained.get('uncommitted_changes') else ''}; "
+            f"averaged by `{averaged['command']}`."
+        )
+        lines.append("")
+    lines.append(f"Signature: `{result['test'][0]['signatures']['bleu']}`.")
     return "\n".join(lines) + "\n"
 
 
@@ -222,13 +275,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--run-dir", type=Path, default=RUN, help=f"default {_shown(RUN)}")
+    parser.add_argument(
+        "--runs", type=Path, default=RUNS, help=f"the runs' parent folder (default {_shown(RUNS)})"
+    )
     parser.add_argument("--report", action="store_true", help="only refresh the page")
     args = parser.parse_args()
     if not args.report:
         if not (_corpus() / "train.de.gz").is_file():
             sys.exit(f"benchmarks/best.py needs Multi30k in {_corpus()} (or set SEQ2ATTN_DATA)")
-        result = score(args.run_dir.resolve())
+        result = score(args.runs.resolve())
         RESULT.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {_shown(RESULT)}")
     result = json.loads(RESULT.read_text())

@@ -8,8 +8,8 @@ with this platform's recipe), stopped by ``trainer.max_time`` if its step budget
 it first; the peers train the speed benchmark's R1/R2 configs (benchmarks/peers.py) and are
 stopped after the same minutes of process wall time, keeping their newest checkpoint. Every model
 then translates test_2016_flickr with beam 5, scored by sacreBLEU (detokenised, cased, 13a);
-seq2attn's length penalty is chosen on val (GNMT alpha 0.6, 1.0 or 1.5) before test is decoded
-with it.
+seq2attn's length penalty is chosen on val (the GNMT alphas of benchmarks/best.py) before test
+is decoded with it.
 Writes benchmarks/results/budget.json and budget.md (also into the ``budget`` block of
 docs/results.md); ``--resume`` reuses finished runs.
 """
@@ -27,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 import speed  # noqa: E402
+from best import LENGTH_PENALTIES  # noqa: E402
 
 from seq2attn.report import write_section  # noqa: E402
 
@@ -34,7 +35,6 @@ REPO, SHARED, RESULTS = speed.REPO, speed.SHARED, speed.RESULTS
 SPM_MODEL = SHARED / "bench" / "spm_multi30k_deen_unigram8k.model"
 PAGE = REPO / "docs" / "results.md"
 TOOLS = ("seq2attn", *peers.PEERS)
-LENGTH_PENALTIES = (0.6, 1.0, 1.5)
 
 
 def seq2attn_run(model: str, minutes: float, ws: Path) -> dict[str, Any]:
@@ -183,7 +183,7 @@ def main() -> None:
             name = f"{model}_{tool}"
             if name in runs:
                 print(f"{name}: kept from an earlier call", flush=True)
-                if tool == "seq2attn" and "length_penalty" not in runs[name]:
+                if tool == "seq2attn":  # decodes done before are reused
                     runs[name].setdefault("train_test_bleu", runs[name]["test_bleu"])
                     runs[name].update(choose_length_penalty(runs[name]))
                     kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
