@@ -107,9 +107,10 @@ def seq2attn_decode(checkpoint: str, ws: Path, name: str, greedy_only: bool = Fa
 def ratio(results: dict[str, float | None]) -> str:
     """seq2attn over the faster peer, e.g. "1.52x"."""
     others = [v for k, v in results.items() if k != "seq2attn" and v]
-    if not others or not results.get("seq2attn"):
+    ours = results.get("seq2attn")
+    if not others or not ours:
         return "n/a"
-    return f"{results['seq2attn'] / max(others):.2f}x"
+    return f"{ours / max(others):.2f}x"
 
 
 def markdown(report: dict[str, Any]) -> str:
