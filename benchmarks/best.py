@@ -24,18 +24,18 @@ import argparse
 import gzip
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from seq2attn.checkpoint import resolve_checkpoint
-from seq2attn.report import write_section
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scoring import ROOT, checkpoint_option, corpus, evaluate, run, shown  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from seq2attn.checkpoint import resolve_checkpoint  # noqa: E402
+from seq2attn.report import write_section  # noqa: E402
+
 RUNS = ROOT / "logs" / "best"
 # run folder -> the overrides of experiment=multi30k_best it is trained with
 MEMBERS = {
@@ -47,16 +47,9 @@ PAGE = ROOT / "docs" / "results.md"
 FIGURES = ROOT / "docs" / "figures"
 LENGTH_PENALTIES = (0.6, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 2.0)
 AVERAGED = 5
+# the runs' data config as the corpus folder of this machine has it (scoring.corpus)
+DATA = ("data=multi30k",)
 HEATMAPS = 3
-
-
-def run(command: list[str], log: Path) -> None:
-    """Run a project command from the project folder, its output to ``log``."""
-    print(f"$ {' '.join(command)}", flush=True)
-    with log.open("w") as sink:
-        done = subprocess.run(command, cwd=ROOT, stdout=sink, stderr=sink, env=_env())
-    if done.returncode != 0:
-        sys.exit(f"benchmarks/best.py: '{' '.join(command)}' failed; see {log}")
 
 
 def train(run_dir: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
@@ -65,12 +58,12 @@ def train(run_dir: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
         "src/train.py",
         "experiment=multi30k_best",
         *overrides,
-        f"hydra.run.dir={_shown(run_dir)}",
+        f"hydra.run.dir={shown(run_dir)}",
         "trainer.enable_progress_bar=false",
     ]
     if not (run_dir / "metrics.json").is_file():
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        run([sys.executable, *command[1:]], run_dir.parent / f"{run_dir.name}.log")
+        run(command, run_dir.parent / f"{run_dir.name}.log")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     record = json.loads((run_dir / "run.json").read_text())
     return {
@@ -87,55 +80,24 @@ def train(run_dir: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
 
 def average(run_dir: Path) -> dict[str, Any]:
     out = run_dir / "averaged.ckpt"
-    command = ["python", "src/average.py", _shown(run_dir), "--best", str(AVERAGED)]
-    command += ["--out", _shown(out)]
+    command = ["python", "src/average.py", shown(run_dir), "--best", str(AVERAGED)]
+    command += ["--out", shown(out)]
     if not out.is_file():
-        run([sys.executable, *command[1:]], run_dir / "average.log")
+        run(command, run_dir / "average.log")
     return {"command": " ".join(command), "checkpoint": out}
-
-
-def evaluate(
-    checkpoints: list[Path], split: str, length_penalty: float, folder: Path
-) -> dict[str, Any]:
-    """Beam-5 scores of a checkpoint (an ensemble if several) on ``split``, with the command."""
-    command = [
-        "python",
-        "src/eval.py",
-        f"ckpt_path={_checkpoint_option(checkpoints)}",
-        "data=multi30k",
-        f"split={split}",
-        "decoding=beam",
-        "decoding.beam_size=5",
-        f"decoding.length_penalty={length_penalty}",
-        f"hydra.run.dir={_shown(folder)}",
-    ]
-    if not (folder / "scores.json").is_file():  # scored by an earlier call: not decoded again
-        folder.mkdir(parents=True, exist_ok=True)
-        run([sys.executable, *command[1:]], folder.parent / f"{folder.name}.log")
-    scores = json.loads((folder / "scores.json").read_text())
-    return {
-        "split": split,
-        "length_penalty": length_penalty,
-        "bleu": scores["bleu"],
-        "chrf": scores["chrf"],
-        "ter": scores["ter"],
-        "signatures": scores["signatures"],
-        "command": shlex.join(command),
-        "decode_s": scores["decode_seconds"],
-    }
 
 
 def heatmaps(checkpoints: list[Path], length_penalty: float, work: Path) -> list[str]:
     """Attention maps of the first test sentences, copied to docs/figures/."""
-    source = _corpus() / "test_2016_flickr.de.gz"
+    source = corpus() / "test_2016_flickr.de.gz"
     with gzip.open(source, "rt", encoding="utf-8") as text:
         lines = text.read().splitlines()[:HEATMAPS]
     work.mkdir(parents=True, exist_ok=True)
     (work / "input.de").write_text("".join(line + "\n" for line in lines))
     command = [
-        sys.executable,
+        "python",
         "src/translate.py",
-        f"ckpt_path={_checkpoint_option(checkpoints)}",
+        f"ckpt_path={checkpoint_option(checkpoints)}",
         f"input={work / 'input.de'}",
         f"output={work / 'output.en'}",
         f"attention_dir={work}",
@@ -172,7 +134,13 @@ def score(runs: Path) -> dict[str, Any]:
             val.append(
                 {
                     "model": name,
-                    **evaluate(checkpoints, "val", alpha, _folder(runs, checkpoints, "val", alpha)),
+                    **evaluate(
+                        checkpoints,
+                        "val",
+                        _folder(runs, checkpoints, "val", alpha),
+                        alpha,
+                        overrides=DATA,
+                    ),
                 }
             )
     best_of: dict[str, dict[str, Any]] = {}  # candidate -> its best val entry
@@ -186,7 +154,9 @@ def score(runs: Path) -> dict[str, Any]:
     test = []
     for name, alpha in dict.fromkeys(looked_at):
         folder = _folder(runs, candidates[name], "test", alpha)
-        test.append({"model": name, **evaluate(candidates[name], "test", alpha, folder)})
+        test.append(
+            {"model": name, **evaluate(candidates[name], "test", folder, alpha, overrides=DATA)}
+        )
     figures = heatmaps(candidates[chosen["model"]], chosen["length_penalty"], runs / "heatmaps")
     return {
         "experiment": "multi30k_best",
@@ -212,12 +182,6 @@ def _folder(runs: Path, checkpoints: list[Path], split: str, length_penalty: flo
         )
         return run_dir / "eval" / f"{checkpoint.stem}-{split}-lp{length_penalty}"
     return runs / "ensemble" / "eval" / f"{split}-lp{length_penalty}"
-
-
-def _checkpoint_option(checkpoints: list[Path]) -> str:
-    """The ckpt_path value: one path, or a list of them for an ensemble."""
-    shown = [_shown(checkpoint) for checkpoint in checkpoints]
-    return shown[0] if len(shown) == 1 else f"[{','.join(shown)}]"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -258,34 +222,21 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _corpus() -> Path:
-    return Path(os.environ.get("SEQ2ATTN_DATA", ROOT.parent / "shared" / "data" / "multi30k"))
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "SEQ2ATTN_DATA": str(_corpus())}
-
-
-def _shown(path: Path) -> str:
-    """A path as the commands show it: relative to the project folder where possible."""
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--runs", type=Path, default=RUNS, help=f"the runs' parent folder (default {_shown(RUNS)})"
+        "--runs", type=Path, default=RUNS, help=f"the runs' parent folder (default {shown(RUNS)})"
     )
     parser.add_argument("--report", action="store_true", help="only refresh the page")
     args = parser.parse_args()
     if not args.report:
-        if not (_corpus() / "train.de.gz").is_file():
-            sys.exit(f"benchmarks/best.py needs Multi30k in {_corpus()} (or set SEQ2ATTN_DATA)")
+        if not (corpus() / "train.de.gz").is_file():
+            sys.exit(f"benchmarks/best.py needs Multi30k in {corpus()} (or set SEQ2ATTN_DATA)")
         result = score(args.runs.resolve())
         RESULT.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {_shown(RESULT)}")
+        print(f"wrote {shown(RESULT)}")
     result = json.loads(RESULT.read_text())
     write_section(markdown(result), PAGE, "best")
     print(markdown(result), end="")

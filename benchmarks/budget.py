@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import peers  # noqa: E402
 import speed  # noqa: E402
 from best import LENGTH_PENALTIES  # noqa: E402
+from scoring import evaluate  # noqa: E402
 
 from seq2attn.report import write_section  # noqa: E402
 
@@ -69,31 +70,14 @@ def seq2attn_run(model: str, minutes: float, ws: Path) -> dict[str, Any]:
 
 def choose_length_penalty(run: dict[str, Any]) -> dict[str, Any]:
     """Decode val with beam 5 at each of LENGTH_PENALTIES (src/eval.py on the run's best
-    checkpoint), then test once at the val-best one; folders that hold scores.json are reused."""
+    checkpoint), then test once at the val-best one; decodes done before are reused."""
     folder = Path(run["run_dir"])
-
-    def scores(split: str, alpha: float) -> dict[str, Any]:
-        out = folder / "eval" / f"{split}-lp{alpha}"
-        command = [
-            sys.executable,
-            str(REPO / "src" / "eval.py"),
-            f"ckpt_path={folder}",
-            f"split={split}",
-            "decoding=beam",
-            "decoding.beam_size=5",
-            f"decoding.length_penalty={alpha}",
-            f"hydra.run.dir={out}",
-        ]
-        if not (out / "scores.json").is_file():
-            out.mkdir(parents=True, exist_ok=True)
-            speed.run_measured(command, out.parent / f"{out.name}.log")
-        found = json.loads((out / "scores.json").read_text())
-        shown = " ".join(["python src/eval.py", *command[2:]])
-        return {"bleu": found["bleu"], "chrf": found["chrf"], "command": shown}
-
-    val = {alpha: scores("val", alpha) for alpha in LENGTH_PENALTIES}
+    val = {
+        alpha: evaluate([folder], "val", folder / "eval" / f"val-lp{alpha}", alpha)
+        for alpha in LENGTH_PENALTIES
+    }
     chosen = max(LENGTH_PENALTIES, key=lambda alpha: val[alpha]["bleu"])
-    test = scores("test", chosen)
+    test = evaluate([folder], "test", folder / "eval" / f"test-lp{chosen}", chosen)
     return {
         "length_penalty": chosen,
         "val_bleu_by_length_penalty": {str(a): v["bleu"] for a, v in val.items()},
