@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
 
 from seq2attn import module as module_lib
 from seq2attn.data.datamodule import build_datamodule
@@ -31,6 +32,53 @@ def test_bf16_mixed_runs_the_matrix_products_in_bf16(compose_train: Compose) -> 
 def test_bf16_mixed_trains_an_epoch_with_finite_loss(compose_train: Compose) -> None:
     metrics = train(compose_train("precision=bf16-mixed", "trainer.max_epochs=1"))
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
+
+
+class _GradientsAtStep(Callback):
+    """Whether the optimizer is fused, and the gradients each optimizer step applied (clipped)."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        optimizer = trainer.optimizers[0]
+        self.fused = optimizer.param_groups[0]["fused"]
+        self.grads: list[list[torch.Tensor]] = []
+        optimizer.register_step_post_hook(
+            lambda opt, args, kwargs: self.grads.append(
+                [p.grad.clone() for group in opt.param_groups for p in group["params"]]
+            )
+        )
+
+
+CLIP = 1e-4  # far below the raw gradients of the tiny model (largest ~0.1)
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value", None])
+def test_bf16_mixed_clips_the_gradients_of_a_fused_optimizer(
+    compose_train: Compose, algorithm: str | None
+) -> None:
+    clipping = (
+        [f"trainer.gradient_clip_val={CLIP}", f"+trainer.gradient_clip_algorithm={algorithm}"]
+        if algorithm
+        else ["trainer.gradient_clip_val=null"]
+    )
+    cfg = compose_train("precision=bf16-mixed", "optimizer.fused=true", *clipping)
+    datamodule = build_datamodule(cfg.data)
+    datamodule.setup("fit")
+    module = build_module(cfg, datamodule)
+    recorder = _GradientsAtStep()
+    trainer = instantiate(
+        cfg.trainer, logger=False, callbacks=[recorder], max_steps=3, limit_val_batches=0
+    )
+    trainer.fit(module, datamodule=datamodule)
+    assert recorder.fused and len(recorder.grads) == 3
+    for grads in recorder.grads:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        largest = max(g.abs().max() for g in grads)
+        if algorithm == "norm":
+            assert norm.item() == pytest.approx(CLIP, rel=1e-3)
+        elif algorithm == "value":
+            assert largest.item() == pytest.approx(CLIP)
+        else:
+            assert largest > 100 * CLIP
 
 
 def test_same_seed_gives_identical_metrics(compose_train: Compose, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import Tensor
 
 from seq2attn.config import DecodingSchema, SearchStrategy
@@ -234,11 +235,33 @@ class Seq2SeqModule(L.LightningModule):
             name, keys, position, has_gauss, cached = states["numpy"]
             np.random.set_state((name, keys.numpy(), position, has_gauss, cached))
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip as Lightning does, except under bf16-mixed: Lightning's mixed-precision plugin
+        refuses to clip for a fused optimizer, which unscales fp16 gradients inside its step, but
+        bf16 has no scaler, so the gradients are clipped here as they are."""
+        plugin = self.trainer.precision_plugin
+        scaled = not isinstance(plugin, MixedPrecision) or plugin.scaler is not None
+        if not gradient_clip_val or scaled:
+            super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+            return
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(parameters, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
+
     def configure_optimizers(self) -> Any:
         overrides = {}
         fused = getattr(self.optimizer_factory, "keywords", {}).get("fused", False)
-        if fused and str(self.trainer.precision).endswith("-mixed"):
-            # Lightning's mixed-precision plugin refuses to clip a fused optimizer's gradients
+        if fused and str(self.trainer.precision) == "16-mixed":
+            # fp16's gradient scaler: a fused optimizer unscales inside its step, after clipping
             log.info("optimizer.fused=true is set aside under %s precision", self.trainer.precision)
             overrides["fused"] = False
         optimizer = self.optimizer_factory(self.parameters(), **overrides)
