@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,21 @@ def heatmaps(checkpoints: list[Path], length_penalty: float, work: Path) -> list
     return figures
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """A model to score: its checkpoints (several: an ensemble), the folder that keeps its decodes
+    (under eval/) and the prefix of their names there."""
+
+    checkpoints: list[Path]
+    folder: Path
+    prefix: str = ""
+
+    def evaluate(self, split: str, length_penalty: float) -> dict[str, Any]:
+        """Beam-5 scores on ``split`` at ``length_penalty``."""
+        out = self.folder / "eval" / f"{self.prefix}{split}-lp{length_penalty}"
+        return evaluate(self.checkpoints, split, out, length_penalty, overrides=DATA)
+
+
 def score(runs: Path) -> dict[str, Any]:
     """Train (unless done), average, choose on val, score test once; the result record."""
     trained: list[dict[str, Any]] = []
@@ -121,43 +137,36 @@ def score(runs: Path) -> dict[str, Any]:
         trained.append(train(runs / name, overrides))
         averaged.append(average(runs / name))
     first = runs / next(iter(MEMBERS))
-    candidates = {"run 1, single best checkpoint": [resolve_checkpoint(first)]}
+    single = resolve_checkpoint(first)
+    candidates = {"run 1, single best checkpoint": Candidate([single], first, f"{single.stem}-")}
     averages = [
         f"run {n}, average of the {AVERAGED} best checkpoints" for n in range(1, len(MEMBERS) + 1)
     ]
-    for name, member in zip(averages, averaged, strict=True):
-        candidates[name] = [member["checkpoint"]]
-    candidates["ensemble of the runs' averages"] = [member["checkpoint"] for member in averaged]
-    val = []
-    for name, checkpoints in candidates.items():
-        for alpha in LENGTH_PENALTIES:
-            val.append(
-                {
-                    "model": name,
-                    **evaluate(
-                        checkpoints,
-                        "val",
-                        _folder(runs, checkpoints, "val", alpha),
-                        alpha,
-                        overrides=DATA,
-                    ),
-                }
-            )
-    best_of: dict[str, dict[str, Any]] = {}  # candidate -> its best val entry
-    for entry in val:
-        if entry["model"] not in best_of or entry["bleu"] > best_of[entry["model"]]["bleu"]:
-            best_of[entry["model"]] = entry
+    for name, run_dir, member in zip(averages, MEMBERS, averaged, strict=True):
+        candidates[name] = Candidate([member["checkpoint"]], runs / run_dir, "averaged-")
+    candidates["ensemble of the runs' averages"] = Candidate(
+        [member["checkpoint"] for member in averaged], runs / "ensemble"
+    )
+    val = [
+        {"model": name, **candidate.evaluate("val", alpha)}
+        for name, candidate in candidates.items()
+        for alpha in LENGTH_PENALTIES
+    ]
+    best_of = {  # candidate -> its best val entry
+        name: max((entry for entry in val if entry["model"] == name), key=lambda e: e["bleu"])
+        for name in candidates
+    }
     chosen = max(best_of.values(), key=lambda entry: entry["bleu"])
     looked_at = [(chosen["model"], chosen["length_penalty"])]
     looked_at += [(name, best_of[name]["length_penalty"]) for name in averages]
     looked_at.append((next(iter(candidates)), LENGTH_PENALTIES[0]))
-    test = []
-    for name, alpha in dict.fromkeys(looked_at):
-        folder = _folder(runs, candidates[name], "test", alpha)
-        test.append(
-            {"model": name, **evaluate(candidates[name], "test", folder, alpha, overrides=DATA)}
-        )
-    figures = heatmaps(candidates[chosen["model"]], chosen["length_penalty"], runs / "heatmaps")
+    test = [
+        {"model": name, **candidates[name].evaluate("test", alpha)}
+        for name, alpha in dict.fromkeys(looked_at)
+    ]
+    figures = heatmaps(
+        candidates[chosen["model"]].checkpoints, chosen["length_penalty"], runs / "heatmaps"
+    )
     return {
         "experiment": "multi30k_best",
         "train": trained,
@@ -169,19 +178,6 @@ def score(runs: Path) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "hardware": f"{os.cpu_count()} CPU cores, no GPU",
     }
-
-
-def _folder(runs: Path, checkpoints: list[Path], split: str, length_penalty: float) -> Path:
-    """Where one decode's scores are kept: in the run's folder, or runs/ensemble/ for several."""
-    if len(checkpoints) == 1:
-        checkpoint = checkpoints[0]
-        run_dir = (
-            checkpoint.parent.parent
-            if checkpoint.parent.name == "checkpoints"
-            else checkpoint.parent
-        )
-        return run_dir / "eval" / f"{checkpoint.stem}-{split}-lp{length_penalty}"
-    return runs / "ensemble" / "eval" / f"{split}-lp{length_penalty}"
 
 
 def markdown(result: dict[str, Any]) -> str:
