@@ -12,10 +12,11 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
+from seq2attn.lr_schedules import WarmupCosineFactor
 from seq2attn.module import attached_datamodule
 from seq2attn.plotting import heatmap_png
 from seq2attn.translation import attention_map, translate_sentences
@@ -45,6 +46,45 @@ class TokenThroughput(Callback):
         elapsed = time.perf_counter() - self._started
         tokens = batch.num_target_tokens * trainer.world_size
         pl_module.log("train/tok_s", tokens / max(elapsed, 1e-9), prog_bar=True, batch_size=1)
+
+
+class AnnealToTimeLimit(Callback):
+    """Before each training step, tells the warm-up + cosine schedules the fraction of
+    ``trainer.max_time`` spent, so that their decay reaches its floor when the time limit stops
+    the run, on a fast machine or a slow one (the step count then only bounds it from above)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._timer(trainer) is None:
+            log.warning("callbacks.anneal_to_time_limit does nothing: trainer.max_time is not set")
+        if not self._factors(trainer):
+            log.warning(
+                "callbacks.anneal_to_time_limit does nothing: scheduler is not warmup_cosine"
+            )
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        timer = self._timer(trainer)
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if timer is None or remaining is None:
+            return
+        elapsed = timer.time_elapsed("train")
+        for factor in self._factors(trainer):
+            factor.time_fraction = elapsed / max(elapsed + remaining, 1e-9)
+
+    @staticmethod
+    def _timer(trainer: L.Trainer) -> Timer | None:
+        callbacks = getattr(trainer, "callbacks", [])  # an instance attribute, not declared
+        return next((c for c in callbacks if isinstance(c, Timer)), None)
+
+    @staticmethod
+    def _factors(trainer: L.Trainer) -> list[WarmupCosineFactor]:
+        return [
+            factor
+            for config in trainer.lr_scheduler_configs
+            for factor in getattr(config.scheduler, "lr_lambdas", [])
+            if isinstance(factor, WarmupCosineFactor)
+        ]
 
 
 class ValidationSnapshots(Callback):

@@ -1,7 +1,9 @@
 """Learning-rate schedules stepped once per optimizer step: multipliers of the base rate.
 
-``WarmupCosine``: lr_s = lr · s/w for s < w, then
-lr · (f + (1 - f) · ½(1 + cos(π · min(1, (s - w)/(T - w))))), decaying to the fraction f at T.
+``WarmupCosine``: lr_s = lr · s/w for s < w, then lr · (f + (1 - f) · ½(1 + cos(π · p))), decaying
+to the fraction f at p = 1, with p = min(1, max((s - w)/(T - w), τ)): the steps' progress, or the
+fraction τ of ``trainer.max_time`` spent when :class:`seq2attn.callbacks.AnnealToTimeLimit`
+reports it, whichever is further along.
 ``InverseSqrt`` (Vaswani et al. 2017, fairseq): lr_s = lr · min((s + 1)/w, sqrt(w/(s + 1))).
 Both are picklable objects, so a resumed run restores them from the checkpoint.
 """
@@ -9,20 +11,22 @@ Both are picklable objects, so a resumed run restores them from the checkpoint.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
 
-@dataclass(frozen=True)
+@dataclass
 class WarmupCosineFactor:
     """Linear warm-up over ``warmup_steps``, then a cosine decay to ``final_ratio`` at
-    ``total_steps`` (held there afterwards)."""
+    ``total_steps`` (held there afterwards), or sooner when ``time_fraction`` (the share of a
+    time limit spent, kept up to date by a callback) runs ahead of the steps."""
 
     warmup_steps: int
     total_steps: int
     final_ratio: float = 0.0
+    time_fraction: float = field(default=0.0, compare=False)
 
     def __post_init__(self) -> None:
         if self.warmup_steps < 0:
@@ -38,7 +42,8 @@ class WarmupCosineFactor:
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
-        progress = min(1.0, (step - self.warmup_steps) / (self.total_steps - self.warmup_steps))
+        steps = (step - self.warmup_steps) / (self.total_steps - self.warmup_steps)
+        progress = min(1.0, max(steps, self.time_fraction))
         cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
         return self.final_ratio + (1.0 - self.final_ratio) * cosine
 
