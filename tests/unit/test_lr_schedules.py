@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Timer
 
+from seq2attn.callbacks import AnnealToTimeLimit
 from seq2attn.config import ConfigError, validate
 from seq2attn.lr_schedules import InverseSqrtFactor, WarmupCosineFactor, warmup_cosine
 from tests.conftest import Compose
@@ -21,6 +25,77 @@ def test_warmup_cosine_rises_linearly_then_follows_the_cosine_to_its_floor() -> 
     assert factor(35) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
     assert factor(110) == pytest.approx(0.1)
     assert factor(500) == pytest.approx(0.1)
+
+
+def test_warmup_cosine_follows_the_time_spent_when_it_runs_ahead_of_the_steps() -> None:
+    factor = WarmupCosineFactor(warmup_steps=10, total_steps=1010)
+    factor.time_fraction = 0.5
+    assert factor(5) == pytest.approx(0.6)  # the warm-up stays counted in steps
+    assert factor(110) == pytest.approx(0.5)  # time 0.5 is ahead of the steps' 0.1
+    assert factor(810) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.8)))  # steps ahead
+    factor.time_fraction = 1.3  # past the limit: held at the floor
+    assert factor(110) == pytest.approx(0.0)
+
+
+class _StoppedClock(Timer):
+    """A time limit of ``limit`` seconds of which ``elapsed`` are spent."""
+
+    def __init__(self, elapsed: float, limit: float) -> None:
+        super().__init__(duration=timedelta(seconds=limit))
+        self.elapsed = elapsed
+
+    def time_elapsed(self, stage: str = "train") -> float:
+        return self.elapsed
+
+
+@pytest.mark.parametrize(("elapsed", "lr"), [(0.0, 1.0), (300.0, 0.5), (600.0, 0.0)])
+def test_anneal_to_time_limit_sets_the_decay_by_the_time_spent(elapsed: float, lr: float) -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine(optimizer, warmup_steps=2, total_steps=100_002)
+    trainer = SimpleNamespace(
+        callbacks=[_StoppedClock(elapsed, limit=600.0)],
+        lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
+    )
+    for _ in range(3):  # past the warm-up, where the steps' own progress is ~0
+        AnnealToTimeLimit().on_train_batch_start(trainer, None, None, 0)
+        optimizer.step()
+        scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(lr, abs=1e-4)
+
+
+def test_a_run_stopped_by_its_time_limit_ends_annealed_and_validated(
+    compose_train: Compose,
+) -> None:
+    from seq2attn.tasks import train
+
+    cfg = compose_train(
+        "scheduler=warmup_cosine",
+        "scheduler.warmup_steps=2",
+        "trainer.max_steps=1000000",
+        "trainer.max_epochs=-1",
+        "trainer.check_val_every_n_epoch=null",
+        "trainer.val_check_interval=1000000",  # validated only when the time is up
+        "trainer.max_time=00:00:00:06",
+        "+callbacks.anneal_to_time_limit._target_=seq2attn.callbacks.AnnealToTimeLimit",
+        "optimizer.lr=0.01",
+    )
+    metrics = train(cfg)
+    assert 2 < metrics["trainer/global_step"] < 1_000_000  # stopped by the clock
+    assert "val/bleu" in metrics
+    checkpoint = torch.load(
+        f"{cfg.paths.output_dir}/checkpoints/last.ckpt", map_location="cpu", weights_only=False
+    )
+    steps = metrics["trainer/global_step"]
+    schedule = checkpoint["lr_schedulers"][0]
+    assert schedule["last_epoch"] == steps  # saved after the last optimizer step
+    # the decay followed the clock: the share of the 6 s spent, far ahead of the steps' ~1e-5
+    spent = schedule["lr_lambdas"][0]["time_fraction"]
+    assert 0.3 < spent <= 1.0
+    factor = WarmupCosineFactor(warmup_steps=2, total_steps=1_000_000)
+    factor.time_fraction = spent
+    lr = checkpoint["optimizer_states"][0]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(0.01 * factor(int(steps)))
+    assert lr < 0.01 * 0.5 * (1 + math.cos(math.pi * 0.3))
 
 
 def test_inverse_sqrt_peaks_at_the_end_of_warm_up() -> None:
