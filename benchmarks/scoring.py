@@ -47,26 +47,20 @@ def evaluate(
     checkpoints: list[Path],
     split: str,
     folder: Path,
-    length_penalty: float = 0.6,
-    beam_size: int = 5,
+    length_penalty: float,
     overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Scores of the checkpoint (an ensemble if several) on ``split``, decoded greedily when
-    ``beam_size`` is 1, with the command; ``folder`` holds the decode and its scores.json."""
-    decoding = ["decoding=greedy"]
-    if beam_size > 1:
-        decoding = [
-            "decoding=beam",
-            f"decoding.beam_size={beam_size}",
-            f"decoding.length_penalty={length_penalty}",
-        ]
+    """Beam-5 scores of the checkpoint (an ensemble if several) on ``split``, with the command;
+    ``folder`` holds the decode and its scores.json."""
     command = [
         "python",
         "src/eval.py",
         f"ckpt_path={checkpoint_option(checkpoints)}",
         *overrides,
         f"split={split}",
-        *decoding,
+        "decoding=beam",
+        "decoding.beam_size=5",
+        f"decoding.length_penalty={length_penalty}",
         f"hydra.run.dir={shown(folder)}",
     ]
     if not (folder / "scores.json").is_file():
@@ -75,8 +69,7 @@ def evaluate(
     scores = json.loads((folder / "scores.json").read_text())
     return {
         "split": split,
-        "length_penalty": length_penalty if beam_size > 1 else None,
-        "beam_size": beam_size,
+        "length_penalty": length_penalty,
         "bleu": scores["bleu"],
         "chrf": scores["chrf"],
         "ter": scores["ter"],

@@ -53,10 +53,22 @@ class AnnealToTimeLimit(Callback):
     ``trainer.max_time`` spent, so that their decay reaches its floor when the time limit stops
     the run, on a fast machine or a slow one (the step count then only bounds it from above)."""
 
+    def __init__(self) -> None:
+        self._timer: Timer | None = None
+        self._factors: list[WarmupCosineFactor] = []
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._timer(trainer) is None:
+        callbacks = getattr(trainer, "callbacks", [])  # an instance attribute, not declared
+        self._timer = next((c for c in callbacks if isinstance(c, Timer)), None)
+        self._factors = [
+            factor
+            for config in trainer.lr_scheduler_configs
+            for factor in getattr(config.scheduler, "lr_lambdas", [])
+            if isinstance(factor, WarmupCosineFactor)
+        ]
+        if self._timer is None:
             log.warning("callbacks.anneal_to_time_limit does nothing: trainer.max_time is not set")
-        if not self._factors(trainer):
+        if not self._factors:
             log.warning(
                 "callbacks.anneal_to_time_limit does nothing: scheduler is not warmup_cosine"
             )
@@ -64,27 +76,12 @@ class AnnealToTimeLimit(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        timer = self._timer(trainer)
-        remaining = timer.time_remaining("train") if timer is not None else None
-        if timer is None or remaining is None:
+        remaining = self._timer.time_remaining("train") if self._timer is not None else None
+        if self._timer is None or remaining is None:
             return
-        elapsed = timer.time_elapsed("train")
-        for factor in self._factors(trainer):
+        elapsed = self._timer.time_elapsed("train")
+        for factor in self._factors:
             factor.time_fraction = elapsed / max(elapsed + remaining, 1e-9)
-
-    @staticmethod
-    def _timer(trainer: L.Trainer) -> Timer | None:
-        callbacks = getattr(trainer, "callbacks", [])  # an instance attribute, not declared
-        return next((c for c in callbacks if isinstance(c, Timer)), None)
-
-    @staticmethod
-    def _factors(trainer: L.Trainer) -> list[WarmupCosineFactor]:
-        return [
-            factor
-            for config in trainer.lr_scheduler_configs
-            for factor in getattr(config.scheduler, "lr_lambdas", [])
-            if isinstance(factor, WarmupCosineFactor)
-        ]
 
 
 class ValidationSnapshots(Callback):

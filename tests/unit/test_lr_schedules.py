@@ -56,8 +56,10 @@ def test_anneal_to_time_limit_sets_the_decay_by_the_time_spent(elapsed: float, l
         callbacks=[_StoppedClock(elapsed, limit=600.0)],
         lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
     )
+    callback = AnnealToTimeLimit()
+    callback.on_train_start(trainer, None)
     for _ in range(3):  # past the warm-up, where the steps' own progress is ~0
-        AnnealToTimeLimit().on_train_batch_start(trainer, None, None, 0)
+        callback.on_train_batch_start(trainer, None, None, 0)
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(lr, abs=1e-4)
