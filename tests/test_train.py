@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2attn.config import ConfigError
 from seq2attn.data.datamodule import Batch, TranslationDataModule, build_datamodule
 from seq2attn.module import token_nll
 from seq2attn.tasks import build_module, train
@@ -49,6 +50,27 @@ def test_one_step_reaches_every_part(compose_train: Compose, wiring: str, cell: 
         assert grads, f"no parameters named *{part}*"
         assert all(g is not None for g in grads), f"{part}: parameter without gradient"
         assert sum(g.abs().sum().item() for g in grads) > 0, f"{part}: all-zero gradients"
+
+
+def test_share_embeddings_uses_one_matrix_for_both_sides(compose_train: Compose) -> None:
+    module, batch = _setup(compose_train, "model.share_embeddings=true")
+    model = module.model
+    assert model.src_embedding is model.tgt_embedding
+    _loss(model, batch).backward()
+    shared = model.src_embedding.weight.grad
+    pad = {model.src_embedding.padding_idx}
+    source, target = (set(side.unique().tolist()) - pad for side in (batch.src, batch.tgt_in))
+    # the one table learns from both sides: pieces seen on one side only get gradients too
+    for only in (source - target, target - source):
+        assert only, "the batch should have pieces on one side only"
+        assert shared[sorted(only)].abs().sum(dim=1).gt(0).all()
+    untied = sum(p.numel() for p in _setup(compose_train)[0].model.parameters())
+    assert untied - sum(p.numel() for p in model.parameters()) == shared.numel()
+
+
+def test_share_embeddings_needs_one_vocabulary(compose_train: Compose) -> None:
+    with pytest.raises(ConfigError, match="model.share_embeddings=true needs one vocabulary"):
+        _setup(compose_train, "model.share_embeddings=true", "data.joint_vocab=false")
 
 
 def test_small_model_overfits_one_batch(compose_train: Compose) -> None:

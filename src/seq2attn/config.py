@@ -93,6 +93,7 @@ class ModelSchema:
     dropout: float = 0.2
     bridge: BridgeKind = BridgeKind.linear
     tie_embeddings: bool = False
+    share_embeddings: bool = False
     reverse_source: bool = False
 
     def __post_init__(self) -> None:

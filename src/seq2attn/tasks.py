@@ -351,6 +351,12 @@ def _write_nbest(path: Path, translations: list[Translation], tokenizer: Tokeniz
 
 def build_module(cfg: DictConfig, datamodule: TranslationDataModule) -> Seq2SeqModule:
     """Build the network at the tokenizers' vocabulary sizes and wrap it for training."""
+    one_vocabulary = datamodule.src_tokenizer is datamodule.tgt_tokenizer
+    if cfg.model.get("share_embeddings") and not one_vocabulary:
+        raise ConfigError(
+            "model.share_embeddings=true needs one vocabulary for both sides: set "
+            "data.joint_vocab=true or give data.spm_model (this run has one per side)"
+        )
     model = instantiate(
         cfg.model,
         src_vocab_size=datamodule.src_tokenizer.vocab_size,

@@ -87,6 +87,24 @@ def test_tied_embeddings_start_at_a_linear_layers_scale() -> None:
     assert untied.tgt_embedding.weight[PAD + 1 :].std().item() == pytest.approx(1.0, rel=0.05)
 
 
+def test_share_embeddings_with_tying_is_one_matrix_three_ways() -> None:
+    model = make_model(
+        share_embeddings=True, tie_embeddings=True, src_vocab_size=13, embedding_size=6
+    )
+    assert model.src_embedding.weight is model.tgt_embedding.weight is model.output_layer.weight
+    assert model(SRC, LENGTHS, TGT_IN).logits.shape == (2, 3, 13)
+    reloaded = make_model(
+        share_embeddings=True, tie_embeddings=True, src_vocab_size=13, embedding_size=6
+    )
+    reloaded.load_state_dict(model.state_dict())
+    assert reloaded.src_embedding.weight is reloaded.tgt_embedding.weight
+
+
+def test_share_embeddings_needs_equal_vocabularies() -> None:
+    with pytest.raises(ValueError, match="source 11 and target 13 pieces"):
+        make_model(share_embeddings=True)
+
+
 def test_untied_output_layer_is_separate() -> None:
     model = make_model()
     assert model.output_layer.weight.shape == (13, 6)

@@ -3,6 +3,8 @@
 p(y_t | y_<t, x) = softmax(W_o o_t + b_o), where o_t are the decoder's output features. With
 ``tie_embeddings`` W_o is the target embedding matrix (Press & Wolf, 2017), preceded by a
 linear map H -> E when the hidden and embedding sizes differ, and initialised N(0, 1/E).
+With ``share_embeddings`` the source and target embeddings are one matrix (one vocabulary for
+both sides; with ``tie_embeddings`` too, the three-way tying of Press & Wolf, 2017).
 """
 
 from __future__ import annotations
@@ -92,13 +94,23 @@ class Seq2Seq(nn.Module):
         bridge: BridgeKind,
         tie_embeddings: bool,
         reverse_source: bool,
+        share_embeddings: bool = False,
         pad_id: int = 0,
     ) -> None:
         super().__init__()
+        if share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError(
+                "share_embeddings needs one vocabulary for both sides, got source "
+                f"{src_vocab_size} and target {tgt_vocab_size} pieces"
+            )
         if encoder_hidden_size is None:
             encoder_hidden_size = hidden_size // 2 if bidirectional else hidden_size
         self.src_embedding = nn.Embedding(src_vocab_size, embedding_size, padding_idx=pad_id)
-        self.tgt_embedding = nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=pad_id)
+        self.tgt_embedding = (
+            self.src_embedding
+            if share_embeddings
+            else nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=pad_id)
+        )
         self.dropout = nn.Dropout(dropout)
         self.encoder = RNNEncoder(
             cell,
