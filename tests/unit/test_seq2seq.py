@@ -93,11 +93,14 @@ def test_share_embeddings_with_tying_is_one_matrix_three_ways() -> None:
     )
     assert model.src_embedding.weight is model.tgt_embedding.weight is model.output_layer.weight
     assert model(SRC, LENGTHS, TGT_IN).logits.shape == (2, 3, 13)
+    with torch.no_grad():
+        model.src_embedding.weight.add_(torch.randn_like(model.src_embedding.weight))
     reloaded = make_model(
         share_embeddings=True, tie_embeddings=True, src_vocab_size=13, embedding_size=6
     )
-    reloaded.load_state_dict(model.state_dict())
+    reloaded.load_state_dict(model.state_dict())  # a checkpoint round trip keeps one matrix
     assert reloaded.src_embedding.weight is reloaded.tgt_embedding.weight
+    torch.testing.assert_close(reloaded.output_layer.weight, model.src_embedding.weight)
 
 
 def test_share_embeddings_needs_equal_vocabularies() -> None:
