@@ -39,6 +39,7 @@ def test_default_config_is_valid(compose_train: Compose) -> None:
         (["decoding=beam", "decoding.n_best=7"], r"decoding\.n_best=7: must lie in \[1, .*=5\]"),
         (["data.max_tokens=0"], r"data\.max_tokens=0: must be a positive number"),
         (["data.sp_model_type=word"], r"data\.sp_model_type: .*expected one of \[unigram, bpe\]"),
+        (["model.param_init=-0.1"], r"model\.param_init=-0\.1: must be a positive number"),
         (["model.bridge=sum"], r"model\.bridge: .*expected one of \[zero, last, mean, linear\]"),
         (["scorer=mlp", "scorer.hidden_sizes=[]"], r"scorer\.hidden_sizes=\[\]"),
         (["label_smoothing=1.0"], r"label_smoothing=1\.0: must lie in \[0, 1\)"),

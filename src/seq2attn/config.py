@@ -94,6 +94,7 @@ class ModelSchema:
     bridge: BridgeKind = BridgeKind.linear
     tie_embeddings: bool = False
     share_embeddings: bool = False
+    param_init: float | None = None
     reverse_source: bool = False
 
     def __post_init__(self) -> None:
@@ -101,6 +102,7 @@ class ModelSchema:
             _positive(f"model.{name}", getattr(self, name))
         _positive("model.encoder_hidden_size", self.encoder_hidden_size, allow_none=True)
         _unit_interval("model.dropout", self.dropout)
+        _positive("model.param_init", self.param_init, allow_none=True)
         if self.input_feeding and self.attention != Wiring.luong:
             raise ConfigError(
                 f"attention.input_feeding=true applies to attention=luong only "

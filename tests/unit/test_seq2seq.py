@@ -87,6 +87,22 @@ def test_tied_embeddings_start_at_a_linear_layers_scale() -> None:
     assert untied.tgt_embedding.weight[PAD + 1 :].std().item() == pytest.approx(1.0, rel=0.05)
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_param_init_draws_every_weight_but_the_tables_from_one_uniform(tie: bool) -> None:
+    model = make_model(param_init=0.1, tie_embeddings=tie, embedding_size=64, hidden_size=64)
+    tables = {id(model.src_embedding.weight), id(model.tgt_embedding.weight)}
+    drawn = torch.cat([p.flatten() for p in model.parameters() if id(p) not in tables])
+    assert drawn.abs().max().item() <= 0.1
+    assert drawn.std().item() == pytest.approx(0.1 / 3**0.5, rel=0.05)  # U(-a, a): a / sqrt(3)
+    default = make_model(tie_embeddings=tie, embedding_size=64, hidden_size=64)
+    for name in ("src_embedding", "tgt_embedding"):  # the tables keep their own start
+        torch.testing.assert_close(
+            getattr(model, name).weight.std(), getattr(default, name).weight.std()
+        )
+    # PyTorch's own bound for this GRU is 1 / sqrt(64) = 0.125
+    assert default.decoder.rnn.weight_hh_l0.abs().max().item() > 0.1
+
+
 def test_share_embeddings_with_tying_is_one_matrix_three_ways() -> None:
     model = make_model(
         share_embeddings=True, tie_embeddings=True, src_vocab_size=13, embedding_size=6

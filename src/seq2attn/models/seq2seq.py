@@ -95,6 +95,7 @@ class Seq2Seq(nn.Module):
         tie_embeddings: bool,
         reverse_source: bool,
         share_embeddings: bool = False,
+        param_init: float | None = None,
         pad_id: int = 0,
     ) -> None:
         super().__init__()
@@ -149,6 +150,11 @@ class Seq2Seq(nn.Module):
             with torch.no_grad():
                 self.tgt_embedding.weight[pad_id].zero_()
             self.output_layer.weight = self.tgt_embedding.weight
+        if param_init is not None:
+            tables = {id(self.src_embedding.weight), id(self.tgt_embedding.weight)}
+            for parameter in self.parameters():
+                if id(parameter) not in tables:
+                    nn.init.uniform_(parameter, -param_init, param_init)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
         """Encode src (B, S) with src_lengths (B,); returns the memory and the initial state."""
