@@ -80,8 +80,9 @@ class AnnealToTimeLimit(Callback):
         if self._timer is None or remaining is None:
             return
         elapsed = self._timer.time_elapsed("train")
+        # the last step may start a moment past the limit, where the timer's remainder is negative
         for factor in self._factors:
-            factor.time_fraction = elapsed / max(elapsed + remaining, 1e-9)
+            factor.time_fraction = elapsed / max(elapsed + max(remaining, 0.0), 1e-9)
 
 
 class ValidationSnapshots(Callback):

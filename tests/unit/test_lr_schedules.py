@@ -65,6 +65,19 @@ def test_anneal_to_time_limit_sets_the_decay_by_the_time_spent(elapsed: float, l
     assert optimizer.param_groups[0]["lr"] == pytest.approx(lr, abs=1e-4)
 
 
+def test_time_spent_past_the_limit_counts_as_the_whole_limit() -> None:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = warmup_cosine(optimizer, warmup_steps=2, total_steps=100_002)
+    trainer = SimpleNamespace(
+        callbacks=[_StoppedClock(elapsed=600.5, limit=600.0)],
+        lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
+    )
+    callback = AnnealToTimeLimit()
+    callback.on_train_start(trainer, None)
+    callback.on_train_batch_start(trainer, None, None, 0)
+    assert scheduler.lr_lambdas[0].time_fraction == 1.0
+
+
 def test_a_run_stopped_by_its_time_limit_ends_annealed_and_validated(
     compose_train: Compose,
 ) -> None:
