@@ -19,6 +19,10 @@ def test_default_config_is_valid(compose_train: Compose) -> None:
         (["model.hidden_size=-1"], r"model\.hidden_size=-1: must be a positive number"),
         (["model.dropout=1.5"], r"model\.dropout=1\.5: must lie in \[0, 1\)"),
         (
+            ["model.source_word_dropout=1.0"],
+            r"model\.source_word_dropout=1\.0: must lie in \[0, 1\)",
+        ),
+        (
             ["cell.type=transformer"],
             r"model\.cell: .*'transformer', expected one of \[rnn, gru, lstm\]",
         ),

@@ -96,12 +96,15 @@ class ModelSchema:
     share_embeddings: bool = False
     param_init: float | None = None
     reverse_source: bool = False
+    source_word_dropout: float = 0.0
+    target_word_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("embedding_size", "hidden_size", "encoder_layers", "decoder_layers"):
             _positive(f"model.{name}", getattr(self, name))
         _positive("model.encoder_hidden_size", self.encoder_hidden_size, allow_none=True)
-        _unit_interval("model.dropout", self.dropout)
+        for name in ("dropout", "source_word_dropout", "target_word_dropout"):
+            _unit_interval(f"model.{name}", getattr(self, name))
         _positive("model.param_init", self.param_init, allow_none=True)
         if self.input_feeding and self.attention != Wiring.luong:
             raise ConfigError(

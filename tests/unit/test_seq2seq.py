@@ -206,3 +206,24 @@ def test_fused_training_loss_equals_the_loss_of_the_logits(overrides: dict) -> N
         torch.autograd.grad(fused, params), torch.autograd.grad(reference, params), strict=True
     ):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("side", ["source", "target"])
+def test_word_dropout_drops_whole_input_embeddings_while_training(side: str) -> None:
+    model = make_model(**{f"{side}_word_dropout": 0.5})
+    seen: list[torch.Tensor] = []
+    module = model.encoder if side == "source" else model.decoder
+    module.register_forward_pre_hook(lambda _, inputs: seen.append(inputs[0]))
+    tokens = SRC if side == "source" else TGT_IN
+    table = model.src_embedding if side == "source" else model.tgt_embedding
+    torch.manual_seed(3)
+    model.train()(SRC, LENGTHS, TGT_IN)
+    dropped = (seen[0] == 0).all(dim=-1) & (tokens != PAD)
+    kept = (seen[0] != 0).all(dim=-1)
+    assert dropped.any() and kept.any() and (dropped | kept | (tokens == PAD)).all()
+    torch.testing.assert_close(seen[0][kept], table(tokens)[kept] * 2.0)
+    reference = make_model()  # the same draws of parameters: word dropout has none
+    model.eval(), reference.eval()
+    torch.testing.assert_close(
+        model(SRC, LENGTHS, TGT_IN).logits, reference(SRC, LENGTHS, TGT_IN).logits
+    )

@@ -5,6 +5,8 @@ p(y_t | y_<t, x) = softmax(W_o o_t + b_o), where o_t are the decoder's output fe
 linear map H -> E when the hidden and embedding sizes differ, and initialised N(0, 1/E).
 With ``share_embeddings`` the source and target embeddings are one matrix (one vocabulary for
 both sides; with ``tie_embeddings`` too, the three-way tying of Press & Wolf, 2017).
+``source_word_dropout`` / ``target_word_dropout`` drop whole input embeddings while training
+(models/word_dropout.py), before the element-wise ``dropout``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from seq2attn.models.decoders import (
 )
 from seq2attn.models.encoder import Cell, RNNEncoder
 from seq2attn.models.scorers import Scorer
+from seq2attn.models.word_dropout import WordDropout
 
 AttentionKind = Literal["none", "bahdanau", "luong"]
 
@@ -96,6 +99,8 @@ class Seq2Seq(nn.Module):
         reverse_source: bool,
         share_embeddings: bool = False,
         param_init: float | None = None,
+        source_word_dropout: float = 0.0,
+        target_word_dropout: float = 0.0,
         pad_id: int = 0,
     ) -> None:
         super().__init__()
@@ -113,6 +118,8 @@ class Seq2Seq(nn.Module):
             else nn.Embedding(tgt_vocab_size, embedding_size, padding_idx=pad_id)
         )
         self.dropout = nn.Dropout(dropout)
+        self.source_word_dropout = WordDropout(source_word_dropout)
+        self.target_word_dropout = WordDropout(target_word_dropout)
         self.encoder = RNNEncoder(
             cell,
             embedding_size,
@@ -158,14 +165,14 @@ class Seq2Seq(nn.Module):
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
         """Encode src (B, S) with src_lengths (B,); returns the memory and the initial state."""
-        enc = self.encoder(self.dropout(self.src_embedding(src)), src_lengths)
+        enc = self.encoder(self._embed_source(src), src_lengths)
         return self.decoder.init_memory(enc), self.bridge(enc)
 
     def step(
         self, prev_tokens: Tensor, state: DecoderState, memory: Memory
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One decoder step from prev_tokens (B,): logits (B, V), new state, attention (B, S)."""
-        out = self.decoder.step(self.dropout(self.tgt_embedding(prev_tokens)), state, memory)
+        out = self.decoder.step(self._embed_target(prev_tokens), state, memory)
         return self._logits(out.features), out.state, out.attention
 
     def forward(
@@ -200,7 +207,7 @@ class Seq2Seq(nn.Module):
     def _teacher_forced(
         self, tgt_in: Tensor, state: DecoderState, memory: Memory, compute_logits: bool = True
     ) -> Seq2SeqOutput:
-        out = self.decoder(self.dropout(self.tgt_embedding(tgt_in)), state, memory)
+        out = self.decoder(self._embed_target(tgt_in), state, memory)
         features = self.output_projection(out.features)
         if not compute_logits:
             return Seq2SeqOutput(None, out.attention, tgt_in, features)
@@ -251,6 +258,12 @@ class Seq2Seq(nn.Module):
             attention=stack_optional(attention),
             decoder_inputs=torch.stack(fed, dim=1),
         )
+
+    def _embed_source(self, tokens: Tensor) -> Tensor:
+        return self.dropout(self.source_word_dropout(self.src_embedding(tokens)))
+
+    def _embed_target(self, tokens: Tensor) -> Tensor:
+        return self.dropout(self.target_word_dropout(self.tgt_embedding(tokens)))
 
     def _logits(self, features: Tensor) -> Tensor:
         return self.output_layer(self.output_projection(features))
