@@ -70,10 +70,11 @@ def seq2attn_run(model: str, minutes: float, ws: Path) -> dict[str, Any]:
 
 
 def mean_logged_tok_s(folder: Path) -> float:
-    """The mean of the ``train/tok_s`` rates the run's CSV log holds (one step in every
-    ``trainer.log_every_n_steps``), over the whole 20 minutes rather than its last step."""
+    """The plain mean of the ``train/tok_s`` rates in the run's CSV log: one step in every
+    ``trainer.log_every_n_steps`` across the run rather than its last step; each rate is the
+    step's target tokens over its step time (validation and set-up are not in it)."""
     with (folder / "csv" / "metrics.csv").open(newline="") as lines:
-        rates = [float(row["train/tok_s"]) for row in csv.DictReader(lines) if row["train/tok_s"]]
+        rates = [float(r["train/tok_s"]) for r in csv.DictReader(lines) if r.get("train/tok_s")]
     if not rates:
         raise ValueError(f"{folder / 'csv' / 'metrics.csv'}: no train/tok_s rows")
     return sum(rates) / len(rates)
@@ -129,8 +130,9 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {model.upper()} | " + " | ".join(cells) + f" | ≥ {report['goals'][model]:.1f} |\n"
         )
     lines.append(
-        f"\n{report['machine']}, commit {report['commit']}, {report['date']}; one training at a "
-        "time on the whole machine.\n\n"
+        f"\n{report['machine']}; report written at commit {report['commit']}, {report['date']} "
+        "(a run kept by --resume keeps its own commit); one training at a time on the whole "
+        "machine.\n\n"
     )
     lines += [
         "| run | steps | training tokens/s (mean of logged steps) | wall s | val BLEU (lp 0.6) "

@@ -23,6 +23,10 @@ def test_default_config_is_valid(compose_train: Compose) -> None:
             r"model\.source_word_dropout=1\.0: must lie in \[0, 1\)",
         ),
         (
+            ["model.target_word_dropout=-0.1"],
+            r"model\.target_word_dropout=-0\.1: must lie in \[0, 1\)",
+        ),
+        (
             ["cell.type=transformer"],
             r"model\.cell: .*'transformer', expected one of \[rnn, gru, lstm\]",
         ),

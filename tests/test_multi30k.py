@@ -85,7 +85,7 @@ def test_benchmark_reference_models(compose_train: Compose, experiment: str):
         "debug=fdr",
         tiny=False,
     )
-    # the peers' recipe has none; budget_r2's 0.2 beat 0.1 on val (docs/results.md)
+    # bench_r* (the speed recipe, like the peers') have none; budget_r2's 0.2 beat 0.1 on val
     assert cfg.label_smoothing == {"budget_r1": 0.1, "budget_r2": 0.2}.get(experiment, 0.0)
     module = build_datamodule(cfg.data)
     module.setup("fit")

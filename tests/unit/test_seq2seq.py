@@ -223,7 +223,19 @@ def test_word_dropout_drops_whole_input_embeddings_while_training(side: str) -> 
     assert dropped.any() and kept.any() and (dropped | kept | (tokens == PAD)).all()
     torch.testing.assert_close(seen[0][kept], table(tokens)[kept] * 2.0)
     reference = make_model()  # the same draws of parameters: word dropout has none
-    model.eval(), reference.eval()
+    model.eval()
+    reference.eval()
     torch.testing.assert_close(
         model(SRC, LENGTHS, TGT_IN).logits, reference(SRC, LENGTHS, TGT_IN).logits
     )
+
+
+def test_target_word_dropout_reaches_every_step_of_the_sampling_loop() -> None:
+    model = make_model(target_word_dropout=0.5).train()
+    inputs: list[torch.Tensor] = []
+    model.target_word_dropout.register_forward_hook(lambda _, args, out: inputs.append(out))
+    torch.manual_seed(4)
+    model(SRC, LENGTHS, TGT_IN, teacher_forcing_ratio=0.5)
+    assert [x.shape for x in inputs] == [(2, 5)] * TGT_IN.size(1)  # one (B, E) draw a step
+    rows = torch.cat(inputs)
+    assert (rows == 0).all(dim=1).any() and (rows != 0).all(dim=1).any()

@@ -1,4 +1,5 @@
-"""Word dropout: whole token embeddings dropped while training (Gal & Ghahramani, 2016).
+"""Word dropout: whole token embeddings dropped while training, one draw per token
+(Sennrich et al., 2016; Gal & Ghahramani, 2016 drop word types, every occurrence together).
 
 e'_t = m_t e_t / (1 - p) with m_t ~ Bernoulli(1 - p), one draw per token: the model must
 translate with some source words missing (a source-side noise the encoder learns to fill in)
