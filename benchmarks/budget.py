@@ -63,6 +63,7 @@ def seq2attn_run(model: str, minutes: float, ws: Path) -> dict[str, Any]:
         "val_bleu": metrics.get("val/bleu"),
         "steps": metrics.get("trainer/global_step"),
         "tok_s": mean_logged_tok_s(folder),
+        "commit": trained_commit(folder),
         **process,
         "command": " ".join(["python src/train.py", *command[2:]]),
         "run_dir": str(folder),
@@ -78,6 +79,12 @@ def mean_logged_tok_s(folder: Path) -> float:
     if not rates:
         raise ValueError(f"{folder / 'csv' / 'metrics.csv'}: no train/tok_s rows")
     return sum(rates) / len(rates)
+
+
+def trained_commit(folder: Path) -> str:
+    """The commit the run trained from, as its run.json recorded it ("+" if the tree was dirty)."""
+    git = json.loads((folder / "run.json").read_text())["git"]
+    return git["commit"][:7] + ("+" if git["dirty"] else "")
 
 
 def choose_length_penalty(run: dict[str, Any]) -> dict[str, Any]:
@@ -131,12 +138,13 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines.append(
         f"\n{report['machine']}; report written at commit {report['commit']}, {report['date']} "
-        "(a run kept by --resume keeps its own commit); one training at a time on the whole "
+        "(each seq2attn run's own commit is in its row); one training at a time on the whole "
         "machine.\n\n"
     )
     lines += [
-        "| run | steps | training tokens/s (mean of logged steps) | wall s | val BLEU (lp 0.6) "
-        "| length penalty (chosen on val) | test chrF | command | test decoding |\n",
+        "| run (commit) | steps | training tokens/s (mean of logged steps) | wall s "
+        "| val BLEU (lp 0.6) | length penalty (chosen on val) | test chrF | command "
+        "| test decoding |\n",
         "|---|---|---|---|---|---|---|---|---|\n",
     ]
     for name, result in report["runs"].items():
@@ -146,7 +154,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"{alpha}: {bleu:.2f}" for alpha, bleu in result["val_bleu_by_length_penalty"].items()
         )
         lines.append(
-            f"| {name} | {result['steps']:.0f} | {result['tok_s']:,.0f} | {result['wall_s']:.0f} "
+            f"| {name} ({result['commit']}) | {result['steps']:.0f} | {result['tok_s']:,.0f} "
+            f"| {result['wall_s']:.0f} "
             f"| {result['val_bleu']:.2f} | {result['length_penalty']} (val beam-5 BLEU "
             f"{by_alpha}) | {result['test_chrf']:.2f} | `{result['command']}` | "
             f"`{result['eval_command']}` |\n"
@@ -183,6 +192,7 @@ def main() -> None:
                 if tool == "seq2attn":  # decodes done before are reused
                     runs[name].setdefault("train_test_bleu", runs[name]["test_bleu"])
                     runs[name]["tok_s"] = mean_logged_tok_s(Path(runs[name]["run_dir"]))
+                    runs[name]["commit"] = trained_commit(Path(runs[name]["run_dir"]))
                     runs[name].update(choose_length_penalty(runs[name]))
                     kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
                 continue

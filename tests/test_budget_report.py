@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from budget import mean_logged_tok_s  # noqa: E402
+from budget import mean_logged_tok_s, trained_commit  # noqa: E402
 
 
 def write_log(folder: Path, rows: list[str]) -> None:
@@ -26,3 +27,10 @@ def test_a_log_without_rates_is_an_error_naming_the_file(tmp_path: Path) -> None
     write_log(tmp_path, ["1,59,,,38.2"])
     with pytest.raises(ValueError, match=r"csv/metrics\.csv: no train/tok_s rows"):
         mean_logged_tok_s(tmp_path)
+
+
+@pytest.mark.parametrize(("dirty", "shown"), [(False, "668a619"), (True, "668a619+")])
+def test_trained_commit_reads_the_runs_own_record(tmp_path: Path, dirty: bool, shown: str) -> None:
+    git = {"commit": "668a6198b891e6624c4344732e03169f14666b37", "dirty": dirty}
+    (tmp_path / "run.json").write_text(json.dumps({"argv": [], "git": git}))
+    assert trained_commit(tmp_path) == shown
