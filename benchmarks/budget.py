@@ -62,12 +62,16 @@ def seq2attn_run(model: str, minutes: float, ws: Path) -> dict[str, Any]:
         "train_test_bleu": metrics["test/bleu"],
         "val_bleu": metrics.get("val/bleu"),
         "steps": metrics.get("trainer/global_step"),
-        "tok_s": mean_logged_tok_s(folder),
-        "commit": trained_commit(folder),
+        **run_record(folder),
         **process,
         "command": " ".join(["python src/train.py", *command[2:]]),
         "run_dir": str(folder),
     }
+
+
+def run_record(folder: Path) -> dict[str, Any]:
+    """What the table shows of a run from its own files: mean tokens/s and commit."""
+    return {"tok_s": mean_logged_tok_s(folder), "commit": trained_commit(folder)}
 
 
 def mean_logged_tok_s(folder: Path) -> float:
@@ -191,8 +195,7 @@ def main() -> None:
                 print(f"{name}: kept from an earlier call", flush=True)
                 if tool == "seq2attn":  # decodes done before are reused
                     runs[name].setdefault("train_test_bleu", runs[name]["test_bleu"])
-                    runs[name]["tok_s"] = mean_logged_tok_s(Path(runs[name]["run_dir"]))
-                    runs[name]["commit"] = trained_commit(Path(runs[name]["run_dir"]))
+                    runs[name].update(run_record(Path(runs[name]["run_dir"])))
                     runs[name].update(choose_length_penalty(runs[name]))
                     kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
                 continue

@@ -9,6 +9,7 @@ Sennrich & Zhang (2019) found it among the regularisers that matter most for sma
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -22,10 +23,8 @@ class WordDropout(nn.Module):
         self.p = p
 
     def forward(self, embedded: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return embedded
-        keep = embedded.new_empty(*embedded.shape[:-1], 1).bernoulli_(1.0 - self.p)
-        return embedded * keep / (1.0 - self.p)
+        # dropout1d zeroes whole channels of (N, C, L) or (C, L): here a token's E-vector
+        return F.dropout1d(embedded, self.p, self.training)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
