@@ -295,8 +295,11 @@ def _check_same_model(
     other: dict[str, Any],
 ) -> None:
     other_meta = other["seq2attn"]
-    if other_meta["config"].get("model") != meta["config"].get("model"):
-        raise CheckpointError(f"{path}: its model config differs from {first_path}'s")
+    differences = _differences(other_meta["config"].get("model"), meta["config"].get("model"))
+    if differences:
+        raise CheckpointError(
+            f"{path}: its model config differs from {first_path}'s ({'; '.join(differences[:3])})"
+        )
     if (other_meta["src_spm"], other_meta["tgt_spm"]) != (meta["src_spm"], meta["tgt_spm"]):
         raise CheckpointError(f"{path}: its tokenizers differ from {first_path}'s")
     shapes = {key: tuple(value.shape) for key, value in weights.items()}
@@ -307,6 +310,30 @@ def _check_same_model(
             f"{path}: its weights differ in name or shape from {first_path}'s "
             f"(first differences: {differing})"
         )
+
+
+class _Absent:
+    """Stands for a config key one of two compared configs lacks."""
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+_ABSENT = _Absent()
+
+
+def _differences(here: Any, there: Any, key: str = "model") -> list[str]:
+    """The dotted keys at which two stored configs differ, in key order, each as
+    ``key: <value here> here, <value there> there`` (``<absent>`` for a missing key)."""
+    if isinstance(here, dict) and isinstance(there, dict):
+        return [
+            difference
+            for name in sorted(here.keys() | there.keys(), key=str)
+            for difference in _differences(
+                here.get(name, _ABSENT), there.get(name, _ABSENT), f"{key}.{name}"
+            )
+        ]
+    return [] if here == there else [f"{key}: {here!r} here, {there!r} there"]
 
 
 def save_checkpoint(contents: dict[str, Any], path: Path) -> None:

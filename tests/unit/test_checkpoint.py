@@ -43,14 +43,17 @@ def test_failed_save_keeps_the_previous_checkpoint(
 
 
 def _checkpoint(
-    path: Path, weight: list[float], score: float | None = None, hidden_size: int = 8
+    path: Path,
+    weight: list[float],
+    score: float | None = None,
+    model: dict[str, Any] | None = None,
 ) -> Path:
     """A minimal seq2attn checkpoint file: metadata, two weights, a top-k callback state."""
     contents: dict[str, Any] = {
         "seq2attn": {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
-            "config": {"model": {"hidden_size": hidden_size}},
+            "config": {"model": model or {"hidden_size": 8, "encoder": {"cell": "gru"}}},
             "src_spm": b"src",
             "tgt_spm": b"tgt",
         },
@@ -84,9 +87,16 @@ def test_average_is_the_elementwise_mean_and_keeps_dtype_and_sources(tmp_path: P
 
 def test_average_refuses_checkpoints_of_another_model(tmp_path: Path) -> None:
     first = _checkpoint(tmp_path / "a.ckpt", [1.0, 2.0])
-    other_config = _checkpoint(tmp_path / "b.ckpt", [1.0, 2.0], hidden_size=16)
-    with pytest.raises(CheckpointError, match=r"b\.ckpt: its model config differs"):
+    other_config = _checkpoint(
+        tmp_path / "b.ckpt", [1.0, 2.0], model={"hidden_size": 16, "encoder": {}, "dropout": 0.1}
+    )
+    with pytest.raises(CheckpointError) as refused:
         average_checkpoints([first, other_config])
+    assert str(refused.value) == (
+        f"{other_config}: its model config differs from {first}'s (model.dropout: 0.1 here, "
+        "<absent> there; model.encoder.cell: <absent> here, 'gru' there; "
+        "model.hidden_size: 16 here, 8 there)"
+    )
     other_shape = _checkpoint(tmp_path / "c.ckpt", [1.0, 2.0, 3.0])
     with pytest.raises(CheckpointError, match=r"c\.ckpt: its weights differ in name or shape"):
         average_checkpoints([first, other_shape])
