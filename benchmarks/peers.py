@@ -672,7 +672,11 @@ def _run(
     start = time.perf_counter()
     with log.open("w") as out:
         child = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=_environment(bin_dir)
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=_environment(bin_dir),
+            preexec_fn=_default_stop_signals,
         )
     try:
         status, usage = _wait(child.pid, stop_after_s, stop_signal)
@@ -685,6 +689,15 @@ def _run(
     if child.returncode not in expected:
         raise _failure(tool, command, log, f"exited with {child.returncode}")
     return _Exit(usage.ru_maxrss / 1024, wall)  # ru_maxrss: KiB
+
+
+def _default_stop_signals() -> None:
+    """Give the child the default SIGINT and SIGTERM. A shell without job control starts
+    background commands with SIGINT ignored, a disposition exec keeps: a Python child would then
+    never raise KeyboardInterrupt, and JoeyNMT (which saves its checkpoint on it) would run on
+    until SIGKILL."""
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.SIG_DFL)
 
 
 def _wait(pid: int, stop_after_s: float | None, stop_signal: signal.Signals) -> tuple[int, Any]:
