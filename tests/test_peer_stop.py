@@ -1,4 +1,4 @@
-"""benchmarks/peers.py stops a time-limited peer with its own signal, whatever the launcher ignores."""
+"""peers.py stops a time-limited peer with its own signal, whatever the launcher ignores."""
 
 from __future__ import annotations
 
