@@ -3,7 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from seq2attn.tasks import evaluate, run_cli
+from seq2attn.cli import run_cli
+from seq2attn.tasks import evaluate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")

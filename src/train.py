@@ -3,7 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
-from seq2attn.tasks import run_cli, train
+from seq2attn.cli import run_cli
+from seq2attn.tasks import train
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")

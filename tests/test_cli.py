@@ -10,18 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2attn.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_checkpoints,
-    resolve_checkpoint,
-)
+from seq2attn.checkpoints import CheckpointError
+from seq2attn.checkpoints.loading import resolve_checkpoint
 from seq2attn.config import DecodingSchema
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, train_sentencepiece
 from seq2attn.data.toy import ToyCorpus
+from seq2attn.inference import load
 from seq2attn.search import beam_search, greedy_decode
 from seq2attn.tasks import evaluate, translate
-from seq2attn.translation import translate_sentences
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,13 +82,8 @@ def test_translate_keeps_order_and_handles_empty_and_long_lines(
     out = (tmp_path / "out.txt").read_text().split("\n")[:-1]
     assert len(out) == len(lines)
     assert out[1] == "" and out[4] == ""
-    checkpoint = load_checkpoint(trained_run)
-    alone, _ = translate_sentences(
-        checkpoint.model,
-        checkpoint.src_tokenizer,
-        checkpoint.tgt_tokenizer,
-        [lines[2]],
-        DecodingSchema(strategy="beam", beam_size=5, length_penalty=0.6),
+    alone = load(trained_run).translate(
+        [lines[2]], DecodingSchema(strategy="beam", beam_size=5, length_penalty=0.6)
     )
     assert out[2] == alone[0].text
     page = (tmp_path / "maps" / "attention.html").read_text()
@@ -117,8 +108,8 @@ def test_translate_reads_stdin_and_writes_stdout(trained_run: Path) -> None:
 
 
 def test_beam_beats_greedy_on_model_score(trained_run: Path) -> None:
-    checkpoint = load_checkpoint(trained_run)
-    model, tok = checkpoint.model, checkpoint.src_tokenizer
+    translator = load(trained_run)
+    model, tok = translator.model, translator.src_tokenizer
     sources = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src
     better_or_equal, greedy_total, beam_total = 0, 0.0, 0.0
     for ids in tok.encode(sources):
@@ -138,7 +129,7 @@ def test_foreign_checkpoint_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
     with pytest.raises(CheckpointError, match=r"not a seq2attn checkpoint"):
-        load_checkpoint(path)
+        load(path)
 
 
 def test_corrupted_checkpoint_is_refused(trained_run: Path, tmp_path: Path) -> None:
@@ -146,7 +137,7 @@ def test_corrupted_checkpoint_is_refused(trained_run: Path, tmp_path: Path) -> N
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match=r"corrupted, truncated or not a PyTorch file"):
-        load_checkpoint(truncated)
+        load(truncated)
 
 
 class _Payload:
@@ -160,13 +151,13 @@ def test_checkpoint_with_pickled_code_is_never_executed(
     path = tmp_path / "evil.ckpt"
     torch.save({"seq2attn": _Payload()}, path)
     with pytest.raises(CheckpointError, match=r"refused to load"):
-        load_checkpoint(path)
+        load(path)
     assert "executed" not in capsys.readouterr().out
 
 
 def test_missing_checkpoint_lists_the_paths_searched(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"no checkpoint found; searched: .*last\.ckpt"):
-        load_checkpoint(tmp_path)
+        load(tmp_path)
 
 
 def test_average_cli_writes_the_mean_of_two_checkpoints(trained_run: Path, tmp_path: Path) -> None:
@@ -177,10 +168,10 @@ def test_average_cli_writes_the_mean_of_two_checkpoints(trained_run: Path, tmp_p
         check=True,
         capture_output=True,
     )
-    averaged = load_checkpoint(out).model.state_dict()
+    averaged = load(out).model.state_dict()
     first, second = (
-        load_checkpoint(best).model.state_dict(),
-        load_checkpoint(last).model.state_dict(),
+        load(best).model.state_dict(),
+        load(last).model.state_dict(),
     )
     assert averaged.keys() == first.keys()
     for key, value in averaged.items():
@@ -238,20 +229,14 @@ def test_an_ensemble_of_two_checkpoints_translates_with_both(
             value.add_(0.2 * torch.randn_like(value))
     other = tmp_path / "other.ckpt"
     torch.save(contents, other)
-    loaded = load_checkpoints([best, other])
-    assert loaded.members == (best, other)
+    loaded = load([best, other])
+    assert loaded.paths == (best, other)
     sentences = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src[:20]
     decoding = DecodingSchema()
 
     def scores(path: Path | None) -> list[float]:
-        checkpoint = loaded if path is None else load_checkpoint(path)
-        translations, _ = translate_sentences(
-            checkpoint.model,
-            checkpoint.src_tokenizer,
-            checkpoint.tgt_tokenizer,
-            sentences,
-            decoding,
-        )
+        translator = loaded if path is None else load(path)
+        translations = translator.translate(sentences, decoding)
         assert all(t.nbest[0].attention is not None for t in translations)
         return [t.nbest[0].score for t in translations]
 
@@ -296,6 +281,6 @@ def test_an_ensemble_refuses_members_with_other_tokenizers(
     other = tmp_path / "other.ckpt"
     torch.save(contents, other)
     with pytest.raises(CheckpointError, match=r"other\.ckpt: its tokenizers differ from .*share"):
-        load_checkpoints([best, other])
+        load([best, other])
     with pytest.raises(CheckpointError, match=r"ckpt_path=\[\]"):
-        load_checkpoints([])
+        load([])

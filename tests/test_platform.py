@@ -12,7 +12,8 @@ from lightning.pytorch.callbacks import Callback
 
 from seq2attn import module as module_lib
 from seq2attn.data.datamodule import build_datamodule
-from seq2attn.tasks import build_module, train
+from seq2attn.module import build_module
+from seq2attn.tasks import train
 from tests.conftest import Compose
 
 

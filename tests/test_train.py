@@ -11,8 +11,9 @@ import torch
 
 from seq2attn.config import ConfigError
 from seq2attn.data.datamodule import Batch, TranslationDataModule, build_datamodule
-from seq2attn.module import token_nll
-from seq2attn.tasks import build_module, train
+from seq2attn.loss import token_nll
+from seq2attn.module import build_module
+from seq2attn.tasks import train
 from tests.conftest import Compose
 
 WIRINGS = ["none", "bahdanau", "luong"]

@@ -12,14 +12,13 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import Callback, Timer
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
-from seq2attn.lr_schedules import WarmupCosineFactor
+from seq2attn.inference import Translator
 from seq2attn.module import attached_datamodule
 from seq2attn.plotting import heatmap_png
-from seq2attn.translation import attention_map, translate_sentences
 
 log = logging.getLogger(__name__)
 
@@ -48,43 +47,6 @@ class TokenThroughput(Callback):
         pl_module.log("train/tok_s", tokens / max(elapsed, 1e-9), prog_bar=True, batch_size=1)
 
 
-class AnnealToTimeLimit(Callback):
-    """Before each training step, tells the warm-up + cosine schedules the fraction of
-    ``trainer.max_time`` spent, so that their decay reaches its floor when the time limit stops
-    the run, on a fast machine or a slow one (the step count then only bounds it from above)."""
-
-    def __init__(self) -> None:
-        self._timer: Timer | None = None
-        self._factors: list[WarmupCosineFactor] = []
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        callbacks = getattr(trainer, "callbacks", [])  # an instance attribute, not declared
-        self._timer = next((c for c in callbacks if isinstance(c, Timer)), None)
-        self._factors = [
-            factor
-            for config in trainer.lr_scheduler_configs
-            for factor in getattr(config.scheduler, "lr_lambdas", [])
-            if isinstance(factor, WarmupCosineFactor)
-        ]
-        if self._timer is None:
-            log.warning("callbacks.anneal_to_time_limit does nothing: trainer.max_time is not set")
-        if not self._factors:
-            log.warning(
-                "callbacks.anneal_to_time_limit does nothing: scheduler is not warmup_cosine"
-            )
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        remaining = self._timer.time_remaining("train") if self._timer is not None else None
-        if self._timer is None or remaining is None:
-            return
-        elapsed = self._timer.time_elapsed("train")
-        # the last step may start a moment past the limit, where the timer's remainder is negative
-        for factor in self._factors:
-            factor.time_fraction = elapsed / max(elapsed + max(remaining, 0.0), 1e-9)
-
-
 class ValidationSnapshots(Callback):
     """At every validation, translate a few fixed validation sentences and send their attention
     maps and a sample table to every logger, so a dashboard shows the alignments sharpening.
@@ -102,19 +64,14 @@ class ValidationSnapshots(Callback):
         datamodule = attached_datamodule(trainer)
         sources = datamodule.sources("val")[: self.num_sentences]
         references = datamodule.references("val")[: self.num_sentences]
-        translations, _ = translate_sentences(
+        translator = Translator(
             pl_module.model,  # type: ignore[arg-type]
             datamodule.src_tokenizer,
             datamodule.tgt_tokenizer,
-            sources,
-            pl_module.decoding,  # type: ignore[arg-type]
         )
+        translations = translator.translate(sources, pl_module.decoding)  # type: ignore[arg-type]
         rows = [[t.source, ref, t.text] for t, ref in zip(translations, references, strict=True)]
-        pngs = [
-            heatmap_png(attention_map(t))
-            for t in translations
-            if t.nbest and t.nbest[0].attention is not None
-        ]
+        pngs = [heatmap_png(m) for t in translations if (m := t.attention_map) is not None]
         step = trainer.global_step
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):

@@ -1,13 +1,20 @@
-"""Loggers with fixes the stock ones need for resumed and multi-process runs."""
+"""Experiment loggers: built from the config, W&B offline without a key, CSV that resumes."""
 
 from __future__ import annotations
 
 import csv
+import logging
+import netrc
 import os
 from typing import Any
 
+from hydra.utils import instantiate
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -29,3 +36,56 @@ class ResumableCSVLogger(CSVLogger):
             with open(writer.metrics_file_path, newline="") as handle:
                 writer.metrics_keys = sorted(next(csv.reader(handle), []))
         return writer
+
+
+def build_loggers(nodes: DictConfig, config: dict[str, Any]) -> list[Logger]:
+    """The configured loggers, each given the full composed config as hyperparameters."""
+    loggers: list[Logger] = []
+    for node in nodes.values():
+        if node is None:
+            continue
+        if str(node.get("_target_", "")).endswith("WandbLogger"):
+            node = wandb_settings(node)
+        loggers.append(instantiate(node))
+    for logger in loggers:
+        logger.log_hyperparams(config)
+    return loggers
+
+
+def wandb_settings(node: DictConfig) -> DictConfig:
+    """Run W&B offline (saying how to sync later) when there is no API key or WANDB_MODE=offline."""
+    offline = os.environ.get("WANDB_MODE") in {"offline", "dryrun"} or not wandb_api_key()
+    if offline and not node.get("offline"):
+        log.info(
+            "W&B: no API key (or WANDB_MODE=offline): logging offline under %s; upload later with "
+            "`wandb sync %s/wandb/offline-run-*`",
+            node.save_dir,
+            node.save_dir,
+        )
+        node = OmegaConf.merge(node, {"offline": True})  # type: ignore[assignment]
+    return node
+
+
+def finish_loggers(loggers: list[Logger]) -> None:
+    """Close W&B runs even when training failed, so the next run in this process starts clean."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and is_rank_zero():
+            import wandb
+
+            wandb.finish()
+
+
+def wandb_api_key() -> str | None:
+    """WANDB_API_KEY, or the key `wandb login` stored in ~/.netrc."""
+    if key := os.environ.get("WANDB_API_KEY"):
+        return key
+    try:
+        auth = netrc.netrc().authenticators("api.wandb.ai")
+    except (OSError, netrc.NetrcParseError):
+        return None
+    return auth[2] if auth else None
+
+
+def is_rank_zero() -> bool:
+    """True in the process of global rank 0 (and outside distributed runs)."""
+    return getattr(rank_zero_only, "rank", 0) == 0

@@ -10,6 +10,9 @@ not ``ignore_index``. The gradient of the logits is formed in the forward pass, 
 logits, so one (rows x V) buffer lives instead of four (logits, log-probabilities and their two
 gradients), padding rows are never multiplied out, and under autocast the products run in the
 autocast dtype while the softmax runs in fp32.
+
+:func:`token_nll` and :func:`training_nll` are the summed token-level losses the training module
+and the benchmarks use.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from seq2attn.data.tokenizer import PAD_ID
+from seq2attn.models.seq2seq import Seq2Seq, Seq2SeqOutput
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -86,4 +92,28 @@ def linear_cross_entropy(
         targets.reshape(-1),
         label_smoothing,
         ignore_index,
+    )
+
+
+def token_nll(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Summed cross-entropy over non-padding target positions: logits (B, T, V), targets (B, T)."""
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(),
+        targets.flatten(),
+        ignore_index=PAD_ID,
+        label_smoothing=label_smoothing,
+        reduction="sum",
+    )
+
+
+def training_nll(
+    model: Seq2Seq, output: Seq2SeqOutput, targets: Tensor, label_smoothing: float
+) -> Tensor:
+    """Summed cross-entropy of a training forward: fused with the output layer when the forward
+    left the logits to the loss (``compute_logits=False``), else from the logits."""
+    if output.logits is not None:
+        return token_nll(output.logits, targets, label_smoothing)
+    assert output.features is not None
+    return linear_cross_entropy(
+        output.features, model.output_layer, targets, label_smoothing, ignore_index=PAD_ID
     )

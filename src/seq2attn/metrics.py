@@ -24,16 +24,6 @@ def gather_hypotheses(local: dict[int, str]) -> dict[int, str]:
     return merged
 
 
-def ordered(hypotheses: dict[int, str], size: int) -> list[str]:
-    """Hypotheses in split order; raises when an example was not translated."""
-    missing = [i for i in range(size) if i not in hypotheses]
-    if missing:
-        raise RuntimeError(
-            f"{len(missing)} of {size} examples have no hypothesis (first: {missing[:5]})"
-        )
-    return [hypotheses[i] for i in range(size)]
-
-
 def bleu_score(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     """Corpus BLEU (sacreBLEU defaults: 13a tokenisation, cased)."""
     return BLEU().corpus_score(list(hypotheses), [list(references)]).score

@@ -11,18 +11,20 @@ import lightning as L
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.plugins.precision import MixedPrecision
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from seq2attn.config import DecodingSchema, SearchStrategy
+from seq2attn.config import ConfigError, DecodingSchema, check
 from seq2attn.data.datamodule import Batch, TranslationDataModule
-from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
-from seq2attn.loss import linear_cross_entropy
+from seq2attn.data.tokenizer import BOS_ID, EOS_ID
+from seq2attn.loss import token_nll, training_nll
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
-from seq2attn.models.seq2seq import Seq2Seq, Seq2SeqOutput
+from seq2attn.models.seq2seq import Seq2Seq
 from seq2attn.schedules import Feedback, SamplingMode, Schedule
-from seq2attn.search import Decodable, Hypothesis, beam_search, greedy_decode
+from seq2attn.search import decode
 
 log = logging.getLogger(__name__)
 
@@ -34,67 +36,12 @@ OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimize
 SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
 
 
-def token_nll(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Summed cross-entropy over non-padding target positions: logits (B, T, V), targets (B, T)."""
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(),
-        targets.flatten(),
-        ignore_index=PAD_ID,
-        label_smoothing=label_smoothing,
-        reduction="sum",
-    )
-
-
-def training_nll(
-    model: Seq2Seq, output: Seq2SeqOutput, targets: Tensor, label_smoothing: float
-) -> Tensor:
-    """Summed cross-entropy of a training forward: fused with the output layer when the forward
-    left the logits to the loss (``compute_logits=False``), else from the logits."""
-    if output.logits is not None:
-        return token_nll(output.logits, targets, label_smoothing)
-    assert output.features is not None
-    return linear_cross_entropy(
-        output.features, model.output_layer, targets, label_smoothing, ignore_index=PAD_ID
-    )
-
-
 def attached_datamodule(trainer: L.Trainer) -> TranslationDataModule:
     """The data module the trainer runs on (its tokenizers and references)."""
     datamodule = getattr(trainer, "datamodule", None)
     if not isinstance(datamodule, TranslationDataModule):
         raise RuntimeError("seq2attn runs need a TranslationDataModule attached to the trainer")
     return datamodule
-
-
-def translate_batch(
-    model: Decodable, src: Tensor, src_lengths: Tensor, decoding: DecodingSchema
-) -> list[list[Hypothesis]]:
-    """n-best hypotheses of each sentence under the configured search."""
-    if decoding.strategy == SearchStrategy.greedy:
-        return [
-            [hyp]
-            for hyp in greedy_decode(
-                model,
-                src,
-                src_lengths,
-                BOS_ID,
-                EOS_ID,
-                decoding.max_length_a,
-                decoding.max_length_b,
-            )
-        ]
-    return beam_search(
-        model,
-        src,
-        src_lengths,
-        BOS_ID,
-        EOS_ID,
-        beam_size=decoding.beam_size,
-        length_penalty=decoding.length_penalty,
-        n_best=decoding.n_best,
-        max_length_a=decoding.max_length_a,
-        max_length_b=decoding.max_length_b,
-    )
 
 
 class Seq2SeqModule(L.LightningModule):
@@ -110,6 +57,7 @@ class Seq2SeqModule(L.LightningModule):
         label_smoothing: float = 0.0,
         nonfinite_loss: str = "stop",
         scheduler_interval: str = "epoch",
+        anneal_to_time_limit: bool = False,
     ) -> None:
         super().__init__()
         if scheduler_interval not in SCHEDULER_INTERVALS:
@@ -126,6 +74,7 @@ class Seq2SeqModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.anneal_to_time_limit = anneal_to_time_limit
         self.teacher_forcing = teacher_forcing
         self.decoding = decoding
         self.label_smoothing = label_smoothing
@@ -193,7 +142,9 @@ class Seq2SeqModule(L.LightningModule):
         self._tokens[split] += batch.num_target_tokens
         best = [
             nbest[0]
-            for nbest in translate_batch(self.model, batch.src, batch.src_lengths, self.decoding)
+            for nbest in decode(
+                self.model, batch.src, batch.src_lengths, self.decoding, BOS_ID, EOS_ID
+            )
         ]
         texts = attached_datamodule(self.trainer).tgt_tokenizer.decode([hyp.tokens for hyp in best])
         self.translations[split].update(zip(batch.indices.tolist(), texts, strict=True))
@@ -257,6 +208,16 @@ class Seq2SeqModule(L.LightningModule):
         else:
             torch.nn.utils.clip_grad_norm_(parameters, gradient_clip_val)
 
+    def time_limit_spent(self) -> float:
+        """The share of ``trainer.max_time`` spent training, 0 without a time limit; a step that
+        starts past the limit counts the whole limit spent."""
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        remaining = timer.time_remaining("train") if timer is not None else None
+        if timer is None or remaining is None:
+            return 0.0
+        elapsed = timer.time_elapsed("train")
+        return elapsed / max(elapsed + max(remaining, 0.0), 1e-9)
+
     def configure_optimizers(self) -> Any:
         overrides = {}
         fused = getattr(self.optimizer_factory, "keywords", {}).get("fused", False)
@@ -267,7 +228,10 @@ class Seq2SeqModule(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameters(), **overrides)
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
+        if self.anneal_to_time_limit:
+            scheduler = self.scheduler_factory(optimizer, clock=self.time_limit_spent)
+        else:
+            scheduler = self.scheduler_factory(optimizer)
         if self.scheduler_interval == "step":
             return {
                 "optimizer": optimizer,
@@ -291,3 +255,34 @@ def _numpy_state() -> tuple[Any, ...]:
     assert isinstance(state, tuple)
     name, keys, position, has_gauss, cached = state
     return (name, torch.from_numpy(np.array(keys)), position, has_gauss, cached)
+
+
+def build_module(cfg: DictConfig, datamodule: TranslationDataModule) -> Seq2SeqModule:
+    """Build the network at the tokenizers' vocabulary sizes and wrap it for training."""
+    one_vocabulary = datamodule.src_tokenizer is datamodule.tgt_tokenizer
+    if cfg.model.get("share_embeddings") and not one_vocabulary:
+        raise ConfigError(
+            "model.share_embeddings=true needs one vocabulary for both sides: set "
+            "data.joint_vocab=true or give data.spm_model (this run has one per side)"
+        )
+    model = instantiate(
+        cfg.model,
+        src_vocab_size=datamodule.src_tokenizer.vocab_size,
+        tgt_vocab_size=datamodule.tgt_tokenizer.vocab_size,
+    )
+    scheduler = (
+        OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
+    )
+    interval = scheduler.pop("interval", "epoch") if isinstance(scheduler, dict) else "epoch"
+    anneal = scheduler.pop("anneal_to_time_limit", False) if isinstance(scheduler, dict) else False
+    return Seq2SeqModule(
+        model=model,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(scheduler) if scheduler else None,
+        scheduler_interval=interval,
+        anneal_to_time_limit=bool(anneal),
+        teacher_forcing=instantiate(cfg.teacher_forcing),
+        decoding=check(DecodingSchema, cfg.decoding, "decoding"),
+        label_smoothing=float(cfg.get("label_smoothing") or 0.0),
+        nonfinite_loss=cfg.get("nonfinite_loss", "stop"),
+    )

@@ -12,10 +12,13 @@ log p(Y | X) / lp(Y) with the GNMT length penalty lp(Y) = ((5 + |Y|) / 6)^alpha 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from seq2attn.config import DecodingSchema
 
 Length = TypeVar("Length", float, Tensor)
 
@@ -243,3 +246,37 @@ def beam_search(
         sorted(hyps, key=lambda h: _normalised(h, length_penalty), reverse=True)[:n_best]
         for hyps in finished
     ]
+
+
+def decode(
+    model: Decodable,
+    src: Tensor,
+    src_lengths: Tensor,
+    decoding: DecodingSchema,
+    bos_id: int,
+    eos_id: int,
+) -> list[list[Hypothesis]]:
+    """The n-best hypotheses of each sentence of src (B, S) under the configured search."""
+    if decoding.strategy == "greedy":
+        hypotheses = greedy_decode(
+            model,
+            src,
+            src_lengths,
+            bos_id,
+            eos_id,
+            decoding.max_length_a,
+            decoding.max_length_b,
+        )
+        return [[hypothesis] for hypothesis in hypotheses]
+    return beam_search(
+        model,
+        src,
+        src_lengths,
+        bos_id,
+        eos_id,
+        beam_size=decoding.beam_size,
+        length_penalty=decoding.length_penalty,
+        n_best=decoding.n_best,
+        max_length_a=decoding.max_length_a,
+        max_length_b=decoding.max_length_b,
+    )

@@ -10,18 +10,16 @@ from typing import Any
 import pytest
 import torch
 
-from seq2attn.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    AtomicCheckpointIO,
-    CheckpointError,
-    average_checkpoints,
-    checkpoints_to_average,
+from seq2attn.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError
+from seq2attn.checkpoints.averaging import average_checkpoints, checkpoints_to_average
+from seq2attn.checkpoints.loading import (
+    Pick,
     ranked_checkpoints,
     read_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
+    resolve_checkpoints,
 )
+from seq2attn.checkpoints.saving import AtomicCheckpointIO, save_checkpoint
 
 
 def test_failed_save_keeps_the_previous_checkpoint(
@@ -120,3 +118,27 @@ def test_best_checkpoints_rank_by_their_recorded_score_not_their_name(tmp_path: 
         checkpoints_to_average([tmp_path], best=0)
     with pytest.raises(CheckpointError, match=r"no best-\*\.ckpt files"):
         checkpoints_to_average([tmp_path / "empty"])
+
+
+def test_one_resolver_serves_evaluate_resume_average_and_the_newest_run(tmp_path: Path) -> None:
+    older, newer = tmp_path / "train" / "runs" / "a", tmp_path / "train" / "runs" / "b"
+    for run, scores in [(older, [30.0]), (newer, [31.0, 35.0])]:
+        (run / "checkpoints").mkdir(parents=True)
+        for epoch, score in enumerate(scores):
+            _checkpoint(run / "checkpoints" / f"best-epoch{epoch:03d}.ckpt", [0.0, 0.0], score)
+        _checkpoint(run / "checkpoints" / "last.ckpt", [0.0, 0.0])
+    os.utime(older / "checkpoints" / "last.ckpt", (1, 1))
+    for path in (older / "checkpoints").glob("best-*"):
+        os.utime(path, (1, 1))
+    checkpoints = newer / "checkpoints"
+    assert resolve_checkpoints(newer, Pick.best) == [checkpoints / "best-epoch001.ckpt"]
+    assert resolve_checkpoints(newer, Pick.last) == [checkpoints / "last.ckpt"]
+    assert resolve_checkpoints(checkpoints, Pick.ranked) == [
+        checkpoints / "best-epoch001.ckpt",
+        checkpoints / "best-epoch000.ckpt",
+    ]
+    file = older / "checkpoints" / "last.ckpt"
+    assert all(resolve_checkpoints(file, pick) == [file] for pick in Pick)
+    assert resolve_checkpoints("last", Pick.last, tmp_path) == [checkpoints / "last.ckpt"]
+    with pytest.raises(CheckpointError, match=r"ckpt_path=last: no run folder with checkpoints"):
+        resolve_checkpoints("last", Pick.last, tmp_path / "empty")

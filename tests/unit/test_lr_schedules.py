@@ -10,9 +10,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Timer
 
-from seq2attn.callbacks import AnnealToTimeLimit
 from seq2attn.config import ConfigError, validate
 from seq2attn.lr_schedules import InverseSqrtFactor, WarmupCosineFactor, warmup_cosine
+from seq2attn.module import Seq2SeqModule
 from tests.conftest import Compose
 
 
@@ -48,34 +48,31 @@ class _StoppedClock(Timer):
         return self.elapsed
 
 
+def _time_limit_spent(elapsed: float, limit: float) -> float:
+    """The module's clock, read against a trainer that holds only a stopped timer."""
+    trainer = SimpleNamespace(callbacks=[_StoppedClock(elapsed, limit)])
+    return Seq2SeqModule.time_limit_spent(SimpleNamespace(trainer=trainer))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(("elapsed", "lr"), [(0.0, 1.0), (300.0, 0.5), (600.0, 0.0)])
-def test_anneal_to_time_limit_sets_the_decay_by_the_time_spent(elapsed: float, lr: float) -> None:
+def test_the_schedule_reads_the_share_of_the_time_limit_spent(elapsed: float, lr: float) -> None:
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = warmup_cosine(optimizer, warmup_steps=2, total_steps=100_002)
-    trainer = SimpleNamespace(
-        callbacks=[_StoppedClock(elapsed, limit=600.0)],
-        lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
+    scheduler = warmup_cosine(
+        optimizer,
+        warmup_steps=2,
+        total_steps=100_002,
+        clock=lambda: _time_limit_spent(elapsed, 600),
     )
-    callback = AnnealToTimeLimit()
-    callback.on_train_start(trainer, None)
     for _ in range(3):  # past the warm-up, where the steps' own progress is ~0
-        callback.on_train_batch_start(trainer, None, None, 0)
         optimizer.step()
         scheduler.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(lr, abs=1e-4)
+    assert "clock" not in scheduler.state_dict()["lr_lambdas"][0]  # a process's, not saved
 
 
 def test_time_spent_past_the_limit_counts_as_the_whole_limit() -> None:
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    scheduler = warmup_cosine(optimizer, warmup_steps=2, total_steps=100_002)
-    trainer = SimpleNamespace(
-        callbacks=[_StoppedClock(elapsed=600.5, limit=600.0)],
-        lr_scheduler_configs=[SimpleNamespace(scheduler=scheduler)],
-    )
-    callback = AnnealToTimeLimit()
-    callback.on_train_start(trainer, None)
-    callback.on_train_batch_start(trainer, None, None, 0)
-    assert scheduler.lr_lambdas[0].time_fraction == 1.0
+    assert _time_limit_spent(elapsed=600.5, limit=600.0) == 1.0
+    assert _time_limit_spent(elapsed=150.0, limit=600.0) == pytest.approx(0.25)
 
 
 def test_a_run_stopped_by_its_time_limit_ends_annealed_and_validated(
@@ -91,7 +88,7 @@ def test_a_run_stopped_by_its_time_limit_ends_annealed_and_validated(
         "trainer.check_val_every_n_epoch=null",
         "trainer.val_check_interval=1000000",  # validated only when the time is up
         "trainer.max_time=00:00:00:06",
-        "+callbacks.anneal_to_time_limit._target_=seq2attn.callbacks.AnnealToTimeLimit",
+        "+scheduler.anneal_to_time_limit=true",
         "optimizer.lr=0.01",
     )
     metrics = train(cfg)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from seq2attn.loss import training_nll
 from seq2attn.models.decoders import BahdanauDecoder, LuongDecoder, NoAttentionDecoder
 from seq2attn.models.scorers import DotScorer, GeneralScorer
 from seq2attn.models.seq2seq import Seq2Seq, Seq2SeqOutput
-from seq2attn.module import training_nll
 
 PAD, BOS, EOS = 0, 2, 3
 

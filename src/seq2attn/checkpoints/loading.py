@@ -1,0 +1,194 @@
+"""Reading checkpoints: resolve what the user named, verify the format, rebuild the model.
+
+Loading uses ``torch.load(weights_only=True)``: tensors and plain containers only, so a file from
+an untrusted source cannot execute code. Anything that is not a seq2attn checkpoint is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from seq2attn.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    MODEL_PREFIX,
+    CheckpointError,
+)
+from seq2attn.data.tokenizer import Tokenizer
+from seq2attn.ensemble import Ensemble
+from seq2attn.models.seq2seq import Seq2Seq
+
+NEWEST_RUN = "last"
+
+
+class Pick(str, Enum):
+    """Which checkpoint(s) of a run folder a name stands for."""
+
+    best = "best"  # the highest-scoring best-*.ckpt, else last.ckpt (evaluate, translate)
+    last = "last"  # last.ckpt (resume)
+    ranked = "ranked"  # every best-*.ckpt, highest score first (average)
+
+
+def resolve_checkpoints(
+    name: str | Path, pick: Pick = Pick.best, log_dir: Path | None = None
+) -> list[Path]:
+    """The checkpoint files that ``name`` stands for: a file is itself; a run folder (or its
+    ``checkpoints/``) gives the files ``pick`` selects; ``last`` is the newest run folder under
+    ``<log_dir>/train``."""
+    if str(name) == NEWEST_RUN and log_dir is not None and not Path(name).exists():
+        name = _newest_run(log_dir)
+    path = Path(name)
+    if path.is_file():
+        return [path]
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    ranked = ranked_checkpoints(folder)
+    last = folder / "last.ckpt"
+    if pick == Pick.ranked and ranked:
+        return ranked
+    if pick == Pick.best and ranked:
+        return ranked[:1]
+    if pick != Pick.ranked and last.is_file():
+        return [last]
+    wanted = {Pick.best: ["best-*.ckpt", "last.ckpt"], Pick.last: ["last.ckpt"]}
+    searched = [str(path)] + [str(folder / f) for f in wanted.get(pick, ["best-*.ckpt"])]
+    raise CheckpointError(f"no checkpoint found; searched: {', '.join(searched)}")
+
+
+def resolve_checkpoint(name: str | Path, log_dir: Path | None = None) -> Path:
+    """A checkpoint file, or a run folder's best checkpoint (else its ``last.ckpt``)."""
+    return resolve_checkpoints(name, Pick.best, log_dir)[0]
+
+
+def _newest_run(log_dir: Path) -> Path:
+    """The run folder under ``<log_dir>/train`` whose checkpoint was written last."""
+    files = list((log_dir / "train").glob("**/checkpoints/*.ckpt"))
+    if not files:
+        raise CheckpointError(
+            f"ckpt_path={NEWEST_RUN}: no run folder with checkpoints under {log_dir / 'train'}"
+        )
+    return max(files, key=lambda f: f.stat().st_mtime).parent.parent
+
+
+def ranked_checkpoints(folder: Path) -> list[Path]:
+    """The folder's ``best-*.ckpt`` files, highest monitored score (val BLEU) first.
+
+    The score is the one the checkpoint callback recorded when it wrote the file; files without
+    one come last, in name order.
+    """
+    files = sorted(folder.glob("best-*.ckpt"))
+    return sorted(files, key=lambda f: -_monitored_score(f))
+
+
+def _monitored_score(path: Path) -> float:
+    """The score the top-k checkpoint callback saved the file for; -inf when it has none."""
+    try:
+        # memory-mapped: only the small callback states are read, not the weights
+        contents = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError):
+        return -math.inf
+    for state in contents.get("callbacks", {}).values():
+        if isinstance(state, dict) and "best_k_models" in state:
+            score = state.get("current_score")
+            return -math.inf if score is None else float(score)
+    return -math.inf
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The contents (weights-only) of a checkpoint file, validated as a seq2attn checkpoint."""
+    path = Path(path)
+    try:
+        contents = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path}: refused to load; it holds Python objects other than tensors and plain "
+            f"containers, which weights-only loading never executes ({str(error).splitlines()[0]})"
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: cannot read the checkpoint; the file is corrupted, truncated or not a "
+            f"PyTorch file ({type(error).__name__}: {str(error).splitlines()[0]})"
+        ) from error
+    meta = contents.get("seq2attn") if isinstance(contents, dict) else None
+    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a seq2attn checkpoint (no 'seq2attn' metadata); only checkpoints "
+            "written by src/train.py can be loaded"
+        )
+    if meta.get("version") != CHECKPOINT_VERSION or "state_dict" not in contents:
+        raise CheckpointError(
+            f"{path}: seq2attn checkpoint version {meta.get('version')} is not supported "
+            f"(this version reads {CHECKPOINT_VERSION})"
+        )
+    return contents
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A model in eval mode with the tokenizers and config it was trained with.
+
+    For an ensemble, ``model`` is an :class:`Ensemble`, and ``config`` is the first member's.
+    """
+
+    paths: tuple[Path, ...]
+    config: dict[str, Any]
+    model: Seq2Seq | Ensemble
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+
+
+def load_checkpoints(files: Sequence[Path]) -> LoadedCheckpoint:
+    """One checkpoint file, or several decoded as one :class:`Ensemble`.
+
+    Ensemble members may differ in architecture but must share the source and target
+    tokenizers, since the ensemble mixes their next-token probabilities.
+    """
+    if not files:
+        raise CheckpointError("ckpt_path=[]: give a checkpoint, or a list of several to ensemble")
+    contents = [read_checkpoint(path) for path in files]
+    first = contents[0]["seq2attn"]
+    for path, other in zip(files[1:], contents[1:], strict=True):
+        meta = other["seq2attn"]
+        if (meta["src_spm"], meta["tgt_spm"]) != (first["src_spm"], first["tgt_spm"]):
+            raise CheckpointError(
+                f"{path}: its tokenizers differ from {files[0]}'s; the members of an ensemble "
+                "must share them"
+            )
+    src, tgt = Tokenizer.from_proto(first["src_spm"]), Tokenizer.from_proto(first["tgt_spm"])
+    models = [
+        rebuild_model(path, checkpoint, src, tgt)
+        for path, checkpoint in zip(files, contents, strict=True)
+    ]
+    model = models[0] if len(models) == 1 else Ensemble(models).eval()
+    return LoadedCheckpoint(tuple(files), first["config"], model, src, tgt)
+
+
+def rebuild_model(path: Path, contents: dict[str, Any], src: Tokenizer, tgt: Tokenizer) -> Seq2Seq:
+    """The model of a read checkpoint (with its tokenizers), with its weights, in eval mode."""
+    model = instantiate(
+        OmegaConf.create(contents["seq2attn"]["config"]["model"]),
+        src_vocab_size=src.vocab_size,
+        tgt_vocab_size=tgt.vocab_size,
+    )
+    weights = {
+        key.removeprefix(MODEL_PREFIX): value
+        for key, value in contents["state_dict"].items()
+        if key.startswith(MODEL_PREFIX)
+    }
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:
+        raise CheckpointError(
+            f"{path}: weights do not fit the stored model config: {error}"
+        ) from error
+    return model.eval()

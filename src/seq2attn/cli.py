@@ -1,0 +1,29 @@
+"""How the ``src/*.py`` commands end on bad input: one line on stderr, exit code 2."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from omegaconf import DictConfig
+
+from seq2attn.checkpoints import CheckpointError
+from seq2attn.config import ConfigError
+from seq2attn.data.corpus import CorpusError
+
+log = logging.getLogger(__name__)
+INPUT_ERRORS = (ConfigError, CorpusError, CheckpointError)
+T = TypeVar("T")
+
+
+def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """Run a task for a command-line shim: bad input (config, data files, checkpoints) ends the
+    process with its message and exit code 2 instead of a traceback."""
+    try:
+        return task(cfg)
+    except INPUT_ERRORS as error:
+        log.error("%s", error)
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None

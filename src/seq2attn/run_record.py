@@ -1,0 +1,83 @@
+"""What reproduces a run: the composed config, the command line and overrides, the git state,
+the package versions."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from seq2attn.inference.outputs import write_json
+
+PACKAGES = (
+    "seq2attn",
+    "torch",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "sentencepiece",
+    "sacrebleu",
+)
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as plain data, without Hydra's own node."""
+    return {
+        str(key): OmegaConf.to_container(cfg[key], resolve=True)
+        if OmegaConf.is_config(cfg[key])
+        else cfg[key]
+        for key in cfg
+        if key != "hydra"
+    }
+
+
+def write_run_record(config: dict[str, Any], output_dir: Path, resumed_from: str | None) -> None:
+    """``config.yaml`` (the composed config) and ``run.json`` (argv, overrides, the checkpoint
+    resumed from, git commit and dirtiness, package versions, Python version)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    write_json(
+        output_dir / "run.json",
+        {
+            "argv": sys.argv,
+            "overrides": hydra_overrides(),
+            "resumed_from": resumed_from,
+            "git": git_state(),
+            "packages": {name: package_version(name) for name in PACKAGES},
+            "python": sys.version.split()[0],
+        },
+    )
+
+
+def hydra_overrides() -> list[str]:
+    """The command line's overrides (empty outside a Hydra app)."""
+    if not HydraConfig.initialized():
+        return []
+    return list(HydraConfig.get().overrides.task)
+
+
+def package_version(package: str) -> str | None:
+    """The installed version, None when the package is missing."""
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_state() -> dict[str, Any]:
+    """The commit of the working directory and whether the tree has uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}

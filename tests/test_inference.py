@@ -1,0 +1,64 @@
+"""The Lightning-free inference API: what it imports, and that it translates as eval.py does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from seq2attn.checkpoints.loading import resolve_checkpoint
+from seq2attn.config import DecodingSchema, check
+from seq2attn.inference import load
+from seq2attn.tasks import evaluate
+from tests.conftest import compose_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_importing_inference_leaves_lightning_out() -> None:
+    probe = (
+        "import sys, seq2attn.inference, seq2attn.checkpoints.loading, seq2attn.search; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'lightning', 'pytorch_lightning', 'lightning_fabric'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def _eval_hypotheses(ckpt_path: str, output_dir: Path) -> tuple[list[str], DecodingSchema]:
+    """eval.py's test hypotheses under beam 3, and that decoding."""
+    cfg = compose_config(
+        "eval",
+        [f"ckpt_path={ckpt_path}", f"paths.output_dir={output_dir}", "decoding.beam_size=3"],
+    )
+    evaluate(cfg)
+    hypotheses = (output_dir / "test.hyp.txt").read_text().splitlines()
+    return hypotheses, check(DecodingSchema, cfg.decoding, "decoding")
+
+
+def test_load_translates_as_eval_does_for_a_folder_a_file_and_a_list(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    best = resolve_checkpoint(trained_run)
+    for name, given, ckpt_path in [
+        ("folder", trained_run, str(trained_run)),
+        ("file", best, str(best)),
+        ("list", [trained_run, best], f"[{trained_run},{best}]"),
+    ]:
+        translator = load(given)
+        assert translator.paths == ((best,) if name != "list" else (best, best))
+        corpus = instantiate(OmegaConf.create(translator.config["data"]["corpus"]))
+        sources = corpus.splits()["test"].src
+        expected, decoding = _eval_hypotheses(ckpt_path, tmp_path / name)
+        translations = translator.translate(sources, decoding)
+        assert translations.texts == expected, name
+        assert translations.stats.sentences == len(sources) == 100
+        first = translations[0]
+        assert first.attention_map is not None
+        rows, columns = first.attention_map.weights.shape
+        assert (rows, columns) == (len(first.target_pieces), len(first.source_pieces))
