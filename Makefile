@@ -52,17 +52,17 @@ sweep: $(STAMP) ## Small attention x cell x seed grid on the toy corpus (2 jobs 
 	$(PY) src/report.py $(SWEEP_DIR) --out $(SWEEP_DIR)/report.md --chart $(SWEEP_DIR)/report.png
 
 bench: $(STAMP) ## Speed vs OpenNMT-py and JoeyNMT (needs ../shared; ~30 min) -> benchmarks/results/latest.{json,md}
-	$(PY) benchmarks/speed.py $(ARGS)
+	$(PY) -m benchmarks.speed $(ARGS)
 
 bench-quick: $(STAMP) ## A few steps against OpenNMT-py only, for iterating -> benchmarks/results/quick.{json,md}
-	$(PY) benchmarks/speed.py --quick $(ARGS)
+	$(PY) -m benchmarks.speed --quick $(ARGS)
 
 bench-data: $(STAMP) ## Data pipeline benchmarks: loading vs. step time on Multi30k, 1M-pair scale
-	$(PY) benchmarks/data_loading.py && $(PY) benchmarks/data_scale.py
+	$(PY) -m benchmarks.data_loading && $(PY) -m benchmarks.data_scale
 
 CKPT ?= logs/train/runs
 bench-decoding: $(STAMP) ## Greedy/beam speed and scheduled-sampling cost of a Multi30k checkpoint (CKPT=<run folder>)
-	$(PY) benchmarks/decoding.py --ckpt $(CKPT) --root ../shared/data/multi30k
+	$(PY) -m benchmarks.decoding --ckpt $(CKPT)
 
 clean: ## Remove the venv, caches and run outputs
 	rm -rf $(VENV) .cache logs .pytest_cache .ruff_cache .mypy_cache .hypothesis src/*.egg-info

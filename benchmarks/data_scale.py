@@ -1,6 +1,6 @@
 """Data pipeline at scale: 1M sentence pairs made by repeating Multi30k de-en.
 
-    python benchmarks/data_scale.py [--pairs 1000000] [--root ../shared/data/multi30k]
+    python -m benchmarks.data_scale [--pairs 1000000] [--root ../shared/data/multi30k]
 
 Writes ``train.de/.en`` (the Multi30k training pairs repeated up to ``--pairs`` lines) plus the
 real val/test files into ``--workdir``, then runs two fresh processes on the ``data=text_pairs``
@@ -16,27 +16,33 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import platform
 import resource
 import shutil
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-STARTED = time.perf_counter()
-RESULTS = Path(__file__).resolve().parent / "results"
-CONF = Path(__file__).resolve().parents[1] / "conf"
+from benchmarks.common import (
+    CONF,
+    REPO,
+    corpus,
+    machine,
+    require,
+    run_measured,
+    shown,
+    table,
+    write_result,
+)
+
 GOALS = {"peak_rss_mb": 1500, "cached_start_s": 10}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=1_000_000)
-    parser.add_argument(
-        "--root", default=os.environ.get("SEQ2ATTN_DATA", "../shared/data/multi30k")
-    )
+    parser.add_argument("--root", default=shown(corpus()), help="the Multi30k folder")
     parser.add_argument("--workdir", default=".cache/bench-data")
     parser.add_argument("--phase", choices=["cold", "cached"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -44,19 +50,22 @@ def main() -> None:
     if args.phase:
         print(json.dumps(run_phase(args.phase, workdir)))
         return
+    require("python -m benchmarks.data_scale", Path(args.root) / "train.de.gz")
 
     start = time.perf_counter()
     make_corpus(Path(args.root), workdir, args.pairs)
-    report = {"pairs": args.pairs, "make_corpus_s": time.perf_counter() - start}
+    report: dict[str, Any] = {"pairs": args.pairs, "make_corpus_s": time.perf_counter() - start}
     shutil.rmtree(workdir / "cache", ignore_errors=True)
     for phase in ("cold", "cached"):
-        start = time.perf_counter()
-        command = [sys.executable, __file__, "--phase", phase, "--workdir", str(workdir)]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        report[phase] = json.loads(output.splitlines()[-1])
-        report[phase]["process_s"] = time.perf_counter() - start
-    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
-    write(report)
+        command = [sys.executable, "-m", "benchmarks.data_scale", "--phase", phase]
+        log = workdir / f"{phase}.log"
+        done = run_measured([*command, "--workdir", shown(workdir)], log, cwd=REPO)
+        report[phase] = json.loads(log.read_text().splitlines()[-1])
+        report[phase]["process_s"] = done.wall_s
+    report["machine"] = machine()
+    markdown = _markdown(report)
+    write_result("data_scale", report, markdown)
+    print(markdown)
 
 
 def make_corpus(root: Path, workdir: Path, pairs: int) -> None:
@@ -81,8 +90,8 @@ def run_phase(phase: str, workdir: Path) -> dict:
 
     timings = {"tokenise_s": 0.0, "encode_s": 0.0}
 
-    def timed(name, function):
-        def wrapper(*args, **kwargs):
+    def timed(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
@@ -123,35 +132,29 @@ def run_phase(phase: str, workdir: Path) -> dict:
     }
 
 
-def write(report: dict) -> None:
+def _markdown(report: dict[str, Any]) -> str:
     cold, cached = report["cold"], report["cached"]
+    rss, start = f"< {GOALS['peak_rss_mb']} MB", f"< {GOALS['cached_start_s']} s"
     rows = [
         ("tokenise (SentencePiece training)", f"{cold['tokenise_s']:.1f} s", ""),
         ("encode (train/val/test, both sides)", f"{cold['encode_s']:.1f} s", ""),
         ("read + preprocess + cache writes", f"{cold['read_and_rest_s']:.1f} s", ""),
         ("cold build: setup to first batch", f"{cold['first_batch_s']:.1f} s", ""),
-        ("cold build: peak RSS", f"{cold['peak_rss_mb']:.0f} MB", "< 1500 MB"),
-        ("cached start: setup to first batch", f"{cached['first_batch_s']:.1f} s", "< 10 s"),
+        ("cold build: peak RSS", f"{cold['peak_rss_mb']:.0f} MB", rss),
+        ("cached start: setup to first batch", f"{cached['first_batch_s']:.1f} s", start),
         ("cached start: whole process", f"{cached['process_s']:.1f} s", ""),
-        ("cached start: peak RSS", f"{cached['peak_rss_mb']:.0f} MB", "< 1500 MB"),
+        ("cached start: peak RSS", f"{cached['peak_rss_mb']:.0f} MB", rss),
         ("cache size on disk", f"{cold['cache_mb']:.0f} MB", ""),
     ]
-    lines = [
+    title = (
         f"# Data pipeline, {report['pairs']:,} pairs (Multi30k de-en repeated), "
-        f"{report['machine']['cpus']} CPUs",
-        "",
-        "| measure | value | goal |",
-        "|---|---|---|",
-        *(f"| {name} | {value} | {goal} |" for name, value, goal in rows),
-        "",
+        f"{report['machine']['cores']} CPUs\n"
+    )
+    footer = (
         f"Training pairs after filtering: {cold['train_pairs']:,}; source pieces: "
-        f"{cold['train_tokens']:,}.",
-    ]
-    markdown = "\n".join(lines) + "\n"
-    print(markdown)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "data_scale.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "data_scale.md").write_text(markdown)
+        f"{cold['train_tokens']:,}.\n"
+    )
+    return f"{title}\n{table(['measure', 'value', 'goal'], rows)}\n{footer}"
 
 
 if __name__ == "__main__":

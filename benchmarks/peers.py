@@ -1,11 +1,11 @@
-"""Peer toolkits for the speed benchmark (benchmarks/speed.py): OpenNMT-py 3.5.1 and JoeyNMT 2.3.0.
+"""Peer toolkits for the speed benchmark and the equal-budget runs: OpenNMT-py 3.5.1, JoeyNMT 2.3.0.
 
 ``install`` makes each tool's virtual environment, ``prepare_data`` writes the Multi30k de->en
 text and its SentencePiece pieces, ``train`` trains one speed reference (R1 or R2) with one tool
 and reads its steady-state throughput from the tool's own log, ``decode`` translates the test
 set greedily or with beam 5 and ``bleu`` scores the detokenised output. Every child process runs
-alone (never two at once), logs stdout and stderr to a file in the workspace, and reports its
-peak resident memory through ``os.wait4``.
+alone (never two at once) through ``benchmarks.common.run_measured``: stdout and stderr to a file
+in the workspace, its wall time and peak resident memory measured.
 
 Both tools see the same data and model: the same piece files (OpenNMT-py without transforms,
 JoeyNMT at ``level: word`` without a tokenizer; both outputs are detokenised here with the same
@@ -29,7 +29,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
@@ -41,6 +40,8 @@ from typing import Any
 import sacrebleu
 import sentencepiece as spm
 import yaml
+
+from benchmarks.common import run_measured
 
 PEERS = ("opennmt", "joeynmt")
 MODELS = ("r1", "r2")
@@ -83,7 +84,6 @@ REPORT_EVERY = 50
 CHECKPOINT_EVERY = 500  # ``minutes`` mode: OpenNMT-py's checkpoint interval
 UNBOUNDED = 10**9  # steps, epochs or intervals never reached (a multiple of any report interval)
 STOP_GRACE_S = 300.0  # after the stop signal, before SIGKILL
-POLL_S = 1.0
 
 # how R1 and R2 differ, in each tool's words
 ATTENTION: dict[str, dict[str, dict[str, Any]]] = {
@@ -164,12 +164,6 @@ class DecodeResult:
     wall_s: float  # the whole process
     peak_rss_mb: float
     hypotheses: Path  # detokenised text, one line per test sentence, in input order
-
-
-@dataclass
-class _Exit:
-    peak_rss_mb: float
-    wall_s: float
 
 
 @dataclass
@@ -303,7 +297,15 @@ def train(
     stop = STOP_SIGNALS[tool]
     limit = None if minutes is None else 60.0 * minutes
     expected = (0,) if minutes is None else (0, -stop)
-    done = _run(tool, command, log, bin_dir, limit, stop, expected)
+    done = run_measured(
+        command,
+        log,
+        env=_environment(bin_dir),
+        stop_after_s=limit,
+        stop_signal=stop,
+        grace_s=STOP_GRACE_S,
+        expected=expected,
+    )
     reports = _opennmt_reports(log) if tool == "opennmt" else _joeynmt_reports(log)
     tok_s, timed_steps = _steady_state(tool, command, log, reports, warmup)
     if total is not None and timed_steps != steps:
@@ -334,7 +336,7 @@ def _opennmt_vocab(ws: Workspace, bin_dir: Path) -> Path:
             },
         )
         command = [str(bin_dir / "onmt_build_vocab"), "-config", str(config)]
-        _run("opennmt", command, folder / "vocab.log", bin_dir)
+        run_measured(command, folder / "vocab.log", env=_environment(bin_dir))
         partial.replace(vocab)
     return vocab
 
@@ -551,7 +553,7 @@ def decode(
         command, output = _joeynmt_test(
             bin_dir, checkpoint, ws, out, beam, batch_sentences, max_length
         )
-    done = _run(tool, command, log, bin_dir)
+    done = run_measured(command, log, env=_environment(bin_dir))
     pieces = _read_lines(output)
     sentences = len(_read_lines(source))
     if len(pieces) != sentences:
@@ -655,71 +657,6 @@ def bleu(hypotheses: Path, references: Path) -> float:
     if len(hyps) != len(refs):
         raise ValueError(f"{hypotheses} has {len(hyps)} lines, {references} has {len(refs)}")
     return sacrebleu.corpus_bleu(hyps, [refs]).score
-
-
-def _run(
-    tool: str,
-    command: Sequence[str],
-    log: Path,
-    bin_dir: Path,
-    stop_after_s: float | None = None,
-    stop_signal: signal.Signals = signal.SIGTERM,
-    expected: Sequence[int] = (0,),
-) -> _Exit:
-    """Run one child with stdout and stderr in ``log``; after ``stop_after_s`` seconds send it
-    ``stop_signal`` (SIGKILL STOP_GRACE_S later). Raise unless its exit code is ``expected``
-    (a negative code: killed by that signal)."""
-    start = time.perf_counter()
-    with log.open("w") as out:
-        child = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=_environment(bin_dir),
-            preexec_fn=_default_stop_signals,
-        )
-    try:
-        status, usage = _wait(child.pid, stop_after_s, stop_signal)
-    except BaseException:
-        child.kill()
-        child.wait()
-        raise
-    child.returncode = os.waitstatus_to_exitcode(status)  # reaped by os.wait4, not by Popen
-    wall = time.perf_counter() - start
-    if child.returncode not in expected:
-        raise _failure(tool, command, log, f"exited with {child.returncode}")
-    return _Exit(usage.ru_maxrss / 1024, wall)  # ru_maxrss: KiB
-
-
-def _default_stop_signals() -> None:
-    """Give the child the default SIGINT and SIGTERM. A shell without job control starts
-    background commands with SIGINT ignored, a disposition exec keeps: a Python child would then
-    never raise KeyboardInterrupt, and JoeyNMT (which saves its checkpoint on it) would run on
-    until SIGKILL."""
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, signal.SIG_DFL)
-
-
-def _wait(pid: int, stop_after_s: float | None, stop_signal: signal.Signals) -> tuple[int, Any]:
-    """os.wait4's status and rusage of ``pid``, stopping it first if it outlives stop_after_s."""
-    if stop_after_s is not None:
-        for signal_to_send, within in ((stop_signal, stop_after_s), (signal.SIGKILL, STOP_GRACE_S)):
-            ended = _poll(pid, time.monotonic() + within)
-            if ended is not None:
-                return ended
-            os.kill(pid, signal_to_send)
-    _, status, usage = os.wait4(pid, 0)
-    return status, usage
-
-
-def _poll(pid: int, deadline: float) -> tuple[int, Any] | None:
-    """os.wait4's status and rusage if ``pid`` ends before ``deadline``, else None."""
-    while time.monotonic() < deadline:
-        reaped, status, usage = os.wait4(pid, os.WNOHANG)
-        if reaped:
-            return status, usage
-        time.sleep(POLL_S)
-    return None
 
 
 def _environment(bin_dir: Path) -> dict[str, str]:

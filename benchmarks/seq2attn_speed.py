@@ -1,7 +1,7 @@
-"""One seq2attn measurement in its own process, for the peer benchmark (benchmarks/speed.py).
+"""One seq2attn measurement in its own process, for the peer benchmark (benchmarks.speed).
 
-    python benchmarks/seq2attn_speed.py train --out r1.json --save r1.ckpt -- experiment=bench_r1
-    python benchmarks/seq2attn_speed.py decode --ckpt r1.ckpt --out decode.json
+    python -m benchmarks.seq2attn_speed train --out r1.json --save r1.ckpt -- experiment=bench_r1
+    python -m benchmarks.seq2attn_speed decode --ckpt r1.ckpt --out decode.json
 
 ``train`` runs the real training loop (Lightning, the data module, the config's precision) for
 warm-up + timed steps with no validation, checkpointing or logging, and reports steady-state
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,46 +24,38 @@ import sacrebleu
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf, open_dict
 
-from seq2attn.checkpoint import SelfDescribingCheckpoint, load_checkpoint
+from benchmarks.common import CONF, StepTimer, lightning_hooks
+from seq2attn.checkpoints.saving import SelfDescribingCheckpoint
 from seq2attn.config import DecodingSchema, validate
+from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.data.tokenizer import PAD_ID
 from seq2attn.flops import count_flops
-from seq2attn.runtime import configure_cpu
-from seq2attn.tasks import build_module, data_config_for, resolved_config
-from seq2attn.translation import translate_sentences
+from seq2attn.inference import data_config_for, load
+from seq2attn.module import build_module
+from seq2attn.run_record import resolved_config
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DECODINGS = {
     "greedy": DecodingSchema(),
     "beam5": DecodingSchema(strategy="beam", beam_size=5, length_penalty=0.6),
 }
 
 
-class StepClock(Callback):
-    """Wall time and target tokens at the end of every training step."""
-
-    def __init__(self) -> None:
-        self.ends: list[float] = []
-        self.tokens: list[int] = []
-        self.source_tokens: list[int] = []
-        self.pairs: list[int] = []
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, i: int
-    ) -> None:
-        self.ends.append(time.perf_counter())
-        self.tokens.append(batch.num_target_tokens)
-        self.source_tokens.append(int(batch.src_lengths.sum()))
-        target_lengths = (batch.tgt_out != PAD_ID).sum(dim=1)
-        self.pairs.append(int((batch.src_lengths * target_lengths).sum()))
+def batch_counts(batch: Any) -> dict[str, float]:
+    """What a training step processed: target tokens (pieces + EOS), source tokens and
+    source x target position pairs (the attention scores' count)."""
+    target_lengths = (batch.tgt_out != PAD_ID).sum(dim=1)
+    return {
+        "target_tokens": batch.num_target_tokens,
+        "source_tokens": int(batch.src_lengths.sum()),
+        "pairs": int((batch.src_lengths * target_lengths).sum()),
+    }
 
 
 def train(args: argparse.Namespace) -> dict[str, Any]:
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=args.overrides, return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(Path(args.out).resolve().parent)
@@ -75,7 +66,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     datamodule = build_datamodule(cfg.data)
     datamodule.setup("fit")
     module = build_module(cfg, datamodule)
-    clock = StepClock()
+    timer = StepTimer()
     config = resolved_config(cfg)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     assert isinstance(trainer_cfg, dict)
@@ -89,21 +80,25 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         logger=False,
     )
     trainer: L.Trainer = instantiate(
-        trainer_cfg, callbacks=[clock, SelfDescribingCheckpoint(config)]
+        trainer_cfg,
+        callbacks=[lightning_hooks(timer, batch_counts), SelfDescribingCheckpoint(config)],
     )
     trainer.fit(module, datamodule=datamodule)
     if args.save:
         trainer.save_checkpoint(args.save)
-    warm = args.warmup - 1
-    seconds = clock.ends[-1] - clock.ends[warm]
-    tokens = sum(clock.tokens[warm + 1 :])
-    source = sum(clock.source_tokens[warm + 1 :])
-    pairs = sum(clock.pairs[warm + 1 :])
-    flops = count_flops(module.model, source_tokens=source, target_tokens=tokens, pairs=pairs)
+    timed = timer.steady(args.warmup)
+    seconds, totals = timed["seconds"], timed["totals"]
+    tokens = totals["target_tokens"]
+    flops = count_flops(
+        module.model,
+        source_tokens=totals["source_tokens"],
+        target_tokens=tokens,
+        pairs=totals["pairs"],
+    )
     return {
         "overrides": args.overrides,
         "precision": str(cfg.trainer.precision),
-        "timed_steps": len(clock.ends) - warm - 1,
+        "timed_steps": timed["steps"],
         "seconds": seconds,
         "tok_s": tokens / seconds,
         "train_flops_per_target_token": flops.training / tokens,
@@ -115,27 +110,21 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
 
 def decode(args: argparse.Namespace) -> dict[str, Any]:
     configure_cpu(OmegaConf.create({"flush_denormal": True, "keep_freed_memory": True}))
-    checkpoint = load_checkpoint(args.ckpt)
-    data = data_config_for(checkpoint.config["data"], OmegaConf.create({}))
+    translator = load(args.ckpt)
+    data = data_config_for(translator.config["data"], {"root": args.data_root})
     test = instantiate(OmegaConf.create(data["corpus"])).splits()["test"]
     report: dict[str, Any] = {"sentences": len(test.src)}
     decodings = {"greedy": DECODINGS["greedy"]} if args.greedy_only else DECODINGS
     for name, decoding in decodings.items():
-        translations, stats = translate_sentences(
-            checkpoint.model,
-            checkpoint.src_tokenizer,
-            checkpoint.tgt_tokenizer,
-            test.src,
-            decoding,
-            max_tokens=None,
-            max_sentences=args.batch_sentences,
+        translations = translator.translate(
+            test.src, decoding, max_tokens=None, max_sentences=args.batch_sentences
         )
+        stats = translations.stats
         report[f"{name}_sent_s"] = stats.sentences / stats.seconds
         report[f"{name}_seconds"] = stats.seconds
-        hypotheses = [t.text for t in translations]
-        report[f"{name}_bleu"] = sacrebleu.corpus_bleu(hypotheses, [test.tgt]).score
+        report[f"{name}_bleu"] = sacrebleu.corpus_bleu(translations.texts, [test.tgt]).score
         report[f"{name}_mean_output_pieces"] = sum(
-            len(t.target_pieces) for t in translations
+            len(t.target_pieces) for t in translations.items
         ) / len(translations)
     return report
 
@@ -152,6 +141,9 @@ def main() -> None:
     decode_parser.add_argument("--ckpt", required=True)
     decode_parser.add_argument("--batch-sentences", type=int, default=64)
     decode_parser.add_argument("--greedy-only", action="store_true")
+    decode_parser.add_argument(
+        "--data-root", default=None, help="the corpus folder (default: the checkpoint's data.root)"
+    )
     for sub_parser in (train_parser, decode_parser):
         sub_parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args()

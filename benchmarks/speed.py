@@ -1,6 +1,6 @@
 """Speed against OpenNMT-py and JoeyNMT on this machine, in one run (`make bench`).
 
-    python benchmarks/speed.py [--quick] [--peers opennmt,joeynmt]
+    python -m benchmarks.speed [--quick] [--peers opennmt,joeynmt] [--resume]
 
 Every tool trains the reference models R1 and R2 (conf/experiment/bench_r1.yaml, bench_r2.yaml)
 on Multi30k de->en with the shared SentencePiece model, one process at a time, alternating
@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,12 +24,21 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import peers  # noqa: E402
+from benchmarks import peers
+from benchmarks.common import (
+    REPO,
+    SPM_MODEL,
+    corpus,
+    describe_machine,
+    machine,
+    require,
+    run_measured,
+    shown,
+    table,
+    write_result,
+)
+from benchmarks.common import commit as current_commit
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-RESULTS = REPO / "benchmarks" / "results"
 TOOLS = ("seq2attn", *peers.PEERS)
 
 
@@ -53,55 +59,53 @@ def gemm_peak_gflops(
     return best
 
 
-def run_measured(command: list[str], log: Path, env: dict[str, str] | None = None) -> dict:
-    """Run ``command`` to completion; its wall time and peak resident memory."""
-    began = time.perf_counter()
-    with log.open("w") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-20:])
-        raise RuntimeError(f"{' '.join(command)} failed (log {log}):\n{tail}")
-    return {"wall_s": time.perf_counter() - began, "peak_rss_mb": usage.ru_maxrss / 1024}
-
-
 def seq2attn_train(model: str, precision: str, ws: Path, warmup: int, steps: int) -> dict:
     name = f"seq2attn_{model}_{precision}"
     out, ckpt = ws / f"{name}.json", ws / f"{name}.ckpt"
     command = [
         sys.executable,
-        str(REPO / "benchmarks" / "seq2attn_speed.py"),
+        "-m",
+        "benchmarks.seq2attn_speed",
         "train",
         f"--warmup={warmup}",
         f"--steps={steps}",
-        f"--out={out}",
-        f"--save={ckpt}",
+        f"--out={shown(out)}",
+        f"--save={shown(ckpt)}",
         f"experiment=bench_{model}",
         f"precision={precision}",
-        f"paths.root_dir={REPO}",
-        f"data.root={SHARED / 'data' / 'multi30k'}",
-        f"data.spm_model={SHARED / 'bench' / 'spm_multi30k_deen_unigram8k.model'}",
-        f"paths.cache_dir={ws / 'cache'}",
+        f"data.root={shown(corpus())}",
+        f"data.spm_model={shown(SPM_MODEL)}",
+        f"paths.cache_dir={shown(ws / 'cache')}",
     ]
-    process = run_measured(command, ws / f"{name}.log")
-    return {**json.loads(out.read_text()), **process, "checkpoint": str(ckpt)}
+    process = run_measured(command, ws / f"{name}.log", cwd=REPO)
+    return {
+        **json.loads(out.read_text()),
+        "wall_s": process.wall_s,
+        "peak_rss_mb": process.peak_rss_mb,
+        "checkpoint": shown(ckpt),
+    }
 
 
 def seq2attn_decode(checkpoint: str, ws: Path, name: str, greedy_only: bool = False) -> dict:
     out = ws / f"{name}.json"
     command = [
         sys.executable,
-        str(REPO / "benchmarks" / "seq2attn_speed.py"),
+        "-m",
+        "benchmarks.seq2attn_speed",
         "decode",
         f"--ckpt={checkpoint}",
-        f"--out={out}",
+        f"--out={shown(out)}",
         "--batch-sentences=64",
+        f"--data-root={shown(corpus())}",
     ]
     if greedy_only:
         command.append("--greedy-only")
-    env = {**os.environ, "SEQ2ATTN_DATA": str(SHARED / "data" / "multi30k")}
-    process = run_measured(command, ws / f"{name}.log", env)
-    return {**json.loads(out.read_text()), **process}
+    process = run_measured(command, ws / f"{name}.log", cwd=REPO)
+    return {
+        **json.loads(out.read_text()),
+        "wall_s": process.wall_s,
+        "peak_rss_mb": process.peak_rss_mb,
+    }
 
 
 def ratio(results: dict[str, float | None]) -> str:
@@ -113,46 +117,37 @@ def ratio(results: dict[str, float | None]) -> str:
     return f"{ours / max(others):.2f}x"
 
 
+ROWS = (  # label, report key, format
+    ("R1 training, target tokens/s, fp32", "train_r1_tok_s", "{:,.0f}"),
+    ("R1 training, target tokens/s, bf16-mixed (peers: fp32)", "train_r1_bf16_tok_s", "{:,.0f}"),
+    ("R2 training, target tokens/s, fp32", "train_r2_tok_s", "{:,.0f}"),
+    ("R2 training, target tokens/s, bf16-mixed (peers: fp32)", "train_r2_bf16_tok_s", "{:,.0f}"),
+    ("R1 greedy decoding, sentences/s", "greedy_sent_s", "{:,.1f}"),
+    ("R1 beam-5 decoding, sentences/s", "beam5_sent_s", "{:,.1f}"),
+    ("R1 training peak RSS, MB", "peak_rss_mb", "{:,.0f}"),
+    ("R1 fraction of fp32 GEMM peak", "mfu_r1", "{:.1%}"),
+    ("R2 fraction of fp32 GEMM peak", "mfu_r2", "{:.1%}"),
+)
+
+
 def markdown(report: dict[str, Any]) -> str:
-    rows = [
-        ("R1 training, target tokens/s, fp32", "train_r1_tok_s", "{:,.0f}"),
-        (
-            "R1 training, target tokens/s, bf16-mixed (peers: fp32)",
-            "train_r1_bf16_tok_s",
-            "{:,.0f}",
-        ),
-        ("R2 training, target tokens/s, fp32", "train_r2_tok_s", "{:,.0f}"),
-        (
-            "R2 training, target tokens/s, bf16-mixed (peers: fp32)",
-            "train_r2_bf16_tok_s",
-            "{:,.0f}",
-        ),
-        ("R1 greedy decoding, sentences/s", "greedy_sent_s", "{:,.1f}"),
-        ("R1 beam-5 decoding, sentences/s", "beam5_sent_s", "{:,.1f}"),
-        ("R1 training peak RSS, MB", "peak_rss_mb", "{:,.0f}"),
-        ("R1 fraction of fp32 GEMM peak", "mfu_r1", "{:.1%}"),
-        ("R2 fraction of fp32 GEMM peak", "mfu_r2", "{:.1%}"),
-    ]
-    head = "| | " + " | ".join(TOOLS) + " | seq2attn vs faster peer |\n"
-    lines = [head, "|---" * (len(TOOLS) + 2) + "|\n"]
-    for label, key, fmt in rows:
+    rows = []
+    for label, key, fmt in ROWS:
         values = report[key]
         cells = [fmt.format(values[t]) if values.get(t) is not None else "n/a" for t in TOOLS]
         better = ratio(values)
         if key == "peak_rss_mb" and better != "n/a":  # lower is better: show the peer's share
             better = f"{1 / float(better[:-1]):.2f}x less"
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {better} |\n")
-    peak, bleu = report["gemm_peak_gflops"], report["bleu_same_steps"]
-    lines.append(
-        f"\nGEMM peak measured in this run: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 "
-        f"{peak['bf16']:.0f} GFLOP/s. {report['machine']['cpu']}, {report['machine']['threads']} "
-        f"threads, torch {report['machine']['torch']}, {report['date']}, commit "
-        f"{report['commit']}; {report['timed_steps']} timed steps after {report['warmup_steps']} "
-        f"warm-up steps; bf16-mixed vs 32-true greedy BLEU after the same steps: "
-        f"{bleu['bf16-mixed']:.2f} vs {bleu['32-true']:.2f}."
-        "\n"
+        rows.append([label, *cells, better])
+    peak, bleu, host = report["gemm_peak_gflops"], report["bleu_same_steps"], report["machine"]
+    caption = (
+        f"GEMM peak measured in this run: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 "
+        f"{peak['bf16']:.0f} GFLOP/s. {describe_machine(host)}, {host['threads']} threads, torch "
+        f"{host['torch']}, {report['date']}, commit {report['commit']}; {report['timed_steps']} "
+        f"timed steps after {report['warmup_steps']} warm-up steps; bf16-mixed vs 32-true greedy "
+        f"BLEU after the same steps: {bleu['bf16-mixed']:.2f} vs {bleu['32-true']:.2f}.\n"
     )
-    return "".join(lines)
+    return table(["", *TOOLS, "seq2attn vs faster peer"], rows) + "\n" + caption
 
 
 def main() -> None:
@@ -166,12 +161,7 @@ def main() -> None:
         "--resume", action="store_true", help="reuse the results of runs an earlier call finished"
     )
     args = parser.parse_args()
-    for needed in (SHARED / "data" / "multi30k", SHARED / "bench"):
-        if not needed.is_dir():
-            sys.exit(
-                f"benchmarks/speed.py needs {needed} (Multi30k and the shared SentencePiece "
-                "model beside the repository); it is not there"
-            )
+    require("python -m benchmarks.speed", corpus(), SPM_MODEL)
     warmup = args.warmup or (10 if args.quick else 50)
     steps = args.steps or (30 if args.quick else 200)
     tools = args.peers.split(",") if args.peers else (["opennmt"] if args.quick else peers.PEERS)
@@ -196,11 +186,7 @@ def main() -> None:
     peak = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
     say(f"GEMM peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
     bins = {tool: peers.install(tool, REPO / ".cache" / "peers") for tool in tools}
-    ws = peers.prepare_data(
-        SHARED / "data" / "multi30k",
-        SHARED / "bench" / "spm_multi30k_deen_unigram8k.model",
-        ws_root / "peers",
-    )
+    ws = peers.prepare_data(corpus(), SPM_MODEL, ws_root / "peers")
     runs: dict[str, Any] = {}
     for model in ("r1", "r2"):  # alternate the tools within each model
         for tool in ("seq2attn", *tools, "seq2attn_bf16"):
@@ -292,45 +278,16 @@ def main() -> None:
         "runs": runs,
         "warmup_steps": warmup,
         "timed_steps": steps,
-        "machine": {
-            "cpu": _cpu_name(),
-            "cores": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "commit": _commit(),
+        "commit": current_commit(),
         "wall_s": time.perf_counter() - started,
     }
     stem = "quick" if args.quick else "latest"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(report)
-    (RESULTS / f"{stem}.md").write_text(table)
-    print(table)
-    say(f"wrote {RESULTS / (stem + '.json')} and {stem}.md")
-
-
-def _cpu_name() -> str:
-    for line in (
-        Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    ):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    table_text = markdown(report)
+    written, _ = write_result(stem, report, table_text)
+    print(table_text)
+    say(f"wrote {shown(written)} and {stem}.md")
 
 
 if __name__ == "__main__":

@@ -1,40 +1,31 @@
 """Scores of a checkpoint on val or test by ``src/eval.py``, kept in a folder so that a second
-call reads them instead of decoding again; shared by benchmarks/best.py and budget.py."""
+call reads them instead of decoding again; shared by experiments.best and experiments.budget."""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO, CommandFailed, Measured, corpus, run_measured, shown
+
+# GNMT length penalties tried on val with beam 5; the best one decodes test
+LENGTH_PENALTIES = (0.6, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 2.0)
 
 
-def corpus() -> Path:
-    """Multi30k's folder: $SEQ2ATTN_DATA, else ../shared/data/multi30k beside the project."""
-    return Path(os.environ.get("SEQ2ATTN_DATA", ROOT.parent / "shared" / "data" / "multi30k"))
-
-
-def shown(path: Path) -> str:
-    """A path as the commands show it: relative to the project folder where possible."""
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def run(command: list[str], log: Path) -> None:
-    """Run ``python <script> ...`` from the project folder with this interpreter, output to
-    ``log``; stop the benchmark, naming the log, if it fails."""
+def run(command: list[str], log: Path) -> Measured:
+    """Run ``python <script> ...`` from the repository with this interpreter and the corpus of
+    :func:`benchmarks.common.corpus`, output to ``log``; stop the driver, naming the log, if it
+    fails."""
     print(f"$ {shlex.join(command)}", flush=True)
-    env = {**os.environ, "SEQ2ATTN_DATA": str(corpus())}
-    with log.open("w") as sink:
-        done = subprocess.run(
-            [sys.executable, *command[1:]], cwd=ROOT, stdout=sink, stderr=sink, env=env
-        )
-    if done.returncode != 0:
-        sys.exit(f"{Path(sys.argv[0]).name}: '{shlex.join(command)}' failed; see {log}")
+    env = {**os.environ, "SEQ2ATTN_DATA": shown(corpus())}
+    try:
+        return run_measured([sys.executable, *command[1:]], log, env=env, cwd=REPO)
+    except CommandFailed as failure:
+        sys.exit(f"{Path(sys.argv[0]).name}: {failure}")
 
 
 def checkpoint_option(checkpoints: list[Path]) -> str:

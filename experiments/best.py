@@ -1,7 +1,7 @@
 """The best configuration of docs/results.md: train it, average its checkpoints, score it.
 
-    python benchmarks/best.py                 # train both runs (unless done), then score them
-    python benchmarks/best.py --report        # only refresh docs/results.md from the result file
+    python -m experiments.best                # train both runs (unless done), then score them
+    python -m experiments.best --report       # only refresh docs/results.md from the result file
 
 The configuration is ``experiment=multi30k_best`` trained twice with different seeds
 (``python src/train.py experiment=multi30k_best``, logs/best/multi30k_best/, and the same with
@@ -23,32 +23,38 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scoring import ROOT, checkpoint_option, corpus, evaluate, run, shown  # noqa: E402
+from benchmarks.common import (
+    REPO,
+    commit,
+    corpus,
+    describe_machine,
+    machine,
+    relative,
+    require,
+    shown,
+    table,
+)
+from experiments.scoring import LENGTH_PENALTIES, checkpoint_option, evaluate, run
+from seq2attn.checkpoints.loading import resolve_checkpoint
+from seq2attn.report import write_section
 
-from seq2attn.checkpoint import resolve_checkpoint  # noqa: E402
-from seq2attn.report import write_section  # noqa: E402
-
-RUNS = ROOT / "logs" / "best"
+RUNS = REPO / "logs" / "best"
 # run folder -> the overrides of experiment=multi30k_best it is trained with
 MEMBERS = {
     "multi30k_best": (),
     "multi30k_best_seed2": ("seed=2", "precision=bf16-mixed"),
 }
-RESULT = ROOT / "docs" / "results" / "multi30k_best.json"
-PAGE = ROOT / "docs" / "results.md"
-FIGURES = ROOT / "docs" / "figures"
-LENGTH_PENALTIES = (0.6, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 2.0)
+RESULT = REPO / "docs" / "results" / "multi30k_best.json"
+PAGE = REPO / "docs" / "results.md"
+FIGURES = REPO / "docs" / "figures"
 AVERAGED = 5
-# the runs' data config as the corpus folder of this machine has it (scoring.corpus)
+# the runs' data config with the corpus folder of experiments.scoring.run's SEQ2ATTN_DATA
 DATA = ("data=multi30k",)
 HEATMAPS = 3
 
@@ -66,7 +72,6 @@ def train(run_dir: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         run(command, run_dir.parent / f"{run_dir.name}.log")
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    record = json.loads((run_dir / "run.json").read_text())
     return {
         "run": run_dir.name,
         "command": " ".join(command),
@@ -74,8 +79,7 @@ def train(run_dir: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
         "steps": metrics.get("trainer/global_step"),
         "params": metrics["params"],
         "val_bleu_greedy_best": metrics["val/bleu_best"],
-        "commit": record.get("git", {}).get("commit"),
-        "uncommitted_changes": record.get("git", {}).get("dirty"),
+        "commit": commit(run_dir),
     }
 
 
@@ -99,18 +103,18 @@ def heatmaps(checkpoints: list[Path], length_penalty: float, work: Path) -> list
         "python",
         "src/translate.py",
         f"ckpt_path={checkpoint_option(checkpoints)}",
-        f"input={work / 'input.de'}",
-        f"output={work / 'output.en'}",
-        f"attention_dir={work}",
+        f"input={shown(work / 'input.de')}",
+        f"output={shown(work / 'output.en')}",
+        f"attention_dir={shown(work)}",
         f"decoding.length_penalty={length_penalty}",
-        f"hydra.run.dir={work}",
+        f"hydra.run.dir={shown(work)}",
     ]
     run(command, work / "translate.log")
     figures = []
     for number in range(1, HEATMAPS + 1):
         target = FIGURES / f"best_attention_{number}.png"
         shutil.copyfile(work / f"sentence_{number:05d}.png", target)
-        figures.append(str(target.relative_to(ROOT)))
+        figures.append(shown(target))
     return figures
 
 
@@ -170,52 +174,61 @@ def score(runs: Path) -> dict[str, Any]:
     return {
         "experiment": "multi30k_best",
         "train": trained,
-        "average": [{k: str(v) for k, v in member.items()} for member in averaged],
+        "average": [
+            {k: shown(v) if k == "checkpoint" else v for k, v in m.items()} for m in averaged
+        ],
         "chosen": {"model": chosen["model"], "length_penalty": chosen["length_penalty"]},
         "val": val,
         "test": test,
         "figures": figures,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "hardware": f"{os.cpu_count()} CPU cores, no GPU",
+        "hardware": f"{describe_machine(machine())}, no GPU",
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The scores table of the result file, chosen row first."""
+    """The scores table of the result file, chosen row first, then how the runs were made."""
     chosen = result["chosen"]
-    lines = [
-        "| model | length penalty | split | BLEU | chrF | TER | command |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
     entries = sorted(result["test"], key=lambda e: e["model"] != chosen["model"])
     entries += sorted(result["val"], key=lambda e: -e["bleu"])
+    rows = []
     for entry in entries:
-        split = "test_2016_flickr" if entry["split"] == "test" else "val"
-        mark = (
-            " **(chosen on val)**"
-            if entry["model"] == chosen["model"]
-            and (entry["length_penalty"] == chosen["length_penalty"])
-            else ""
+        is_chosen = (entry["model"], entry["length_penalty"]) == (
+            chosen["model"],
+            chosen["length_penalty"],
         )
-        lines.append(
-            f"| {entry['model']}{mark} | {entry['length_penalty']} | {split} | "
-            f"{entry['bleu']:.2f} | {entry['chrf']:.2f} | {entry['ter']:.2f} | "
-            f"`{entry['command']}` |"
+        rows.append(
+            [
+                f"{entry['model']}{' **(chosen on val)**' if is_chosen else ''}",
+                entry["length_penalty"],
+                "test_2016_flickr" if entry["split"] == "test" else "val",
+                f"{entry['bleu']:.2f}",
+                f"{entry['chrf']:.2f}",
+                f"{entry['ter']:.2f}",
+                f"`{entry['command']}`",
+            ]
         )
-    lines.append("")
+    headers = ["model", "length penalty", "split", "BLEU", "chrF", "TER", "command"]
+    lines = [table(headers, rows)]
     for number, (trained, averaged) in enumerate(
         zip(result["train"], result["average"], strict=True), 1
     ):
         lines.append(
             f"Run {number} trained by `{trained['command']}` in {trained['wall_s'] / 60:.0f} min "
             f"({trained['steps']:.0f} steps, {trained['params']:,.0f} parameters) on "
-            f"{result['hardware']}, commit {(trained['commit'] or 'unknown')[:7]}"
-            f"{' with uncommitted changes' if trained.get('uncommitted_changes') else ''}; "
-            f"averaged by `{averaged['command']}`."
+            f"{result['hardware']}, commit {_commit_text(trained)}; averaged by "
+            f"`{averaged['command']}`.\n"
         )
-        lines.append("")
-    lines.append(f"Signature: `{result['test'][0]['signatures']['bleu']}`.")
-    return "\n".join(lines) + "\n"
+    lines.append(f"Signature: `{result['test'][0]['signatures']['bleu']}`.\n")
+    return "\n".join(lines)
+
+
+def _commit_text(trained: dict[str, Any]) -> str:
+    """``abc1234``, or ``abc1234 with uncommitted changes`` (``abc1234+`` in the record; older
+    records hold the full hash and an ``uncommitted_changes`` flag)."""
+    recorded = trained.get("commit") or "unknown"
+    dirty = recorded.endswith("+") or trained.get("uncommitted_changes")
+    return recorded.rstrip("+")[:7] + (" with uncommitted changes" if dirty else "")
 
 
 def main() -> None:
@@ -228,10 +241,9 @@ def main() -> None:
     parser.add_argument("--report", action="store_true", help="only refresh the page")
     args = parser.parse_args()
     if not args.report:
-        if not (corpus() / "train.de.gz").is_file():
-            sys.exit(f"benchmarks/best.py needs Multi30k in {corpus()} (or set SEQ2ATTN_DATA)")
+        require("python -m experiments.best", corpus() / "train.de.gz")
         result = score(args.runs.resolve())
-        RESULT.write_text(json.dumps(result, indent=2) + "\n")
+        RESULT.write_text(json.dumps(relative(result), indent=2) + "\n")
         print(f"wrote {shown(RESULT)}")
     result = json.loads(RESULT.read_text())
     write_section(markdown(result), PAGE, "best")

@@ -1,0 +1,272 @@
+"""The attention study of docs/results.md: one Hydra multirun of the runs whose result files are
+missing, their result files, then the page's tables and figures.
+
+    python -m experiments.study             # run what is missing (joblib, two at a time), report
+    python -m experiments.study --list      # every run's command, and whether it is done
+    python -m experiments.study --report    # only refresh the tables and figures
+
+Every run is ``python src/train.py experiment=study cpu.num_threads=1 <row overrides> seed=<s>``
+(one thread each, two side by side on a 2-core machine). Its result file (config, metrics,
+commit, that command) is docs/results/<run_name>-seed<s>.json; a run whose result file exists is
+not run again, so a study stopped part-way continues where it stopped. The runs still missing
+go to one ``src/train.py -m hydra/launcher=joblib`` multirun under logs/study/<date>_<time>/:
+each of them is an experiment config written there (``experiment=<run>``: it includes
+``experiment=study`` and sets the rest of the command above, so it composes the same config). Runs that finished in an earlier, interrupted multirun are collected first. The
+tables between the ``<!-- report:<section> -->`` markers of docs/results.md, the bar charts in
+docs/figures/ and the README's headline table (``<!-- report:headline -->``) are generated from
+the result files by the report command's library (seq2attn.report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from benchmarks.common import CONF, REPO, corpus, relative, require, shown
+from seq2attn.report import collect_runs, export, report, variants_table, write_section
+
+RESULTS = REPO / "docs" / "results"
+PAGE = REPO / "docs" / "results.md"
+README = REPO / "README.md"
+FIGURES = REPO / "docs" / "figures"
+LOGS = REPO / "logs" / "study"
+# every run's command starts so; the first is the experiment each run's config includes
+BASE = ("experiment=study", "cpu.num_threads=1")
+HEADLINE_SEEDS = (1, 2, 3)
+# The best Luong row of the scorer section by validation BLEU (34.02, seed 1): a headline row.
+BEST_LUONG = ("scorer=scaled_general",)
+# The best before the scaled general score joined the study (val 33.52): kept at 3 seeds too.
+EARLIER_BEST_LUONG = ("scorer=scaled_dot", "attention.input_feeding=true")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a section's table: the overrides of the study's base and the seeds run."""
+
+    section: str
+    overrides: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (1,)
+
+
+def _rows() -> list[Row]:
+    rows = [
+        Row("attention", ("attention=none",), HEADLINE_SEEDS),
+        Row("attention", ("attention=bahdanau",), HEADLINE_SEEDS),
+        Row("attention", (), HEADLINE_SEEDS),  # the base: general scorer
+        Row("attention", BEST_LUONG, HEADLINE_SEEDS),
+        Row("attention", EARLIER_BEST_LUONG, HEADLINE_SEEDS),
+    ]
+    for feeding in ("false", "true"):
+        for scorer in (
+            "dot",
+            "general",
+            "concat",
+            "mlp",
+            "location",
+            "scaled_dot",
+            "scaled_general",
+        ):
+            overrides: tuple[str, ...] = (f"scorer={scorer}",) if scorer != "general" else ()
+            if feeding == "true":
+                overrides += ("attention.input_feeding=true",)
+            rows.append(Row("scorers", overrides))
+    rows += [
+        Row("cells", (f"cell={cell}",) if cell != "gru" else ()) for cell in ("rnn", "gru", "lstm")
+    ]
+    rows += [
+        Row("reversal", ("attention=none",)),
+        Row("reversal", ("attention=none", "model.reverse_source=true")),
+        Row("teacher_forcing", ()),
+        Row("teacher_forcing", ("teacher_forcing=constant", "teacher_forcing.p=0.75")),
+        # 1.0 -> 0.5 over the 1,000 steps of a run
+        Row("teacher_forcing", ("teacher_forcing=linear", "teacher_forcing.decay_steps=1000")),
+        # k / (k + exp(i / k)) with k = 150: 0.99 at the start, 0.5 (its floor) from step ~750
+        Row("teacher_forcing", ("teacher_forcing=inverse_sigmoid", "teacher_forcing.k=150")),
+    ]
+    return rows
+
+
+ROWS = _rows()
+SECTIONS = list(dict.fromkeys(row.section for row in ROWS))
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    """One training run of a row: its overrides of the study's base and its seed."""
+
+    overrides: tuple[str, ...]
+    seed: int
+
+    @property
+    def args(self) -> list[str]:
+        return [*BASE, *self.overrides, f"seed={self.seed}"]
+
+    @property
+    def command(self) -> str:
+        return "python src/train.py " + " ".join(self.args)
+
+    @property
+    def name(self) -> str:
+        """The name of its experiment config in a multirun, from the overrides:
+        ``study-scorer-dot_attention_input_feeding-true-seed1``, ``study-base-seed1``."""
+        parts = [o.replace("=", "-").replace(".", "_") for o in self.overrides]
+        return f"study-{'_'.join(parts) or 'base'}-seed{self.seed}"
+
+    @cached_property
+    def result_name(self) -> str:
+        """``<run_name>-seed<s>.json``, ``run_name`` as the composed config has it."""
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            cfg = compose("train", overrides=self.args, return_hydra_config=True)
+        HydraConfig.instance().set_config(cfg)
+        return f"{cfg.run_name}-seed{self.seed}.json"
+
+    def experiment_config(self) -> str:
+        """This run as an experiment config: ``experiment=study``, then the rest of its command
+        (group choices as defaults-list overrides, values as keys)."""
+        given = [*BASE[1:], *self.overrides, f"seed={self.seed}"]
+        groups = [o for o in given if (CONF / o.split("=", 1)[0]).is_dir()]
+        values = OmegaConf.from_dotlist([o for o in given if o not in groups])
+        lines = ["# @package _global_", f"# {self.command}", "defaults:", "  - study"]
+        lines += [f"  - override /{o.replace('=', ': ', 1)}" for o in groups]
+        return "\n".join(lines) + "\n" + OmegaConf.to_yaml(values)
+
+
+def study_runs(rows: Sequence[Row] = ROWS) -> list[StudyRun]:
+    """Every run of the study once (rows shared by sections run once), seed 1 of all rows
+    first."""
+    unique: dict[tuple[tuple[str, ...], int], StudyRun] = {}
+    for seed in sorted({s for row in rows for s in row.seeds}):
+        for row in rows:
+            if seed in row.seeds:
+                unique.setdefault((row.overrides, seed), StudyRun(row.overrides, seed))
+    return list(unique.values())
+
+
+def missing(runs: Sequence[StudyRun], results: Path = RESULTS) -> list[StudyRun]:
+    """The runs whose result file is not in ``results``."""
+    return [run for run in runs if not (results / run.result_name).is_file()]
+
+
+def export_finished(runs: Sequence[StudyRun], logs: Path = LOGS, results: Path = RESULTS) -> int:
+    """Write the result file of every run of ``runs`` that finished under ``logs`` and has none
+    yet, with its single-run command and paths relative to the repository; how many."""
+    by_name = {run.result_name: run for run in missing(runs, results)}
+    if not by_name or not logs.is_dir():
+        return 0
+    finished, _ = collect_runs(logs)
+    exported = 0
+    for found in finished:
+        run = by_name.pop(
+            f"{found.config.get('run_name')}-seed{found.config.get('seed')}.json", None
+        )
+        if run is not None:
+            export(
+                [dataclasses.replace(found, config=relative(found.config), command=run.command)],
+                results,
+            )
+            exported += 1
+    return exported
+
+
+def multirun(pending: Sequence[StudyRun], sweep_dir: Path, jobs: int) -> int:
+    """Train ``pending`` in one joblib multirun under ``sweep_dir``; its exit code."""
+    configs = sweep_dir / "conf" / "experiment"
+    configs.mkdir(parents=True, exist_ok=True)
+    for run in pending:
+        (configs / f"{run.name}.yaml").write_text(run.experiment_config())
+    command = [
+        sys.executable,
+        "src/train.py",
+        "-m",
+        f"hydra.searchpath=[file://{shown(sweep_dir / 'conf')}]",
+        f"experiment={','.join(run.name for run in pending)}",
+        "trainer.enable_progress_bar=false",
+        "hydra/launcher=joblib",
+        f"hydra.launcher.n_jobs={jobs}",
+        f"hydra.sweep.dir={shown(sweep_dir)}",
+    ]
+    print(f"$ {' '.join(['python', *command[1:]])}", flush=True)
+    env = {**os.environ, "SEQ2ATTN_DATA": shown(corpus())}
+    return subprocess.run(command, cwd=REPO, env=env).returncode
+
+
+def section_files(section: str) -> list[Path]:
+    """The result files of a section's rows that exist, in the rows' order."""
+    runs = [
+        StudyRun(row.overrides, seed)
+        for row in ROWS
+        if row.section == section
+        for seed in row.seeds
+    ]
+    return [RESULTS / run.result_name for run in runs if (RESULTS / run.result_name).is_file()]
+
+
+def refresh_page() -> None:
+    """Each section's table (from its rows' result files) and bar chart into docs/results.md;
+    the headline variants (mean ± std of the attention section) into the README."""
+    for section in SECTIONS:
+        files = section_files(section)
+        if files:
+            chart = FIGURES / f"study_{section}.png"
+            report(files, chart=chart, into=(PAGE, section))
+            print(f"{section}: {len(files)} runs -> {PAGE.name}, {shown(chart)}")
+    headline = [run for path in section_files("attention") for run in collect_runs(path)[0]]
+    if headline:
+        write_section(variants_table(headline) + "\n", README, "headline")
+        print(f"headline: {len(headline)} runs -> {README.name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--list", action="store_true", help="show the runs and stop")
+    parser.add_argument("--report", action="store_true", help="only refresh the page")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once (default 2)")
+    args = parser.parse_args()
+    if args.report:
+        refresh_page()
+        return
+    runs = study_runs()
+    if args.list:
+        pending = missing(runs)
+        for run in runs:
+            print(f"{'todo' if run in pending else 'done'}  {run.command}")
+        return
+    require("python -m experiments.study", corpus() / "train.de.gz")
+    collected = export_finished(runs)
+    pending = missing(runs)
+    print(
+        f"{len(runs) - len(pending)} of {len(runs)} runs done ({collected} collected from "
+        f"{shown(LOGS)}); running {len(pending)}"
+    )
+    code = 0
+    if pending:
+        code = multirun(pending, LOGS / time.strftime("%Y-%m-%d_%H-%M-%S"), args.parallel)
+        export_finished(runs)
+    refresh_page()
+    failed = missing(runs)
+    if code or failed:
+        sys.exit(
+            f"{len(failed)} run(s) failed, e.g. `{failed[0].command}`"
+            if failed
+            else f"the multirun exited with {code}"
+        )
+
+
+if __name__ == "__main__":
+    main()
