@@ -33,7 +33,7 @@ NONFINITE_POLICIES = ("stop", "skip")
 # when the learning-rate scheduler steps: after each validation, or after each optimizer step
 SCHEDULER_INTERVALS = ("epoch", "step")
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
-SchedulerFactory = Callable[[torch.optim.Optimizer], Any]
+SchedulerFactory = Callable[..., Any]  # (optimizer[, clock=...]) -> scheduler
 
 
 def attached_datamodule(trainer: L.Trainer) -> TranslationDataModule:
@@ -211,7 +211,8 @@ class Seq2SeqModule(L.LightningModule):
     def time_limit_spent(self) -> float:
         """The share of ``trainer.max_time`` spent training, 0 without a time limit; a step that
         starts past the limit counts the whole limit spent."""
-        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        callbacks = getattr(self.trainer, "callbacks", [])  # set by Trainer.__init__
+        timer = next((c for c in callbacks if isinstance(c, Timer)), None)
         remaining = timer.time_remaining("train") if timer is not None else None
         if timer is None or remaining is None:
             return 0.0

@@ -79,15 +79,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if "val/bleu" not in trainer.callback_metrics:  # max_steps ended before any validation
             trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics = _scalars(trainer.callback_metrics)
-        checkpoint = trainer.checkpoint_callback
-        kept = isinstance(checkpoint, ModelCheckpoint) and bool(checkpoint.best_model_path)
-        trainer.test(
-            module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path if kept else None
-        )  # type: ignore[union-attr]
+        kept = trainer.checkpoint_callback
+        if not isinstance(kept, ModelCheckpoint):
+            kept = None
+        trainer.test(module, datamodule=datamodule, ckpt_path=kept and kept.best_model_path or None)
         metrics.update(_scalars(trainer.callback_metrics))
-        best = checkpoint.best_model_score if isinstance(checkpoint, ModelCheckpoint) else None
+        best = kept.best_model_score if kept is not None else None
         metrics["val/bleu_best"] = (
-            float(best) if best is not None else metrics.get("val/bleu", math.nan)
+            metrics.get("val/bleu", math.nan) if best is None else float(best)
         )
         metrics["params"] = float(sum(p.numel() for p in module.model.parameters()))
         metrics["time/wall_s"] = time.perf_counter() - started
