@@ -33,13 +33,13 @@ test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: $(STAMP) ## ruff lint + format check, mypy
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks experiments
+	$(PY) -m ruff format --check src tests benchmarks experiments
 	$(PY) -m mypy src/seq2attn
 
 format: $(STAMP) ## Format and fix with ruff
-	$(PY) -m ruff format src tests benchmarks
-	$(PY) -m ruff check --fix src tests benchmarks
+	$(PY) -m ruff format src tests benchmarks experiments
+	$(PY) -m ruff check --fix src tests benchmarks experiments
 
 SWEEP_DIR ?= logs/sweep/toy_grid
 sweep: $(STAMP) ## Small attention x cell x seed grid on the toy corpus (2 jobs at once), then its report

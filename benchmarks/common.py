@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from seq2attn.report.tables import _table
+from seq2attn.report.tables import markdown_table
 
 if TYPE_CHECKING:
     import lightning as L
@@ -348,7 +348,7 @@ def lightning_hooks(timer: StepTimer, count: Callable[[Any], dict[str, float]]) 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table (the report command's writer), cells as given, one line a row."""
-    return _table(list(headers), [[str(cell) for cell in row] for row in rows]) + "\n"
+    return markdown_table(list(headers), [[str(cell) for cell in row] for row in rows]) + "\n"
 
 
 def write_result(

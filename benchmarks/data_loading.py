@@ -32,6 +32,7 @@ from benchmarks.common import (
     table,
     write_result,
 )
+from seq2attn.config import validate
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.module import build_module
 
@@ -67,7 +68,8 @@ def main() -> None:
             "train",
             overrides=["data=multi30k", f"data.root={args.root}", "paths.output_dir=unused"],
         )
-    datamodule = build_datamodule(cfg.data)
+    run = validate(cfg)
+    datamodule = build_datamodule(run.data)
     datamodule.setup("fit")
     loading = [loader_speed(datamodule, workers) for workers in (0, 2)]
 
@@ -86,7 +88,7 @@ def main() -> None:
             callbacks=[lightning_hooks(timer, lambda batch: {})],
             default_root_dir=folder,
         )
-        trainer.fit(build_module(cfg, datamodule), datamodule=datamodule)
+        trainer.fit(build_module(cfg, run, datamodule), datamodule=datamodule)
     timed = timer.steady(args.warmup_steps)
     training = {
         "steps": timed["steps"],

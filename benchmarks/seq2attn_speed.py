@@ -60,12 +60,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     with open_dict(cfg):
         cfg.paths.output_dir = str(Path(args.out).resolve().parent)
         cfg.hydra.runtime.output_dir = cfg.paths.output_dir
-    validate(cfg)
-    configure_cpu(cfg.get("cpu"))
+    run = validate(cfg)
+    configure_cpu(run.cpu)
     L.seed_everything(cfg.seed)
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(run.data)
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, run, datamodule)
     timer = StepTimer()
     config = resolved_config(cfg)
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)

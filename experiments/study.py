@@ -11,9 +11,10 @@ commit, that command) is docs/results/<run_name>-seed<s>.json; a run whose resul
 not run again, so a study stopped part-way continues where it stopped. The runs still missing
 go to one ``src/train.py -m hydra/launcher=joblib`` multirun under logs/study/<date>_<time>/:
 each of them is an experiment config written there (``experiment=<run>``: it includes
-``experiment=study`` and sets the rest of the command above, so it composes the same config). Runs that finished in an earlier, interrupted multirun are collected first. The
-tables between the ``<!-- report:<section> -->`` markers of docs/results.md, the bar charts in
-docs/figures/ and the README's headline table (``<!-- report:headline -->``) are generated from
+``experiment=study`` and sets the rest of the command above, so it composes the same config).
+Runs that finished in an earlier, interrupted multirun are collected first. The tables between
+the ``<!-- report:<section> -->`` markers of docs/results.md, the bar charts in docs/figures/
+and the README's headline table (``<!-- report:headline -->``) are generated from
 the result files by the report command's library (seq2attn.report).
 """
 

@@ -10,7 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seq2attn.checkpoints.loading import resolve_checkpoint
-from seq2attn.config import DecodingSchema, check
+from seq2attn.config import DecodingSchema, validate_decoding
 from seq2attn.inference import load
 from seq2attn.tasks import evaluate
 from tests.conftest import compose_config
@@ -38,7 +38,7 @@ def _eval_hypotheses(ckpt_path: str, output_dir: Path) -> tuple[list[str], Decod
     )
     evaluate(cfg)
     hypotheses = (output_dir / "test.hyp.txt").read_text().splitlines()
-    return hypotheses, check(DecodingSchema, cfg.decoding, "decoding")
+    return hypotheses, validate_decoding(cfg.decoding)
 
 
 def test_load_translates_as_eval_does_for_a_folder_a_file_and_a_list(

@@ -11,6 +11,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 
 from seq2attn import module as module_lib
+from seq2attn.config import validate
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.module import build_module
 from seq2attn.tasks import train
@@ -19,9 +20,10 @@ from tests.conftest import Compose
 
 def test_bf16_mixed_runs_the_matrix_products_in_bf16(compose_train: Compose) -> None:
     cfg = compose_train("precision=bf16-mixed", "attention=bahdanau")
-    datamodule = build_datamodule(cfg.data)
+    run = validate(cfg)
+    datamodule = build_datamodule(run.data)
     datamodule.setup("fit")
-    model = build_module(cfg, datamodule).model
+    model = build_module(cfg, run, datamodule).model
     trainer = instantiate(cfg.trainer, logger=False, callbacks=[])
     batch = next(iter(datamodule.train_dataloader()))
     with trainer.precision_plugin.forward_context():
@@ -62,9 +64,10 @@ def test_bf16_mixed_clips_the_gradients_of_a_fused_optimizer(
         else ["trainer.gradient_clip_val=null"]
     )
     cfg = compose_train("precision=bf16-mixed", "optimizer.fused=true", *clipping)
-    datamodule = build_datamodule(cfg.data)
+    run = validate(cfg)
+    datamodule = build_datamodule(run.data)
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, run, datamodule)
     recorder = _GradientsAtStep()
     trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[recorder], max_steps=3, limit_val_batches=0

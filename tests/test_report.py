@@ -5,21 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
-from seq2attn.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION
 from seq2attn.report import (
     ReportError,
     Run,
-    _labels,
     aggregate,
     collect_runs,
     config_columns,
@@ -30,6 +26,7 @@ from seq2attn.report import (
     to_markdown,
     varying_keys,
 )
+from seq2attn.report.chart import labels
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,7 +35,7 @@ BASE: dict[str, Any] = {
     "scorer": {"_target_": "seq2attn.models.scorers.GeneralScorer", "_partial_": True},
     "attention": {"type": "luong", "input_feeding": False},
     "model": {"cell": "gru", "dropout": 0.2, "reverse_source": False, "hidden_sizes": [8, 8]},
-    "teacher_forcing": {"_target_": "seq2attn.schedules.AlwaysSchedule"},
+    "teacher_forcing": {"_target_": "seq2attn.teacher_forcing.AlwaysSchedule"},
     "data": {"seed": 1, "cache_dir": "/cache"},
     "paths": {"output_dir": "/runs/0"},
     "run_name": "luong-general-gru",
@@ -155,7 +152,7 @@ def test_option_names_come_from_class_names() -> None:
     cfg = config(
         **{
             "scorer._target_": "seq2attn.models.scorers.ScaledDotScorer",
-            "teacher_forcing._target_": "seq2attn.schedules.InverseSigmoidSchedule",
+            "teacher_forcing._target_": "seq2attn.teacher_forcing.InverseSigmoidSchedule",
         }
     )
     row = config_row(Run("r", cfg, {}), config_columns([]))
@@ -167,6 +164,9 @@ def test_option_names_come_from_class_names() -> None:
         extra = {} if scale is None else {"scorer.scale": scale}
         cfg = config(**{"scorer._target_": general, **extra})
         assert config_row(Run("r", cfg, {}), config_columns([]))["scorer"] == name
+    # a class no conf/scorer option names: its own name without the role suffix
+    cfg = config(**{"scorer._target_": "tests.test_config_new_scorer.CosineScorer"})
+    assert config_row(Run("r", cfg, {}), config_columns([]))["scorer"] == "cosine"
 
 
 def test_aggregate_mean_and_sample_std_over_seeds(sweep: Path) -> None:
@@ -259,31 +259,6 @@ def test_result_files_round_trip(sweep: Path, tmp_path: Path) -> None:
     assert to_markdown(again).count("| luong-general-gru-seed") == 5
 
 
-def test_old_runs_get_params_best_bleu_and_wall_time_from_their_files(tmp_path: Path) -> None:
-    folder = write_run(tmp_path / "old", config(), {"val/bleu": 5.0, "test/bleu": 4.0})
-    (folder / "checkpoints").mkdir()
-    torch.save(
-        {
-            "seq2attn": {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION},
-            "state_dict": {
-                "model.w": torch.zeros(3, 4),
-                "model.b": torch.zeros(4),
-                "x": torch.ones(9),
-            },
-            "callbacks": {
-                "ModelCheckpoint{}": {"monitor": "val/bleu", "best_model_score": torch.tensor(7.5)}
-            },
-        },
-        folder / "checkpoints" / "best-epoch001-bleu7.50.ckpt",
-    )
-    os.utime(folder / "run.json", (1000, 1000))
-    os.utime(folder / "metrics.json", (1075.5, 1075.5))
-    (run,), _ = collect_runs(tmp_path)
-    assert run.metrics["params"] == 16
-    assert run.metrics["val/bleu_best"] == 7.5
-    assert run.metrics["time/wall_s"] == pytest.approx(75.5)
-
-
 def test_report_without_finished_runs_names_the_folder(tmp_path: Path) -> None:
     write_run(tmp_path / "run", config(), None)
     with pytest.raises(ReportError, match=f"{tmp_path}: no finished runs.*1 unfinished"):
@@ -368,5 +343,5 @@ def test_chart_labels_name_yes_no_columns_and_skip_unused_scorers() -> None:
         {"attention": "luong", "scorer": "scaled_dot", "input feeding": "true", "cell": "gru"},
         {"attention": "none", "scorer": "-", "input feeding": "false", "cell": "gru"},
     ]
-    assert _labels(configs) == ["luong scaled_dot input feeding", "none no input feeding"]
-    assert _labels(configs[:1]) == ["all runs"]
+    assert labels(configs) == ["luong scaled_dot input feeding", "none no input feeding"]
+    assert labels(configs[:1]) == ["all runs"]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from seq2attn.config import ConfigError
-from seq2attn.data.datamodule import Batch, TranslationDataModule, build_datamodule
+from seq2attn.config import ConfigError, validate
+from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
+from seq2attn.data.dataset import Batch
 from seq2attn.loss import token_nll
 from seq2attn.module import build_module
 from seq2attn.tasks import train
@@ -26,9 +27,10 @@ def _first_batch(datamodule: TranslationDataModule) -> Batch:
 
 def _setup(compose_train: Compose, *overrides: str) -> tuple[torch.nn.Module, Batch]:
     cfg = compose_train(*overrides)
-    datamodule = build_datamodule(cfg.data)
+    run = validate(cfg)
+    datamodule = build_datamodule(run.data)
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, run, datamodule)
     return module, _first_batch(datamodule)
 
 

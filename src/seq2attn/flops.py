@@ -8,7 +8,8 @@ per-sentence terms (the bridge). The forward pass costs
 
 with f_src the encoder and the scorer's key preparation per source token, f_tgt the decoder
 RNN, the scorer's query part, the readout and the output layer per target position, and f_pair
-the score and context of one (target, source) pair. A training step costs 3 F (the backward
+the score and context of one (target, source) pair. Each scorer counts its own part
+(``Scorer.flops``). A training step costs 3 F (the backward
 pass is two products per forward product).
 """
 
@@ -19,15 +20,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from seq2attn.models.decoders import BahdanauDecoder, LuongDecoder, NoAttentionDecoder
-from seq2attn.models.scorers import (
-    AdditiveScorer,
-    ConcatScorer,
-    DotScorer,
-    GeneralScorer,
-    LocationScorer,
-    MLPScorer,
-    Scorer,
-)
+from seq2attn.models.scorers import TokenCosts
 from seq2attn.models.seq2seq import Seq2Seq
 
 GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "GRU": 3, "LSTM": 4}
@@ -44,15 +37,6 @@ class Flops:
         return 3 * self.forward
 
 
-@dataclass(frozen=True)
-class TokenCosts:
-    """FLOPs per source token, per target position and per (target, source) pair."""
-
-    source: int
-    target: int
-    pair: int
-
-
 def rnn_flops_per_token(rnn: nn.RNNBase) -> int:
     """2 * gates * H * (I + H) per layer and direction, for one position."""
     gates, directions = GATES[rnn.mode], 2 if rnn.bidirectional else 1
@@ -61,29 +45,6 @@ def rnn_flops_per_token(rnn: nn.RNNBase) -> int:
         total += directions * 2 * gates * rnn.hidden_size * (input_size + rnn.hidden_size)
         input_size = rnn.hidden_size * directions
     return total
-
-
-def scorer_costs(scorer: Scorer) -> TokenCosts:
-    """The scorer's key preparation per source token, query part per target, score per pair."""
-    q, k = scorer.query_size, scorer.key_size
-    if isinstance(scorer, DotScorer):  # includes ScaledDotScorer
-        projected = scorer.key_projection is not None
-        return TokenCosts(source=2 * k * q if projected else 0, target=0, pair=2 * q)
-    if isinstance(scorer, GeneralScorer):
-        return TokenCosts(source=2 * k * q, target=0, pair=2 * q)
-    if isinstance(scorer, ConcatScorer | AdditiveScorer):
-        h = scorer.hidden_size
-        return TokenCosts(source=2 * k * h, target=2 * q * h, pair=2 * h)
-    if isinstance(scorer, MLPScorer):
-        first = scorer.first.out_features
-        head = sum(2 * m.in_features * m.out_features for m in scorer.hidden.modules()
-                   if isinstance(m, nn.Linear))  # fmt: skip
-        return TokenCosts(
-            source=2 * k * first, target=2 * q * first, pair=head + 2 * scorer.out.in_features
-        )
-    if isinstance(scorer, LocationScorer):
-        return TokenCosts(source=0, target=0, pair=2 * q)
-    raise TypeError(f"no FLOP count for {type(scorer).__name__}")
 
 
 def linear_flops(layer: nn.Module) -> int:
@@ -103,7 +64,7 @@ def token_costs(model: Seq2Seq) -> TokenCosts:
     if isinstance(decoder, LuongDecoder):
         target += linear_flops(decoder.W_c)
     if isinstance(decoder, BahdanauDecoder | LuongDecoder):
-        scorer = scorer_costs(decoder.attention.scorer)
+        scorer = decoder.attention.scorer.flops()
         source += scorer.source
         target += scorer.target
         pair = scorer.pair + 2 * model.encoder.output_size  # score + context

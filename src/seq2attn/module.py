@@ -17,21 +17,19 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from seq2attn.config import ConfigError, DecodingSchema, check
-from seq2attn.data.datamodule import Batch, TranslationDataModule
+from seq2attn.config import DecodingSchema, RunConfig
+from seq2attn.config.run import MODULE_KEYS
+from seq2attn.data.datamodule import TranslationDataModule
+from seq2attn.data.dataset import Batch
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID
 from seq2attn.loss import token_nll, training_nll
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
 from seq2attn.models.seq2seq import Seq2Seq
-from seq2attn.schedules import Feedback, SamplingMode, Schedule
+from seq2attn.teacher_forcing import Feedback, SamplingMode, Schedule
 from seq2attn.search import decode
 
 log = logging.getLogger(__name__)
 
-# what a NaN/inf training loss does: stop the run naming the step, or skip the batch
-NONFINITE_POLICIES = ("stop", "skip")
-# when the learning-rate scheduler steps: after each validation, or after each optimizer step
-SCHEDULER_INTERVALS = ("epoch", "step")
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]  # (optimizer[, clock=...]) -> scheduler
 
@@ -60,15 +58,6 @@ class Seq2SeqModule(L.LightningModule):
         anneal_to_time_limit: bool = False,
     ) -> None:
         super().__init__()
-        if scheduler_interval not in SCHEDULER_INTERVALS:
-            raise ValueError(
-                f"scheduler.interval={scheduler_interval}: must be one of "
-                + ", ".join(SCHEDULER_INTERVALS)
-            )
-        if nonfinite_loss not in NONFINITE_POLICIES:
-            raise ValueError(
-                f"nonfinite_loss={nonfinite_loss}: must be one of {', '.join(NONFINITE_POLICIES)}"
-            )
         self.nonfinite_loss = nonfinite_loss
         self.model = model
         self.optimizer_factory = optimizer
@@ -258,32 +247,30 @@ def _numpy_state() -> tuple[Any, ...]:
     return (name, torch.from_numpy(np.array(keys)), position, has_gauss, cached)
 
 
-def build_module(cfg: DictConfig, datamodule: TranslationDataModule) -> Seq2SeqModule:
-    """Build the network at the tokenizers' vocabulary sizes and wrap it for training."""
-    one_vocabulary = datamodule.src_tokenizer is datamodule.tgt_tokenizer
-    if cfg.model.get("share_embeddings") and not one_vocabulary:
-        raise ConfigError(
-            "model.share_embeddings=true needs one vocabulary for both sides: set "
-            "data.joint_vocab=true or give data.spm_model (this run has one per side)"
-        )
+def build_module(
+    cfg: DictConfig, run: RunConfig, datamodule: TranslationDataModule
+) -> Seq2SeqModule:
+    """Build the network at the tokenizers' vocabulary sizes and wrap it for training; ``run``
+    is the checked config (:func:`seq2attn.config.validate`), ``cfg`` gives the nodes to build."""
     model = instantiate(
         cfg.model,
+        scorer=run.scorer,
         src_vocab_size=datamodule.src_tokenizer.vocab_size,
         tgt_vocab_size=datamodule.tgt_tokenizer.vocab_size,
     )
-    scheduler = (
-        OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler") else None
-    )
-    interval = scheduler.pop("interval", "epoch") if isinstance(scheduler, dict) else "epoch"
-    anneal = scheduler.pop("anneal_to_time_limit", False) if isinstance(scheduler, dict) else False
+    scheduler = None
+    if cfg.get("scheduler"):
+        node = OmegaConf.to_container(cfg.scheduler, resolve=True)
+        assert isinstance(node, dict)
+        scheduler = instantiate({k: v for k, v in node.items() if k not in MODULE_KEYS})
     return Seq2SeqModule(
         model=model,
         optimizer=instantiate(cfg.optimizer),
-        scheduler=instantiate(scheduler) if scheduler else None,
-        scheduler_interval=interval,
-        anneal_to_time_limit=bool(anneal),
-        teacher_forcing=instantiate(cfg.teacher_forcing),
-        decoding=check(DecodingSchema, cfg.decoding, "decoding"),
-        label_smoothing=float(cfg.get("label_smoothing") or 0.0),
-        nonfinite_loss=cfg.get("nonfinite_loss", "stop"),
+        scheduler=scheduler,
+        scheduler_interval=run.scheduler_interval,
+        anneal_to_time_limit=run.anneal_to_time_limit,
+        teacher_forcing=run.teacher_forcing,
+        decoding=run.decoding,
+        label_smoothing=run.label_smoothing,
+        nonfinite_loss=run.nonfinite_loss,
     )

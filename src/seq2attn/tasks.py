@@ -18,7 +18,8 @@ from omegaconf import DictConfig, OmegaConf
 from seq2attn.callbacks import ResumeCheckpoint, TokenThroughput
 from seq2attn.checkpoints.loading import Pick, resolve_checkpoints
 from seq2attn.checkpoints.saving import AtomicCheckpointIO, SelfDescribingCheckpoint
-from seq2attn.config import ConfigError, DecodingSchema, check, validate
+from seq2attn.config import validate, validate_eval, validate_translate
+from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.inference import Translator, data_config_for, load
 from seq2attn.inference.lines import open_text, read_chunks
@@ -35,12 +36,10 @@ from seq2attn.metrics import corpus_scores
 from seq2attn.module import build_module
 from seq2attn.plotting import PageEntry
 from seq2attn.run_record import resolved_config, write_run_record
-from seq2attn.runtime import configure_cpu
 
 log = logging.getLogger(__name__)
 # epoch metrics are computed over the hypotheses of every rank already (metrics.py)
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level")
-EVAL_SPLITS = ("val", "test")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -51,8 +50,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``last.ckpt``, skips the test and returns ``{"preempted": signal number}``.
     """
     started = time.perf_counter()
-    validate(cfg)
-    configure_cpu(cfg.get("cpu"))
+    run = validate(cfg)
+    configure_cpu(run.cpu)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
@@ -62,9 +61,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if is_rank_zero():
         write_run_record(config, output_dir, resume_from)
 
-    datamodule: TranslationDataModule = build_datamodule(cfg.data)
+    datamodule: TranslationDataModule = build_datamodule(run.data)
     datamodule.setup("fit")
-    module = build_module(cfg, datamodule)
+    module = build_module(cfg, run, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config)]
     resume = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
@@ -117,35 +116,32 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Translate a split with a checkpoint, score it with sacreBLEU and write the outputs."""
-    configure_cpu(cfg.get("cpu"))
-    decoding = check(DecodingSchema, cfg.decoding, "decoding")
-    if cfg.split not in EVAL_SPLITS:
-        raise ConfigError(f"split={cfg.split}: must be one of {', '.join(EVAL_SPLITS)}")
+    settings = validate_eval(cfg)
+    configure_cpu(settings.cpu)
+    split = settings.split.value
     translator = load(_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     data = data_config_for(translator.config["data"], given)  # type: ignore[arg-type]
-    pairs = instantiate(OmegaConf.create(data["corpus"])).splits()[cfg.split]
+    pairs = instantiate(OmegaConf.create(data["corpus"])).splits()[split]
     log.info(
         "translating %d sentences of %s with %s",
         len(pairs),
-        cfg.split,
+        split,
         ", ".join(map(str, translator.paths)),
     )
     translations = translator.translate(
         pairs.src,
-        decoding,
-        max_tokens=cfg.max_tokens,
-        max_source_length=cfg.max_source_length,
+        settings.decoding,
+        max_tokens=settings.max_tokens,
+        max_source_length=settings.max_source_length,
         progress=True,
     )
     scores, signatures = corpus_scores(translations.texts, pairs.tgt)
     output_dir = Path(cfg.paths.output_dir)
-    write_lines(output_dir / f"{cfg.split}.hyp.txt", translations.texts)
-    write_lines(output_dir / f"{cfg.split}.ref.txt", pairs.tgt)
-    if decoding.n_best > 1:
-        write_nbest(
-            output_dir / f"{cfg.split}.nbest.txt", translations.items, translator.tgt_tokenizer
-        )
+    write_lines(output_dir / f"{split}.hyp.txt", translations.texts)
+    write_lines(output_dir / f"{split}.ref.txt", pairs.tgt)
+    if settings.decoding.n_best > 1:
+        write_nbest(output_dir / f"{split}.nbest.txt", translations.items, translator.tgt_tokenizer)
     paths = [str(path) for path in translator.paths]
     write_json(
         output_dir / "scores.json",
@@ -153,7 +149,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             **scores,
             "signatures": signatures,
             "checkpoint": paths if len(paths) > 1 else paths[0],
-            "split": cfg.split,
+            "split": split,
             "data": data,
             "decoding": OmegaConf.to_container(cfg.decoding, resolve=True),
             "sentences": translations.stats.sentences,
@@ -168,15 +164,18 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 def translate(cfg: DictConfig) -> None:
     """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
-    configure_cpu(cfg.get("cpu"))
-    decoding = check(DecodingSchema, cfg.decoding, "decoding")
+    settings = validate_translate(cfg)
+    configure_cpu(settings.cpu)
     translator = load(_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
     entries: list[PageEntry] = []
     with open_text(cfg.input, "r") as source, open_text(cfg.output, "w") as sink:
-        for chunk in read_chunks(source, cfg.chunk_size):
+        for chunk in read_chunks(source, settings.chunk_size):
             translations = translator.translate(
-                chunk, decoding, max_tokens=cfg.max_tokens, max_source_length=cfg.max_source_length
+                chunk,
+                settings.decoding,
+                max_tokens=settings.max_tokens,
+                max_source_length=settings.max_source_length,
             )
             sink.writelines(text + "\n" for text in translations.texts)
             sink.flush()

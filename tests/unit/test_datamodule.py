@@ -3,17 +3,19 @@ from __future__ import annotations
 import logging
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from seq2attn.config import ConfigError
+from seq2attn.config import ConfigError, validate
 from seq2attn.data import datamodule
 from seq2attn.data.corpus import CorpusError
-from seq2attn.data.datamodule import Batch, TranslationDataModule, build_datamodule
-from seq2attn.data.preprocess import LengthFilter, TextFilter
+from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
+from seq2attn.data.dataset import Batch
 from seq2attn.data.readers import TextPairsCorpus
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seq2attn.data.toy import ToyCorpus
@@ -24,8 +26,13 @@ from tests.conftest import Compose
 def make(cache_dir, **overrides) -> TranslationDataModule:
     args = {
         "corpus": ToyCorpus(num_train=500, num_val=40, num_test=30, seed=11),
-        "text_filter": TextFilter("NFKC", drop_empty=True, max_chars=1000),
-        "length_filter": LengthFilter(min_length=1, max_length=64, max_length_ratio=None),
+        "normalization": "NFKC",
+        "drop_empty": True,
+        "max_chars": 1000,
+        "min_length": 1,
+        "max_length": 64,
+        "max_length_ratio": None,
+        "spm_model": None,
         "vocab_size": 300,
         "joint_vocab": True,
         "sp_model_type": "unigram",
@@ -155,7 +162,7 @@ def test_joint_vocabulary_is_one_object(dm):
 
 def test_max_length_drops_long_training_pairs_only(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="seq2attn.data"):
-        dm = make(tmp_path, length_filter=LengthFilter(1, 12, None))
+        dm = make(tmp_path, max_length=12)
     kept = [i for batch in dm.train_dataloader() for i in batch.indices.tolist()]
     lengths = [len(ids) for ids in dm.src_tokenizer.encode(dm.sources("train"))]
     lengths = [
@@ -180,10 +187,10 @@ def test_workers_give_the_same_batches(tmp_path):
 def test_split_access_errors(tmp_path, dm):
     with pytest.raises(KeyError, match="unknown split 'dev'"):
         dm.sources("dev")
-    corpus = ToyCorpus(10, 2, 2)
-    text_filter, length_filter = TextFilter("none", True, 100), LengthFilter(1, 64, None)
-    settings = (100, True, "unigram", 1.0, 100, None, str(tmp_path), 0, 0)
-    fresh = TranslationDataModule(corpus, text_filter, length_filter, *settings)
+    fresh = TranslationDataModule(
+        ToyCorpus(10, 2, 2), "none", True, 100, 1, 64, None, None, 100, True, "unigram", 1.0,
+        100, None, str(tmp_path), 0, 0,
+    )  # fmt: skip
     with pytest.raises(RuntimeError, match="setup"):
         fresh.references("val")
 
@@ -220,7 +227,7 @@ def test_cache_keys_change_with_data_and_settings_only(tmp_path):
     built = cache_files(cache)
     assert len([f for f in built if f.startswith("spm-")]) == 1 and len(built) == 13
 
-    make_files(cache, files, length_filter=LengthFilter(2, 30, 2.0))  # filters run on lengths
+    make_files(cache, files, min_length=2, max_length=30, max_length_ratio=2.0)  # on lengths
     os.utime(files["train_src"], (0, 0))  # a touch is not a change
     make_files(cache, files)
     assert cache_files(cache) == built
@@ -235,8 +242,8 @@ def test_cache_keys_change_with_data_and_settings_only(tmp_path):
         {"vocab_size": 200},
         {"sp_model_type": "bpe"},
         {"character_coverage": 0.9995},
-        {"text_filter": TextFilter("NFC", True, 1000)},
-        {"text_filter": TextFilter("NFKC", True, 60)},
+        {"normalization": "NFC"},
+        {"max_chars": 60},
     ]
     for change in changes:
         make_files(cache, files, **change)
@@ -310,7 +317,7 @@ def test_huge_lines_never_reach_the_tokenizer(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datamodule, "train_sentencepiece", recording_train)
     monkeypatch.setattr(datamodule.Tokenizer, "encode", recording_encode)
-    dm = make_files(tmp_path / "cache", files, text_filter=TextFilter("NFKC", True, 200))
+    dm = make_files(tmp_path / "cache", files, max_chars=200)
     assert max(longest) <= 200
     assert sum(len(b.indices) for b in dm.train_dataloader()) <= len(TOY["train"])
     assert dm.references("test")[-1] == "ok" and dm.sources("test")[-1] == huge.strip()
@@ -331,7 +338,7 @@ def test_empty_lines_in_val_and_test_are_kept_and_batched(tmp_path):
 def test_a_corpus_emptied_by_filtering_names_the_filter(tmp_path):
     files = write_pairs(tmp_path / "data")
     with pytest.raises(CorpusError) as error:
-        make_files(tmp_path, files, text_filter=TextFilter("NFKC", True, 5))
+        make_files(tmp_path, files, max_chars=5)
     assert str(error.value) == (
         f"the train split ({files['train_src']} + {files['train_tgt']}): no pair is left of 300 "
         "after filtering (max_chars=5 removed 300, drop_empty removed 0)"
@@ -367,6 +374,25 @@ def test_unset_paths_are_named(compose_train: Compose):
         "data.test_file, data.val_file: not set; give each a value, e.g. "
         "data.test_file=path/to/file"
     )
+
+
+def test_built_from_the_checked_config_or_from_the_node(compose_train: Compose):
+    cfg = compose_train("data.max_tokens=500", "data.max_length=50")
+    checked = build_datamodule(validate(cfg).data)
+    from_node = build_datamodule(cfg.data)
+    for module in (checked, from_node):
+        assert isinstance(module.corpus, ToyCorpus) and module.corpus.num_train == 600
+        assert (module.max_tokens, module.length_filter.max_length) == (500, 50)
+        assert module.text_filter.normalization == "NFKC" and module.sp_model_type == "unigram"
+
+
+def test_data_modules_but_the_data_module_load_without_lightning():
+    code = (
+        "import sys; import seq2attn.data.tokenizer, seq2attn.data.batching, seq2attn.data.cache,"
+        " seq2attn.data.readers, seq2attn.data.toy; print('lightning' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_corpus_errors_are_not_wrapped(compose_train: Compose):

@@ -88,7 +88,7 @@ def test_a_run_stopped_by_its_time_limit_ends_annealed_and_validated(
         "trainer.check_val_every_n_epoch=null",
         "trainer.val_check_interval=1000000",  # validated only when the time is up
         "trainer.max_time=00:00:00:06",
-        "+scheduler.anneal_to_time_limit=true",
+        "scheduler.anneal_to_time_limit=true",
         "optimizer.lr=0.01",
     )
     metrics = train(cfg)

@@ -16,17 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from seq2attn.data import readers
+from seq2attn.data import download, lines, readers
 from seq2attn.data.corpus import CorpusError
-from seq2attn.data.readers import (
-    HFCorpus,
-    Multi30kCorpus,
-    TextPairsCorpus,
-    TsvCorpus,
-    read_aligned,
-    read_lines,
-    read_tsv,
-)
+from seq2attn.data.lines import read_aligned, read_lines, read_tsv
+from seq2attn.data.readers import HFCorpus, Multi30kCorpus, TextPairsCorpus, TsvCorpus
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -87,7 +80,7 @@ def test_bytes_not_utf8_name_file_and_line(tmp_path):
 
 def test_replace_counts_the_lines(tmp_path, caplog):
     corpus = pairs_corpus(tmp_path, b"\xffa\nb\n\xfe\n", b"x\ny\nz\n", on_decode_error="replace")
-    with caplog.at_level(logging.WARNING, logger=readers.__name__):
+    with caplog.at_level(logging.WARNING, logger=lines.__name__):
         pairs = list(corpus.pairs("train"))
     assert pairs == [("\ufffda", "x"), ("b", "y"), ("\ufffd", "z")]
     assert f"{tmp_path}/train.de: replaced bytes that are not UTF-8 in 2 lines" in caplog.text
@@ -106,7 +99,7 @@ def test_missing_file_lists_the_paths_searched(tmp_path):
 
 def test_a_gz_twin_is_found(tmp_path):
     write(tmp_path / "x.de.gz", b"a\n")
-    assert readers.resolve(str(tmp_path / "x.de"), "train_src") == tmp_path / "x.de.gz"
+    assert lines.resolve(str(tmp_path / "x.de"), "train_src") == tmp_path / "x.de.gz"
 
 
 @pytest.mark.parametrize(("line", "tabs"), [(b"no tab here", 0), (b"a\tb\tc", 2)])
@@ -195,7 +188,7 @@ def test_multi30k_offline_names_the_urls_and_the_folder(tmp_path, monkeypatch):
     def offline(url, timeout):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
-    monkeypatch.setattr(readers.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(download.urllib.request, "urlopen", offline)
     with pytest.raises(CorpusError) as error:
         multi30k(tmp_path).fingerprint("train")  # the first access, before any work
     message = str(error.value)
@@ -234,7 +227,7 @@ def test_download_checks_the_checksum_and_caches(tmp_path, monkeypatch):
         return FakeResponse(served[requested[-1]])
 
     monkeypatch.setattr(readers, "MULTI30K_SHA256", table)
-    monkeypatch.setattr(readers.urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(download.urllib.request, "urlopen", urlopen)
     corpus = multi30k(tmp_path / "m30k")
     assert corpus.splits()["val"].src == ["val de"]
     assert sorted(requested) == sorted(served)
@@ -251,9 +244,9 @@ def test_download_checks_the_checksum_and_caches(tmp_path, monkeypatch):
 
 
 def test_download_without_pinned_checksum_checks_gzip(tmp_path, monkeypatch):
-    monkeypatch.setattr(readers.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"<"))
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: FakeResponse(b"<"))
     with pytest.raises(CorpusError, match="not a complete gzip file"):
-        readers.fetch("https://example.org/test_2018_flickr.de.gz", tmp_path / "t.gz", None)
+        download.fetch("https://example.org/test_2018_flickr.de.gz", tmp_path / "t.gz", None)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -261,7 +254,7 @@ def test_official_checksums_match_the_shared_copies():
     shared = Path(__file__).resolve().parents[3] / "shared" / "data" / "multi30k"
     if not shared.is_dir():
         pytest.skip(f"no Multi30k copy in {shared}")
-    for name, digest in readers.MULTI30K_SHA256.items():
+    for name, digest in download.MULTI30K_SHA256.items():
         assert hashlib.sha256((shared / name).read_bytes()).hexdigest() == digest, name
 
 

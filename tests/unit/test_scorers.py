@@ -141,3 +141,29 @@ def test_chunked_scores_equal_single_shot(make, monkeypatch: pytest.MonkeyPatch)
     torch.testing.assert_close(scorer.score(query, prepared), whole)
     steps = torch.cat([scorer.score(query[:, t : t + 1], prepared) for t in range(7)], dim=1)
     torch.testing.assert_close(steps, whole)
+
+
+@pytest.mark.parametrize(
+    ("scorer_class", "options", "message"),
+    [
+        (AdditiveScorer, {"hidden_size": 0}, r"^hidden_size=0: must be a positive number"),
+        (ConcatScorer, {"hidden_size": -3}, r"^hidden_size=-3: must be a positive number"),
+        (MLPScorer, {"hidden_sizes": [4, 0]}, r"^hidden_sizes=\[4, 0\]: give one or more"),
+        (LocationScorer, {"max_source_length": 0}, r"^max_source_length=0: must be a positive"),
+        (DotScorer, {}, r"^DotScorer needs query_size == key_size, got query_size=3"),
+    ],
+)
+def test_check_names_the_option_and_the_constructor_runs_it(
+    scorer_class: type[scorers.Scorer], options: dict, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        scorer_class.check(3, 4, **options)
+    with pytest.raises(ValueError, match=message):
+        scorer_class(3, 4, **options)
+
+
+def test_check_accepts_what_the_scorer_can_build() -> None:
+    DotScorer.check(3, 4, project_keys=True)
+    ScaledDotScorer.check(4, 4)
+    GeneralScorer.check(3, 4)  # no options to check: the base class's check
+    MLPScorer.check(3, 4, hidden_sizes=(2,))

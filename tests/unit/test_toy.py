@@ -4,8 +4,9 @@ import itertools
 
 import pytest
 
-from seq2attn.data import toy
-from seq2attn.data.toy import ToyCorpus, source_vocabulary, translate
+from seq2attn.data import toy, toy_lexicon
+from seq2attn.data.toy import ToyCorpus, translate
+from seq2attn.data.toy_lexicon import source_vocabulary
 
 
 def tr(sentence: str) -> str:
@@ -47,14 +48,14 @@ def test_every_pair_follows_the_rules_and_length_bounds(splits):
 
 def test_source_word_classes_are_disjoint():
     classes = [
-        set(toy.PRONOUNS),
-        set(toy.DETERMINERS) | {"an"},
-        set(toy._NOUN_FORMS),
-        set(toy.ADJECTIVES),
-        set(toy._VERB_FORMS),
-        {word for words in toy.PREPOSITIONS for word in words},
-        set(toy.ADVERBS),
-        set(toy.CONJUNCTIONS),
+        set(toy_lexicon.PRONOUNS),
+        set(toy_lexicon.DETERMINERS) | {"an"},
+        set(toy_lexicon.NOUN_FORMS),
+        set(toy_lexicon.ADJECTIVES),
+        set(toy_lexicon.VERB_FORMS),
+        {word for words in toy_lexicon.PREPOSITIONS for word in words},
+        set(toy_lexicon.ADVERBS),
+        set(toy_lexicon.CONJUNCTIONS),
     ]
     for a, b in itertools.combinations(classes, 2):
         assert not a & b

@@ -19,7 +19,10 @@ from typing import BinaryIO
 
 import numpy as np
 
+from seq2attn.data.tokenizer import Tokenizer
+
 KEY_LENGTH = 16
+ENCODE_CHUNK = 50_000  # sentences per SentencePiece call: bounds the Python lists alive at once
 
 
 def cache_key(*parts: object) -> str:
@@ -105,3 +108,14 @@ def load_split(stem: str | os.PathLike[str]) -> EncodedSplit | None:
     if not (ids_path.exists() and offsets_path.exists()):
         return None
     return EncodedSplit(np.load(ids_path, mmap_mode="r"), np.load(offsets_path, mmap_mode="r"))
+
+
+def encode_split(
+    tokenizer: Tokenizer, texts: Sequence[str], chunk_size: int = ENCODE_CHUNK
+) -> EncodedSplit:
+    """Encode ``texts`` chunk by chunk into flat arrays, never one list of all id lists."""
+    parts = [
+        EncodedSplit.from_sequences(tokenizer.encode(list(texts[start : start + chunk_size])))
+        for start in range(0, len(texts), chunk_size)
+    ]
+    return EncodedSplit.concatenate(parts)

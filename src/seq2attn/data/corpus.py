@@ -1,7 +1,8 @@
-"""The parallel corpus every reader returns, the corpus interface and its error type."""
+"""The parallel corpus every reader returns, the corpus interface, its bases and error type."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,3 +59,18 @@ class Corpus(Protocol):
     def describe(self, split: str) -> str:
         """``split`` and where it comes from, for log lines and errors."""
         ...
+
+
+class SplitCorpus(ABC):
+    """A corpus that streams each split; ``splits`` reads them all into memory."""
+
+    @abstractmethod
+    def pairs(self, split: str) -> Iterator[tuple[str, str]]: ...
+
+    def splits(self) -> dict[str, ParallelCorpus]:
+        return {name: ParallelCorpus.from_pairs(self.pairs(name)) for name in SPLITS}
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise KeyError(f"unknown split {split!r}, expected one of {SPLITS}")

@@ -6,105 +6,35 @@ import hashlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import sentencepiece as spm
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
-from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
 
-from seq2attn.config import ConfigError, DataSchema, check
 from seq2attn.data.batching import TokenBudgetBatchSampler
-from seq2attn.data.cache import EncodedSplit, atomic_write_bytes, cache_key, load_split, save_split
+from seq2attn.data.cache import (
+    EncodedSplit,
+    atomic_write_bytes,
+    cache_key,
+    encode_split,
+    load_split,
+    save_split,
+)
 from seq2attn.data.corpus import SPLITS, Corpus, CorpusError, ParallelCorpus
-from seq2attn.data.preprocess import LengthFilter, TextFilter
+from seq2attn.data.dataset import PairDataset, collate
+from seq2attn.data.pipeline import DataPipeline, validate_data
+from seq2attn.data.preprocess import LengthFilter, NormalizationForm, TextFilter
 from seq2attn.data.resumable import ResumableDataLoader
-from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_sentencepiece
+from seq2attn.data.tokenizer import Tokenizer, train_sentencepiece
 
 log = logging.getLogger(__name__)
-
-ENCODE_CHUNK = 50_000  # sentences per SentencePiece call: bounds the Python lists alive at once
-
-
-@dataclass
-class Batch:
-    """A padded batch; ``tgt_in = [BOS y_1 .. y_n]`` and ``tgt_out = [y_1 .. y_n EOS]``.
-
-    Attributes:
-        src: (B, S) source ids, PAD_ID-padded.
-        src_lengths: (B,) real source lengths.
-        tgt_in: (B, T) decoder inputs, PAD_ID-padded.
-        tgt_out: (B, T) decoder targets, PAD_ID-padded.
-        indices: (B,) positions of the examples in their split.
-    """
-
-    src: torch.Tensor
-    src_lengths: torch.Tensor
-    tgt_in: torch.Tensor
-    tgt_out: torch.Tensor
-    indices: torch.Tensor
-
-    @property
-    def num_target_tokens(self) -> int:
-        return int((self.tgt_out != PAD_ID).sum())
-
-
-Example = tuple[int, np.ndarray, np.ndarray]
-
-
-def collate(examples: list[Example]) -> Batch:
-    """Pad ``(index, source ids, target ids)`` examples into a Batch (module-level: picklable)."""
-    indices, sources, targets = zip(*examples, strict=True)
-    src = [torch.as_tensor(np.asarray(s, dtype=np.int64)) for s in sources]
-    tgt = [torch.as_tensor(np.asarray(t, dtype=np.int64)) for t in targets]
-    bos, eos = torch.tensor([BOS_ID]), torch.tensor([EOS_ID])
-    return Batch(
-        src=pad_sequence(src, batch_first=True, padding_value=PAD_ID),
-        src_lengths=torch.tensor([len(s) for s in src]),
-        tgt_in=pad_sequence([torch.cat([bos, t]) for t in tgt], True, PAD_ID),
-        tgt_out=pad_sequence([torch.cat([t, eos]) for t in tgt], True, PAD_ID),
-        indices=torch.tensor(indices),
-    )
-
-
-def encode_split(
-    tokenizer: Tokenizer, texts: Sequence[str], chunk_size: int = ENCODE_CHUNK
-) -> EncodedSplit:
-    """Encode ``texts`` chunk by chunk into flat arrays, never one list of all id lists."""
-    parts = [
-        EncodedSplit.from_sequences(tokenizer.encode(list(texts[start : start + chunk_size])))
-        for start in range(0, len(texts), chunk_size)
-    ]
-    return EncodedSplit.concatenate(parts)
-
-
-EMPTY_SOURCE = np.array([EOS_ID], dtype=np.int32)
-
-
-class PairDataset(Dataset[Example]):
-    """Examples ``keep`` of an encoded split; item j is ``(i, src[i], tgt[i])``, ``i = keep[j]``.
-
-    Val and test are never filtered, so a source may be empty there; it is given as a lone EOS,
-    because the encoder RNN cannot pack a length-0 sequence.
-    """
-
-    def __init__(self, src: EncodedSplit, tgt: EncodedSplit, keep: np.ndarray) -> None:
-        self.src, self.tgt, self.keep = src, tgt, keep
-
-    def __len__(self) -> int:
-        return len(self.keep)
-
-    def __getitem__(self, j: int) -> Example:
-        index = int(self.keep[j])
-        source = self.src[index]
-        return index, source if len(source) else EMPTY_SOURCE, self.tgt[index]
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -122,8 +52,13 @@ class TranslationDataModule(L.LightningDataModule):
     def __init__(
         self,
         corpus: Corpus,
-        text_filter: TextFilter,
-        length_filter: LengthFilter,
+        normalization: NormalizationForm,
+        drop_empty: bool,
+        max_chars: int,
+        min_length: int,
+        max_length: int,
+        max_length_ratio: float | None,
+        spm_model: str | None,
         vocab_size: int,
         joint_vocab: bool,
         sp_model_type: str,
@@ -133,11 +68,12 @@ class TranslationDataModule(L.LightningDataModule):
         cache_dir: str,
         seed: int,
         num_workers: int,
-        spm_model: str | None = None,
     ) -> None:
         super().__init__()
+        self.corpus = corpus
+        self.text_filter = TextFilter(normalization, drop_empty, max_chars)
+        self.length_filter = LengthFilter(min_length, max_length, max_length_ratio)
         self.spm_model = None if spm_model is None else Path(spm_model)
-        self.corpus, self.text_filter, self.length_filter = corpus, text_filter, length_filter
         self.vocab_size, self.joint_vocab = vocab_size, joint_vocab
         self.sp_model_type, self.character_coverage = sp_model_type, character_coverage
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
@@ -205,9 +141,14 @@ class TranslationDataModule(L.LightningDataModule):
     def _build_tokenizers(
         self, train_key: str, train: Callable[[], ParallelCorpus]
     ) -> tuple[tuple[str, Tokenizer], tuple[str, Tokenizer]]:
-        if self.spm_model is not None:
-            given = self._given_tokenizer(self.spm_model)
-            return given, given
+        if self.spm_model is not None:  # used for both sides, keyed by its bytes
+            try:
+                given = Tokenizer.from_file(self.spm_model)
+            except ValueError as error:
+                raise CorpusError(f"data.spm_model={error}") from None
+            log.info("using the SentencePiece model %s (%d ids)", self.spm_model, given.vocab_size)
+            key = cache_key("given", hashlib.sha256(given.proto).hexdigest())
+            return (key, given), (key, given)
         if self.joint_vocab:
 
             def both() -> Iterable[str]:
@@ -220,21 +161,6 @@ class TranslationDataModule(L.LightningDataModule):
             self._tokenizer("src", train_key, lambda: train().src),
             self._tokenizer("tgt", train_key, lambda: train().tgt),
         )
-
-    @staticmethod
-    def _given_tokenizer(path: Path) -> tuple[str, Tokenizer]:
-        """The SentencePiece model at ``path``, keyed by its bytes, used for both sides."""
-        if not path.is_file():
-            raise CorpusError(f"data.spm_model={path}: file not found")
-        proto = path.read_bytes()
-        try:
-            tokenizer = Tokenizer.from_proto(proto)
-        except (RuntimeError, ValueError) as error:
-            raise CorpusError(
-                f"data.spm_model={path}: not a usable SentencePiece model ({error})"
-            ) from None
-        log.info("using the SentencePiece model %s (%d ids)", path, tokenizer.vocab_size)
-        return cache_key("given", hashlib.sha256(proto).hexdigest()), tokenizer
 
     def _tokenizer(
         self, side: str, train_key: str, sentences: Callable[[], Iterable[str]]
@@ -283,8 +209,6 @@ class TranslationDataModule(L.LightningDataModule):
         where = f"{self.corpus.describe(split)} in pieces"
         return self.length_filter.keep(src.lengths, tgt.lengths, where)
 
-    # --- access ------------------------------------------------------------------------------
-
     def _corpus(self, split: str) -> ParallelCorpus:
         if split not in SPLITS:
             raise KeyError(f"unknown split {split!r}, expected one of {SPLITS}")
@@ -304,15 +228,10 @@ class TranslationDataModule(L.LightningDataModule):
 
     # --- loaders -----------------------------------------------------------------------------
 
-    def _replicas(self) -> tuple[int, int]:
-        # The trainer runs with use_distributed_sampler=False: ranks are split here.
-        if self.trainer is None:
-            return 1, 0
-        return self.trainer.world_size, self.trainer.global_rank
-
     def _sampler(self, split: str, shuffle: bool) -> TokenBudgetBatchSampler:
         dataset = self._datasets[split]
-        num_replicas, rank = self._replicas()
+        trainer = self.trainer  # runs with use_distributed_sampler=False: ranks are split here
+        num_replicas, rank = (trainer.world_size, trainer.global_rank) if trainer else (1, 0)
         return TokenBudgetBatchSampler(
             src_lengths=dataset.src.lengths[dataset.keep],
             tgt_lengths=dataset.tgt.lengths[dataset.keep],
@@ -358,48 +277,20 @@ class TranslationDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-def build_datamodule(cfg: DictConfig) -> TranslationDataModule:
-    """The data module described by the ``data`` config group, validated by DataSchema.
-
-    ``cfg.corpus`` is instantiated (its keys interpolate ``data.*`` keys such as
-    ``data.src_lang``); the other keys become the data module's arguments.
+def build_datamodule(data: DataPipeline | DictConfig) -> TranslationDataModule:
+    """The data module of a ``data`` config checked by ``seq2attn.config.validate`` (or a node,
+    checked here by :func:`validate_data`).
 
     Raises:
-        ConfigError: a key of ``data`` is invalid.
+        ConfigError: a key of the node is invalid.
         CorpusError: the corpus rejects its arguments (e.g. an unknown Multi30k language).
     """
-    missing = sorted(OmegaConf.missing_keys(cfg))  # full keys: data.train_src, ...
-    if missing:
-        raise ConfigError(
-            f"{', '.join(missing)}: not set; give each a value, e.g. {missing[0]}=path/to/file"
-        )
-    settings = check(DataSchema, cfg, "data")
+    if isinstance(data, DictConfig):
+        data = validate_data(data)
     try:
-        corpus = instantiate(cfg.corpus)
+        corpus = instantiate(data.corpus)
     except InstantiationException as error:
         if isinstance(error.__cause__, CorpusError):
             raise error.__cause__ from None
         raise
-    return get_class(settings._target_)(
-        corpus=corpus,
-        text_filter=TextFilter(
-            normalization=settings.normalization.value,
-            drop_empty=settings.drop_empty,
-            max_chars=settings.max_chars,
-        ),
-        length_filter=LengthFilter(
-            min_length=settings.min_length,
-            max_length=settings.max_length,
-            max_length_ratio=settings.max_length_ratio,
-        ),
-        vocab_size=settings.vocab_size,
-        joint_vocab=settings.joint_vocab,
-        sp_model_type=settings.sp_model_type.value,
-        character_coverage=settings.character_coverage,
-        max_tokens=settings.max_tokens,
-        max_sentences=settings.max_sentences,
-        cache_dir=settings.cache_dir,
-        seed=settings.seed,
-        num_workers=settings.num_workers,
-        spm_model=settings.spm_model,
-    )
+    return get_class(data._target_)(corpus=corpus, **data.module_arguments())

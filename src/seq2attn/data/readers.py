@@ -1,188 +1,65 @@
-"""Corpora read from files: Multi30k, two aligned text files per split, TSV, Hugging Face.
+"""Corpora read from files (Multi30k, two aligned text files per split, TSV) or the Hugging Face
+hub, each with the schema of the keys it adds to ``data`` (its ``data_schema``).
 
-Every reader streams lines and turns bad input into a :class:`CorpusError` that names the file,
-the 1-based line number or the counts involved. Line semantics are the same everywhere: a file is
-read as bytes and split at ``\\n`` (a final line without one counts; ``\\r\\n`` endings and a UTF-8
-byte-order mark are accepted); ``.gz`` files are decompressed on the fly; each text is decoded as
-UTF-8 and stripped of surrounding whitespace. With ``on_decode_error="replace"`` undecodable bytes
-become U+FFFD and the affected lines are counted in the log instead of stopping the run.
-
-Fingerprints hash the file *contents* (sha256, streamed) plus the reader settings and
-:data:`READER_VERSION`: size and mtime would miss an edit that keeps the size within the mtime
-resolution and would change on a mere copy, while hashing costs about 0.3 s per 100 MB.
+Every reader streams lines as :mod:`seq2attn.data.lines` defines them and turns bad input into a
+:class:`CorpusError` that names the file, the 1-based line number or the counts involved.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import itertools
 import json
 import logging
-import urllib.error
-import urllib.request
-import zlib
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar
 
-from seq2attn.data.cache import atomic_write_bytes
-from seq2attn.data.corpus import SPLITS, CorpusError, ParallelCorpus
+from omegaconf import MISSING
+
+from seq2attn.data.corpus import SPLITS, CorpusError, SplitCorpus, check_split
+from seq2attn.data.download import (
+    MULTI30K_LANGUAGES,
+    MULTI30K_SHA256,
+    MULTI30K_TEST_SPLITS,
+    MULTI30K_URL,
+    fetch,
+)
+from seq2attn.data.lines import DecodeErrors, FileCorpus, read_aligned, read_tsv, resolve
+from seq2attn.data.pipeline import DataPipeline
 
 log = logging.getLogger(__name__)
 
-DecodeErrors = Literal["strict", "replace"]
-READER_VERSION = 1  # bump when the line semantics above change: cached corpora are rebuilt
-HASH_CHUNK = 1 << 20
+
+class OnDecodeError(Enum):  # not a str Enum: its member `replace` would shadow str.replace
+    strict = "strict"
+    replace = "replace"
 
 
-# --- lines ------------------------------------------------------------------------------------
+@dataclass
+class FileData(DataPipeline):
+    """The key every file corpus adds: what undecodable bytes do."""
+
+    on_decode_error: OnDecodeError = MISSING
 
 
-def _open(path: Path) -> Any:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+@dataclass
+class TextPairsData(FileData):
+    """``data=text_pairs``: a source and a target file per split."""
+
+    train_src: str = MISSING
+    train_tgt: str = MISSING
+    val_src: str = MISSING
+    val_tgt: str = MISSING
+    test_src: str = MISSING
+    test_tgt: str = MISSING
 
 
-def read_lines(path: Path, on_decode_error: DecodeErrors) -> Iterator[str]:
-    """The decoded lines of ``path`` without their line endings (see the module docstring).
-
-    Raises:
-        CorpusError: bytes that are not UTF-8 (strict), or a damaged gzip stream.
-    """
-    replaced = number = 0
-    try:
-        with _open(path) as file:
-            for number, raw in enumerate(file, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    if on_decode_error == "strict":
-                        bad = raw.rstrip(b"\r\n")[error.start : error.start + 4]
-                        raise CorpusError(
-                            f"{path}, line {number}: bytes that are not UTF-8 ({bad!r} at byte "
-                            f"{error.start} of the line); fix the file or set "
-                            "data.on_decode_error=replace"
-                        ) from None
-                    line = raw.decode("utf-8", errors="replace")
-                    replaced += 1
-                if number == 1:
-                    line = line.removeprefix("\ufeff")
-                yield line.rstrip("\r\n")
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise CorpusError(
-            f"{path}: damaged gzip data after line {number} ({error}); download or compress "
-            "the file again"
-        ) from None
-    if replaced:
-        log.warning("%s: replaced bytes that are not UTF-8 in %d lines", path, replaced)
-
-
-def count_lines(path: Path) -> int:
-    """Lines of ``path`` as :func:`read_lines` counts them, without decoding."""
-    try:
-        with _open(path) as file:
-            return sum(1 for _ in file)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise CorpusError(f"{path}: damaged gzip data ({error})") from None
-
-
-def read_aligned(src: Path, tgt: Path, on_decode_error: DecodeErrors) -> Iterator[tuple[str, str]]:
-    """Stripped ``(source, target)`` pairs of two line-aligned files.
-
-    Raises:
-        CorpusError: the files have different line counts (both named and counted), or see
-            :func:`read_lines`.
-    """
-    end = object()
-    pairs = itertools.zip_longest(
-        read_lines(src, on_decode_error), read_lines(tgt, on_decode_error), fillvalue=end
-    )
-    for source, target in pairs:
-        if source is end or target is end:
-            raise CorpusError(
-                f"source and target files must have the same number of lines, but {src} has "
-                f"{count_lines(src)} and {tgt} has {count_lines(tgt)}"
-            )
-        assert isinstance(source, str) and isinstance(target, str)
-        yield source.strip(), target.strip()
-
-
-def read_tsv(path: Path, on_decode_error: DecodeErrors) -> Iterator[tuple[str, str]]:
-    """Stripped ``(source, target)`` pairs of ``source<TAB>target`` lines.
-
-    Raises:
-        CorpusError: a line without exactly one tab (file and line named), or see
-            :func:`read_lines`.
-    """
-    for number, line in enumerate(read_lines(path, on_decode_error), start=1):
-        fields = line.split("\t")
-        if len(fields) != 2:
-            raise CorpusError(
-                f"{path}, line {number}: expected exactly one tab between source and target, "
-                f"found {len(fields) - 1}"
-            )
-        yield fields[0].strip(), fields[1].strip()
-
-
-def hash_files(paths: list[Path], *settings: object) -> str:
-    """sha256 over the contents of ``paths``, ``settings`` and READER_VERSION."""
-    digest = hashlib.sha256(json.dumps([READER_VERSION, *settings]).encode())
-    for path in paths:
-        digest.update(b"\0file\0")
-        with open(path, "rb") as file:
-            while chunk := file.read(HASH_CHUNK):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def resolve(path: str, key: str) -> Path:
-    """``path``, or ``path.gz`` when only that exists.
-
-    Raises:
-        CorpusError: neither exists; the message lists both paths searched.
-    """
-    given = Path(path).expanduser()
-    candidates = [given] if given.suffix == ".gz" else [given, given.with_name(given.name + ".gz")]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    searched = ", ".join(str(c.absolute()) for c in candidates)
-    raise CorpusError(f"data.{key}={path}: file not found (searched {searched})")
-
-
-class _SplitCorpus(ABC):
-    """A corpus that streams each split; ``splits`` reads them all into memory."""
-
-    @abstractmethod
-    def pairs(self, split: str) -> Iterator[tuple[str, str]]: ...
-
-    def splits(self) -> dict[str, ParallelCorpus]:
-        return {name: ParallelCorpus.from_pairs(self.pairs(name)) for name in SPLITS}
-
-
-class _FileCorpus(_SplitCorpus):
-    """A corpus whose splits are files; the fingerprint hashes their contents."""
-
-    on_decode_error: DecodeErrors
-
-    @abstractmethod
-    def _files(self, split: str) -> list[Path]: ...
-
-    def fingerprint(self, split: str) -> str:
-        return hash_files(self._files(split), type(self).__name__, self.on_decode_error)
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise KeyError(f"unknown split {split!r}, expected one of {SPLITS}")
-
-
-# --- text pairs and TSV ------------------------------------------------------------------------
-
-
-class TextPairsCorpus(_FileCorpus):
+class TextPairsCorpus(FileCorpus):
     """Two line-aligned plain-text files (optionally ``.gz``) per split."""
+
+    data_schema: ClassVar[type[DataPipeline]] = TextPairsData
 
     def __init__(
         self,
@@ -202,7 +79,7 @@ class TextPairsCorpus(_FileCorpus):
         self.on_decode_error = on_decode_error
 
     def _files(self, split: str) -> list[Path]:
-        _check_split(split)
+        check_split(split)
         src, tgt = self.paths[split]
         return [resolve(src, f"{split}_src"), resolve(tgt, f"{split}_tgt")]
 
@@ -214,8 +91,19 @@ class TextPairsCorpus(_FileCorpus):
         return f"the {split} split ({' + '.join(str(p) for p in self._files(split))})"
 
 
-class TsvCorpus(_FileCorpus):
+@dataclass
+class TsvData(FileData):
+    """``data=tsv``: one file per split."""
+
+    train_file: str = MISSING
+    val_file: str = MISSING
+    test_file: str = MISSING
+
+
+class TsvCorpus(FileCorpus):
     """One ``source<TAB>target`` file (optionally ``.gz``) per split."""
+
+    data_schema: ClassVar[type[DataPipeline]] = TsvData
 
     def __init__(
         self, train_file: str, val_file: str, test_file: str, on_decode_error: DecodeErrors
@@ -224,7 +112,7 @@ class TsvCorpus(_FileCorpus):
         self.on_decode_error = on_decode_error
 
     def _files(self, split: str) -> list[Path]:
-        _check_split(split)
+        check_split(split)
         return [resolve(self.paths[split], f"{split}_file")]
 
     def pairs(self, split: str) -> Iterator[tuple[str, str]]:
@@ -234,64 +122,18 @@ class TsvCorpus(_FileCorpus):
         return f"the {split} split ({self._files(split)[0]})"
 
 
-# --- Multi30k ----------------------------------------------------------------------------------
+@dataclass
+class Multi30kData(FileData):
+    """``data=multi30k``: the folder, the language pair and the test set (checked by the corpus)."""
 
-MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/{name}"
-MULTI30K_LANGUAGES = ("cs", "de", "en", "fr")
-MULTI30K_TEST_SPLITS = (
-    "test_2016_flickr",
-    "test_2017_flickr",
-    "test_2017_mscoco",
-    "test_2018_flickr",
-)
-# sha256 of the official files, computed from the copies in ../shared/data/multi30k. The other
-# test sets (test_2017_*, test_2018_flickr) were not available to hash, so no checksum is pinned
-# for them: a download is only checked to be a non-empty, complete gzip stream.
-MULTI30K_SHA256 = {
-    "train.cs.gz": "a65adb8b32e3bc664f21ecba7a6e7f6950fd1f405e135f7c312faabdb6255077",
-    "train.de.gz": "726e39b2fa9eb9ffb6dc763fb35a179f80fae06ffc5d28b6ace5faa883de28a6",
-    "train.en.gz": "d79cfa999dd4c51d2cb42499b6796d5a882c3a8a961923c25a898c90f8bbd56f",
-    "train.fr.gz": "622e75069e9f4c577425c4f277116ce66e63a2401c0a2312d90073cb12379a3c",
-    "val.cs.gz": "b63226e05c4bd5dd6a42897d74b86a1b9d2c31498252c572b1ea7f7996927fcc",
-    "val.de.gz": "f0cba2f995189cf5770f29a8a9a537a3ad3f51657ad873405082ff6863a5e75a",
-    "val.en.gz": "14f7d25ddd868909a9213e361768460edcacdd6ab9d1e77b92560dc10c10dc28",
-    "val.fr.gz": "ca3106f1a72390591d25f6c45cb4cd39dec4cd3f123e099748a3ce5256c160e9",
-    "test_2016_flickr.cs.gz": "200a4a74cc9560f051924abb9803be008d1908d77f747e9141aeb86dfd2797f1",
-    "test_2016_flickr.de.gz": "9204244e408ccb38d2a55cfcd344df15005fc42a07a6e55ca6c52b6ababb8cc8",
-    "test_2016_flickr.en.gz": "611d361c6334bc7246101d48097c13cf5c4413c5befc793cc629934359d532d9",
-    "test_2016_flickr.fr.gz": "6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90",
-}
-DOWNLOAD_TIMEOUT = 30.0  # seconds per request
+    root: str = MISSING
+    src_lang: str = MISSING
+    tgt_lang: str = MISSING
+    test_split: str = MISSING
+    download: bool = MISSING
 
 
-def fetch(url: str, path: Path, sha256: str | None, timeout: float = DOWNLOAD_TIMEOUT) -> None:
-    """Download ``url`` to ``path`` (atomically), after checking its sha256 or gzip integrity.
-
-    Raises:
-        OSError: the request failed (``urllib.error.URLError`` is an OSError).
-        CorpusError: the download does not match ``sha256`` or is not a complete gzip stream.
-    """
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        data = response.read()
-    if sha256 is not None:
-        found = hashlib.sha256(data).hexdigest()
-        if found != sha256:
-            raise CorpusError(
-                f"{url}: checksum mismatch (sha256 {found}, expected {sha256}); "
-                "the download was discarded"
-            )
-    else:
-        try:
-            if not gzip.decompress(data):
-                raise CorpusError(f"{url}: the download is empty; it was discarded")
-        except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-            raise CorpusError(
-                f"{url}: the download is not a complete gzip file ({error}); it was discarded"
-            ) from None
-    atomic_write_bytes(path, data)
-
-
-class Multi30kCorpus(_FileCorpus):
+class Multi30kCorpus(FileCorpus):
     """Multi30k task 1 (Elliott et al., 2016): ``{split}.{lang}[.gz]`` files under ``root``.
 
     The data module's ``test`` split is ``test_split``. Missing files are downloaded from the
@@ -299,6 +141,8 @@ class Multi30kCorpus(_FileCorpus):
     the first access to any split checks all splits, so a run without the files stops before any
     work, naming the URLs and the folder.
     """
+
+    data_schema: ClassVar[type[DataPipeline]] = Multi30kData
 
     def __init__(
         self,
@@ -326,7 +170,7 @@ class Multi30kCorpus(_FileCorpus):
         self.test_split, self.on_decode_error, self.download = test_split, on_decode_error, download
 
     def _name(self, split: str) -> str:
-        _check_split(split)
+        check_split(split)
         return self.test_split if split == "test" else split
 
     def _local(self, split: str) -> list[tuple[Path, ...]]:
@@ -373,10 +217,20 @@ class Multi30kCorpus(_FileCorpus):
         return f"the Multi30k {self._name(split)} split {self.src_lang}-{self.tgt_lang}"
 
 
-# --- Hugging Face datasets ---------------------------------------------------------------------
+@dataclass
+class HFData(DataPipeline):
+    """``data=hf``: the dataset, its revision, the language pair and the split names."""
+
+    dataset: str = MISSING
+    dataset_config: str | None = MISSING
+    revision: str | None = MISSING
+    src_lang: str = MISSING
+    tgt_lang: str = MISSING
+    val_split: str = MISSING
+    test_split: str = MISSING
 
 
-class HFCorpus(_SplitCorpus):
+class HFCorpus(SplitCorpus):
     """A translation dataset of the Hugging Face hub, read with the optional ``datasets`` package.
 
     Rows must have a ``translation`` column of ``{language: text}`` dicts, as the hub's
@@ -384,6 +238,8 @@ class HFCorpus(_SplitCorpus):
     ``test_split`` name the dataset's own splits. The fingerprint is the dataset's own
     (``Dataset._fingerprint``, a hash of its files and processing) plus these settings.
     """
+
+    data_schema: ClassVar[type[DataPipeline]] = HFData
 
     def __init__(
         self,
@@ -400,7 +256,7 @@ class HFCorpus(_SplitCorpus):
         self.names = {"train": "train", "val": val_split, "test": test_split}
 
     def _load(self, split: str) -> Any:
-        _check_split(split)
+        check_split(split)
         try:
             import datasets
         except ImportError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from pathlib import Path
 
 import sentencepiece as spm
 
@@ -76,6 +77,20 @@ class Tokenizer:
     @classmethod
     def from_proto(cls, proto: bytes) -> Tokenizer:
         return cls(spm.SentencePieceProcessor(model_proto=proto))
+
+    @classmethod
+    def from_file(cls, path: Path) -> Tokenizer:
+        """The SentencePiece model file at ``path``.
+
+        Raises:
+            ValueError: the file is missing or holds no usable model; the message names it.
+        """
+        if not path.is_file():
+            raise ValueError(f"{path}: file not found")
+        try:
+            return cls.from_proto(path.read_bytes())
+        except (RuntimeError, ValueError) as error:
+            raise ValueError(f"{path}: not a usable SentencePiece model ({error})") from None
 
     @property
     def proto(self) -> bytes:

@@ -5,6 +5,9 @@ depends only on the encoder memory (for example ``W h_s``); the caller holds the
 ``score(query, prepared)`` then runs for one decoder step (T = 1) or for a whole target
 sequence at once (T > 1). Nothing is cached on the module between calls.
 
+A scorer answers for itself: its constructor's keyword arguments are its options (the keys of its
+``conf/scorer/*.yaml``), ``check`` rejects options before any weight exists, ``flops`` counts.
+
 Shapes: B batch, T queries, S source positions, Hq query size, Hk key size, H hidden size.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +25,15 @@ from torch import Tensor, nn
 CHUNK_ELEMENTS = 2**22
 
 
+@dataclass(frozen=True)
+class TokenCosts:
+    """Forward FLOPs per source token, per target position and per (target, source) pair."""
+
+    source: int
+    target: int
+    pair: int
+
+
 class Scorer(nn.Module):
     """Base class: ``score(query, prepare(keys))`` gives unnormalised scores (B, T, S)."""
 
@@ -28,6 +41,19 @@ class Scorer(nn.Module):
         super().__init__()
         self.query_size = query_size
         self.key_size = key_size
+
+    @classmethod
+    def check(cls, query_size: int, key_size: int) -> None:
+        """Raise ValueError when options cannot work (with these sizes); no weights are built.
+
+        A subclass takes the options it checks as keyword arguments named as in its constructor,
+        which calls this first. A message about one option starts with ``<option>=<value>:``.
+        """
+
+    def flops(self) -> TokenCosts:
+        """FLOPs of the key preparation per source token, the query part per target position and
+        the score per (target, source) pair; matrix products only."""
+        raise NotImplementedError(f"{type(self).__name__} does not count its FLOPs")
 
     def prepare(self, keys: Tensor) -> Tensor:
         """Key-only work, done once per batch: keys (B, S, Hk) -> prepared (B, S, *)."""
@@ -68,19 +94,27 @@ class DotScorer(Scorer):
     """
 
     def __init__(self, query_size: int, key_size: int, project_keys: bool = False) -> None:
+        self.check(query_size, key_size, project_keys)
         super().__init__(query_size, key_size)
+        self.key_projection = nn.Linear(key_size, query_size, bias=False) if project_keys else None
+
+    @classmethod
+    def check(cls, query_size: int, key_size: int, project_keys: bool = False) -> None:
         if query_size != key_size and not project_keys:
             raise ValueError(
-                f"{type(self).__name__} needs query_size == key_size, got query_size={query_size} "
-                f"and key_size={key_size}; set project_keys=True to project the keys"
+                f"{cls.__name__} needs query_size == key_size, got query_size={query_size} "
+                f"and key_size={key_size}; set project_keys=true to project the keys"
             )
-        self.key_projection = nn.Linear(key_size, query_size, bias=False) if project_keys else None
 
     def prepare(self, keys: Tensor) -> Tensor:
         return keys if self.key_projection is None else self.key_projection(keys)
 
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
         return query @ prepared.transpose(1, 2)
+
+    def flops(self) -> TokenCosts:
+        projection = 2 * self.key_size * self.query_size if self.key_projection else 0
+        return TokenCosts(source=projection, target=0, pair=2 * self.query_size)
 
 
 class ScaledDotScorer(DotScorer):
@@ -113,8 +147,31 @@ class GeneralScorer(Scorer):
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
         return query @ prepared.transpose(1, 2)
 
+    def flops(self) -> TokenCosts:
+        q, k = self.query_size, self.key_size
+        return TokenCosts(source=2 * k * q, target=0, pair=2 * q)
 
-class ConcatScorer(Scorer):
+
+class _TanhScorer(Scorer):
+    """Scores v^T tanh(query part + key part) through a tanh layer of ``hidden_size`` units."""
+
+    hidden_size: int
+    v: nn.Linear
+
+    @classmethod
+    def check(cls, query_size: int, key_size: int, hidden_size: int | None = None) -> None:
+        if hidden_size is not None and hidden_size < 1:
+            raise ValueError(f"hidden_size={hidden_size}: must be a positive number, or null")
+
+    def _head(self, hidden: Tensor) -> Tensor:
+        return self.v(hidden).squeeze(-1)
+
+    def flops(self) -> TokenCosts:
+        q, k, h = self.query_size, self.key_size, self.hidden_size
+        return TokenCosts(source=2 * k * h, target=2 * q * h, pair=2 * h)
+
+
+class ConcatScorer(_TanhScorer):
     """Luong et al. (2015) concat score: score(h_t, h_s) = v^T tanh(W [h_t; h_s]).
 
     W = [W_q W_k] is applied in two parts, v^T tanh(W_q h_t + W_k h_s), so that W_k h_s is
@@ -122,6 +179,7 @@ class ConcatScorer(Scorer):
     """
 
     def __init__(self, query_size: int, key_size: int, hidden_size: int | None = None) -> None:
+        self.check(query_size, key_size, hidden_size)
         super().__init__(query_size, key_size)
         self.hidden_size = hidden_size or query_size
         self.W = nn.Linear(query_size + key_size, self.hidden_size, bias=False)
@@ -134,17 +192,15 @@ class ConcatScorer(Scorer):
         query_part = F.linear(query, self.W.weight[:, : self.query_size])  # W_q h_t: (B, T, H)
         return _tanh_sum_scores(query_part, prepared, self._head, self.hidden_size)
 
-    def _head(self, hidden: Tensor) -> Tensor:
-        return self.v(hidden).squeeze(-1)
 
-
-class AdditiveScorer(Scorer):
+class AdditiveScorer(_TanhScorer):
     """Bahdanau et al. (2015) additive score: score(s, h_s) = v^T tanh(W s + U h_s).
 
     U h_s is prepared once per batch. ``hidden_size`` defaults to query_size.
     """
 
     def __init__(self, query_size: int, key_size: int, hidden_size: int | None = None) -> None:
+        self.check(query_size, key_size, hidden_size)
         super().__init__(query_size, key_size)
         self.hidden_size = hidden_size or query_size
         self.W = nn.Linear(query_size, self.hidden_size, bias=False)
@@ -156,9 +212,6 @@ class AdditiveScorer(Scorer):
 
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
         return _tanh_sum_scores(self.W(query), prepared, self._head, self.hidden_size)
-
-    def _head(self, hidden: Tensor) -> Tensor:
-        return self.v(hidden).squeeze(-1)
 
 
 class MLPScorer(Scorer):
@@ -172,10 +225,9 @@ class MLPScorer(Scorer):
     def __init__(
         self, query_size: int, key_size: int, hidden_sizes: Sequence[int] = (128, 128)
     ) -> None:
+        self.check(query_size, key_size, hidden_sizes)
         super().__init__(query_size, key_size)
         sizes = list(hidden_sizes)
-        if not sizes:
-            raise ValueError("MLPScorer needs at least one entry in hidden_sizes, got []")
         self.first = nn.Linear(query_size + key_size, sizes[0])
         self.hidden = nn.Sequential(
             *(
@@ -187,6 +239,13 @@ class MLPScorer(Scorer):
         self.out = nn.Linear(sizes[-1], 1, bias=False)
         self.width = max(sizes)
 
+    @classmethod
+    def check(
+        cls, query_size: int, key_size: int, hidden_sizes: Sequence[int] = (128, 128)
+    ) -> None:
+        if not hidden_sizes or min(hidden_sizes) < 1:
+            raise ValueError(f"hidden_sizes={list(hidden_sizes)}: give one or more positive sizes")
+
     def prepare(self, keys: Tensor) -> Tensor:
         return F.linear(keys, self.first.weight[:, self.query_size :], self.first.bias)
 
@@ -197,21 +256,36 @@ class MLPScorer(Scorer):
     def _head(self, hidden: Tensor) -> Tensor:
         return self.out(self.hidden(hidden)).squeeze(-1)
 
+    def flops(self) -> TokenCosts:
+        first = self.first.out_features
+        layers = [m for m in self.hidden.modules() if isinstance(m, nn.Linear)] + [self.out]
+        return TokenCosts(
+            source=2 * self.key_size * first,
+            target=2 * self.query_size * first,
+            pair=sum(2 * m.in_features * m.out_features for m in layers),
+        )
+
 
 class LocationScorer(Scorer):
     """Luong et al. (2015) location score: a_t = softmax(W_a h_t).
 
     W_a has one row per source position up to ``max_source_length``; the scores are
     (W_a h_t)[..., :S] and the attention's masked softmax restricts them to the real source
-    length. The keys' values are not used, only their length S.
+    length.
     """
 
     def __init__(self, query_size: int, key_size: int, max_source_length: int = 256) -> None:
+        self.check(query_size, key_size, max_source_length)
         super().__init__(query_size, key_size)
         self.max_source_length = max_source_length
         self.W_a = nn.Linear(query_size, max_source_length, bias=False)
 
-    def prepare(self, keys: Tensor) -> Tensor:
+    @classmethod
+    def check(cls, query_size: int, key_size: int, max_source_length: int = 256) -> None:
+        if max_source_length < 1:
+            raise ValueError(f"max_source_length={max_source_length}: must be a positive number")
+
+    def prepare(self, keys: Tensor) -> Tensor:  # keys: only their length S is used
         if keys.size(1) > self.max_source_length:
             raise ValueError(
                 f"LocationScorer has max_source_length={self.max_source_length} but the batch has "
@@ -221,3 +295,6 @@ class LocationScorer(Scorer):
 
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
         return F.linear(query, self.W_a.weight[: prepared.size(1)])  # (B, T, S)
+
+    def flops(self) -> TokenCosts:
+        return TokenCosts(source=0, target=0, pair=2 * self.query_size)

@@ -1,4 +1,5 @@
-"""Process-wide CPU math settings, applied before any work by train, eval and translate."""
+"""Process-wide CPU math settings (the ``cpu`` config group), applied before any work by train,
+eval and translate."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 
-from seq2attn.config import ConfigError
+from seq2attn.schema import check, positive
 
 log = logging.getLogger(__name__)
 
@@ -19,28 +21,44 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MALLOC_CACHE_BYTES = 1 << 30
 
 
-def configure_cpu(cpu: DictConfig | None) -> None:
-    """Apply the ``cpu`` block of a config.
+@dataclass
+class CpuSettings:
+    """The ``cpu`` group (``conf/cpu/default.yaml``).
 
     ``flush_denormal`` treats subnormal floats (|x| < 1.2e-38 in fp32) as zero. Vanishing
     gradients and attention weights produce them, and on x86 every multiply that touches one
     takes a slow microcode path: measured on the speed benchmark's R2 model, training ran at
-    2,000 target tokens/s without it and 2,780 with it. ``num_threads`` (null: torch's default,
-    one per core) sets the intra-op threads. ``keep_freed_memory`` (glibc only) serves blocks
-    up to 1 GiB from the heap and keeps freed ones there: by default glibc maps every block
-    above 32 MiB afresh and returns it on free, so each training step page-faults its large
+    2,000 target tokens/s without it and 2,780 with it. ``keep_freed_memory`` (glibc only) serves
+    blocks up to 1 GiB from the heap and keeps freed ones there: by default glibc maps every
+    block above 32 MiB afresh and returns it on free, so each training step page-faults its large
     activations (the logits) in again; measured 2,790 -> 3,160 tokens/s on the same model.
+    ``num_threads`` (null: torch's default, one per core) sets the intra-op threads.
+    """
+
+    flush_denormal: bool = False
+    keep_freed_memory: bool = False
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        positive("cpu.num_threads", self.num_threads, allow_none=True)
+
+
+def configure_cpu(cpu: CpuSettings | DictConfig | None) -> None:
+    """Apply the ``cpu`` settings (a node is checked against :class:`CpuSettings` first).
+
+    Raises:
+        ConfigError: a node with an invalid key or value.
     """
     if cpu is None:
         return
-    if cpu.get("keep_freed_memory", False):
+    if isinstance(cpu, DictConfig):
+        cpu = check(CpuSettings, cpu, "cpu")
+    if cpu.keep_freed_memory:
         keep_freed_memory()
-    if cpu.get("flush_denormal", False) and not torch.set_flush_denormal(True):
+    if cpu.flush_denormal and not torch.set_flush_denormal(True):
         log.warning("cpu.flush_denormal=true: this CPU cannot flush denormals (no SSE3)")
-    if cpu.get("num_threads") is not None:
-        if int(cpu.num_threads) < 1:
-            raise ConfigError(f"cpu.num_threads={cpu.num_threads}: must be a positive number")
-        torch.set_num_threads(int(cpu.num_threads))
+    if cpu.num_threads is not None:
+        torch.set_num_threads(cpu.num_threads)
 
 
 def keep_freed_memory() -> bool:

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from seq2attn.schedules import (
+from seq2attn.teacher_forcing import (
     AlwaysSchedule,
     ConstantSchedule,
     ExponentialSchedule,

@@ -10,9 +10,11 @@ from seq2attn.config import ConfigError
 from seq2attn.tasks import train
 from tests.conftest import CONF_DIR, Compose
 
-# Groups whose options are exercised elsewhere: debug (below, not under fdr), hydra and paths
+# Groups whose options are exercised elsewhere: debug (below, not under fdr), cpu, hydra and paths
 # (one default each, used by every run).
-SKIPPED_GROUPS = {"debug", "hydra", "paths"}
+SKIPPED_GROUPS = {"cpu", "debug", "hydra", "paths"}
+# The keys every data option extends; no corpus of its own (tests/test_config_validation.py).
+BASES = {("data", "base")}
 # Options that cannot run on a CPU-only machine; their start-up error is tested instead.
 GPU_ONLY = {("precision", "16-mixed"), ("strategy", "fsdp"), ("strategy", "deepspeed")}
 # Needs several machines (it would wait for the other nodes); tested in tests/test_platform.py.
@@ -50,7 +52,7 @@ def test_every_group_of_the_interface_exists() -> None:
     assert {
         "data", "model", "cell", "attention", "scorer", "teacher_forcing", "decoding", "trainer",
         "precision", "strategy", "logger", "callbacks", "paths", "experiment", "debug",
-        "scheduler",
+        "scheduler", "cpu",
     } <= groups  # fmt: skip
     assert {o for g, o in OPTIONS if g == "scorer"} == {
         "dot", "general", "concat", "additive", "mlp", "location", "scaled_dot", "scaled_general"
@@ -58,7 +60,8 @@ def test_every_group_of_the_interface_exists() -> None:
 
 
 @pytest.mark.parametrize(
-    ("group", "option"), [o for o in OPTIONS if o not in GPU_ONLY | NEEDS_FILES | MULTI_NODE]
+    ("group", "option"),
+    [o for o in OPTIONS if o not in GPU_ONLY | NEEDS_FILES | MULTI_NODE | BASES],
 )
 def test_option_runs_a_fast_dev_run(compose_train: Compose, group: str, option: str) -> None:
     cfg = compose_train(f"{group}={option}", "debug=fdr", *NEEDS.get((group, option), []))

@@ -1,0 +1,271 @@
+"""``validate(cfg)`` and its kin: check a composed config once, before any work, and return the
+typed objects the run uses."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from enum import Enum
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from seq2attn.config.model import AttentionWiring, ModelSchema, check_scorer
+from seq2attn.cpu_tuning import CpuSettings
+from seq2attn.data.pipeline import DataPipeline, validate_data
+from seq2attn.lr_schedules import InverseSqrtFactor, WarmupCosineFactor
+from seq2attn.models.scorers import Scorer
+from seq2attn.teacher_forcing import Schedule
+from seq2attn.schema import ConfigError, check, positive, unit_interval
+
+
+class SearchStrategy(str, Enum):
+    greedy = "greedy"
+    beam = "beam"
+
+
+@dataclass
+class DecodingSchema:
+    strategy: SearchStrategy = SearchStrategy.greedy
+    beam_size: int = 1
+    length_penalty: float = 0.0
+    n_best: int = 1
+    max_length_a: float = 1.5
+    max_length_b: int = 10
+
+    def __post_init__(self) -> None:
+        positive("decoding.beam_size", self.beam_size)
+        if self.strategy == SearchStrategy.greedy and self.beam_size != 1:
+            raise ConfigError(
+                f"decoding.beam_size={self.beam_size} with decoding=greedy: use decoding=beam"
+            )
+        if not 1 <= self.n_best <= self.beam_size:
+            raise ConfigError(
+                f"decoding.n_best={self.n_best}: must lie in "
+                f"[1, decoding.beam_size={self.beam_size}]"
+            )
+        if self.length_penalty < 0:
+            raise ConfigError(f"decoding.length_penalty={self.length_penalty}: must be >= 0")
+        if self.max_length_a < 0 or self.max_length_b < 0:
+            raise ConfigError("decoding.max_length_a and decoding.max_length_b must be >= 0")
+
+
+class NonfiniteLoss(str, Enum):
+    stop = "stop"
+    skip = "skip"
+
+
+class SchedulerInterval(str, Enum):
+    epoch = "epoch"
+    step = "step"
+
+
+class EvalSplit(str, Enum):
+    val = "val"
+    test = "test"
+
+
+@dataclass
+class TrainingSchema:
+    """The training config's own keys (``conf/train.yaml``) that the run reads."""
+
+    decoding: DecodingSchema = field(default_factory=DecodingSchema)
+    cpu: CpuSettings = field(default_factory=CpuSettings)
+    label_smoothing: float = 0.0
+    nonfinite_loss: NonfiniteLoss = NonfiniteLoss.stop
+
+    def __post_init__(self) -> None:
+        unit_interval("label_smoothing", self.label_smoothing)
+
+
+@dataclass
+class InferenceSchema:
+    """The keys eval and translate share (``conf/eval.yaml``, ``conf/translate.yaml``)."""
+
+    decoding: DecodingSchema = field(default_factory=DecodingSchema)
+    cpu: CpuSettings = field(default_factory=CpuSettings)
+    max_tokens: int = 4000
+    max_source_length: int = 250
+
+    def __post_init__(self) -> None:
+        positive("max_tokens", self.max_tokens)
+        positive("max_source_length", self.max_source_length)
+
+
+@dataclass
+class EvalSchema(InferenceSchema):
+    split: EvalSplit = EvalSplit.test
+
+
+@dataclass
+class TranslateSchema(InferenceSchema):
+    chunk_size: int = 2000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive("chunk_size", self.chunk_size)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A training config, checked: what :func:`validate` returns.
+
+    ``scorer`` is the scorer factory the model takes (``model.scorer`` is its node);
+    ``teacher_forcing`` is the built schedule; ``scheduler_interval`` is when the learning-rate
+    scheduler steps (``epoch`` or ``step``) and ``anneal_to_time_limit`` whether it reads the
+    time spent (``scheduler.*``); ``nonfinite_loss`` is ``stop`` or ``skip``.
+    """
+
+    model: ModelSchema
+    scorer: Callable[..., Scorer]
+    data: DataPipeline
+    decoding: DecodingSchema
+    cpu: CpuSettings
+    teacher_forcing: Schedule
+    scheduler_interval: str
+    anneal_to_time_limit: bool
+    label_smoothing: float
+    nonfinite_loss: str
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Check the composed training config; raise :class:`ConfigError` on the first problem."""
+    model = check(ModelSchema, cfg.model, "model")
+    scorer = check_scorer(cfg.model.scorer, model)
+    data = validate_data(cfg.data)
+    if model.share_embeddings and not (data.joint_vocab or data.spm_model):
+        raise ConfigError(
+            "model.share_embeddings=true needs one vocabulary for both sides: set "
+            "data.joint_vocab=true or give data.spm_model"
+        )
+    own = check(TrainingSchema, _keys(cfg, TrainingSchema), "")
+    _check_hardware(cfg.trainer)
+    interval, anneal = _scheduler(cfg.get("scheduler"))
+    return RunConfig(
+        model=model,
+        scorer=scorer,
+        data=data,
+        decoding=own.decoding,
+        cpu=own.cpu,
+        teacher_forcing=_teacher_forcing(cfg.teacher_forcing, model),
+        scheduler_interval=interval,
+        anneal_to_time_limit=anneal,
+        label_smoothing=own.label_smoothing,
+        nonfinite_loss=own.nonfinite_loss.value,
+    )
+
+
+def validate_decoding(node: Any) -> DecodingSchema:
+    """The ``decoding`` node, checked."""
+    return check(DecodingSchema, node, "decoding")
+
+
+def validate_eval(cfg: DictConfig) -> EvalSchema:
+    """The keys of ``conf/eval.yaml`` that evaluation reads, checked (``split.value``: val/test)."""
+    return check(EvalSchema, _keys(cfg, EvalSchema), "")
+
+
+def validate_translate(cfg: DictConfig) -> TranslateSchema:
+    """The keys of ``conf/translate.yaml`` that translation reads, checked."""
+    return check(TranslateSchema, _keys(cfg, TranslateSchema), "")
+
+
+def _keys(cfg: DictConfig, schema: type) -> dict[str, Any]:
+    """The values of ``cfg`` for the schema's fields that it sets, resolved."""
+    return {
+        f.name: OmegaConf.to_container(cfg[f.name], resolve=True)
+        if OmegaConf.is_config(cfg[f.name])
+        else cfg[f.name]
+        for f in fields(schema)
+        if f.name in cfg
+    }
+
+
+GPU_STRATEGIES = {"FSDPStrategy": None, "DeepSpeedStrategy": "deepspeed"}
+
+
+def _check_hardware(trainer: Any) -> None:
+    """GPU-only precision and strategies stop here on a CPU-only machine (Lightning would
+    silently downgrade 16-mixed to bf16, or fail deep inside set-up)."""
+    precision = str(trainer.get("precision", "32-true"))
+    accelerator = str(trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision in {"16-mixed", "16", "16-true"} and on_cpu:
+        raise ConfigError(
+            f"precision={precision} needs a CUDA GPU (trainer.accelerator={accelerator}, "
+            "no GPU found); on CPU use precision=bf16-mixed or precision=32-true"
+        )
+    strategy = trainer.get("strategy")
+    name = (
+        str(strategy.get("_target_", "")).rsplit(".", 1)[-1] if OmegaConf.is_dict(strategy) else ""
+    )
+    if name not in GPU_STRATEGIES:
+        return
+    if on_cpu:
+        raise ConfigError(
+            f"strategy={name} needs a CUDA GPU (trainer.accelerator={accelerator}, no GPU found); "
+            "on CPU use strategy=ddp or strategy=ddp_spawn"
+        )
+    package = GPU_STRATEGIES[name]
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"strategy={name} needs the '{package}' package: pip install {package}")
+
+
+def _teacher_forcing(node: Any, model: ModelSchema) -> Schedule:
+    """The schedule, built; two-pass sampling only where the decoder has a parallel path."""
+    try:
+        schedule = instantiate(node)
+    except InstantiationException as error:
+        raise ConfigError(f"teacher_forcing: {error.__cause__ or error}") from error
+    two_pass = str(getattr(schedule, "mode", "step")).endswith("two_pass")
+    parallel = model.attention == AttentionWiring.none or (
+        model.attention == AttentionWiring.luong and not model.input_feeding
+    )
+    if two_pass and not parallel:
+        raise ConfigError(
+            f"teacher_forcing.mode=two_pass needs a parallel decoder (attention=luong without "
+            f"input feeding, or attention=none); got attention={model.attention.value}"
+            + (" with attention.input_feeding=true" if model.input_feeding else "")
+            + "; use teacher_forcing.mode=step"
+        )
+    return schedule
+
+
+# keys of the scheduler node the training module reads; the others are the schedule's arguments
+MODULE_KEYS = ("interval", "anneal_to_time_limit")
+
+
+def _scheduler(node: Any) -> tuple[str, bool]:
+    """``(interval, anneal_to_time_limit)`` of the scheduler node, and the step counts of the
+    per-step schedules (total after warm-up); ``("epoch", False)`` without a scheduler."""
+    if not node:
+        return SchedulerInterval.epoch.value, False
+    value = node.get("interval", "epoch")
+    if value not in SchedulerInterval.__members__:
+        raise ConfigError(f"scheduler.interval={value}: must be epoch or step")
+    interval = SchedulerInterval(value)
+    anneal = node.get("anneal_to_time_limit", False)
+    factors = {
+        "seq2attn.lr_schedules.warmup_cosine": WarmupCosineFactor,
+        "seq2attn.lr_schedules.inverse_sqrt": InverseSqrtFactor,
+    }
+    factor = factors.get(str(node.get("_target_")))
+    if not isinstance(anneal, bool) or (anneal and factor is not WarmupCosineFactor):
+        raise ConfigError(
+            f"scheduler.anneal_to_time_limit={anneal}: true or false, and true needs "
+            "scheduler=warmup_cosine (the schedule that reads the time spent)"
+        )
+    if factor is None:
+        return interval.value, anneal
+    if interval != SchedulerInterval.step:
+        raise ConfigError(f"scheduler={node._target_} counts optimizer steps: use interval=step")
+    arguments = {k: node[k] for k in node if k not in ("_target_", "_partial_", *MODULE_KEYS)}
+    try:
+        factor(**arguments)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from None
+    return interval.value, anneal

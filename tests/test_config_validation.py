@@ -1,0 +1,224 @@
+"""The schema checks: invalid configurations fail at start-up, naming the key, the value and what
+is allowed; a valid one comes back as the typed objects the run uses."""
+
+from __future__ import annotations
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from seq2attn.config import (
+    ConfigError,
+    RunConfig,
+    SearchStrategy,
+    validate,
+    validate_decoding,
+    validate_eval,
+    validate_translate,
+)
+from seq2attn.cpu_tuning import CpuSettings
+from seq2attn.data.pipeline import DataPipeline, SentencePieceModel
+from seq2attn.data.readers import HFData, Multi30kData, TextPairsData, TsvData
+from seq2attn.models.scorers import DotScorer, GeneralScorer
+from seq2attn.teacher_forcing import AlwaysSchedule
+from tests.conftest import Compose, compose_config
+
+TEXT_PAIRS_FILES = [
+    f"data.{split}_{side}={split}.{lang}"
+    for split in ("train", "val", "test")
+    for side, lang in (("src", "de"), ("tgt", "en"))
+]
+TSV_FILES = [f"data.{split}_file={split}.tsv" for split in ("train", "val", "test")]
+
+
+def test_default_config_comes_back_typed(compose_train: Compose) -> None:
+    run = validate(compose_train(tiny=False))
+    assert isinstance(run, RunConfig)
+    assert (run.model.attention, run.model.cell, run.model.key_size) == ("luong", "gru", 256)
+    assert run.scorer.func is GeneralScorer and run.scorer.keywords == {"scale": False}
+    assert isinstance(run.scorer(query_size=4, key_size=6), GeneralScorer)
+    assert type(run.data) is DataPipeline and run.data.vocab_size == 1000
+    assert run.data.sp_model_type == SentencePieceModel.unigram
+    assert run.data.corpus["_target_"] == "seq2attn.data.toy.ToyCorpus"
+    assert run.decoding.strategy == SearchStrategy.greedy and run.decoding.beam_size == 1
+    assert run.cpu == CpuSettings(flush_denormal=True, keep_freed_memory=True, num_threads=None)
+    assert isinstance(run.teacher_forcing, AlwaysSchedule)
+    assert (run.scheduler_interval, run.anneal_to_time_limit) == ("epoch", False)
+    assert (run.label_smoothing, run.nonfinite_loss) == (0.0, "stop")
+
+
+def test_the_scheduler_keys_the_module_reads(compose_train: Compose) -> None:
+    cosine = ["scheduler=warmup_cosine", "trainer.max_steps=400"]
+    run = validate(compose_train(*cosine, "scheduler.anneal_to_time_limit=true", tiny=False))
+    assert (run.scheduler_interval, run.anneal_to_time_limit) == ("step", True)
+    with pytest.raises(ConfigError, match=r"anneal_to_time_limit=True: .*needs scheduler=warmup"):
+        validate(compose_train("+scheduler.anneal_to_time_limit=true", tiny=False))
+
+
+@pytest.mark.parametrize(
+    ("option", "schema", "key", "value"),
+    [
+        ("multi30k", Multi30kData, "src_lang", "de"),
+        ("text_pairs", TextPairsData, "train_src", "train.de"),
+        ("tsv", TsvData, "train_file", "train.tsv"),
+        ("hf", HFData, "dataset", "wmt/wmt16"),
+    ],
+)
+def test_each_corpus_checks_its_own_keys(
+    compose_train: Compose, option: str, schema: type, key: str, value: str
+) -> None:
+    files = {"text_pairs": TEXT_PAIRS_FILES, "tsv": TSV_FILES}.get(option, [])
+    run = validate(compose_train(f"data={option}", *files, tiny=False))
+    assert type(run.data) is schema and getattr(run.data, key) == value
+    assert run.data.vocab_size == 8000 and run.data.max_tokens == 4000
+
+
+def test_a_wrong_corpus_value_names_its_key(compose_train: Compose) -> None:
+    with pytest.raises(
+        ConfigError, match=r"data\.on_decode_error: .*expected one of \[strict, rep"
+    ):
+        validate(compose_train("data=multi30k", "data.on_decode_error=ignore", tiny=False))
+    with pytest.raises(ConfigError, match=r"^data\.test_file, data\.val_file: not set"):
+        validate(compose_train("data=tsv", "data.train_file=a.tsv", tiny=False))
+    with pytest.raises(ConfigError, match=r"^data\.corpus: not set; pick a corpus: data=<option>"):
+        validate(compose_train("data=base", tiny=False))
+
+
+def test_scorer_options_are_not_checked_against_sizes_without_attention(
+    compose_train: Compose,
+) -> None:
+    run = validate(compose_train("attention=none", "model.encoder_hidden_size=32", tiny=False))
+    assert run.scorer.func is DotScorer  # attention=none picks it, and never builds it
+
+
+def test_decoding_eval_and_translate_keys_are_checked() -> None:
+    assert validate_decoding(OmegaConf.create({"strategy": "beam", "beam_size": 5})).n_best == 1
+    with pytest.raises(ConfigError, match=r"decoding\.strategy: .*expected one of"):
+        validate_decoding(OmegaConf.create({"strategy": "sample"}))
+    evaluation = validate_eval(compose_config("eval", ["ckpt_path=x", "split=val"]))
+    assert (evaluation.split.value, evaluation.decoding.beam_size) == ("val", 5)
+    assert evaluation.cpu.flush_denormal
+    with pytest.raises(ConfigError, match=r"^split: .*'dev', expected one of \[val, test\]"):
+        validate_eval(compose_config("eval", ["ckpt_path=x", "split=dev"]))
+    translation = validate_translate(compose_config("translate", ["ckpt_path=x"]))
+    assert (translation.chunk_size, translation.max_tokens) == (2000, 4000)
+    with pytest.raises(ConfigError, match=r"^chunk_size=0: must be a positive number"):
+        validate_translate(compose_config("translate", ["ckpt_path=x", "chunk_size=0"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.hidden_size=-1"], r"model\.hidden_size=-1: must be a positive number"),
+        (["model.dropout=1.5"], r"model\.dropout=1\.5: must lie in \[0, 1\)"),
+        (
+            ["model.source_word_dropout=1.0"],
+            r"model\.source_word_dropout=1\.0: must lie in \[0, 1\)",
+        ),
+        (
+            ["model.target_word_dropout=-0.1"],
+            r"model\.target_word_dropout=-0\.1: must lie in \[0, 1\)",
+        ),
+        (
+            ["cell.type=transformer"],
+            r"model\.cell: .*'transformer', expected one of \[rnn, gru, lstm\]",
+        ),
+        (
+            ["scorer=dot", "model.hidden_size=32", "model.encoder_hidden_size=32"],
+            r"scorer: DotScorer needs query_size == key_size, got query_size=32 and key_size=64;"
+            r" set project_keys=true .*model\.hidden_size",
+        ),
+        (
+            ["scorer=scaled_dot", "model.bidirectional=false", "model.encoder_hidden_size=8"],
+            r"scorer: ScaledDotScorer needs query_size == key_size",
+        ),
+        (
+            ["attention=bahdanau", "attention.input_feeding=true"],
+            r"attention\.input_feeding=true applies to attention=luong only",
+        ),
+        (["precision=16-mixed", "trainer.accelerator=cpu"], r"precision=16-mixed needs a CUDA GPU"),
+        (["decoding=beam", "decoding.n_best=7"], r"decoding\.n_best=7: must lie in \[1, .*=5\]"),
+        (["data.max_tokens=0"], r"data\.max_tokens=0: must be a positive number"),
+        (["data.sp_model_type=word"], r"data\.sp_model_type: .*expected one of \[unigram, bpe\]"),
+        (["model.param_init=-0.1"], r"model\.param_init=-0\.1: must be a positive number"),
+        (["model.bridge=sum"], r"model\.bridge: .*expected one of \[zero, last, mean, linear\]"),
+        (["scorer=mlp", "scorer.hidden_sizes=[]"], r"scorer\.hidden_sizes=\[\]"),
+        (["scorer=mlp", "scorer.hidden_sizes=[8,0]"], r"scorer\.hidden_sizes=\[8, 0\]: give"),
+        (["scorer=additive", "scorer.hidden_size=0"], r"scorer\.hidden_size=0: must be a positive"),
+        (["scorer=location", "scorer.max_source_length=-2"], r"scorer\.max_source_length=-2"),
+        (["scorer=concat", "scorer.hidden_size=abc"], r"scorer\.hidden_size: Value 'abc'"),
+        (
+            ["+scorer.hiden_size=8"],
+            r"scorer\.hiden_size: not an option of GeneralScorer; allowed: scale",
+        ),
+        (
+            ["scorer._target_=seq2attn.models.seq2seq.Seq2Seq"],
+            r"scorer\._target_=seq2attn\.models\.seq2seq\.Seq2Seq: not a subclass of .*Scorer",
+        ),
+        (["data.min_length=0"], r"data\.min_length=0: must lie in \[1, data\.max_length=100\]"),
+        (["data.normalization=NFD"], r"data\.normalization: .*expected one of \[NFKC, NFC, none\]"),
+        (["data.corpus.num_train=many"], r"data\.corpus\.num_train: Value 'many'"),
+        (["+data.corpus.num_trian=5"], r"data\.corpus\.num_trian: not an option of ToyCorpus"),
+        (["nonfinite_loss=retry"], r"nonfinite_loss: .*'retry', expected one of \[stop, skip\]"),
+        (["cpu.num_threads=0"], r"cpu\.num_threads=0: must be a positive number"),
+        (
+            ["model.share_embeddings=true", "data.joint_vocab=false"],
+            r"model\.share_embeddings=true needs one vocabulary",
+        ),
+        (["label_smoothing=1.0"], r"label_smoothing=1\.0: must lie in \[0, 1\)"),
+    ],
+)
+def test_invalid_values_are_named(
+    compose_train: Compose, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_train(*overrides, tiny=False))
+
+
+def test_dot_scorer_with_projection_accepts_unequal_sizes(compose_train: Compose) -> None:
+    validate(
+        compose_train(
+            "scorer=dot", "model.encoder_hidden_size=32", "scorer.project_keys=true", tiny=False
+        )
+    )
+
+
+def test_unknown_group_option_lists_the_choices(compose_train: Compose) -> None:
+    with pytest.raises(ConfigCompositionException, match=r"(?s)cell/transformer.*gru.*lstm.*rnn"):
+        compose_train("cell=transformer")
+
+
+def test_misspelt_key_is_rejected(compose_train: Compose) -> None:
+    with pytest.raises(ConfigCompositionException, match=r"model\.hiden_size"):
+        compose_train("model.hiden_size=8")
+
+
+def test_wiring_picks_its_scorer_and_cli_overrides_it(compose_train: Compose) -> None:
+    assert compose_train("attention=bahdanau").scorer._target_.endswith("AdditiveScorer")
+    assert compose_train("attention=luong").scorer._target_.endswith("GeneralScorer")
+    cfg = compose_train("attention=bahdanau", "scorer=dot")
+    assert cfg.model.scorer._target_.endswith("DotScorer")
+    assert cfg.run_name == "bahdanau-dot-gru"
+
+
+def test_two_pass_sampling_needs_a_parallel_decoder(compose_train: Compose) -> None:
+    with pytest.raises(ConfigError, match=r"teacher_forcing\.mode=two_pass needs a parallel"):
+        validate(
+            compose_train(
+                "attention=bahdanau", "teacher_forcing=linear", "teacher_forcing.mode=two_pass"
+            )
+        )
+    validate(
+        compose_train("attention=luong", "teacher_forcing=linear", "teacher_forcing.mode=two_pass")
+    )
+
+
+def test_invalid_schedule_parameter_is_named(compose_train: Compose) -> None:
+    with pytest.raises(ConfigError, match=r"teacher_forcing\.p=1\.5"):
+        validate(compose_train("teacher_forcing=constant", "teacher_forcing.p=1.5"))
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
+def test_gpu_strategies_are_refused_on_cpu(compose_train: Compose, strategy: str) -> None:
+    with pytest.raises(ConfigError, match=r"strategy=\w+Strategy needs a CUDA GPU"):
+        validate(compose_train(f"strategy={strategy}", "trainer.accelerator=cpu"))
