@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# This machine keeps a CPU wheel of torch 2.13.0 on disk; elsewhere pip fetches it.
+# The CPU build of torch; TORCH_SPEC=... installs another build or version.
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
@@ -60,8 +60,8 @@ bench-quick: $(STAMP) ## A few steps against OpenNMT-py only, for iterating -> b
 bench-data: $(STAMP) ## Data pipeline benchmarks: loading vs. step time on Multi30k, 1M-pair scale
 	$(PY) -m benchmarks.data_loading && $(PY) -m benchmarks.data_scale
 
-CKPT ?= logs/train/runs
-bench-decoding: $(STAMP) ## Greedy/beam speed and scheduled-sampling cost of a Multi30k checkpoint (CKPT=<run folder>)
+CKPT ?= last
+bench-decoding: $(STAMP) ## Greedy/beam speed and scheduled-sampling cost of a Multi30k checkpoint (CKPT=<file, run folder or last>)
 	$(PY) -m benchmarks.decoding --ckpt $(CKPT)
 
 clean: ## Remove the venv, caches and run outputs

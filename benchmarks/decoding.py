@@ -1,6 +1,6 @@
 """Decoding speed of a trained checkpoint, and the cost of scheduled sampling.
 
-    python -m benchmarks.decoding --ckpt <checkpoint or run folder> [--root <Multi30k folder>]
+    python -m benchmarks.decoding --ckpt <checkpoint, run folder or last> [--root <Multi30k folder>]
 
 Decoding: greedy and beam-5 over the test split in batches of 64 sentences; sentences per second
 of search time (model loaded, tokenizer included), plus the whole-process wall time.
@@ -20,7 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from benchmarks.common import StepTimer, corpus, machine, shown, table, write_result
+from benchmarks.common import REPO, StepTimer, corpus, machine, shown, table, write_result
 from seq2attn.config import DecodingSchema
 from seq2attn.data.batching import TokenBudgetBatchSampler
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -45,7 +45,11 @@ MODES: dict[str, dict[str, Any]] = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt", required=True, help="checkpoint file or run folder")
+    parser.add_argument(
+        "--ckpt",
+        required=True,
+        help="checkpoint file, run folder or last (the newest run under logs/train)",
+    )
     parser.add_argument(
         "--root", default=shown(corpus()), help="the Multi30k folder (replaces data.root)"
     )
@@ -54,7 +58,7 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=5)
     args = parser.parse_args()
 
-    translator = load(args.ckpt)
+    translator = load(args.ckpt, REPO / "logs")
     data = data_config_for(translator.config["data"], {"root": args.root})
     splits = instantiate(OmegaConf.create(data["corpus"])).splits()
     report: dict[str, Any] = {

@@ -9,9 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from seq2attn.checkpoints import CheckpointError
+from seq2attn.checkpoints import CheckpointError, save_checkpoint
 from seq2attn.checkpoints.averaging import average_checkpoints, checkpoints_to_average
-from seq2attn.checkpoints.saving import save_checkpoint
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

@@ -49,8 +49,11 @@ def test_default_config_comes_back_typed(compose_train: Compose) -> None:
 
 def test_the_scheduler_keys_the_module_reads(compose_train: Compose) -> None:
     cosine = ["scheduler=warmup_cosine", "trainer.max_steps=400"]
-    run = validate(compose_train(*cosine, "scheduler.anneal_to_time_limit=true", tiny=False))
+    annealed = [*cosine, "scheduler.anneal_to_time_limit=true"]
+    run = validate(compose_train(*annealed, "trainer.max_time=00:00:10:00", tiny=False))
     assert (run.scheduler_interval, run.anneal_to_time_limit) == ("step", True)
+    with pytest.raises(ConfigError, match=r"anneal_to_time_limit=true needs trainer\.max_time"):
+        validate(compose_train(*annealed, tiny=False))
     with pytest.raises(ConfigError, match=r"anneal_to_time_limit=True: .*needs scheduler=warmup"):
         validate(compose_train("+scheduler.anneal_to_time_limit=true", tiny=False))
 

@@ -16,8 +16,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
+from seq2attn.data.datamodule import attached_datamodule
 from seq2attn.inference import Translator
-from seq2attn.module import attached_datamodule
 from seq2attn.plotting import heatmap_png
 
 log = logging.getLogger(__name__)

@@ -19,27 +19,19 @@ from torch import Tensor
 
 from seq2attn.config import DecodingSchema, RunConfig
 from seq2attn.config.run import MODULE_KEYS
-from seq2attn.data.datamodule import TranslationDataModule
+from seq2attn.data.datamodule import TranslationDataModule, attached_datamodule
 from seq2attn.data.dataset import Batch
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID
 from seq2attn.loss import token_nll, training_nll
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
 from seq2attn.models.seq2seq import Seq2Seq
-from seq2attn.teacher_forcing import Feedback, SamplingMode, Schedule
 from seq2attn.search import decode
+from seq2attn.teacher_forcing import Feedback, SamplingMode, Schedule
 
 log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]  # (optimizer[, clock=...]) -> scheduler
-
-
-def attached_datamodule(trainer: L.Trainer) -> TranslationDataModule:
-    """The data module the trainer runs on (its tokenizers and references)."""
-    datamodule = getattr(trainer, "datamodule", None)
-    if not isinstance(datamodule, TranslationDataModule):
-        raise RuntimeError("seq2attn runs need a TranslationDataModule attached to the trainer")
-    return datamodule
 
 
 class Seq2SeqModule(L.LightningModule):

@@ -9,13 +9,12 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -39,18 +38,14 @@ class PageEntry:
 def save_heatmaps(maps: Sequence[AttentionMap], path: Path, dpi: int = 100) -> Path:
     """Draw the maps side by side into one PNG at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure = _figure(maps)
-    figure.savefig(path, dpi=dpi)
-    plt.close(figure)
+    _figure(maps).savefig(path, dpi=dpi)
     return path
 
 
 def heatmap_png(item: AttentionMap, dpi: int = 100) -> bytes:
     """One sentence's heatmap as PNG bytes."""
-    figure = _figure([item])
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    plt.close(figure)
+    _figure([item]).savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
 
 
@@ -82,11 +77,14 @@ def attention_page(entries: Sequence[PageEntry], title: str = "seq2attn translat
 
 
 def _figure(maps: Sequence[AttentionMap]) -> Figure:
+    # a Figure without pyplot: no global figure registry and no backend switch for the caller;
+    # matplotlib is imported on first drawing, not with seq2attn.inference
+    from matplotlib.figure import Figure
+
     width = max(sum(0.35 * len(m.source) + 1.5 for m in maps), 4.0)
     height = max(max(0.35 * len(m.target) + 1.5 for m in maps), 3.0)
-    figure, axes = plt.subplots(
-        1, len(maps), figsize=(width, height), squeeze=False, layout="constrained"
-    )
+    figure = Figure(figsize=(width, height), layout="constrained")
+    axes = figure.subplots(1, len(maps), squeeze=False)
     for ax, item in zip(axes[0], maps, strict=True):
         ax.imshow(item.weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
         ax.set_xticks(range(len(item.source)), item.source, rotation=90, fontsize=8)

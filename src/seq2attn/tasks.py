@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -151,7 +152,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             "checkpoint": paths if len(paths) > 1 else paths[0],
             "split": split,
             "data": data,
-            "decoding": OmegaConf.to_container(cfg.decoding, resolve=True),
+            "decoding": dataclasses.asdict(settings.decoding),
             "sentences": translations.stats.sentences,
             "decode_seconds": translations.stats.seconds,
         },

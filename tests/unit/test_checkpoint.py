@@ -10,7 +10,12 @@ from typing import Any
 import pytest
 import torch
 
-from seq2attn.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError
+from seq2attn.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    save_checkpoint,
+)
 from seq2attn.checkpoints.averaging import average_checkpoints, checkpoints_to_average
 from seq2attn.checkpoints.loading import (
     Pick,
@@ -19,7 +24,7 @@ from seq2attn.checkpoints.loading import (
     resolve_checkpoint,
     resolve_checkpoints,
 )
-from seq2attn.checkpoints.saving import AtomicCheckpointIO, save_checkpoint
+from seq2attn.checkpoints.saving import AtomicCheckpointIO
 
 
 def test_failed_save_keeps_the_previous_checkpoint(

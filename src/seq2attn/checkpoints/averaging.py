@@ -20,9 +20,6 @@ def checkpoints_to_average(names: Sequence[str | Path], best: int | None = None)
         raise CheckpointError(f"--best {best}: must be at least 1")
     files: list[Path] = []
     for name in names:
-        if Path(name).is_file():
-            files.append(Path(name))
-            continue
         try:
             files += resolve_checkpoints(name, Pick.ranked)[:best]
         except CheckpointError:

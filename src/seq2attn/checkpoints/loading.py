@@ -47,7 +47,7 @@ def resolve_checkpoints(
     ``checkpoints/``) gives the files ``pick`` selects; ``last`` is the newest run folder under
     ``<log_dir>/train``."""
     if str(name) == NEWEST_RUN and log_dir is not None and not Path(name).exists():
-        name = _newest_run(log_dir)
+        name = _newest_run(log_dir, "last.ckpt" if pick == Pick.last else "*.ckpt")
     path = Path(name)
     if path.is_file():
         return [path]
@@ -70,9 +70,10 @@ def resolve_checkpoint(name: str | Path, log_dir: Path | None = None) -> Path:
     return resolve_checkpoints(name, Pick.best, log_dir)[0]
 
 
-def _newest_run(log_dir: Path) -> Path:
-    """The run folder under ``<log_dir>/train`` whose checkpoint was written last."""
-    files = list((log_dir / "train").glob("**/checkpoints/*.ckpt"))
+def _newest_run(log_dir: Path, pattern: str) -> Path:
+    """The run folder under ``<log_dir>/train`` whose checkpoint named ``pattern`` was written
+    last."""
+    files = list((log_dir / "train").glob(f"**/checkpoints/{pattern}"))
     if not files:
         raise CheckpointError(
             f"ckpt_path={NEWEST_RUN}: no run folder with checkpoints under {log_dir / 'train'}"

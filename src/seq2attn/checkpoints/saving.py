@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 
-from seq2attn.checkpoints import describe
-from seq2attn.data.cache import atomic_write_bytes
-from seq2attn.module import attached_datamodule
-
-
-def save_checkpoint(contents: dict[str, Any], path: str | Path) -> None:
-    """Write a checkpoint to a temporary file beside ``path``, then rename it into place, so a
-    process killed during a save leaves the previous checkpoint intact."""
-    buffer = io.BytesIO()
-    torch.save(contents, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+from seq2attn.checkpoints import describe, save_checkpoint
+from seq2attn.data.datamodule import attached_datamodule
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -7,32 +7,20 @@ value and what is allowed. Data keys are checked by :mod:`seq2attn.data.pipeline
 schemas, the ``cpu`` group by :class:`seq2attn.cpu_tuning.CpuSettings`, a scorer by its class.
 """
 
-from seq2attn.config.model import AttentionWiring, BridgeKind, Cell, ModelSchema
 from seq2attn.config.run import (
     DecodingSchema,
-    EvalSchema,
     RunConfig,
-    SearchStrategy,
-    TranslateSchema,
     validate,
     validate_decoding,
     validate_eval,
     validate_translate,
 )
-from seq2attn.schema import ConfigError, check
+from seq2attn.schema import ConfigError
 
 __all__ = [
-    "AttentionWiring",
-    "BridgeKind",
-    "Cell",
     "ConfigError",
     "DecodingSchema",
-    "EvalSchema",
-    "ModelSchema",
     "RunConfig",
-    "SearchStrategy",
-    "TranslateSchema",
-    "check",
     "validate",
     "validate_decoding",
     "validate_eval",

@@ -19,8 +19,8 @@ from seq2attn.cpu_tuning import CpuSettings
 from seq2attn.data.pipeline import DataPipeline, validate_data
 from seq2attn.lr_schedules import InverseSqrtFactor, WarmupCosineFactor
 from seq2attn.models.scorers import Scorer
-from seq2attn.teacher_forcing import Schedule
 from seq2attn.schema import ConfigError, check, positive, unit_interval
+from seq2attn.teacher_forcing import Schedule
 
 
 class SearchStrategy(str, Enum):
@@ -145,6 +145,11 @@ def validate(cfg: DictConfig) -> RunConfig:
     own = check(TrainingSchema, _keys(cfg, TrainingSchema), "")
     _check_hardware(cfg.trainer)
     interval, anneal = _scheduler(cfg.get("scheduler"))
+    if anneal and cfg.trainer.get("max_time") is None:
+        raise ConfigError(
+            "scheduler.anneal_to_time_limit=true needs trainer.max_time (the limit whose share "
+            "spent the decay follows); set it, or scheduler.anneal_to_time_limit=false"
+        )
     return RunConfig(
         model=model,
         scorer=scorer,
@@ -240,8 +245,8 @@ MODULE_KEYS = ("interval", "anneal_to_time_limit")
 
 
 def _scheduler(node: Any) -> tuple[str, bool]:
-    """``(interval, anneal_to_time_limit)`` of the scheduler node, and the step counts of the
-    per-step schedules (total after warm-up); ``("epoch", False)`` without a scheduler."""
+    """``(interval, anneal_to_time_limit)`` of the scheduler node, checked, with the arguments of
+    the per-step schedules; ``("epoch", False)`` without a scheduler."""
     if not node:
         return SchedulerInterval.epoch.value, False
     value = node.get("interval", "epoch")

@@ -278,13 +278,9 @@ class TranslationDataModule(L.LightningDataModule):
 
 
 def build_datamodule(data: DataPipeline | DictConfig) -> TranslationDataModule:
-    """The data module of a ``data`` config checked by ``seq2attn.config.validate`` (or a node,
-    checked here by :func:`validate_data`).
-
-    Raises:
-        ConfigError: a key of the node is invalid.
-        CorpusError: the corpus rejects its arguments (e.g. an unknown Multi30k language).
-    """
+    """The data module of a ``data`` config checked by ``seq2attn.config.validate`` (a node is
+    checked here by :func:`validate_data`); a corpus that rejects its arguments (e.g. an unknown
+    Multi30k language) raises its :class:`CorpusError`."""
     if isinstance(data, DictConfig):
         data = validate_data(data)
     try:
@@ -294,3 +290,11 @@ def build_datamodule(data: DataPipeline | DictConfig) -> TranslationDataModule:
             raise error.__cause__ from None
         raise
     return get_class(data._target_)(corpus=corpus, **data.module_arguments())
+
+
+def attached_datamodule(trainer: L.Trainer) -> TranslationDataModule:
+    """The data module the trainer runs on (its tokenizers and references)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if not isinstance(datamodule, TranslationDataModule):
+        raise RuntimeError("seq2attn runs need a TranslationDataModule attached to the trainer")
+    return datamodule

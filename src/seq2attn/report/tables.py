@@ -119,7 +119,8 @@ def config_row(run: Run, columns: dict[str, str]) -> dict[str, str]:
 def option_name(group: str, node: dict[str, Any]) -> str:
     """The ``conf/<group>`` option a run's ``group`` node (flattened) was composed from.
 
-    Of the options with the node's ``_target_``, the one whose values the node contradicts least
+    Of the options whose ``_target_`` names the node's class (by class name, so results written
+    before a module was moved still match), the one whose values the node contradicts least
     (``scorer.scale=true`` is ``scaled_general``); ties go to the name the class gives, its
     CapWords without the role suffix (``ScaledDotScorer`` -> ``scaled_dot``), which is also the
     answer when ``conf/`` has no such option.
@@ -130,7 +131,7 @@ def option_name(group: str, node: dict[str, Any]) -> str:
     candidates = [
         (sum(key in node and node[key] != value for key, value in values.items()), name)
         for name, values in _options(group).items()
-        if values.get("_target_") == target
+        if str(values.get("_target_")).rsplit(".", 1)[-1] == target.rsplit(".", 1)[-1]
     ]
     return (
         min(candidates, key=lambda c: (c[0], c[1] != from_class, c[1]))[1]
