@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 from seq2attn.config import (
     ConfigError,
     RunConfig,
-    SearchStrategy,
     validate,
     validate_decoding,
     validate_eval,
     validate_translate,
 )
+from seq2attn.config.run import SearchStrategy
 from seq2attn.cpu_tuning import CpuSettings
 from seq2attn.data.pipeline import DataPipeline, SentencePieceModel
 from seq2attn.data.readers import HFData, Multi30kData, TextPairsData, TsvData

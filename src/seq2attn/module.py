@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from seq2attn.config import DecodingSchema, RunConfig
+from seq2attn.config.model import build_model
 from seq2attn.config.run import MODULE_KEYS
 from seq2attn.data.datamodule import TranslationDataModule, attached_datamodule
 from seq2attn.data.dataset import Batch
@@ -244,11 +245,11 @@ def build_module(
 ) -> Seq2SeqModule:
     """Build the network at the tokenizers' vocabulary sizes and wrap it for training; ``run``
     is the checked config (:func:`seq2attn.config.validate`), ``cfg`` gives the nodes to build."""
-    model = instantiate(
-        cfg.model,
-        scorer=run.scorer,
-        src_vocab_size=datamodule.src_tokenizer.vocab_size,
-        tgt_vocab_size=datamodule.tgt_tokenizer.vocab_size,
+    model = build_model(
+        run.model,
+        run.scorer,
+        datamodule.src_tokenizer.vocab_size,
+        datamodule.tgt_tokenizer.vocab_size,
     )
     scheduler = None
     if cfg.get("scheduler"):

@@ -36,7 +36,7 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def write_run_record(config: dict[str, Any], output_dir: Path, resumed_from: str | None) -> None:
+def write_run_record(config: dict[str, Any], output_dir: Path, resumed_from: Path | None) -> None:
     """``config.yaml`` (the composed config) and ``run.json`` (argv, overrides, the checkpoint
     resumed from, git commit and dirtiness, package versions, Python version)."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def write_run_record(config: dict[str, Any], output_dir: Path, resumed_from: str
         {
             "argv": sys.argv,
             "overrides": hydra_overrides(),
-            "resumed_from": resumed_from,
+            "resumed_from": None if resumed_from is None else str(resumed_from),
             "git": git_state(),
             "packages": {name: package_version(name) for name in PACKAGES},
             "python": sys.version.split()[0],

@@ -17,13 +17,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from seq2attn.callbacks import ResumeCheckpoint, TokenThroughput
-from seq2attn.checkpoints.loading import Pick, resolve_checkpoints
+from seq2attn.checkpoints.loading import check_resumable, resume_checkpoint
 from seq2attn.checkpoints.saving import AtomicCheckpointIO, SelfDescribingCheckpoint
 from seq2attn.config import validate, validate_eval, validate_translate
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.inference import Translator, data_config_for, load
 from seq2attn.inference.lines import open_text, read_chunks
+from seq2attn.inference.loading import build_corpus
 from seq2attn.inference.outputs import (
     heatmap_entries,
     write_attention_page,
@@ -56,14 +57,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
-    resume_from = None
-    if cfg.get("ckpt_path") is not None:
-        resume_from = str(resolve_checkpoints(cfg.ckpt_path, Pick.last, Path(cfg.paths.log_dir))[0])
+    resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.log_dir))
     if is_rank_zero():
         write_run_record(config, output_dir, resume_from)
 
     datamodule: TranslationDataModule = build_datamodule(run.data)
     datamodule.setup("fit")
+    if resume_from is not None:
+        check_resumable(resume_from, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
     module = build_module(cfg, run, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config)]
@@ -73,18 +74,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         if resume is not None and resume.received is not None:
             return {"preempted": float(resume.received)}
         if "val/bleu" not in trainer.callback_metrics:  # max_steps ended before any validation
             trainer.validate(module, datamodule=datamodule, verbose=False)
         metrics = _scalars(trainer.callback_metrics)
         kept = trainer.checkpoint_callback
-        if not isinstance(kept, ModelCheckpoint):
-            kept = None
-        trainer.test(module, datamodule=datamodule, ckpt_path=kept and kept.best_model_path or None)
+        best_path = kept.best_model_path if isinstance(kept, ModelCheckpoint) else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
         metrics.update(_scalars(trainer.callback_metrics))
-        best = kept.best_model_score if kept is not None else None
+        best = kept.best_model_score if isinstance(kept, ModelCheckpoint) else None
         metrics["val/bleu_best"] = (
             metrics.get("val/bleu", math.nan) if best is None else float(best)
         )
@@ -123,7 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     translator = load(_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     data = data_config_for(translator.config["data"], given)  # type: ignore[arg-type]
-    pairs = instantiate(OmegaConf.create(data["corpus"])).splits()[split]
+    pairs = build_corpus(data, str(translator.paths[0])).splits()[split]
     log.info(
         "translating %d sentences of %s with %s",
         len(pairs),

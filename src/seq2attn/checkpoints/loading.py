@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from seq2attn.checkpoints import (
     CHECKPOINT_FORMAT,
@@ -25,9 +23,12 @@ from seq2attn.checkpoints import (
     MODEL_PREFIX,
     CheckpointError,
 )
+from seq2attn.checkpoints.trust import MODEL_BASES, check_targets
+from seq2attn.config.model import ModelSchema, build_model, check_scorer
 from seq2attn.data.tokenizer import Tokenizer
 from seq2attn.ensemble import Ensemble
 from seq2attn.models.seq2seq import Seq2Seq
+from seq2attn.schema import ConfigError, check
 
 NEWEST_RUN = "last"
 
@@ -110,26 +111,34 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         contents = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
+    except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: refused to load; it holds Python objects other than tensors and plain "
-            f"containers, which weights-only loading never executes ({str(error).splitlines()[0]})"
-        ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+            "containers, and seq2attn never executes what a checkpoint holds"
+        ) from None
+    except Exception as error:  # any failure to parse untrusted bytes is the file's
+        detail = (str(error).splitlines() or [""])[0][:200]
         raise CheckpointError(
             f"{path}: cannot read the checkpoint; the file is corrupted, truncated or not a "
-            f"PyTorch file ({type(error).__name__}: {str(error).splitlines()[0]})"
-        ) from error
+            f"PyTorch file ({type(error).__name__}: {detail})"
+        ) from None
     meta = contents.get("seq2attn") if isinstance(contents, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path}: not a seq2attn checkpoint (no 'seq2attn' metadata); only checkpoints "
             "written by src/train.py can be loaded"
         )
-    if meta.get("version") != CHECKPOINT_VERSION or "state_dict" not in contents:
+    version = meta.get("version")
+    if isinstance(version, int) and version > CHECKPOINT_VERSION:
         raise CheckpointError(
-            f"{path}: seq2attn checkpoint version {meta.get('version')} is not supported "
-            f"(this version reads {CHECKPOINT_VERSION})"
+            f"{path}: written by a newer seq2attn (checkpoint format {version}; this one reads "
+            f"format {CHECKPOINT_VERSION}): upgrade seq2attn to load it"
+        )
+    if version != CHECKPOINT_VERSION or "state_dict" not in contents:
+        raise CheckpointError(
+            f"{path}: seq2attn checkpoint format {version!r} (or one without weights) cannot be "
+            f"read by this seq2attn, which reads format {CHECKPOINT_VERSION}; re-train, or load "
+            "it with the seq2attn version that wrote it"
         )
     return contents
 
@@ -175,21 +184,52 @@ def load_checkpoints(files: Sequence[Path]) -> LoadedCheckpoint:
 
 
 def rebuild_model(path: Path, contents: dict[str, Any], src: Tokenizer, tgt: Tokenizer) -> Seq2Seq:
-    """The model of a read checkpoint (with its tokenizers), with its weights, in eval mode."""
-    model = instantiate(
-        OmegaConf.create(contents["seq2attn"]["config"]["model"]),
-        src_vocab_size=src.vocab_size,
-        tgt_vocab_size=tgt.vocab_size,
-    )
+    """The model of a read checkpoint (with its tokenizers), with its weights, in eval mode.
+
+    Only the stored ``model`` node is built, and only after its targets passed
+    :func:`~seq2attn.checkpoints.trust.check_targets` and its values the model schema.
+    """
+    node = contents["seq2attn"]["config"].get("model")
+    check_targets(node, "model", MODEL_BASES, str(path))
+    try:
+        model = check(ModelSchema, node, "model")
+        scorer = check_scorer(node.get("scorer"), model)
+    except ConfigError as error:
+        raise CheckpointError(
+            f"{path}: its stored model config does not fit this seq2attn ({error})"
+        ) from None
+    network = build_model(model, scorer, src.vocab_size, tgt.vocab_size)
     weights = {
         key.removeprefix(MODEL_PREFIX): value
         for key, value in contents["state_dict"].items()
         if key.startswith(MODEL_PREFIX)
     }
     try:
-        model.load_state_dict(weights)
+        network.load_state_dict(weights)
     except RuntimeError as error:
         raise CheckpointError(
             f"{path}: weights do not fit the stored model config: {error}"
         ) from error
-    return model.eval()
+    return network.eval()
+
+
+def resume_checkpoint(name: str | Path | None, log_dir: Path) -> Path | None:
+    """The ``last.ckpt`` (or file) a training run resumes from, or None to start afresh."""
+    return None if name is None else resolve_checkpoints(name, Pick.last, log_dir)[0]
+
+
+def check_resumable(path: Path, src: Tokenizer, tgt: Tokenizer) -> None:
+    """Refuse to resume from a file that is not a seq2attn checkpoint (read weights-only) or
+    whose tokenizers differ from the run's: the same shapes would train on with other pieces."""
+    meta = read_checkpoint(path)["seq2attn"]
+    for side, stored, current in (
+        ("source", meta["src_spm"], src),
+        ("target", meta["tgt_spm"], tgt),
+    ):
+        if stored != current.proto:
+            pieces = Tokenizer.from_proto(stored).vocab_size
+            raise CheckpointError(
+                f"{path}: its {side} tokenizer ({pieces} pieces) differs from this run's "
+                f"({current.vocab_size} pieces, from the data settings); resume with the data "
+                "settings the checkpoint was trained with (its run folder's config.yaml)"
+            )

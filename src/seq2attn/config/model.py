@@ -1,4 +1,5 @@
-"""The ``model`` node's schema and the check of the picked scorer against its own class."""
+"""The ``model`` node's schema, the check of the picked scorer against its own class, and the
+network built from both."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import functools
 import inspect
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
 from seq2attn.models.scorers import Scorer
+from seq2attn.models.seq2seq import Seq2Seq
 from seq2attn.schema import ConfigError, check_options, import_class, positive, unit_interval
 
 
@@ -113,3 +115,19 @@ def check_scorer(node: Any, model: ModelSchema) -> Callable[..., Scorer]:
                 "states' size: model.encoder_hidden_size x directions)"
             ) from None
     return functools.partial(cls, **options)
+
+
+def build_model(
+    model: ModelSchema, scorer: Callable[..., Scorer], src_vocab_size: int, tgt_vocab_size: int
+) -> Seq2Seq:
+    """The network a checked ``model`` node describes, at the tokenizers' vocabulary sizes."""
+    cls = import_class(model._target_, "model._target_", Seq2Seq)
+    arguments = {
+        f.name: value.value if isinstance(value, Enum) else value
+        for f in fields(model)
+        if f.name not in ("_target_", "scorer")
+        for value in [getattr(model, f.name)]
+    }
+    return cls(
+        **arguments, scorer=scorer, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size
+    )

@@ -33,7 +33,7 @@ import json
 import random
 from collections.abc import Iterator, Sequence
 
-from seq2attn.data.corpus import SPLITS, ParallelCorpus
+from seq2attn.data.corpus import SPLITS, SplitCorpus
 from seq2attn.data.toy_lexicon import (
     ADJECTIVES,
     ADVERBS,
@@ -175,7 +175,7 @@ def translate(words: Sequence[str]) -> list[str]:
 # --- the corpus -----------------------------------------------------------------------------
 
 
-class ToyCorpus:
+class ToyCorpus(SplitCorpus):
     """Distinct sampled sentences and their translations, split into val, test, then train.
 
     Val and test are the first distinct sentences drawn, so they do not change with ``num_train``;
@@ -220,10 +220,6 @@ class ToyCorpus:
         sources = self._distinct_sentences(self.num_val + self.num_test + self.num_train)
         for source in sources[start:end]:
             yield source, " ".join(translate(source.split()))
-
-    def splits(self) -> dict[str, ParallelCorpus]:
-        """``{"train", "val", "test"}`` -> ParallelCorpus of space-separated sentences."""
-        return {name: ParallelCorpus.from_pairs(self.pairs(name)) for name in SPLITS}
 
     def describe(self, split: str) -> str:
         return f"the toy {split} split"

@@ -7,8 +7,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
 from seq2attn.checkpoints.loading import load_checkpoints, resolve_checkpoint
+from seq2attn.checkpoints.trust import CORPUS_BASES, check_targets
+from seq2attn.data.corpus import Corpus, CorpusError
 from seq2attn.inference.translator import Translator
+from seq2attn.schema import ConfigError
 
 CheckpointNames = str | Path | Sequence[str | Path]
 
@@ -39,3 +46,17 @@ def data_config_for(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, 
         if key in data.get("corpus", {}):
             data["corpus"][key] = value
     return data
+
+
+def build_corpus(data: dict[str, Any], source: str) -> Corpus:
+    """The corpus of a data config that comes (in part) from a checkpoint: its ``corpus`` node
+    is built only after its targets passed :func:`check_targets` (``source`` names the file)."""
+    node = data.get("corpus")
+    check_targets(node, "data.corpus", CORPUS_BASES, source)
+    try:
+        return instantiate(OmegaConf.create(node))
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, CorpusError):
+            raise cause from None
+        raise ConfigError(f"data.corpus: {cause or error}") from None
