@@ -12,7 +12,7 @@ import torch
 
 from seq2attn.checkpoints import CheckpointError
 from seq2attn.checkpoints.loading import resolve_checkpoint
-from seq2attn.config import DecodingSchema
+from seq2attn.config import ConfigError, DecodingSchema
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, train_sentencepiece
 from seq2attn.data.toy import ToyCorpus
 from seq2attn.inference import load
@@ -284,3 +284,40 @@ def test_an_ensemble_refuses_members_with_other_tokenizers(
         load([best, other])
     with pytest.raises(CheckpointError, match=r"ckpt_path=\[\]"):
         load([])
+
+
+def test_translate_refuses_to_write_over_its_input(trained_run: Path, tmp_path: Path) -> None:
+    sentences = tmp_path / "in.txt"
+    sentences.write_text("the big dogs see a small cat\n")
+    cfg = compose_config(
+        "translate",
+        [f"ckpt_path={trained_run}", f"input={sentences}", f"output={tmp_path / '.' / 'in.txt'}"],
+    )
+    with pytest.raises(ConfigError, match=r"output=.*in\.txt: the same file as input="):
+        translate(cfg)
+    assert sentences.read_text() == "the big dogs see a small cat\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["in.txt"]  # no temporary file left
+
+
+def test_translate_splits_lines_on_newline_only(trained_run: Path, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_bytes(b"the dog\rsees a cat\nthe cat runs\r\n\xff\xfe the dog\n")
+    out = tmp_path / "out.txt"
+    cfg = compose_config(
+        "translate", [f"ckpt_path={trained_run}", f"input={tmp_path / 'in.txt'}", f"output={out}"]
+    )
+    translate(cfg)
+    assert len(out.read_text().split("\n")[:-1]) == 3  # the lone \r stayed inside line 1
+
+
+def test_translate_takes_undecodable_stdin_without_a_traceback(trained_run: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "src" / "translate.py"), f"ckpt_path={trained_run}",
+         "hydra.run.dir=" + str(trained_run / "translate_bytes")],
+        input=b"the dog \xff\xfe runs\nthe cat\rsees a dog\n",
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+        timeout=300,
+    )  # fmt: skip
+    assert result.stdout.count(b"\n") == 2
+    assert b"Traceback" not in result.stderr

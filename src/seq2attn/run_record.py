@@ -12,6 +12,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from seq2attn.data.cache import atomic_write_bytes
 from seq2attn.inference.outputs import write_json
 
 PACKAGES = (
@@ -40,7 +41,7 @@ def write_run_record(config: dict[str, Any], output_dir: Path, resumed_from: Pat
     """``config.yaml`` (the composed config) and ``run.json`` (argv, overrides, the checkpoint
     resumed from, git commit and dirtiness, package versions, Python version)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    atomic_write_bytes(output_dir / "config.yaml", OmegaConf.to_yaml(config).encode())
     write_json(
         output_dir / "run.json",
         {

@@ -23,7 +23,7 @@ from seq2attn.config import validate, validate_eval, validate_translate
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.inference import Translator, data_config_for, load
-from seq2attn.inference.lines import open_text, read_chunks
+from seq2attn.inference.lines import open_input, open_output, read_chunks
 from seq2attn.inference.loading import build_corpus
 from seq2attn.inference.outputs import (
     heatmap_entries,
@@ -170,7 +170,7 @@ def translate(cfg: DictConfig) -> None:
     translator = load(_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
     entries: list[PageEntry] = []
-    with open_text(cfg.input, "r") as source, open_text(cfg.output, "w") as sink:
+    with open_input(cfg.input) as source, open_output(cfg.output, cfg.input) as sink:
         for chunk in read_chunks(source, settings.chunk_size):
             translations = translator.translate(
                 chunk,

@@ -93,3 +93,12 @@ def test_interrupted_split_write_leaves_nothing(tmp_path, monkeypatch):
         save_split(tmp_path / "train-src", EncodedSplit.from_sequences(SEQUENCES))
     assert os.listdir(tmp_path) == []
     assert load_split(tmp_path / "train-src") is None
+
+
+def test_atomic_writes_give_files_the_umask_permissions(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        atomic_write_bytes(tmp_path / "shared.bin", b"x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == 0o640  # 0o666 & ~0o027, not 0o600

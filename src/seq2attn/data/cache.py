@@ -34,9 +34,20 @@ def cache_key(*parts: object) -> str:
     return digest.hexdigest()[:KEY_LENGTH]
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_temporary(path: Path) -> tuple[int, str]:
+    """A new file beside ``path`` (descriptor and name) to rename onto it when complete, with
+    the permissions the process umask gives new files (``mkstemp`` alone gives 0600, which
+    breaks a cache or data folder shared by several users)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)
+    return fd, tmp
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    fd, tmp = atomic_temporary(path)
     try:
         with os.fdopen(fd, "wb") as file:
             write(file)

@@ -1,4 +1,7 @@
-"""Files written from translations: hypotheses, Moses n-best lists, samples, heatmap pages."""
+"""Files written from translations: hypotheses, Moses n-best lists, samples, heatmap pages.
+
+Each is written to a temporary name beside it and renamed when complete, so an interrupted run
+leaves the previous file or none, never half of one."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from seq2attn.config import DecodingSchema
+from seq2attn.data.cache import atomic_write_bytes
 from seq2attn.data.tokenizer import Tokenizer
 from seq2attn.inference.translator import Translation, Translator
 from seq2attn.plotting import PageEntry, attention_page, heatmap_png, save_heatmaps
@@ -15,23 +19,24 @@ from seq2attn.plotting import PageEntry, attention_page, heatmap_png, save_heatm
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
     """``payload`` as indented JSON with sorted keys."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def write_lines(path: Path, lines: Sequence[str]) -> None:
     """One line per item."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(line + "\n" for line in lines))
+    atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
 
 
 def write_nbest(path: Path, translations: Sequence[Translation], tokenizer: Tokenizer) -> None:
     """Moses-style n-best list: ``sentence ||| hypothesis ||| model score``."""
-    with path.open("w") as handle:
-        for index, translation in enumerate(translations):
-            texts = tokenizer.decode([hyp.tokens for hyp in translation.nbest])
-            for hyp, text in zip(translation.nbest, texts, strict=True):
-                handle.write(f"{index} ||| {text} ||| {hyp.score:.4f}\n")
+    lines = []
+    for index, translation in enumerate(translations):
+        texts = tokenizer.decode([hyp.tokens for hyp in translation.nbest])
+        lines += [
+            f"{index} ||| {text} ||| {hyp.score:.4f}"
+            for hyp, text in zip(translation.nbest, texts, strict=True)
+        ]
+    write_lines(path, lines)
 
 
 def write_samples(
@@ -42,7 +47,7 @@ def write_samples(
         f"SRC: {src}\nREF: {ref}\nHYP: {hyp}\n"
         for src, ref, hyp in zip(sources, references, hypotheses, strict=True)
     ]
-    path.write_text("\n".join(blocks))
+    atomic_write_bytes(path, "\n".join(blocks).encode())
 
 
 def heatmap_entries(
@@ -56,7 +61,7 @@ def heatmap_entries(
         attention = translation.attention_map
         png = None if attention is None else heatmap_png(attention)
         if png is not None:
-            (folder / f"sentence_{number:05d}.png").write_bytes(png)
+            atomic_write_bytes(folder / f"sentence_{number:05d}.png", png)
         entries.append(PageEntry(translation.source, translation.text, png))
     return entries
 
@@ -64,7 +69,7 @@ def heatmap_entries(
 def write_attention_page(entries: Sequence[PageEntry], folder: Path) -> Path:
     """``attention.html``: every sentence with its translation and heatmap."""
     page = folder / "attention.html"
-    page.write_text(attention_page(entries))
+    atomic_write_bytes(page, attention_page(entries).encode())
     return page
 
 
