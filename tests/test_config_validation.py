@@ -3,6 +3,10 @@ is allowed; a valid one comes back as the typed objects the run uses."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
@@ -225,3 +229,33 @@ def test_invalid_schedule_parameter_is_named(compose_train: Compose) -> None:
 def test_gpu_strategies_are_refused_on_cpu(compose_train: Compose, strategy: str) -> None:
     with pytest.raises(ConfigError, match=r"strategy=\w+Strategy needs a CUDA GPU"):
         validate(compose_train(f"strategy={strategy}", "trainer.accelerator=cpu"))
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=-1", r"^optimizer: Invalid learning rate: -1"),
+        ("+optimizer.bogus=1", r"^optimizer: .*unexpected keyword argument 'bogus'"),
+        ("trainer.devices=0", r"^trainer\.devices=0: must be a number of devices >= 1, auto"),
+        ("trainer.max_epochs=abc", r"^trainer\.max_epochs=abc: must be a whole number >= -1"),
+        ("trainer.max_steps=-2", r"^trainer\.max_steps=-2: must be a whole number >= -1"),
+    ],
+)
+def test_trainer_and_optimizer_values_are_checked_before_any_data(
+    compose_train: Compose, override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate(compose_train(override))
+
+
+def test_a_bad_value_ends_train_py_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "src/train.py", "optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "error: optimizer: Invalid learning rate: -1" in result.stderr
+    assert "Traceback" not in result.stderr

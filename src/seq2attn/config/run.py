@@ -3,18 +3,17 @@ typed objects the run uses."""
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from seq2attn.config.model import AttentionWiring, ModelSchema, check_scorer
+from seq2attn.config.trainer import check_hardware, check_optimizer, check_trainer
 from seq2attn.cpu_tuning import CpuSettings
 from seq2attn.data.pipeline import DataPipeline, validate_data
 from seq2attn.lr_schedules import InverseSqrtFactor, WarmupCosineFactor
@@ -143,7 +142,9 @@ def validate(cfg: DictConfig) -> RunConfig:
             "data.joint_vocab=true or give data.spm_model"
         )
     own = check(TrainingSchema, _keys(cfg, TrainingSchema), "")
-    _check_hardware(cfg.trainer)
+    check_hardware(cfg.trainer)
+    check_trainer(cfg.trainer)
+    check_optimizer(cfg.optimizer)
     interval, anneal = _scheduler(cfg.get("scheduler"))
     if anneal and cfg.trainer.get("max_time") is None:
         raise ConfigError(
@@ -188,36 +189,6 @@ def _keys(cfg: DictConfig, schema: type) -> dict[str, Any]:
         for f in fields(schema)
         if f.name in cfg
     }
-
-
-GPU_STRATEGIES = {"FSDPStrategy": None, "DeepSpeedStrategy": "deepspeed"}
-
-
-def _check_hardware(trainer: Any) -> None:
-    """GPU-only precision and strategies stop here on a CPU-only machine (Lightning would
-    silently downgrade 16-mixed to bf16, or fail deep inside set-up)."""
-    precision = str(trainer.get("precision", "32-true"))
-    accelerator = str(trainer.get("accelerator", "auto"))
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
-    if precision in {"16-mixed", "16", "16-true"} and on_cpu:
-        raise ConfigError(
-            f"precision={precision} needs a CUDA GPU (trainer.accelerator={accelerator}, "
-            "no GPU found); on CPU use precision=bf16-mixed or precision=32-true"
-        )
-    strategy = trainer.get("strategy")
-    name = (
-        str(strategy.get("_target_", "")).rsplit(".", 1)[-1] if OmegaConf.is_dict(strategy) else ""
-    )
-    if name not in GPU_STRATEGIES:
-        return
-    if on_cpu:
-        raise ConfigError(
-            f"strategy={name} needs a CUDA GPU (trainer.accelerator={accelerator}, no GPU found); "
-            "on CPU use strategy=ddp or strategy=ddp_spawn"
-        )
-    package = GPU_STRATEGIES[name]
-    if package and importlib.util.find_spec(package) is None:
-        raise ConfigError(f"strategy={name} needs the '{package}' package: pip install {package}")
 
 
 def _teacher_forcing(node: Any, model: ModelSchema) -> Schedule:

@@ -1,0 +1,71 @@
+"""Checks of the ``trainer`` and ``optimizer`` nodes that Lightning or torch would otherwise
+make only after the data is read (or never, on a machine without a GPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from seq2attn.schema import ConfigError
+
+GPU_STRATEGIES = {"FSDPStrategy": None, "DeepSpeedStrategy": "deepspeed"}
+
+
+def check_hardware(trainer: Any) -> None:
+    """GPU-only precision and strategies stop here on a CPU-only machine (Lightning would
+    silently downgrade 16-mixed to bf16, or fail deep inside set-up)."""
+    precision = str(trainer.get("precision", "32-true"))
+    accelerator = str(trainer.get("accelerator", "auto"))
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    if precision in {"16-mixed", "16", "16-true"} and on_cpu:
+        raise ConfigError(
+            f"precision={precision} needs a CUDA GPU (trainer.accelerator={accelerator}, "
+            "no GPU found); on CPU use precision=bf16-mixed or precision=32-true"
+        )
+    strategy = trainer.get("strategy")
+    name = (
+        str(strategy.get("_target_", "")).rsplit(".", 1)[-1] if OmegaConf.is_dict(strategy) else ""
+    )
+    if name not in GPU_STRATEGIES:
+        return
+    if on_cpu:
+        raise ConfigError(
+            f"strategy={name} needs a CUDA GPU (trainer.accelerator={accelerator}, no GPU found); "
+            "on CPU use strategy=ddp or strategy=ddp_spawn"
+        )
+    package = GPU_STRATEGIES[name]
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"strategy={name} needs the '{package}' package: pip install {package}")
+
+
+def check_trainer(trainer: Any) -> None:
+    """The trainer keys Lightning would reject only after the data is read."""
+    for key, minimum in (("max_epochs", -1), ("max_steps", -1), ("num_nodes", 1)):
+        value = trainer.get(key)
+        if value is not None and (not isinstance(value, int) or value < minimum):
+            raise ConfigError(f"trainer.{key}={value}: must be a whole number >= {minimum}")
+    devices = trainer.get("devices")
+    if not (devices == "auto" or (isinstance(devices, int) and devices >= 1) or _id_list(devices)):
+        raise ConfigError(
+            f"trainer.devices={devices}: must be a number of devices >= 1, auto, or a list of "
+            "device indices"
+        )
+
+
+def _id_list(value: Any) -> bool:
+    return OmegaConf.is_list(value) and len(value) > 0 and all(isinstance(i, int) for i in value)
+
+
+def check_optimizer(node: Any) -> None:
+    """The optimizer's own arguments, checked by building it over one dummy parameter."""
+    try:
+        instantiate(node)([torch.nn.Parameter(torch.zeros(1))])
+    except InstantiationException as error:
+        raise ConfigError(f"optimizer: {error.__cause__ or error}") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"optimizer: {error}") from None
