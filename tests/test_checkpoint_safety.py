@@ -4,6 +4,8 @@ only the model node (and, for eval, the corpus node) is ever built."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +157,20 @@ def test_resuming_with_other_tokenizers_is_refused(trained_run: Path) -> None:
     )
     with pytest.raises(CheckpointError, match=r"its target tokenizer \(\d+ pieces\) differs"):
         check_resumable(path, src, other)
+
+
+def test_eval_of_random_bytes_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "random.ckpt"
+    path.write_bytes(bytes(range(256)) * 4)
+    result = subprocess.run(
+        [sys.executable, "src/eval.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'eval'}"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {path}: refused to load; it is not a file of tensors")
+    assert (result.stdout + result.stderr).count("refused to load") == 1  # printed once
+    assert "Traceback" not in result.stderr and "weights_only=False" not in result.stderr
+    assert "refused to load" in (tmp_path / "eval" / "eval.log").read_text()  # and kept in the log

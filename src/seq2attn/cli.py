@@ -24,6 +24,14 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     try:
         return task(cfg)
     except INPUT_ERRORS as error:
-        log.error("%s", error)
+        _log_to_files(error)
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _log_to_files(error: Exception) -> None:
+    """Keep the error in the run's log file without printing it a second time on the console."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (error,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)

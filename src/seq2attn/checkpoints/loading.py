@@ -113,8 +113,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         contents = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path}: refused to load; it holds Python objects other than tensors and plain "
-            "containers, and seq2attn never executes what a checkpoint holds"
+            f"{path}: refused to load; it is not a file of tensors and plain containers (it is "
+            "corrupted, or holds Python objects, which seq2attn never executes)"
         ) from None
     except Exception as error:  # any failure to parse untrusted bytes is the file's
         detail = (str(error).splitlines() or [""])[0][:200]
