@@ -98,6 +98,15 @@ def test_collect_runs_finds_finished_folders_and_notes_unfinished(sweep: Path) -
     assert runs[3].config["cell"]["type"] == "lstm"
 
 
+def test_a_run_whose_metrics_cannot_be_read_is_skipped_with_a_warning(
+    sweep: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (sweep / "1_gru" / "metrics.json").write_text('{"test/bleu": 12')  # cut off mid-write
+    runs, _ = collect_runs(sweep)
+    assert [r.name for r in runs] == ["0_gru", "2_gru", "3_lstm"]
+    assert f"skipped {sweep / '1_gru'}: its run files cannot be read" in caplog.text
+
+
 def test_varying_keys_ignore_bookkeeping_and_keys_only_some_runs_have() -> None:
     configs = [
         config(**{"paths.output_dir": "/a", "run_name": "a", "trainer.root": "/a/ckpt"}),

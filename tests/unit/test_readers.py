@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import io
 import logging
 import os
@@ -421,3 +422,21 @@ def test_random_bytes_never_crash_the_readers(data, gz_name, tsv):
             assert str(path) in str(result)
         else:
             assert all(isinstance(s, str) and isinstance(t, str) for s, t in result)
+
+
+class CutOffResponse(FakeResponse):
+    def read(self, *args):
+        raise http.client.IncompleteRead(b"\x1f\x8b", 1000)
+
+
+def test_a_download_cut_off_mid_way_is_one_corpus_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(download.urllib.request, "urlopen", lambda url, timeout: CutOffResponse())
+    with pytest.raises(CorpusError, match=r"download failed: IncompleteRead"):
+        multi30k(tmp_path / "m30k").fingerprint("val")
+    assert not (tmp_path / "m30k").exists() or not list((tmp_path / "m30k").iterdir())
+
+
+def test_a_data_root_that_is_a_file_is_named(tmp_path):
+    (tmp_path / "multi30k").write_text("not a folder")
+    with pytest.raises(CorpusError, match=r"data\.root=.*multi30k: a file, not a folder"):
+        multi30k(tmp_path / "multi30k")

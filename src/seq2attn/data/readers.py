@@ -8,6 +8,7 @@ Every reader streams lines as :mod:`seq2attn.data.lines` defines them and turns 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 from collections.abc import Iterator
@@ -166,6 +167,11 @@ class Multi30kCorpus(FileCorpus):
                 f"data.test_split={test_split}: not a Multi30k test set; allowed: "
                 + ", ".join(MULTI30K_TEST_SPLITS)
             )
+        if Path(root).expanduser().is_file():
+            raise CorpusError(
+                f"data.root={root}: a file, not a folder; point data.root (or SEQ2ATTN_DATA) at "
+                "the folder that holds the Multi30k files"
+            )
         self.root, self.src_lang, self.tgt_lang = Path(root).expanduser(), src_lang, tgt_lang
         self.test_split, self.on_decode_error, self.download = test_split, on_decode_error, download
 
@@ -199,8 +205,8 @@ class Multi30kCorpus(FileCorpus):
                     log.info("downloading %s -> %s", url, path)
                     fetch(url, path, MULTI30K_SHA256.get(path.name))
                 return
-            except OSError as error:  # offline, HTTP errors, unwritable folder
-                reason = f"download failed: {error}"
+            except (OSError, http.client.HTTPException) as error:  # offline, cut off mid-way
+                reason = f"download failed: {type(error).__name__}: {error}"
         searched = ", ".join(f"{p}[.gz]" for p in (path.with_suffix("") for path in missing))
         folder = self.root.absolute()
         raise CorpusError(

@@ -5,6 +5,7 @@ them, and result files (``<run_name>-seed<seed>.json`` with ``config``, ``metric
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shlex
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("config", "metrics")
 
@@ -50,7 +53,10 @@ def collect_runs(root: Path) -> tuple[list[Run], list[Path]]:
     runs, unfinished = [], []
     for folder in folders:
         if (folder / "metrics.json").is_file():
-            runs.append(_read_run_folder(folder, _relative_name(folder, root)))
+            try:
+                runs.append(_read_run_folder(folder, _relative_name(folder, root)))
+            except (OSError, ValueError, yaml.YAMLError) as error:  # JSON errors are ValueErrors
+                log.warning("skipped %s: its run files cannot be read (%s)", folder, error)
         else:
             unfinished.append(folder)
     for path in root.rglob("*.json"):
