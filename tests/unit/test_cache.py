@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from seq2attn.data.cache import (
+    DamagedEntry,
     EncodedSplit,
     atomic_write_bytes,
     cache_key,
@@ -73,10 +74,11 @@ def test_empty_split_round_trips(tmp_path):
     assert len(split) == 0 and split.lengths.tolist() == []
 
 
-def test_missing_or_partial_split_is_a_miss(tmp_path):
+def test_missing_split_is_a_miss_and_a_partial_one_is_damaged(tmp_path):
     assert load_split(tmp_path / "nothing") is None
-    np.save(tmp_path / "half.ids.npy", np.arange(3, dtype=np.int32))  # crash before offsets
-    assert load_split(tmp_path / "half") is None
+    np.save(tmp_path / "half.ids.npy", np.arange(3, dtype=np.int32))  # killed before offsets
+    with pytest.raises(DamagedEntry, match=r"half.manifest.json is missing beside half.ids.npy"):
+        load_split(tmp_path / "half")
 
 
 def test_interrupted_split_write_leaves_nothing(tmp_path, monkeypatch):

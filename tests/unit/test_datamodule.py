@@ -109,7 +109,7 @@ def test_second_setup_reuses_the_cache(tmp_path, monkeypatch, caplog):
         raise AssertionError("train_sentencepiece called despite a cached tokenizer")
 
     monkeypatch.setattr(datamodule, "train_sentencepiece", fail)
-    with caplog.at_level(logging.INFO, logger=datamodule.__name__):
+    with caplog.at_level(logging.INFO, logger="seq2attn.data"):
         second = make(tmp_path)
     assert "reusing cached tokenizer" in caplog.text
     assert "train split fully cached: no tokenizer training and no re-tokenising" in caplog.text
@@ -225,7 +225,8 @@ def test_cache_keys_change_with_data_and_settings_only(tmp_path):
     cache, files = tmp_path / "cache", write_pairs(tmp_path / "data")
     make_files(cache, files)
     built = cache_files(cache)
-    assert len([f for f in built if f.startswith("spm-")]) == 1 and len(built) == 13
+    # a model and 6 ids + offsets pairs (3 splits x 2 sides), each entry with a manifest and a lock
+    assert len([f for f in built if f.startswith("spm-")]) == 3 and len(built) == 1 + 6 * 2 + 7 * 2
 
     make_files(cache, files, min_length=2, max_length=30, max_length_ratio=2.0)  # on lengths
     os.utime(files["train_src"], (0, 0))  # a touch is not a change
@@ -235,7 +236,7 @@ def test_cache_keys_change_with_data_and_settings_only(tmp_path):
     Path(files["test_tgt"]).write_text("".join(t + " x\n" for t in TOY["test"].tgt))
     make_files(cache, files)
     new = cache_files(cache) - built
-    assert sorted(n.split("-")[0] for n in new) == ["test"] * 4  # src/tgt ids + offsets
+    assert sorted(n.split("-")[0] for n in new) == ["test"] * 8  # ids, offsets, manifest, lock x 2
     built |= new
 
     changes = [
@@ -248,11 +249,11 @@ def test_cache_keys_change_with_data_and_settings_only(tmp_path):
     for change in changes:
         make_files(cache, files, **change)
         new = cache_files(cache) - built
-        assert len([n for n in new if n.startswith("spm-joint-")]) == 1, change
+        assert len([n for n in new if n.startswith("spm-joint-")]) == 3, change
         built |= new
     Path(files["train_src"]).write_text("".join(t + "\n" for t in reversed(TOY["train"].src)))
     make_files(cache, files)
-    assert len([n for n in cache_files(cache) - built if n.startswith("spm-")]) == 1
+    assert len([n for n in cache_files(cache) - built if n.startswith("spm-")]) == 3
 
 
 def test_cached_start_does_not_read_the_training_text(tmp_path, monkeypatch):
@@ -288,7 +289,8 @@ def test_interrupted_build_leaves_no_cache_and_the_next_run_rebuilds(tmp_path, m
         make_files(tmp_path / "cache", files)
     left = cache_files(tmp_path / "cache")
     assert not [name for name in left if name.startswith(".")]  # no temporary files
-    assert not [name for name in left if name.startswith("train-tgt")]
+    train_tgt = [name for name in left if name.startswith("train-tgt")]
+    assert len(train_tgt) == 1 and train_tgt[0].endswith(".lock")  # its lock file only
     monkeypatch.setattr(datamodule, "encode_split", encode)
     with caplog.at_level(logging.INFO, logger=datamodule.__name__):
         rebuilt = make_files(tmp_path / "cache", files)

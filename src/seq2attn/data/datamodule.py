@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import time
@@ -19,14 +18,8 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from seq2attn.data.batching import TokenBudgetBatchSampler
-from seq2attn.data.cache import (
-    EncodedSplit,
-    atomic_write_bytes,
-    cache_key,
-    encode_split,
-    load_split,
-    save_split,
-)
+from seq2attn.data.cache import EncodedSplit, cache_key, encode_split, model_key
+from seq2attn.data.cache_entries import cached_split, cached_tokenizer
 from seq2attn.data.corpus import SPLITS, Corpus, CorpusError, ParallelCorpus
 from seq2attn.data.dataset import PairDataset, collate
 from seq2attn.data.pipeline import DataPipeline, validate_data
@@ -43,7 +36,9 @@ class TranslationDataModule(L.LightningDataModule):
     Keys: a split's text key hashes the corpus fingerprint of the split (file contents, reader
     settings) and the text filter; the tokenizer key hashes the train text key, the tokenizer
     settings and the side (``joint``, ``src`` or ``tgt``); an encoded split's key hashes the
-    tokenizer key and the split's text key. SentencePiece sees the filtered train split only.
+    tokenizer key, the tokenizer model's bytes and the split's text key. Damaged entries are
+    rebuilt, and each is built by one process (``cache_entries``). SentencePiece sees the
+    filtered train split only.
     When the tokenizer and the encoded train split are cached, the train text is not even read.
     The piece-length filter is cheap and runs on every setup, so changing it needs no rebuild.
     ``prepare_data`` (rank 0) fills the cache, so with several ranks ``setup`` only reads it.
@@ -147,7 +142,7 @@ class TranslationDataModule(L.LightningDataModule):
             except ValueError as error:
                 raise CorpusError(f"data.spm_model={error}") from None
             log.info("using the SentencePiece model %s (%d ids)", self.spm_model, given.vocab_size)
-            key = cache_key("given", hashlib.sha256(given.proto).hexdigest())
+            key = model_key("given", given)
             return (key, given), (key, given)
         if self.joint_vocab:
 
@@ -167,19 +162,20 @@ class TranslationDataModule(L.LightningDataModule):
     ) -> tuple[str, Tokenizer]:
         settings = [self.vocab_size, self.sp_model_type, self.character_coverage, spm.__version__]
         key = cache_key(train_key, side, settings)
-        path = self.cache_dir / f"spm-{side}-{key}.model"
-        if path.exists():
-            log.info("reusing cached tokenizer %s", path)
-            return key, Tokenizer.from_proto(path.read_bytes())
-        texts = sentences()
-        log.info("training %s tokenizer (vocab_size<=%d) -> %s", side, self.vocab_size, path)
-        start = time.perf_counter()
-        proto = train_sentencepiece(
-            texts, self.vocab_size, self.sp_model_type, self.character_coverage
-        )
-        atomic_write_bytes(path, proto)
-        log.info("trained %s tokenizer in %.1f s", side, time.perf_counter() - start)
-        return key, Tokenizer.from_proto(proto)
+        stem = self.cache_dir / f"spm-{side}-{key}"
+
+        def train() -> bytes:
+            texts = sentences()
+            log.info("training %s tokenizer (vocab_size<=%d) -> %s", side, self.vocab_size, stem)
+            start = time.perf_counter()
+            proto = train_sentencepiece(
+                texts, self.vocab_size, self.sp_model_type, self.character_coverage
+            )
+            log.info("trained %s tokenizer in %.1f s", side, time.perf_counter() - start)
+            return proto
+
+        tokenizer = cached_tokenizer(stem, train)
+        return model_key(key, tokenizer), tokenizer
 
     def _encoded(
         self,
@@ -191,17 +187,16 @@ class TranslationDataModule(L.LightningDataModule):
     ) -> EncodedSplit:
         """The cached ids of ``side`` ("src" or "tgt") of ``split``, encoded when missing."""
         stem = self.cache_dir / f"{split}-{side}-{key}"
-        cached = load_split(stem)
-        if cached is not None:
-            log.info("reusing cached %s %s ids %s", split, side, stem)
-            return cached
-        lines = getattr(read(split)[0], side)
-        log.info("encoding %s %s (%d lines) -> %s", split, side, len(lines), stem)
-        start = time.perf_counter()
-        encoded = encode_split(tokenizer, lines)
-        save_split(stem, encoded)
-        log.info("encoded %s %s in %.1f s", split, side, time.perf_counter() - start)
-        return encoded
+
+        def encode() -> EncodedSplit:
+            lines = getattr(read(split)[0], side)
+            log.info("encoding %s %s (%d lines) -> %s", split, side, len(lines), stem)
+            start = time.perf_counter()
+            encoded = encode_split(tokenizer, lines)
+            log.info("encoded %s %s in %.1f s", split, side, time.perf_counter() - start)
+            return encoded
+
+        return cached_split(stem, f"{split} {side} ids", encode)
 
     def _keep(self, split: str, src: EncodedSplit, tgt: EncodedSplit) -> np.ndarray:
         if split != "train":
