@@ -20,6 +20,7 @@ from seq2attn.config import (
     validate_translate,
 )
 from seq2attn.config.run import SearchStrategy
+from seq2attn.config.trainer import check_validation_interval
 from seq2attn.cpu_tuning import CpuSettings
 from seq2attn.data.pipeline import DataPipeline, SentencePieceModel
 from seq2attn.data.readers import HFData, Multi30kData, TextPairsData, TsvData
@@ -117,6 +118,7 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
     ("overrides", "message"),
     [
         (["model.hidden_size=-1"], r"model\.hidden_size=-1: must be a positive number"),
+        (["resume_to=elsewhere"], r"resume_to: Invalid value 'elsewhere'"),
         (["model.dropout=1.5"], r"model\.dropout=1\.5: must lie in \[0, 1\)"),
         (
             ["model.source_word_dropout=1.0"],
@@ -259,3 +261,23 @@ def test_a_bad_value_ends_train_py_with_one_line_and_exit_2(tmp_path: Path) -> N
     assert result.returncode == 2
     assert "error: optimizer: Invalid learning rate: -1" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "batches", "message"),
+    [
+        ({"val_check_interval": 40}, 30, "val_check_interval=40: more than the 30 training"),
+        ({"val_check_interval": 20, "devices": 2}, 30, "more than the 15 training batches"),
+        ({"val_check_interval": 20, "limit_train_batches": 10}, 30, "more than the 10 training"),
+        ({"val_check_interval": 20, "limit_train_batches": 0.5}, 30, "more than the 15 training"),
+    ],
+)
+def test_a_validation_interval_longer_than_an_epoch_is_named(
+    overrides: dict, batches: int, message: str
+) -> None:
+    trainer = OmegaConf.create({"check_val_every_n_epoch": 1, "devices": 1, **overrides})
+    with pytest.raises(ConfigError, match=message):
+        check_validation_interval(trainer, batches)
+    # a step count across epochs, or an interval within the epoch, is fine
+    check_validation_interval(OmegaConf.merge(trainer, {"check_val_every_n_epoch": None}), batches)
+    check_validation_interval(OmegaConf.merge(trainer, {"val_check_interval": 5}), batches)

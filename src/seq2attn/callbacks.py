@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
 from seq2attn.data.datamodule import attached_datamodule
+from seq2attn.faults import Preempted, largest_over_ranks
 from seq2attn.inference import Translator
 from seq2attn.plotting import heatmap_png
 
@@ -107,31 +108,58 @@ def _log_tensorboard(
 
 class ResumeCheckpoint(Callback):
     """Keeps ``last.ckpt`` fresh for resuming: every ``every_n_train_steps`` optimizer steps, and
-    on SIGTERM or SIGINT (pre-emption, Ctrl-C) after the current step, which then stops the run.
-    A second signal stops at once."""
+    on SIGTERM or SIGINT (pre-emption, Ctrl-C), which then stops the run cleanly.
+
+    A signal on any rank is agreed on by every rank at the next batch boundary (the signal
+    number's maximum over ranks, :mod:`seq2attn.faults`). In training, every rank takes part in
+    writing ``last.ckpt`` after the step and the run stops. In a validation or test, the batch in
+    progress is finished, ``last.ckpt`` (the training state of the last step; the validation is
+    not needed to resume) is written, and :class:`Preempted` ends the run. A second signal on a
+    rank stops that process at once.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
         self.dirpath = Path(dirpath)
         self.every_n_train_steps = every_n_train_steps
-        self.received: int | None = None
+        self.received = 0  # the signal this process received, 0 for none
+        self.stopped_by = 0  # the signal the ranks agreed to stop on, 0 for none
         self._previous: dict[int, Any] = {}
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # after Lightning's own handlers are in place, which would otherwise take SIGTERM
+    @property
+    def path(self) -> Path:
+        return self.dirpath / "last.ckpt"
+
+    def _install(self) -> None:
+        # called at the start of each stage: Lightning installs its own handlers just before
         for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+            if signal.getsignal(sig) != self._handle:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+            if signal.getsignal(sig) == self._handle:  # else Lightning has put its original back
+                signal.signal(sig, handler)
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        if self.received is not None:
+        if self.received:
             raise KeyboardInterrupt
         self.received = signum
+
+    def _agreed(self, trainer: L.Trainer) -> int:
+        self.stopped_by = largest_over_ranks(trainer, self.received)
+        return self.stopped_by
 
     def on_train_batch_end(
         self,
@@ -141,18 +169,57 @@ class ResumeCheckpoint(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
+        stop = self._agreed(trainer)
         periodic = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
-        if self.received is None and not periodic:
+        if stop or periodic:
+            trainer.save_checkpoint(self.path)
+        if stop:
+            log.warning("%s", self._message(trainer, "after the step"))
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the final state (Lightning's last.ckpt is the last validation's), so that a run given
+        # more steps resumes where this one ended
+        if not self.stopped_by:
+            trainer.save_checkpoint(self.path)
+
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._stop_evaluation(trainer, "validation")
+
+    def on_test_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._stop_evaluation(trainer, "test")
+
+    def _stop_evaluation(self, trainer: L.Trainer, stage: str) -> None:
+        if not self._agreed(trainer):
             return
-        path = self.dirpath / "last.ckpt"
-        trainer.save_checkpoint(path)
-        if self.received is None:
-            return
-        log.warning(
-            "received %s at step %d: wrote %s and stopped; resume with ckpt_path=%s",
-            signal.Signals(self.received).name,
-            trainer.global_step,
-            path,
-            self.dirpath.parent,
+        if trainer.state.fn == "fit" and trainer.global_step > 0:
+            trainer.save_checkpoint(self.path)
+        message = self._message(trainer, f"during the {stage}")
+        log.warning("%s", message)
+        raise Preempted(self.stopped_by, message)
+
+    def _message(self, trainer: L.Trainer, when: str) -> str:
+        name = signal.Signals(self.stopped_by).name
+        if trainer.global_step == 0:
+            return f"received {name} {when}, before any training step: stopped"
+        written = self.path if trainer.state.fn == "fit" else "nothing new"
+        return (
+            f"received {name} {when} at step {trainer.global_step}: wrote {written} and "
+            f"stopped; resume with ckpt_path={self.dirpath.parent}"
         )
-        trainer.should_stop = True

@@ -1,17 +1,19 @@
-"""How the ``src/*.py`` commands end on bad input: one line on stderr, exit code 2."""
+"""How the ``src/*.py`` commands end on bad input (one line on stderr, exit code 2) and on a
+training fault every rank agreed on (one line, exit code 1)."""
 
 from __future__ import annotations
 
 import logging
 import sys
 from collections.abc import Callable
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from omegaconf import DictConfig
 
 from seq2attn.checkpoints import CheckpointError
 from seq2attn.config import ConfigError
 from seq2attn.data.corpus import CorpusError
+from seq2attn.faults import NonFiniteLoss
 
 log = logging.getLogger(__name__)
 INPUT_ERRORS = (ConfigError, CorpusError, CheckpointError)
@@ -20,13 +22,20 @@ T = TypeVar("T")
 
 def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run a task for a command-line shim: bad input (config, data files, checkpoints) ends the
-    process with its message and exit code 2 instead of a traceback."""
+    process with its message and exit code 2, a non-finite loss with exit code 1, instead of a
+    traceback."""
     try:
         return task(cfg)
     except INPUT_ERRORS as error:
-        _log_to_files(error)
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(error, 2)
+    except NonFiniteLoss as error:
+        _fail(error, 1)
+
+
+def _fail(error: Exception, code: int) -> NoReturn:
+    _log_to_files(error)
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(code) from None
 
 
 def _log_to_files(error: Exception) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import netrc
 import os
+import warnings
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
@@ -14,27 +17,31 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from seq2attn.data.cache import atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 
 class ResumableCSVLogger(CSVLogger):
     """Lightning's CSVLogger, continuing an existing ``metrics.csv``.
 
-    The stock writer only knows the columns it wrote itself, so a new writer appending to an
-    existing file (a resumed run, or the test phase of ``ddp_spawn`` in a fresh process) fails
-    when it rewrites the header. Here a new writer starts from the file's columns.
+    The stock writer deletes an existing ``metrics.csv`` when it starts, and knows only the
+    columns it wrote itself. Here a new writer (a run resumed in its own folder, or the test
+    phase of ``ddp_spawn`` in a fresh process) keeps the file's rows and starts from its columns.
     """
 
     @property
     def experiment(self) -> Any:
-        writer = super().experiment
-        if (
-            isinstance(writer, _ExperimentWriter)
-            and not writer.metrics_keys
-            and os.path.isfile(writer.metrics_file_path)
-        ):
-            with open(writer.metrics_file_path, newline="") as handle:
-                writer.metrics_keys = sorted(next(csv.reader(handle), []))
+        if self._experiment is not None:
+            return self._experiment
+        path = os.path.join(self.log_dir, _ExperimentWriter.NAME_METRICS_FILE)
+        kept = Path(path).read_bytes() if os.path.isfile(path) else None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Experiment logs directory .* not empty")
+            writer = super().experiment
+        if kept is not None and isinstance(writer, _ExperimentWriter):
+            atomic_write_bytes(path, kept)
+            writer.metrics_keys = next(csv.reader(io.StringIO(kept.decode("utf-8"))), [])
         return writer
 
 

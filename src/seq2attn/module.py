@@ -23,6 +23,7 @@ from seq2attn.config.run import MODULE_KEYS
 from seq2attn.data.datamodule import TranslationDataModule, attached_datamodule
 from seq2attn.data.dataset import Batch
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID
+from seq2attn.faults import NonFiniteLoss, largest_over_ranks
 from seq2attn.loss import token_nll, training_nll
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
 from seq2attn.models.seq2seq import Seq2Seq
@@ -63,8 +64,10 @@ class Seq2SeqModule(L.LightningModule):
         self.translations: dict[str, dict[int, str]] = {}
         self._nll = {"val": 0.0, "test": 0.0}
         self._tokens = {"val": 0, "test": 0}
+        self._skip_update = False
+        self.skipped_batches = 0
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor | None:
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         ratio = self.teacher_forcing(self.global_step)
         output = self.model(
             batch.src,
@@ -77,12 +80,17 @@ class Seq2SeqModule(L.LightningModule):
         )
         tokens = batch.num_target_tokens
         loss = training_nll(self.model, output, batch.tgt_out, self.label_smoothing) / tokens
-        if not torch.isfinite(loss):
-            message = f"non-finite training loss ({loss.item()}) at step {self.global_step}"
+        self._skip_update = False
+        if largest_over_ranks(self.trainer, int(not torch.isfinite(loss).item())):
+            message = f"non-finite training loss at step {self.global_step}"
             if self.nonfinite_loss == "stop":
-                raise FloatingPointError(f"{message}; nonfinite_loss=skip skips such batches")
-            log.warning("%s: batch skipped (nonfinite_loss=skip)", message)
-            return None
+                raise NonFiniteLoss(f"{message}; nonfinite_loss=skip skips such batches")
+            self._skip_update = True
+            self.skipped_batches += 1
+            if self.trainer.is_global_zero:
+                log.warning("%s: no update from this batch (nonfinite_loss=skip)", message)
+            self.log("train/skipped_batches", float(self.skipped_batches), batch_size=1)
+            return loss  # the backward still runs, on every rank: DDP reduces gradients in it
         batch_size = batch.src.size(0)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         self.log("train/tf_ratio", ratio, batch_size=batch_size)
@@ -90,6 +98,24 @@ class Seq2SeqModule(L.LightningModule):
             "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size
         )
         return loss
+
+    def optimizer_step(
+        self,
+        epoch: int,
+        batch_idx: int,
+        optimizer: Any,
+        optimizer_closure: Callable[[], Any] | None = None,
+    ) -> None:
+        """The update, or none after a non-finite loss under ``nonfinite_loss=skip``: the closure
+        (forward, backward) has run on every rank; its gradients are dropped (zeroed before the
+        next backward). A skipped batch still counts as a step toward ``max_steps``, as
+        Lightning counts every call of this hook."""
+        if self.nonfinite_loss != "skip" or optimizer_closure is None:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+            return
+        loss = optimizer_closure()
+        if not self._skip_update:
+            optimizer.step(closure=lambda: loss)
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
         # a metric (not trainer.global_step) so that spawned processes report it back too
@@ -155,8 +181,11 @@ class Seq2SeqModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Lightning does not keep RNG states; a resumed run continues the same random streams
+        # (each rank restores its own process's states: every rank reads rank 0's file, and
+        # DDP ranks draw from streams seeded alike)
         checkpoint["rng"] = {
             "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "python": random.getstate(),
             "numpy": _numpy_state(),
         }
@@ -164,6 +193,9 @@ class Seq2SeqModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if states := checkpoint.get("rng"):
             torch.set_rng_state(states["torch"])
+            cuda = states.get("cuda", [])
+            if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(cuda)
             random.setstate(states["python"])
             name, keys, position, has_gauss, cached = states["numpy"]
             np.random.set_state((name, keys.numpy(), position, has_gauss, cached))

@@ -3,6 +3,7 @@ the package versions."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from importlib import metadata
@@ -39,20 +40,33 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
 
 def write_run_record(config: dict[str, Any], output_dir: Path, resumed_from: Path | None) -> None:
     """``config.yaml`` (the composed config) and ``run.json`` (argv, overrides, the checkpoint
-    resumed from, git commit and dirtiness, package versions, Python version)."""
+    resumed from, git commit and dirtiness, package versions, Python version). A run resumed
+    in its own folder keeps the first invocation's record and appends this one to ``resumes``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(output_dir / "config.yaml", OmegaConf.to_yaml(config).encode())
-    write_json(
-        output_dir / "run.json",
-        {
-            "argv": sys.argv,
-            "overrides": hydra_overrides(),
-            "resumed_from": None if resumed_from is None else str(resumed_from),
-            "git": git_state(),
-            "packages": {name: package_version(name) for name in PACKAGES},
-            "python": sys.version.split()[0],
-        },
-    )
+    invocation: dict[str, Any] = {
+        "argv": sys.argv,
+        "overrides": hydra_overrides(),
+        "resumed_from": None if resumed_from is None else str(resumed_from),
+        "git": git_state(),
+    }
+    record: dict[str, Any] = {
+        **invocation,
+        "packages": {name: package_version(name) for name in PACKAGES},
+        "python": sys.version.split()[0],
+    }
+    previous = _previous_record(output_dir / "run.json") if resumed_from is not None else None
+    if previous is not None:
+        record = {**previous, "resumes": [*previous.get("resumes", []), invocation]}
+    write_json(output_dir / "run.json", record)
+
+
+def _previous_record(path: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def hydra_overrides() -> list[str]:

@@ -20,8 +20,10 @@ from seq2attn.callbacks import ResumeCheckpoint, TokenThroughput
 from seq2attn.checkpoints.loading import check_resumable, resume_checkpoint
 from seq2attn.checkpoints.saving import AtomicCheckpointIO, SelfDescribingCheckpoint
 from seq2attn.config import validate, validate_eval, validate_translate
+from seq2attn.config.trainer import check_validation_interval
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
+from seq2attn.faults import Preempted
 from seq2attn.inference import Translator, data_config_for, load
 from seq2attn.inference.lines import open_input, open_output, read_chunks
 from seq2attn.inference.loading import build_corpus
@@ -42,9 +44,11 @@ from seq2attn.run_record import resolved_config, write_run_record
 log = logging.getLogger(__name__)
 # epoch metrics are computed over the hypotheses of every rank already (metrics.py)
 warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level")
+# a run resumed in its own folder finds its checkpoints there
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig) -> dict[str, Any]:
     """Validate the config, train, test the best checkpoint and write the run's artifacts.
 
     ``ckpt_path`` resumes: a checkpoint file, a run folder (its ``last.ckpt``) or ``last`` (the
@@ -63,6 +67,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule: TranslationDataModule = build_datamodule(run.data)
     datamodule.setup("fit")
+    if isinstance(cfg.trainer.get("val_check_interval"), int):
+        check_validation_interval(cfg.trainer, len(datamodule.train_dataloader()))
     if resume_from is not None:
         check_resumable(resume_from, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
     module = build_module(cfg, run, datamodule)
@@ -74,20 +80,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
-        if resume is not None and resume.received is not None:
-            return {"preempted": float(resume.received)}
-        if "val/bleu" not in trainer.callback_metrics:  # max_steps ended before any validation
-            trainer.validate(module, datamodule=datamodule, verbose=False)
-        metrics = _scalars(trainer.callback_metrics)
-        kept = trainer.checkpoint_callback
-        best_path = kept.best_model_path if isinstance(kept, ModelCheckpoint) else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
-        metrics.update(_scalars(trainer.callback_metrics))
-        best = kept.best_model_score if isinstance(kept, ModelCheckpoint) else None
-        metrics["val/bleu_best"] = (
-            metrics.get("val/bleu", math.nan) if best is None else float(best)
-        )
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+        except Preempted as stop:
+            return {"preempted": float(stop.signum)}
+        if resume is not None and resume.stopped_by:
+            return {"preempted": float(resume.stopped_by)}
+        metrics = _test_best(trainer, module, datamodule, output_dir)
+        if "preempted" in metrics:
+            return metrics
         metrics["params"] = float(sum(p.numel() for p in module.model.parameters()))
         metrics["time/wall_s"] = time.perf_counter() - started
         if trainer.is_global_zero:
@@ -113,6 +114,35 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return metrics
+
+
+def _test_best(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path
+) -> dict[str, Any]:
+    """Test the best checkpoint of the whole run (resumes included; the current weights when
+    none was kept): the last validation's and the test's metrics, the best val BLEU and the
+    tested checkpoint (relative to the run folder)."""
+    if "val/bleu" not in trainer.callback_metrics:  # max_steps ended before any validation
+        trainer.validate(module, datamodule=datamodule, verbose=False)
+    metrics: dict[str, Any] = _scalars(trainer.callback_metrics)
+    kept = trainer.checkpoint_callback
+    best_path = kept.best_model_path if isinstance(kept, ModelCheckpoint) else ""
+    try:
+        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
+    except Preempted as stop:
+        return {"preempted": float(stop.signum)}
+    metrics.update(_scalars(trainer.callback_metrics))
+    best = kept.best_model_score if isinstance(kept, ModelCheckpoint) else None
+    metrics["val/bleu_best"] = metrics.get("val/bleu", math.nan) if best is None else float(best)
+    metrics["best_checkpoint"] = _relative(Path(best_path), run_dir) if best_path else None
+    return metrics
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(folder.resolve()))
+    except ValueError:
+        return str(path)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -218,6 +218,21 @@ def resume_checkpoint(name: str | Path | None, log_dir: Path) -> Path | None:
     return None if name is None else resolve_checkpoints(name, Pick.last, log_dir)[0]
 
 
+def run_folder_to_resume(name: str | None, log_dir: str | Path) -> Path | None:
+    """The run folder whose ``last.ckpt`` (or checkpoint file) ``name`` stands for, in which a
+    resumed training continues; None for a checkpoint outside a run folder, or when ``name``
+    names nothing (the training task then says what is missing)."""
+    if name is None:
+        return None
+    try:
+        checkpoint = resolve_checkpoints(name, Pick.last, Path(log_dir))[0]
+    except CheckpointError:
+        return None
+    folder = checkpoint.parent
+    folder = folder.parent if folder.name == "checkpoints" else folder
+    return folder if (folder / "config.yaml").is_file() else None
+
+
 def check_resumable(path: Path, src: Tokenizer, tgt: Tokenizer) -> None:
     """Refuse to resume from a file that is not a seq2attn checkpoint (read weights-only) or
     whose tokenizers differ from the run's: the same shapes would train on with other pieces."""

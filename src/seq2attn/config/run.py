@@ -10,12 +10,13 @@ from typing import Any
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from seq2attn.config.model import AttentionWiring, ModelSchema, check_scorer
 from seq2attn.config.trainer import check_hardware, check_optimizer, check_trainer
 from seq2attn.cpu_tuning import CpuSettings
-from seq2attn.data.pipeline import DataPipeline, validate_data
+from seq2attn.data.pipeline import DataPipeline, Normalization, validate_data
+from seq2attn.data.readers import OnDecodeError
 from seq2attn.lr_schedules import InverseSqrtFactor, WarmupCosineFactor
 from seq2attn.models.scorers import Scorer
 from seq2attn.schema import ConfigError, check, positive, unit_interval
@@ -58,6 +59,11 @@ class NonfiniteLoss(str, Enum):
     skip = "skip"
 
 
+class ResumeTo(str, Enum):
+    same_folder = "same_folder"
+    new_folder = "new_folder"
+
+
 class SchedulerInterval(str, Enum):
     epoch = "epoch"
     step = "step"
@@ -76,6 +82,7 @@ class TrainingSchema:
     cpu: CpuSettings = field(default_factory=CpuSettings)
     label_smoothing: float = 0.0
     nonfinite_loss: NonfiniteLoss = NonfiniteLoss.stop
+    resume_to: ResumeTo = ResumeTo.same_folder
 
     def __post_init__(self) -> None:
         unit_interval("label_smoothing", self.label_smoothing)
@@ -101,12 +108,32 @@ class EvalSchema(InferenceSchema):
 
 
 @dataclass
+class EvalDataSchema:
+    """The keys eval reads of its data config (the checkpoint's, with the user's ``data.*``
+    applied) besides the corpus node; ``on_decode_error`` is the file corpora's."""
+
+    normalization: Normalization = MISSING
+    drop_empty: bool = MISSING
+    max_chars: int = MISSING
+    on_decode_error: OnDecodeError | None = None
+
+    def __post_init__(self) -> None:
+        positive("data.max_chars", self.max_chars)
+
+
+@dataclass
 class TranslateSchema(InferenceSchema):
+    """``max_chars=None`` takes the checkpoint's ``data.max_chars`` (see
+    :class:`seq2attn.inference.lines.LinePolicy`)."""
+
     chunk_size: int = 2000
+    on_decode_error: OnDecodeError = OnDecodeError.strict
+    max_chars: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         positive("chunk_size", self.chunk_size)
+        positive("max_chars", self.max_chars, allow_none=True)
 
 
 @dataclass(frozen=True)
@@ -173,6 +200,12 @@ def validate_decoding(node: Any) -> DecodingSchema:
 def validate_eval(cfg: DictConfig) -> EvalSchema:
     """The keys of ``conf/eval.yaml`` that evaluation reads, checked (``split.value``: val/test)."""
     return check(EvalSchema, _keys(cfg, EvalSchema), "")
+
+
+def validate_eval_data(data: dict[str, Any]) -> EvalDataSchema:
+    """The keys of :class:`EvalDataSchema` in the data config ``data``, checked."""
+    keys = {f.name: data[f.name] for f in fields(EvalDataSchema) if f.name in data}
+    return check(EvalDataSchema, keys, "data")
 
 
 def validate_translate(cfg: DictConfig) -> TranslateSchema:

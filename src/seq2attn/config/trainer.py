@@ -57,6 +57,27 @@ def check_trainer(trainer: Any) -> None:
         )
 
 
+def check_validation_interval(trainer: Any, epoch_batches: int) -> None:
+    """``trainer.val_check_interval`` as a number of batches fits in an epoch of
+    ``epoch_batches`` batches (per device), as Lightning requires once the data is read."""
+    interval, per_epoch = trainer.get("val_check_interval"), trainer.get("check_val_every_n_epoch")
+    devices = trainer.get("devices")
+    count = len(devices) if _id_list(devices) else devices if isinstance(devices, int) else 1
+    count *= trainer.get("num_nodes") or 1
+    limit = trainer.get("limit_train_batches")
+    batches = epoch_batches // max(count, 1)
+    if isinstance(limit, int) and not isinstance(limit, bool):
+        batches = min(batches, limit)
+    elif isinstance(limit, float):
+        batches = int(batches * limit)
+    if isinstance(interval, int) and per_epoch is not None and interval > batches:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval}: more than the {batches} training batches "
+            f"of an epoch (per device); give at most {batches}, a share of the epoch (e.g. 0.5), "
+            "or trainer.check_val_every_n_epoch=null to count steps across epochs"
+        )
+
+
 def _id_list(value: Any) -> bool:
     return OmegaConf.is_list(value) and len(value) > 0 and all(isinstance(i, int) for i in value)
 

@@ -24,7 +24,7 @@ from seq2attn.data.corpus import SPLITS, Corpus, CorpusError, ParallelCorpus
 from seq2attn.data.dataset import PairDataset, collate
 from seq2attn.data.pipeline import DataPipeline, validate_data
 from seq2attn.data.preprocess import LengthFilter, NormalizationForm, TextFilter
-from seq2attn.data.resumable import ResumableDataLoader
+from seq2attn.data.resumable import ResumableDataLoader, own_generator
 from seq2attn.data.tokenizer import Tokenizer, train_sentencepiece
 
 log = logging.getLogger(__name__)
@@ -245,6 +245,7 @@ class TranslationDataModule(L.LightningDataModule):
             collate_fn=collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=own_generator(),
         )
 
     def train_dataloader(self) -> DataLoader:

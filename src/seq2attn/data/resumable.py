@@ -11,9 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from seq2attn.data.batching import TokenBudgetBatchSampler
+
+
+def own_generator() -> torch.Generator:
+    """A generator for a DataLoader's per-iterator seed draw, which would otherwise come from the
+    global stream that dropout uses: starting an epoch or a validation then shifts no training
+    randomness, so a resumed run draws the same dropout masks as an uninterrupted one."""
+    return torch.Generator().manual_seed(0)
 
 
 class ResumableDataLoader(DataLoader):
@@ -37,6 +45,7 @@ class ResumableDataLoader(DataLoader):
             collate_fn=collate_fn,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
+            generator=own_generator(),
         )
         self.batches_done = batches_done
 

@@ -1,0 +1,205 @@
+"""Faults that every rank agrees on (two gloo processes): a NaN loss on one rank stops or skips
+on both, SIGTERM sent to one rank stops both after one checkpoint, and a signal during a
+validation is honoured after the batch in progress. Faults are injected through
+``tests/fault_injection/sitecustomize.py``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+INJECTION = ROOT / "tests" / "fault_injection"
+TIMEOUT = 300  # seconds: a run that hangs in a collective fails the test instead of CI
+
+
+def _command(run_dir: Path, *overrides: str) -> list[str]:
+    return [
+        sys.executable,
+        "src/train.py",
+        *TINY,
+        "trainer.max_epochs=-1",
+        "callbacks.early_stopping=null",
+        f"paths.root_dir={run_dir.parent}",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+    ]
+
+
+def _environment(**faults: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(INJECTION), **faults}
+
+
+def _checkpoint(path: Path) -> dict:
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def _adam_steps(path: Path) -> int:
+    """The optimizer updates a checkpoint's Adam state has seen."""
+    states = _checkpoint(path)["optimizer_states"][0]["state"].values()
+    return int(next(iter(states))["step"])
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_stops_both_with_the_step(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    started = time.monotonic()
+    done = subprocess.run(
+        _command(run_dir, "strategy=ddp", "trainer.devices=2", "trainer.max_steps=12"),
+        cwd=ROOT,
+        env=_environment(FAULT_NAN_RANK="1", FAULT_NAN_STEPS="3"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    # each rank says why it stopped, in one line
+    assert (
+        errors
+        == ["error: non-finite training loss at step 3; nonfinite_loss=skip skips such batches"] * 2
+    )
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < TIMEOUT
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_is_skipped_on_both(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    counts = tmp_path / "steps"
+    done = subprocess.run(
+        _command(
+            run_dir,
+            "strategy=ddp",
+            "trainer.devices=2",
+            "trainer.max_steps=12",
+            "nonfinite_loss=skip",
+        ),
+        cwd=ROOT,
+        env=_environment(FAULT_NAN_RANK="1", FAULT_NAN_STEPS="3,4", FAULT_COUNT_STEPS=str(counts)),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (run_dir / "metrics.json").is_file()  # training and the test phase completed
+    logged = _checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert logged["global_step"] == 12  # a skipped batch counts as a step
+    # rank 0's loss was finite, yet no rank updated on the two batches: Adam saw 10 updates
+    assert _adam_steps(run_dir / "checkpoints" / "last.ckpt") == 10
+    assert [int((tmp_path / f"steps.rank{r}").read_text()) for r in (0, 1)] == [12, 12]
+    assert "non-finite training loss at step 3: no update" in done.stderr + done.stdout
+
+
+def _children(pid: int) -> list[int]:
+    """The training processes that ``pid`` started (Lightning starts rank 1 itself)."""
+    found = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = [int(p) for p in found.read_text().split()] if found.exists() else []
+    return [p for p in pids if b"train.py" in _cmdline(p)]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc to find rank 1")
+def test_sigterm_to_one_rank_stops_both_after_one_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    steps = 400
+    process = subprocess.Popen(
+        _command(
+            run_dir,
+            "strategy=ddp",
+            "trainer.devices=2",
+            f"trainer.max_steps={steps}",
+            "callbacks.resume_checkpoint.every_n_train_steps=20",
+            "trainer.check_val_every_n_epoch=1000",
+        ),
+        cwd=ROOT,
+        env=_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    last = run_dir / "checkpoints" / "last.ckpt"
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not last.exists():  # both ranks are in the training steps
+            assert process.poll() is None and time.monotonic() < deadline, "training never started"
+            time.sleep(0.2)
+        (rank1,) = _children(process.pid)
+        os.kill(rank1, signal.SIGTERM)
+        output, _ = process.communicate(timeout=TIMEOUT)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output[-2000:]
+    assert output.count("received SIGTERM after the step") == 2  # both ranks agreed
+    assert [c.name for c in (run_dir / "checkpoints").glob("*.ckpt")] == ["last.ckpt"]
+    stopped_at = _checkpoint(last)["global_step"]
+    assert 20 <= stopped_at < steps
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = tmp_path / "resumed"
+    counts = tmp_path / "steps"
+    subprocess.run(
+        _command(resumed, f"trainer.max_steps={stopped_at + 10}", f"ckpt_path={run_dir}"),
+        cwd=ROOT,
+        env=_environment(FAULT_COUNT_STEPS=str(counts)),
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert int((tmp_path / "steps.rank0").read_text()) == 10
+
+
+@pytest.mark.slow
+def test_sigterm_during_validation_stops_after_the_batch(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    after = tmp_path / "after"
+    settings = (
+        "data.corpus.num_val=400",
+        "data.max_tokens=200",
+        "trainer.val_check_interval=5",
+        "trainer.num_sanity_val_steps=0",
+        "callbacks.resume_checkpoint.every_n_train_steps=null",
+    )
+    done = subprocess.run(
+        _command(run_dir, "trainer.max_steps=200", *settings),
+        cwd=ROOT,
+        env=_environment(FAULT_SIGTERM_AT_VAL_BATCH="2", FAULT_SIGTERM_AT_VAL_BATCH_LOG=str(after)),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(after.read_text()) == 0  # no validation batch started after the signal
+    assert "received SIGTERM during the validation at step 5" in done.stderr + done.stdout
+    # the training state of step 5 was written: resuming needs no validation
+    assert _checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 5
+    assert not (run_dir / "metrics.json").exists()
+
+    counts = tmp_path / "steps"
+    subprocess.run(
+        _command(run_dir, "trainer.max_steps=12", *settings, f"ckpt_path={run_dir}"),
+        cwd=ROOT,
+        env=_environment(FAULT_COUNT_STEPS=str(counts)),
+        check=True,
+        capture_output=True,
+        timeout=TIMEOUT,
+    )
+    assert int((tmp_path / "steps.rank0").read_text()) == 7
+    assert json.loads((run_dir / "metrics.json").read_text())["trainer/global_step"] == 12
