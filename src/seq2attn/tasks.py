@@ -25,8 +25,7 @@ from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.faults import Preempted
 from seq2attn.inference import Translator, data_config_for, load
-from seq2attn.inference.lines import open_input, open_output, read_chunks
-from seq2attn.inference.loading import build_corpus
+from seq2attn.inference.lines import LinePolicy, open_input, open_output, read_chunks, read_split
 from seq2attn.inference.outputs import (
     heatmap_entries,
     write_attention_page,
@@ -153,7 +152,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     translator = load(_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     data = data_config_for(translator.config["data"], given)  # type: ignore[arg-type]
-    pairs = build_corpus(data, str(translator.paths[0])).splits()[split]
+    inputs, pairs = read_split(data, str(translator.paths[0]), split)
     log.info(
         "translating %d sentences of %s with %s",
         len(pairs),
@@ -161,7 +160,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         ", ".join(map(str, translator.paths)),
     )
     translations = translator.translate(
-        pairs.src,
+        inputs.src,
         settings.decoding,
         max_tokens=settings.max_tokens,
         max_source_length=settings.max_source_length,
@@ -200,7 +199,8 @@ def translate(cfg: DictConfig) -> None:
     translator = load(_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
     entries: list[PageEntry] = []
-    with open_input(cfg.input) as source, open_output(cfg.output, cfg.input) as sink:
+    policy = LinePolicy.for_translate(settings, translator.config)
+    with open_input(cfg.input, policy) as source, open_output(cfg.output, cfg.input) as sink:
         for chunk in read_chunks(source, settings.chunk_size):
             translations = translator.translate(
                 chunk,

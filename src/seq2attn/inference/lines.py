@@ -1,30 +1,130 @@
-"""Sentences in and translations out, one per line: files or stdin/stdout, in chunks.
+"""What eval and translate read, under training's line policy; translations out, one per line.
 
-Lines end at ``\\n`` only (a ``\\r\\n`` loses its ``\\r``; a lone ``\\r`` stays inside its line,
-as the corpus readers treat it), and bytes that are not UTF-8 become U+FFFD, for files and stdin
-alike. An output file is written under a temporary name and renamed when the last line is in,
-so an interrupted run leaves the previous file (or none), and it may not be the input file.
+Translate reads lines of a file or stdin as the corpus readers do (:mod:`seq2attn.data.lines`):
+a line ends at ``\\n`` only (a ``\\r\\n`` loses its ``\\r``, a lone ``\\r`` stays inside its line,
+a UTF-8 byte-order mark opening the input is dropped); bytes that are not UTF-8 stop the run with
+the file (or ``stdin``) and line named (``on_decode_error=strict``) or become U+FFFD
+(``replace``). As in training (:mod:`seq2attn.data.preprocess`), a stripped line longer than
+``max_chars`` characters is cut to them before the tokenizer sees it. Replaced and cut lines are
+counted and logged once, after the last line. Eval reads its split through the corpus, with the
+data config's ``on_decode_error`` and ``max_chars``, exactly as training reads its test split.
+
+An output file is written under a temporary name and renamed when the last line is in, so an
+interrupted run, or a strict decoding error, leaves the previous file (or none); it may not be
+the input file. On stdout, the translations of the chunks before the one holding the bad line are
+out already: a chunk is decoded whole before any of it is translated.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
+import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO, cast
 
+from seq2attn.config.run import TranslateSchema, validate_eval_data
 from seq2attn.data.cache import atomic_temporary
+from seq2attn.data.corpus import CorpusError, ParallelCorpus
+from seq2attn.data.preprocess import NormalizationForm, TextFilter
+from seq2attn.data.readers import OnDecodeError
+from seq2attn.inference.loading import build_corpus
 from seq2attn.schema import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LinePolicy:
+    """How an input line becomes a source sentence (see the module docstring)."""
+
+    on_decode_error: OnDecodeError
+    max_chars: int
+
+    @classmethod
+    def for_translate(cls, settings: TranslateSchema, stored: dict[str, Any]) -> LinePolicy:
+        """The policy of translate's ``settings``; ``max_chars=null`` takes the training run's
+        ``data.max_chars`` from the checkpoint's stored config ``stored``.
+
+        Raises:
+            ConfigError: ``max_chars`` is null and the checkpoint has no positive one.
+        """
+        max_chars = settings.max_chars or stored.get("data", {}).get("max_chars")
+        if not isinstance(max_chars, int) or max_chars < 1:
+            raise ConfigError(
+                f"max_chars=null takes the checkpoint's data.max_chars, but it is {max_chars!r}: "
+                "give max_chars=<characters>"
+            )
+        return cls(settings.on_decode_error, max_chars)
+
+    def prepare(self, raw_lines: Iterable[bytes], name: str) -> Iterator[str]:
+        """The decoded, stripped and cut lines of ``raw_lines`` (read from ``name``).
+
+        Raises:
+            CorpusError: bytes that are not UTF-8 under ``strict``, naming ``name`` and the line.
+        """
+        replaced = cut = 0
+        for number, raw in enumerate(raw_lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                if self.on_decode_error is OnDecodeError.strict:
+                    bad = raw.rstrip(b"\r\n")[error.start : error.start + 4]
+                    raise CorpusError(
+                        f"{name}, line {number}: bytes that are not UTF-8 ({bad!r} at byte "
+                        f"{error.start} of the line); fix the input or set on_decode_error=replace"
+                    ) from None
+                line = raw.decode("utf-8", errors="replace")
+                replaced += 1
+            if number == 1:
+                line = line.removeprefix("\ufeff")
+            line = line.removesuffix("\n").removesuffix("\r").strip()
+            if len(line) > self.max_chars:
+                line = line[: self.max_chars]
+                cut += 1
+            yield line
+        if replaced:
+            log.warning("%s: replaced bytes that are not UTF-8 in %d lines", name, replaced)
+        if cut:
+            log.warning(
+                "%s: %d lines are longer than max_chars=%d; the model sees their first "
+                "max_chars characters",
+                name,
+                cut,
+                self.max_chars,
+            )
+
+
+def read_split(
+    data: dict[str, Any], source: str, split: str
+) -> tuple[ParallelCorpus, ParallelCorpus]:
+    """``(model inputs, texts)`` of an evaluation split, preprocessed as training's test split:
+    the inputs are the sources normalised and cut to ``data.max_chars``, the texts keep the
+    references verbatim (see :meth:`TextFilter.evaluation_pairs`).
+
+    ``data`` is a data config that comes (in part) from the checkpoint file ``source``.
+
+    Raises:
+        ConfigError: a data key the schemas reject.
+        CorpusError: the split cannot be read (``data.on_decode_error=strict``: file and line).
+    """
+    keys = validate_eval_data(data)
+    normalization = cast(NormalizationForm, keys.normalization.value)
+    text_filter = TextFilter(normalization, keys.drop_empty, keys.max_chars)
+    corpus = build_corpus(data, source)
+    where = corpus.describe(split)
+    log.info("reading %s", where)
+    return text_filter.evaluation_pairs(corpus.pairs(split), where)
 
 
 def read_chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
-    """Lines without their line ends and outer spaces, ``size`` at a time."""
+    """``lines``, ``size`` at a time."""
     chunk: list[str] = []
     for line in lines:
-        chunk.append(line.removesuffix("\n").removesuffix("\r").strip())
+        chunk.append(line)
         if len(chunk) == size:
             yield chunk
             chunk = []
@@ -33,17 +133,21 @@ def read_chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 @contextlib.contextmanager
-def open_input(path: str | None) -> Iterator[TextIO]:
-    """The lines of a file, or of stdin when ``path`` is null."""
+def open_input(path: str | None, policy: LinePolicy) -> Iterator[Iterator[str]]:
+    """The lines of a file, or of stdin when ``path`` is null, prepared by ``policy``.
+
+    Raises:
+        ConfigError: the file cannot be opened (the reason named).
+    """
     if path is None:
-        stdin = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline="\n")
-        try:
-            yield stdin
-        finally:
-            stdin.detach()  # leave sys.stdin open
+        yield policy.prepare(sys.stdin.buffer, "stdin")
         return
-    with open(path, encoding="utf-8", errors="replace", newline="\n") as handle:
-        yield handle
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except OSError as error:
+        raise ConfigError(f"input={path}: cannot read it ({error.strerror})") from None
+    with handle:
+        yield policy.prepare(handle, path)
 
 
 @contextlib.contextmanager
@@ -51,7 +155,8 @@ def open_output(path: str | None, input_path: str | None = None) -> Iterator[Tex
     """A file written whole or not at all, or stdout when ``path`` is null.
 
     Raises:
-        ConfigError: ``path`` is the input file, which would be emptied before it is read.
+        ConfigError: ``path`` is the input file, which would be emptied before it is read, or
+            cannot be written (the reason named).
     """
     if path is None:
         yield sys.stdout
@@ -61,7 +166,10 @@ def open_output(path: str | None, input_path: str | None = None) -> Iterator[Tex
             f"output={path}: the same file as input={input_path}; writing it would destroy the "
             "sentences before they are read: give another output path"
         )
-    fd, tmp = atomic_temporary(Path(path))
+    try:
+        fd, tmp = atomic_temporary(Path(path))
+    except OSError as error:
+        raise ConfigError(f"output={path}: cannot write it ({error.strerror})") from None
     try:
         with open(fd, "w", encoding="utf-8", newline="\n") as handle:
             yield handle
