@@ -28,7 +28,7 @@ def multirun(tmp_path: Path, cache_dir: Path, *overrides: str) -> Path:
     command += [f"paths.root_dir={tmp_path}", f"paths.cache_dir={cache_dir}"]
     command += [f"hydra.sweep.dir={sweep_dir}"]
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return sweep_dir
 

@@ -280,7 +280,9 @@ def test_command_line_writes_markdown_chart_and_result_files(sweep: Path, tmp_pa
     out, chart, results = tmp_path / "r.md", tmp_path / "r.png", tmp_path / "results"
     command = [sys.executable, "src/report.py", str(sweep), "--out", str(out)]
     command += ["--chart", str(chart), "--export-dir", str(results)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, check=True, timeout=600
+    )
     assert done.stdout == out.read_text()
     assert "12.00 ± 2.00" in done.stdout
     assert "skipping unfinished run" in done.stderr
@@ -288,7 +290,11 @@ def test_command_line_writes_markdown_chart_and_result_files(sweep: Path, tmp_pa
     empty = tmp_path / "empty"
     empty.mkdir()
     failed = subprocess.run(
-        [sys.executable, "src/report.py", str(empty)], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "src/report.py", str(empty)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert failed.returncode == 1 and f"report: {empty}: no finished runs" in failed.stderr
 

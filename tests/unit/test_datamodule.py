@@ -393,7 +393,9 @@ def test_data_modules_but_the_data_module_load_without_lightning():
         "import sys; import seq2attn.data.tokenizer, seq2attn.data.batching, seq2attn.data.cache,"
         " seq2attn.data.readers, seq2attn.data.toy; print('lightning' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=600
+    )
     assert done.stdout.strip() == "False"
 
 
