@@ -63,12 +63,11 @@ def test_nan_on_one_rank_stops_both_with_the_step(tmp_path: Path) -> None:
         timeout=TIMEOUT,
     )
     assert done.returncode == 1, done.stderr[-2000:]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    # each rank says why it stopped, in one line
-    assert (
-        errors
-        == ["error: non-finite training loss at step 3; nonfinite_loss=skip skips such batches"] * 2
-    )
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    # both ranks stopped (rank 1 silently: it agreed), and the run says why in one line
+    assert errors == [
+        "error: non-finite training loss at step 3; nonfinite_loss=skip skips such batches"
+    ]
     assert "Traceback" not in done.stderr
     assert time.monotonic() - started < TIMEOUT
 

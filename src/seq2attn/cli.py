@@ -14,6 +14,7 @@ from seq2attn.checkpoints import CheckpointError
 from seq2attn.config import ConfigError
 from seq2attn.data.corpus import CorpusError
 from seq2attn.faults import NonFiniteLoss
+from seq2attn.loggers import is_rank_zero
 
 log = logging.getLogger(__name__)
 INPUT_ERRORS = (ConfigError, CorpusError, CheckpointError)
@@ -28,13 +29,14 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         return task(cfg)
     except INPUT_ERRORS as error:
         _fail(error, 2)
-    except NonFiniteLoss as error:
-        _fail(error, 1)
+    except NonFiniteLoss as error:  # every rank agreed on it: rank 0 says it for all
+        _fail(error, 1, show=is_rank_zero())
 
 
-def _fail(error: Exception, code: int) -> NoReturn:
+def _fail(error: Exception, code: int, show: bool = True) -> NoReturn:
     _log_to_files(error)
-    print(f"error: {error}", file=sys.stderr)
+    if show:
+        print(f"error: {error}", file=sys.stderr)
     raise SystemExit(code) from None
 
 

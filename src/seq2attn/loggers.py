@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import netrc
 import os
@@ -32,16 +31,19 @@ class ResumableCSVLogger(CSVLogger):
 
     @property
     def experiment(self) -> Any:
-        if self._experiment is not None:
-            return self._experiment
         path = os.path.join(self.log_dir, _ExperimentWriter.NAME_METRICS_FILE)
-        kept = Path(path).read_bytes() if os.path.isfile(path) else None
+        kept = None
+        if self._experiment is None and os.path.isfile(path):
+            kept = Path(path).read_bytes()  # the new writer deletes it
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Experiment logs directory .* not empty")
             writer = super().experiment
-        if kept is not None and isinstance(writer, _ExperimentWriter):
+        if kept is not None:
             atomic_write_bytes(path, kept)
-            writer.metrics_keys = next(csv.reader(io.StringIO(kept.decode("utf-8"))), [])
+        fresh = isinstance(writer, _ExperimentWriter) and not writer.metrics_keys
+        if fresh and os.path.isfile(path):
+            with open(path, newline="", encoding="utf-8") as handle:
+                writer.metrics_keys = next(csv.reader(handle), [])
         return writer
 
 
