@@ -3,6 +3,7 @@ the package versions."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from seq2attn.data.cache import atomic_write_bytes
 from seq2attn.inference.outputs import write_json
+from seq2attn.precision import PrecisionChoice
 
 PACKAGES = (
     "seq2attn",
@@ -38,10 +40,16 @@ def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def write_run_record(config: dict[str, Any], output_dir: Path, resumed_from: Path | None) -> None:
+def write_run_record(
+    config: dict[str, Any],
+    output_dir: Path,
+    resumed_from: Path | None,
+    precision: PrecisionChoice,
+) -> None:
     """``config.yaml`` (the composed config) and ``run.json`` (argv, overrides, the checkpoint
-    resumed from, git commit and dirtiness, package versions, Python version). A run resumed
-    in its own folder keeps the first invocation's record and appends this one to ``resumes``."""
+    resumed from, git commit and dirtiness, the precision asked for and chosen, package
+    versions, Python version). A run resumed in its own folder keeps the first invocation's
+    record and appends this one to ``resumes``."""
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(output_dir / "config.yaml", OmegaConf.to_yaml(config).encode())
     invocation: dict[str, Any] = {
@@ -49,6 +57,7 @@ def write_run_record(config: dict[str, Any], output_dir: Path, resumed_from: Pat
         "overrides": hydra_overrides(),
         "resumed_from": None if resumed_from is None else str(resumed_from),
         "git": git_state(),
+        "precision": dataclasses.asdict(precision),
     }
     record: dict[str, Any] = {
         **invocation,

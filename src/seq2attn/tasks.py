@@ -38,6 +38,7 @@ from seq2attn.loggers import build_loggers, finish_loggers, is_rank_zero
 from seq2attn.metrics import corpus_scores
 from seq2attn.module import build_module
 from seq2attn.plotting import PageEntry
+from seq2attn.precision import resolve_precision
 from seq2attn.run_record import resolved_config, write_run_record
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     started = time.perf_counter()
     run = validate(cfg)
     configure_cpu(run.cpu)
+    precision = resolve_precision(cfg)
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
     resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.log_dir))
     if is_rank_zero():
-        write_run_record(config, output_dir, resume_from)
+        write_run_record(config, output_dir, resume_from, precision)
 
     datamodule: TranslationDataModule = build_datamodule(run.data)
     datamodule.setup("fit")

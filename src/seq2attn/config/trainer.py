@@ -4,7 +4,7 @@ make only after the data is read (or never, on a machine without a GPU)."""
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from hydra.errors import InstantiationException
@@ -16,10 +16,31 @@ from seq2attn.schema import ConfigError
 GPU_STRATEGIES = {"FSDPStrategy": None, "DeepSpeedStrategy": "deepspeed"}
 
 
+def _check_precision(precision: str) -> None:
+    """Lightning's precisions (and aliases such as 32 and bf16), and seq2attn.precision's auto."""
+    # imported here: inference reads configs without Lightning
+    from lightning.fabric.connector import (
+        _PRECISION_INPUT_STR,
+        _convert_precision_to_unified_args,
+    )
+
+    precisions = ("auto", *get_args(_PRECISION_INPUT_STR))
+    if precision in precisions:
+        return
+    try:
+        _convert_precision_to_unified_args(precision)  # type: ignore[arg-type]
+    except ValueError:
+        raise ConfigError(
+            f"trainer.precision={precision}: expected one of {', '.join(precisions)}"
+        ) from None
+
+
 def check_hardware(trainer: Any) -> None:
-    """GPU-only precision and strategies stop here on a CPU-only machine (Lightning would
+    """An unknown precision stops here, and so do GPU-only precision and strategies on a
+    CPU-only machine (Lightning would reject the first only when the Trainer is built, and
     silently downgrade 16-mixed to bf16, or fail deep inside set-up)."""
     precision = str(trainer.get("precision", "32-true"))
+    _check_precision(precision)
     accelerator = str(trainer.get("accelerator", "auto"))
     on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
     if precision in {"16-mixed", "16", "16-true"} and on_cpu:
