@@ -109,14 +109,24 @@ def test_long_lines_are_cut_to_max_chars_after_stripping(caplog: pytest.LogCaptu
 def test_translate_settings_and_the_checkpoint_give_the_policy() -> None:
     default = validate_translate(compose_config("translate", ["ckpt_path=x"]))
     assert default.on_decode_error is OnDecodeError.strict  # as training's file corpora
-    stored = {"data": {"max_chars": 700}}
-    assert LinePolicy.for_translate(default, stored) == LinePolicy(OnDecodeError.strict, 700)
+    stored = {"data": {"max_chars": 700, "normalization": "NFKC"}}
+    assert LinePolicy.for_translate(default, stored) == LinePolicy(
+        OnDecodeError.strict, 700, "NFKC"
+    )
     given = validate_translate(
         compose_config("translate", ["ckpt_path=x", "max_chars=9", "on_decode_error=replace"])
     )
-    assert LinePolicy.for_translate(given, stored) == LinePolicy(OnDecodeError.replace, 9)
+    assert LinePolicy.for_translate(given, stored) == LinePolicy(OnDecodeError.replace, 9, "NFKC")
     with pytest.raises(ConfigError, match=r"max_chars=null .* data\.max_chars, but it is None"):
         LinePolicy.for_translate(default, {"data": {}})
+
+
+def test_lines_are_normalised_as_training_normalised_its_sources() -> None:
+    policy = LinePolicy(OnDecodeError.strict, 10, "NFKC")
+    # a ligature and a full-width letter become their compatibility forms before the cut
+    assert list(policy.prepare(["\ufb01ne \uff21".encode()], "stdin")) == ["fine A"]
+    unchanged = LinePolicy(OnDecodeError.strict, 10, "none")
+    assert list(unchanged.prepare(["\ufb01ne".encode()], "stdin")) == ["\ufb01ne"]
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from seq2attn import module as module_lib
 from seq2attn.config import validate
 from seq2attn.data.datamodule import build_datamodule
+from seq2attn.faults import NonFiniteLoss
 from seq2attn.module import build_module
 from seq2attn.tasks import train
 from tests.conftest import Compose
@@ -111,7 +112,7 @@ def test_nonfinite_loss_stops_naming_the_step(
     compose_train: Compose, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _nan_for_first_calls(monkeypatch, 1)
-    with pytest.raises(FloatingPointError, match=r"non-finite training loss \(nan\) at step 0"):
+    with pytest.raises(NonFiniteLoss, match=r"non-finite training loss at step 0; "):
         train(compose_train("debug=limit"))
 
 
@@ -120,7 +121,8 @@ def test_nonfinite_loss_can_skip_batches(
 ) -> None:
     _nan_for_first_calls(monkeypatch, 3)
     metrics = train(compose_train("debug=limit", "nonfinite_loss=skip"))
-    assert caplog.text.count("batch skipped (nonfinite_loss=skip)") == 3
+    assert caplog.text.count("no update from this batch (nonfinite_loss=skip)") == 3
+    assert metrics["train/skipped_batches"] == 3
     assert math.isfinite(metrics["train/loss"])
     assert math.isfinite(metrics["val/loss"])
 

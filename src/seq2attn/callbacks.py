@@ -137,8 +137,8 @@ class ResumeCheckpoint(Callback):
             if signal.getsignal(sig) != self._handle:
                 self._previous[sig] = signal.signal(sig, self._handle)
 
-    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install()
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()  # the sanity check, and validations outside training
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install()
@@ -175,6 +175,7 @@ class ResumeCheckpoint(Callback):
             trainer.save_checkpoint(self.path)
         if stop:
             log.warning("%s", self._message(trainer, "after the step"))
+            pl_module.log("trainer/stopped_by", float(stop), batch_size=1)
             trainer.should_stop = True
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

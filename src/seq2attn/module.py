@@ -80,12 +80,11 @@ class Seq2SeqModule(L.LightningModule):
         )
         tokens = batch.num_target_tokens
         loss = training_nll(self.model, output, batch.tgt_out, self.label_smoothing) / tokens
-        self._skip_update = False
         if largest_over_ranks(self.trainer, int(not torch.isfinite(loss).item())):
             message = f"non-finite training loss at step {self.global_step}"
             if self.nonfinite_loss == "stop":
                 raise NonFiniteLoss(f"{message}; nonfinite_loss=skip skips such batches")
-            self._skip_update = True
+            self._skip_update = True  # until the optimizer step (gradient accumulation)
             self.skipped_batches += 1
             if self.trainer.is_global_zero:
                 log.warning("%s: no update from this batch (nonfinite_loss=skip)", message)
@@ -114,7 +113,8 @@ class Seq2SeqModule(L.LightningModule):
             super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
             return
         loss = optimizer_closure()
-        if not self._skip_update:
+        skip, self._skip_update = self._skip_update, False
+        if not skip:
             optimizer.step(closure=lambda: loss)
 
     def on_train_batch_end(self, outputs: Any, batch: Batch, batch_idx: int) -> None:
@@ -189,8 +189,10 @@ class Seq2SeqModule(L.LightningModule):
             "python": random.getstate(),
             "numpy": _numpy_state(),
         }
+        checkpoint["skipped_batches"] = self.skipped_batches
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped_batches = int(checkpoint.get("skipped_batches", 0))
         if states := checkpoint.get("rng"):
             torch.set_rng_state(states["torch"])
             cuda = states.get("cuda", [])

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -48,10 +49,10 @@ def write_run_record(
 ) -> None:
     """``config.yaml`` (the composed config) and ``run.json`` (argv, overrides, the checkpoint
     resumed from, git commit and dirtiness, the precision asked for and chosen, package
-    versions, Python version). A run resumed in its own folder keeps the first invocation's
-    record and appends this one to ``resumes``."""
+    versions, Python version). A run resumed in its own folder keeps its ``config.yaml`` and the
+    first invocation's record, and appends this invocation to ``resumes`` with the config keys
+    it changed (``config_changes``, dotted key -> new value)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(output_dir / "config.yaml", OmegaConf.to_yaml(config).encode())
     invocation: dict[str, Any] = {
         "argv": sys.argv,
         "overrides": hydra_overrides(),
@@ -65,9 +66,41 @@ def write_run_record(
         "python": sys.version.split()[0],
     }
     previous = _previous_record(output_dir / "run.json") if resumed_from is not None else None
-    if previous is not None:
+    stored = _previous_config(output_dir / "config.yaml") if previous is not None else None
+    if previous is not None and stored is not None:
+        invocation["config_changes"] = _changes(_flat(stored), _flat(config))
         record = {**previous, "resumes": [*previous.get("resumes", []), invocation]}
+    else:
+        atomic_write_bytes(output_dir / "config.yaml", OmegaConf.to_yaml(config).encode())
     write_json(output_dir / "run.json", record)
+
+
+def _previous_config(path: Path) -> dict[str, Any] | None:
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def _flat(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as ``{"a.b": value}``."""
+    flat: dict[str, Any] = {}
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: after.get(key)
+        for key in sorted(before.keys() | after.keys())
+        if before.get(key) != after.get(key)
+    }
 
 
 def _previous_record(path: Path) -> dict[str, Any] | None:

@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from seq2attn.callbacks import ResumeCheckpoint, TokenThroughput
-from seq2attn.checkpoints.loading import check_resumable, resume_checkpoint
+from seq2attn.checkpoints.loading import NEWEST_RUN, check_resumable, resume_checkpoint
 from seq2attn.checkpoints.saving import AtomicCheckpointIO, SelfDescribingCheckpoint
 from seq2attn.config import validate, validate_eval, validate_translate
 from seq2attn.config.trainer import check_validation_interval
@@ -62,9 +62,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
-    resume_from = resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.log_dir))
-    if is_rank_zero():
-        write_run_record(config, output_dir, resume_from, precision)
+    resume_from = _resume_point(cfg, output_dir)
+    if resume_from is None and is_rank_zero():
+        write_run_record(config, output_dir, None, precision)
 
     datamodule: TranslationDataModule = build_datamodule(run.data)
     datamodule.setup("fit")
@@ -72,6 +72,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_validation_interval(cfg.trainer, len(datamodule.train_dataloader()))
     if resume_from is not None:
         check_resumable(resume_from, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
+        if is_rank_zero():  # only once the resume is accepted: a refused one leaves no trace
+            write_run_record(config, output_dir, resume_from, precision)
     module = build_module(cfg, run, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config)]
@@ -83,13 +85,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
+            # the agreed signal, also from the processes of ddp_spawn (through the metrics)
+            stopped = resume.stopped_by if resume is not None else 0
+            stopped = stopped or int(trainer.callback_metrics.get("trainer/stopped_by", 0))
+            if stopped:
+                return {"preempted": float(stopped)}
+            metrics = _test_best(trainer, module, datamodule, output_dir)
         except Preempted as stop:
             return {"preempted": float(stop.signum)}
-        if resume is not None and resume.stopped_by:
-            return {"preempted": float(resume.stopped_by)}
-        metrics = _test_best(trainer, module, datamodule, output_dir)
-        if "preempted" in metrics:
-            return metrics
         metrics["params"] = float(sum(p.numel() for p in module.model.parameters()))
         metrics["time/wall_s"] = time.perf_counter() - started
         if trainer.is_global_zero:
@@ -117,6 +120,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def _resume_point(cfg: DictConfig, output_dir: Path) -> Path | None:
+    """The checkpoint to resume from, None to start afresh. ``ckpt_path=last`` continuing in
+    its own folder takes that folder's ``last.ckpt``: the run Hydra picked, which every DDP rank
+    shares and which another run writing meanwhile cannot displace."""
+    own = output_dir / "checkpoints" / "last.ckpt"
+    in_place = cfg.get("ckpt_path") == NEWEST_RUN and cfg.get("resume_to") == "same_folder"
+    if in_place and own.is_file():
+        return own
+    return resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.log_dir))
+
+
 def _test_best(
     trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path
 ) -> dict[str, Any]:
@@ -128,10 +142,7 @@ def _test_best(
     metrics: dict[str, Any] = _scalars(trainer.callback_metrics)
     kept = trainer.checkpoint_callback
     best_path = kept.best_model_path if isinstance(kept, ModelCheckpoint) else ""
-    try:
-        trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
-    except Preempted as stop:
-        return {"preempted": float(stop.signum)}
+    trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
     metrics.update(_scalars(trainer.callback_metrics))
     best = kept.best_model_score if isinstance(kept, ModelCheckpoint) else None
     metrics["val/bleu_best"] = metrics.get("val/bleu", math.nan) if best is None else float(best)

@@ -43,6 +43,7 @@ class LinePolicy:
 
     on_decode_error: OnDecodeError
     max_chars: int
+    normalization: NormalizationForm = "none"
 
     @classmethod
     def for_translate(cls, settings: TranslateSchema, stored: dict[str, Any]) -> LinePolicy:
@@ -52,21 +53,24 @@ class LinePolicy:
         Raises:
             ConfigError: ``max_chars`` is null and the checkpoint has no positive one.
         """
-        max_chars = settings.max_chars or stored.get("data", {}).get("max_chars")
+        data = stored.get("data", {})
+        max_chars = settings.max_chars or data.get("max_chars")
         if not isinstance(max_chars, int) or max_chars < 1:
             raise ConfigError(
                 f"max_chars=null takes the checkpoint's data.max_chars, but it is {max_chars!r}: "
                 "give max_chars=<characters>"
             )
-        return cls(settings.on_decode_error, max_chars)
+        return cls(settings.on_decode_error, max_chars, data.get("normalization", "none"))
 
     def prepare(self, raw_lines: Iterable[bytes], name: str) -> Iterator[str]:
-        """The decoded, stripped and cut lines of ``raw_lines`` (read from ``name``).
+        """The decoded, stripped, normalised (as training's sources) and cut lines of
+        ``raw_lines`` (read from ``name``).
 
         Raises:
             CorpusError: bytes that are not UTF-8 under ``strict``, naming ``name`` and the line.
         """
         replaced = cut = 0
+        normalize = TextFilter(self.normalization, False, self.max_chars).normalize
         for number, raw in enumerate(raw_lines, start=1):
             try:
                 line = raw.decode("utf-8")
@@ -82,6 +86,7 @@ class LinePolicy:
             if number == 1:
                 line = line.removeprefix("\ufeff")
             line = line.removesuffix("\n").removesuffix("\r").strip()
+            line = normalize(line)
             if len(line) > self.max_chars:
                 line = line[: self.max_chars]
                 cut += 1
