@@ -158,22 +158,34 @@ class _Beams:
             )
         return _Beams(scores, tokens, attention), rows
 
+    def select(self, sentences: Tensor, rows: Tensor) -> _Beams:
+        """The beams of ``sentences`` (A,), whose rows are ``rows`` (A * K,)."""
+        attention = None if self.attention is None else self.attention[rows]
+        return _Beams(self.scores[sentences], self.tokens[rows], attention)
+
 
 def _normalised(hypothesis: Hypothesis, alpha: float) -> float:
     return hypothesis.score / gnmt_length_penalty(len(hypothesis.tokens) + 1, alpha)
 
 
 def _collect_finished(
-    beams: _Beams, finished: list[list[Hypothesis]], src_lengths: list[int], eos_id: int
+    beams: _Beams,
+    finished: list[list[Hypothesis]],
+    sentences: list[int],
+    src_lengths: list[int],
+    eos_id: int,
 ) -> Tensor:
-    """Move beams that just emitted EOS into ``finished``; returns scores with them dead."""
+    """Move beams that just emitted EOS into ``finished`` (row b of the beams is sentence
+    ``sentences[b]``); returns scores with them dead."""
     batch, beam = beams.scores.shape
     ended = (beams.tokens[:, -1] == eos_id).view(batch, beam) & beams.scores.isfinite()
     for b, k in ended.nonzero().tolist():
-        row = b * beam + k
+        row, sentence = b * beam + k, sentences[b]
         attention = None if beams.attention is None else beams.attention[row]
-        finished[b].append(
-            _hypothesis(beams.tokens[row], beams.scores[b, k], attention, src_lengths[b], eos_id)
+        finished[sentence].append(
+            _hypothesis(
+                beams.tokens[row], beams.scores[b, k], attention, src_lengths[sentence], eos_id
+            )
         )
     return beams.scores.masked_fill(ended, float("-inf"))
 
@@ -208,7 +220,8 @@ def beam_search(
     """Beam search for src (B, S); the n_best hypotheses per sentence, best normalised first.
 
     ``length_penalty`` is the GNMT alpha. The encoder runs once and its memory is expanded to
-    B * K rows; finished hypotheses are kept per sentence until none can be beaten.
+    B * K rows; finished hypotheses are kept per sentence until none can be beaten, and a
+    sentence that is done leaves the batch (its K rows of every tensor are dropped).
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got n_best={n_best}")
@@ -223,25 +236,31 @@ def beam_search(
     beams = _Beams(scores, src.new_empty(batch * beam_size, 0), None)
     tokens = src.new_full((batch * beam_size,), bos_id)
     finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    done = [False] * batch
+    sentences = list(range(batch))  # the sentence of each row of the beams
     for t in range(int(max_lengths.max()) + 1):
         force_eos = (t >= max_lengths).repeat_interleave(beam_size)
         log_probs, state, attention = _log_probs(model, tokens, state, memory, force_eos, eos_id)
         beams, reorder = beams.extend(log_probs, attention)
         state, tokens = state.index_select(reorder), beams.tokens[:, -1]
-        scores = _collect_finished(beams, finished, lengths, eos_id)
-        best_live = scores.max(dim=1).values.tolist()
-        done = [
-            was_done or _is_done(hyps, live, limit, length_penalty, n_best)
-            for was_done, hyps, live, limit in zip(
-                done, finished, best_live, max_lengths.tolist(), strict=True
+        beams.scores = _collect_finished(beams, finished, sentences, lengths, eos_id)
+        best_live = beams.scores.max(dim=1).values.tolist()
+        going = [
+            b
+            for b, (sentence, live, limit) in enumerate(
+                zip(sentences, best_live, max_lengths.tolist(), strict=True)
             )
+            if not _is_done(finished[sentence], live, limit, length_penalty, n_best)
         ]
-        beams.scores = scores.masked_fill(
-            torch.tensor(done, device=device).unsqueeze(1), float("-inf")
-        )
-        if all(done):
+        if not going:
             break
+        if len(going) < len(sentences):
+            keep = torch.tensor(going, device=device)
+            kept_rows = keep.unsqueeze(1) * beam_size + torch.arange(beam_size, device=device)
+            kept_rows = kept_rows.view(-1)
+            beams = beams.select(keep, kept_rows)
+            state, memory = state.index_select(kept_rows), memory.index_select(kept_rows)
+            tokens, max_lengths = tokens[kept_rows], max_lengths[keep]
+            sentences = [sentences[b] for b in going]
     return [
         sorted(hyps, key=lambda h: _normalised(h, length_penalty), reverse=True)[:n_best]
         for hyps in finished

@@ -239,3 +239,19 @@ def test_length_penalty_prefers_longer_hypotheses_by_the_formula() -> None:
     assert penalised.tokens == [TableModel.A, TableModel.B]
     assert penalised.score == pytest.approx(math.log(0.189))
     assert normalised(penalised.score, penalised.tokens, 5.0) == pytest.approx(-0.395, abs=1e-3)
+
+
+def test_beam_steps_only_the_sentences_still_searching(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_model()
+    with torch.no_grad():
+        model.output_layer.bias[EOS] = -100.0  # every sentence runs to its own length limit
+    rows, step = [], model.step
+
+    def counting_step(tokens, state, memory):
+        rows.append(tokens.size(0))
+        return step(tokens, state, memory)
+
+    monkeypatch.setattr(model, "step", counting_step)
+    beam_search(model, SRC, LENGTHS, BOS, EOS, 2, max_length_a=1.0, max_length_b=2)
+    # limits 7, 5 and 3 tokens + EOS; a sentence whose beams all ended leaves with its 2 rows
+    assert rows == [6] * 4 + [4] * 2 + [2] * 2
