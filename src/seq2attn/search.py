@@ -55,20 +55,56 @@ def _max_lengths(src_lengths: Tensor, a: float, b: int) -> Tensor:
     return (src_lengths.double() * a + b).floor().long()  # (B,)
 
 
-def _log_probs(
+def _greedy_step(
     model: Decodable,
     tokens: Tensor,
     state: Rows,
     memory: Rows,
     force_eos: Tensor,
     eos_id: int,
-) -> tuple[Tensor, Rows, Tensor | None]:
-    """Next-token log-probs (N, V), only EOS allowed in rows where force_eos (N,) is True."""
+) -> tuple[Tensor, Tensor, Rows, Tensor | None]:
+    """The most likely next token of each row (EOS where force_eos (N,) is True) and its
+    log-probability, the new state and the attention.
+
+    The argmax is taken on the logits; log p(y) = logit_y - logsumexp(logits) is computed for the
+    chosen token only, never for the whole vocabulary.
+    """
     logits, state, attention = model.step(tokens, state, memory)
-    log_probs = logits.float().log_softmax(dim=-1)
-    not_eos = torch.arange(log_probs.size(-1), device=log_probs.device) != eos_id
-    log_probs = log_probs.masked_fill(force_eos.unsqueeze(1) & not_eos, float("-inf"))
-    return log_probs, state, attention
+    logits = logits.float()
+    best_logits, best = logits.max(dim=-1)
+    best = best.masked_fill(force_eos, eos_id)
+    chosen = torch.where(force_eos, logits[:, eos_id], best_logits)
+    return best, chosen - logits.logsumexp(dim=-1), state, attention
+
+
+def _top_k_step(
+    model: Decodable,
+    tokens: Tensor,
+    state: Rows,
+    memory: Rows,
+    force_eos: Tensor,
+    eos_id: int,
+    k: int,
+) -> tuple[Tensor, Tensor, Rows, Tensor | None]:
+    """The k most likely next tokens of each row (N, k) with their log-probabilities (N, k),
+    best first; where force_eos (N,) is True only EOS, the other k - 1 at -inf.
+
+    The K best extensions of K beams lie among each beam's k = K best tokens, so the search
+    ranks K * K candidates per sentence instead of K * V; log-probs are the top logits minus
+    one logsumexp per row.
+    """
+    logits, state, attention = model.step(tokens, state, memory)
+    logits = logits.float()
+    normaliser = logits.logsumexp(dim=-1, keepdim=True)
+    top_logits, top_tokens = logits.topk(min(k, logits.size(-1)), dim=-1)
+    log_probs = top_logits - normaliser
+    if bool(force_eos.any()):
+        forced = force_eos.unsqueeze(1)
+        eos_only = torch.full_like(log_probs, float("-inf"))
+        eos_only[:, 0] = logits[:, eos_id] - normaliser[:, 0]
+        log_probs = torch.where(forced, eos_only, log_probs)
+        top_tokens = top_tokens.masked_fill(forced, eos_id)
+    return top_tokens, log_probs, state, attention
 
 
 def _hypothesis(
@@ -108,10 +144,9 @@ def greedy_decode(
     live = torch.arange(batch, device=src.device)  # sentence of each remaining row
     tokens = src.new_full((batch,), bos_id)
     for t in range(steps):
-        log_probs, state, step_attention = _log_probs(
+        tokens, step_scores, state, step_attention = _greedy_step(
             model, tokens, state, memory, t >= max_lengths[live], eos_id
         )
-        step_scores, tokens = log_probs.max(dim=-1)
         scores[live] += step_scores
         output[live, t] = tokens
         if step_attention is not None:
@@ -142,15 +177,19 @@ class _Beams:
     tokens: Tensor
     attention: Tensor | None
 
-    def extend(self, log_probs: Tensor, attention: Tensor | None) -> tuple[_Beams, Tensor]:
-        """Keep the K best one-token extensions per sentence; also return their source rows."""
+    def extend(
+        self, tokens: Tensor, log_probs: Tensor, attention: Tensor | None
+    ) -> tuple[_Beams, Tensor]:
+        """Keep the K best one-token extensions per sentence among each row's candidates
+        ``tokens`` (B * K, k) with ``log_probs`` (B * K, k); also return their source rows."""
         batch, beam = self.scores.shape
-        vocab = log_probs.size(-1)
-        candidates = (self.scores.view(-1, 1) + log_probs).view(batch, beam * vocab)
+        k = tokens.size(-1)
+        candidates = (self.scores.view(-1, 1) + log_probs).view(batch, beam * k)
         scores, flat = candidates.topk(beam, dim=1)  # (B, K)
         offsets = torch.arange(batch, device=flat.device).unsqueeze(1) * beam
-        rows = (flat // vocab + offsets).view(-1)  # (B * K,) previous row of each new beam
-        tokens = torch.cat([self.tokens[rows], (flat % vocab).view(-1, 1)], dim=1)
+        rows = (flat // k + offsets).view(-1)  # (B * K,) previous row of each new beam
+        chosen = tokens.view(batch, beam * k).gather(1, flat).view(-1, 1)
+        tokens = torch.cat([self.tokens[rows], chosen], dim=1)
         if attention is not None:
             step = attention[rows].unsqueeze(1)  # (B * K, 1, S)
             attention = (
@@ -239,8 +278,10 @@ def beam_search(
     sentences = list(range(batch))  # the sentence of each row of the beams
     for t in range(int(max_lengths.max()) + 1):
         force_eos = (t >= max_lengths).repeat_interleave(beam_size)
-        log_probs, state, attention = _log_probs(model, tokens, state, memory, force_eos, eos_id)
-        beams, reorder = beams.extend(log_probs, attention)
+        candidates, log_probs, state, attention = _top_k_step(
+            model, tokens, state, memory, force_eos, eos_id, beam_size
+        )
+        beams, reorder = beams.extend(candidates, log_probs, attention)
         state, tokens = state.index_select(reorder), beams.tokens[:, -1]
         beams.scores = _collect_finished(beams, finished, sentences, lengths, eos_id)
         best_live = beams.scores.max(dim=1).values.tolist()

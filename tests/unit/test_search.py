@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from seq2attn import search
 from seq2attn.models.decoders import DecoderState, Memory
 from seq2attn.models.scorers import AdditiveScorer, DotScorer, GeneralScorer
 from seq2attn.models.seq2seq import Seq2Seq
@@ -255,3 +256,44 @@ def test_beam_steps_only_the_sentences_still_searching(monkeypatch: pytest.Monke
     beam_search(model, SRC, LENGTHS, BOS, EOS, 2, max_length_a=1.0, max_length_b=2)
     # limits 7, 5 and 3 tokens + EOS; a sentence whose beams all ended leaves with its 2 rows
     assert rows == [6] * 4 + [4] * 2 + [2] * 2
+
+
+@pytest.mark.parametrize("beam_size", [2, 4])
+@pytest.mark.parametrize("wiring", sorted(WIRINGS))
+def test_beam_over_top_k_tokens_equals_beam_over_the_whole_vocabulary(
+    monkeypatch: pytest.MonkeyPatch, wiring: str, beam_size: int
+) -> None:
+    """Ranking each beam's K best tokens finds the same beams as ranking all V tokens."""
+    model = make_model(wiring)
+    options = {"n_best": beam_size, "length_penalty": 0.6, **LIMIT}
+    pruned = beam_search(model, SRC, LENGTHS, BOS, EOS, beam_size, **options)
+    top_k_step = search._top_k_step
+    monkeypatch.setattr(
+        search, "_top_k_step", lambda *args: top_k_step(*args[:-1], k=V)
+    )  # every token a candidate: the full K * V ranking
+    full = beam_search(model, SRC, LENGTHS, BOS, EOS, beam_size, **options)
+    assert [[h.tokens for h in s] for s in pruned] == [[h.tokens for h in s] for s in full]
+    for sentence_pruned, sentence_full in zip(pruned, full, strict=True):
+        for a, b in zip(sentence_pruned, sentence_full, strict=True):
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+            assert a.attention is None or torch.allclose(a.attention, b.attention)
+
+
+def test_greedy_takes_the_argmax_of_the_log_softmax() -> None:
+    """The argmax of the logits with logit - logsumexp as its score is the argmax of the
+    log-softmax with its value, at every step of a real model."""
+    model = make_model("bahdanau", "gru")
+    hypotheses = greedy_decode(model, SRC, LENGTHS, BOS, EOS, **LIMIT)
+    memory, state = model.encode(SRC, LENGTHS)
+    for i, hypothesis in enumerate(hypotheses):
+        rows = torch.tensor([i])
+        row_memory, row_state = memory.index_select(rows), state.index_select(rows)
+        tokens, total = torch.tensor([BOS]), 0.0
+        for expected in [*hypothesis.tokens, EOS]:
+            logits, row_state, _ = model.step(tokens, row_state, row_memory)
+            log_probs = logits.log_softmax(dim=-1)[0]
+            if len(hypothesis.tokens) + 1 < int(LENGTHS[i]) + 3 or expected != EOS:
+                assert int(log_probs.argmax()) == expected
+            total += float(log_probs[expected])
+            tokens = torch.tensor([expected])
+        assert hypothesis.score == pytest.approx(total, abs=1e-5)
