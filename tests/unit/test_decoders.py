@@ -235,3 +235,37 @@ def test_gradients_reach_every_parameter(wiring: str, cell: str, ratio: float) -
         assert param.grad is not None and param.grad.abs().sum() > 0, name
     if wiring != "none":
         assert any(True for _ in model.decoder.attention.scorer.parameters())
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_single_step_cell_path_equals_the_rnn_module(cell: str) -> None:
+    """One position through the cells gives the module's output, state and gradients."""
+    torch.manual_seed(0)
+    decoder = NoAttentionDecoder(cell, E, H, HK, num_layers=2, dropout=0.0)
+    inputs = torch.randn(5, 1, E + HK, requires_grad=True)
+    state = DecoderState(torch.randn(2, 5, H), torch.randn(2, 5, H) if cell == "lstm" else None)
+    stepped, step_state = decoder._step_rnn(inputs[:, 0], state)
+    whole, rnn_state = decoder.rnn(inputs, state.rnn_state)
+    module_state = DecoderState.from_rnn(rnn_state)
+    torch.testing.assert_close(stepped, whole[:, 0])
+    torch.testing.assert_close(step_state.hidden, module_state.hidden)
+    if cell == "lstm":
+        torch.testing.assert_close(step_state.cell, module_state.cell)
+    step_grads = torch.autograd.grad(stepped.sum(), [inputs, *decoder.rnn.parameters()])
+    module_grads = torch.autograd.grad(whole.sum(), [inputs, *decoder.rnn.parameters()])
+    for a, b in zip(step_grads, module_grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_single_step_cell_path_drops_out_between_layers_only_when_training() -> None:
+    torch.manual_seed(0)
+    decoder = NoAttentionDecoder("gru", E, H, HK, num_layers=2, dropout=0.5)
+    inputs, state = torch.randn(64, E + HK), DecoderState(torch.zeros(2, 64, H))
+    decoder.eval()
+    expected, _ = decoder.rnn(inputs.unsqueeze(1), state.rnn_state)
+    torch.testing.assert_close(decoder._step_rnn(inputs, state)[0], expected[:, 0])
+    decoder.train()
+    torch.manual_seed(1)
+    first = decoder._step_rnn(inputs, state)[0]
+    torch.manual_seed(2)
+    assert not torch.allclose(first, decoder._step_rnn(inputs, state)[0])

@@ -7,7 +7,9 @@
 Each exposes ``init_memory(enc)`` (key-only attention work, once per batch),
 ``step(prev_emb, state, memory)`` for one target position and ``forward(tgt_emb, state, memory)``
 for a teacher-forced sequence. ``forward`` runs one batched RNN call where the wiring allows
-(NoAttention, Luong without input feeding) and loops over ``step`` otherwise.
+(NoAttention, Luong without input feeding); Bahdanau's loops over the recurrence and computes its
+readout for all positions after the loop; Luong with input feeding loops over ``step``. A single
+position goes through the RNN's cells directly, without the module call.
 
 Shapes: B batch, S source, T target, E embedding, H decoder hidden, Hk memory, L layers.
 """
@@ -19,10 +21,14 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from seq2attn.models.attention import Attention
 from seq2attn.models.encoder import Cell, EncoderOutput, make_rnn
 from seq2attn.models.scorers import Scorer
+
+# the one-step function of each nn.RNNBase mode without a cell state (LSTM's is lstm_cell)
+_CELLS = {"GRU": torch.gru_cell, "RNN_TANH": torch.rnn_tanh_cell, "RNN_RELU": torch.rnn_relu_cell}
 
 
 def _select(x: Tensor | None, dim: int, index: Tensor) -> Tensor | None:
@@ -146,9 +152,34 @@ class _RNNDecoder(nn.Module):
         )
 
     def _run_rnn(self, inputs: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """Top-layer outputs (B, T, H) of the RNN over inputs (B, T, I), and the new state."""
+        """Top-layer outputs (B, T, H) of the RNN over inputs (B, T, I), and the new state.
+
+        A single position (T = 1) goes through the cells directly (``_step_rnn``)."""
+        if inputs.size(1) == 1:
+            output, state = self._step_rnn(inputs[:, 0], state)
+            return output.unsqueeze(1), state
         outputs, rnn_state = self.rnn(inputs, state.rnn_state)
         return outputs, DecoderState.from_rnn(rnn_state, state.input_feed)
+
+    def _step_rnn(self, inputs: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """One position through the stacked cells of ``self.rnn``: inputs (B, I) -> the top
+        layer's output (B, H) and the new state. The math of ``self.rnn`` on a length-1
+        sequence (dropout between layers when training) without the module's per-call work."""
+        rnn = self.rnn
+        hidden, cells = [], []
+        for layer, weights in enumerate(rnn.all_weights):  # w_ih, w_hh, b_ih, b_hh per layer
+            if state.cell is None:
+                inputs = _CELLS[rnn.mode](inputs, state.hidden[layer], *weights)
+            else:
+                inputs, cell = torch.lstm_cell(
+                    inputs, (state.hidden[layer], state.cell[layer]), *weights
+                )
+                cells.append(cell)
+            hidden.append(inputs)
+            if layer < rnn.num_layers - 1 and rnn.dropout and self.training:
+                inputs = F.dropout(inputs, rnn.dropout, training=True)
+        new_cell = torch.stack(cells) if cells else None
+        return inputs, DecoderState(torch.stack(hidden), new_cell, state.input_feed)
 
 
 class NoAttentionDecoder(_RNNDecoder):
@@ -232,12 +263,33 @@ class BahdanauDecoder(_AttentionDecoder):
         self.readout = nn.Linear(hidden_size + memory_size + embedding_size, hidden_size)
 
     def step(self, prev_emb: Tensor, state: DecoderState, memory: Memory) -> StepOutput:
+        output, context, state, weights = self._recur(prev_emb, state, memory)
+        readout = torch.tanh(self.readout(torch.cat([output, context, prev_emb], dim=-1)))
+        return StepOutput(self.dropout(readout), state, weights)
+
+    def forward(self, tgt_emb: Tensor, state: DecoderState, memory: Memory) -> DecoderOutput:
+        """Teacher-forced decoding of tgt_emb (B, T, E): the loop computes s_t and c_t, and the
+        readout of all T positions is one product after it (it feeds nothing back)."""
+        outputs, contexts, weights = [], [], []
+        for prev_emb in tgt_emb.unbind(dim=1):
+            output, context, state, step_weights = self._recur(prev_emb, state, memory)
+            outputs.append(output)
+            contexts.append(context)
+            weights.append(step_weights)
+        features = torch.cat([torch.stack(outputs, 1), torch.stack(contexts, 1), tgt_emb], -1)
+        readout = torch.tanh(self.readout(features))
+        return DecoderOutput(self.dropout(readout), torch.stack(weights, 1), state)
+
+    def _recur(
+        self, prev_emb: Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[Tensor, Tensor, DecoderState, Tensor]:
+        """c_t from s_{t-1}, then s_t: the top layer's output (B, H), c_t (B, Hk), the new
+        state and the attention weights (B, S)."""
         query = state.hidden[-1].unsqueeze(1)  # s_{t-1}: (B, 1, H)
         attn = self.attention(query, memory.keys, memory.prepared, memory.src_pad_mask)
         context = attn.context[:, 0]  # (B, Hk)
-        outputs, state = self._run_rnn(torch.cat([prev_emb, context], dim=-1).unsqueeze(1), state)
-        readout = torch.tanh(self.readout(torch.cat([outputs[:, 0], context, prev_emb], dim=-1)))
-        return StepOutput(self.dropout(readout), state, attn.weights[:, 0])
+        output, state = self._step_rnn(torch.cat([prev_emb, context], dim=-1), state)
+        return output, context, state, attn.weights[:, 0]
 
 
 class LuongDecoder(_AttentionDecoder):
