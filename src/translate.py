@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from seq2attn.cli import run_cli
-from seq2attn.tasks import translate
+from seq2attn.inference.commands import translate
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="translate")

@@ -16,8 +16,8 @@ from seq2attn.config import ConfigError, DecodingSchema
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, train_sentencepiece
 from seq2attn.data.toy import ToyCorpus
 from seq2attn.inference import load
+from seq2attn.inference.commands import evaluate, translate
 from seq2attn.search import beam_search, greedy_decode
-from seq2attn.tasks import evaluate, translate
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,3 +327,48 @@ def test_translate_takes_undecodable_stdin_without_a_traceback(trained_run: Path
     )  # fmt: skip
     assert result.stdout.count(b"\n") == 2
     assert b"Traceback" not in result.stderr
+
+
+def test_translate_in_batches_of_sentences_gives_the_same_lines(
+    trained_run: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    sources = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src[:7]
+    (tmp_path / "in.txt").write_text("\n".join(sources) + "\n")
+    outputs = {}
+    for name, batching in {
+        "tokens": [],
+        "sentences": ["max_tokens=null", "max_sentences=2"],
+    }.items():
+        cfg = compose_config(
+            "translate",
+            [
+                f"ckpt_path={trained_run}",
+                f"input={tmp_path / 'in.txt'}",
+                f"output={tmp_path / name}.txt",
+                "decoding=greedy",
+                *batching,
+            ],
+        )
+        with caplog.at_level("INFO", logger="seq2attn.inference.commands"):
+            translate(cfg)
+        outputs[name] = (tmp_path / f"{name}.txt").read_text()
+    assert outputs["sentences"] == outputs["tokens"] and outputs["tokens"].count("\n") == 7
+    assert caplog.text.count("translated 7 sentences in ") == 2
+
+
+def test_batches_need_a_token_or_a_sentence_bound(trained_run: Path) -> None:
+    cfg = compose_config("translate", [f"ckpt_path={trained_run}", "max_tokens=null"])
+    with pytest.raises(ConfigError, match="max_tokens and max_sentences cannot both be null"):
+        translate(cfg)
+
+
+def test_eval_and_translate_start_without_the_training_stack() -> None:
+    """src/eval.py and src/translate.py import neither Lightning nor matplotlib."""
+    probe = (
+        "import sys; sys.argv = ['x']; import seq2attn.cli, seq2attn.inference.commands; "
+        "print(sorted(m for m in ('lightning', 'matplotlib', 'wandb') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert result.stdout.strip() == "[]"

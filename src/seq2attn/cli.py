@@ -14,7 +14,7 @@ from seq2attn.checkpoints import CheckpointError
 from seq2attn.config import ConfigError
 from seq2attn.data.corpus import CorpusError
 from seq2attn.faults import NonFiniteLoss
-from seq2attn.loggers import is_rank_zero
+from seq2attn.ranks import is_rank_zero
 
 log = logging.getLogger(__name__)
 INPUT_ERRORS = (ConfigError, CorpusError, CheckpointError)

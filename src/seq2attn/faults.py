@@ -8,8 +8,12 @@ validation or test (ranks get equal batch counts, :class:`TokenBudgetBatchSample
 
 from __future__ import annotations
 
-import lightning as L
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    import lightning as L
 
 
 class NonFiniteLoss(FloatingPointError):

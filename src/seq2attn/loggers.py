@@ -13,10 +13,10 @@ from typing import Any
 from hydra.utils import instantiate
 from lightning.fabric.loggers.csv_logs import _ExperimentWriter
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from seq2attn.data.cache import atomic_write_bytes
+from seq2attn.ranks import is_rank_zero
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,3 @@ def wandb_api_key() -> str | None:
     except (OSError, netrc.NetrcParseError):
         return None
     return auth[2] if auth else None
-
-
-def is_rank_zero() -> bool:
-    """True in the process of global rank 0 (and outside distributed runs)."""
-    return getattr(rank_zero_only, "rank", 0) == 0

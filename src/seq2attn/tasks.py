@@ -1,8 +1,7 @@
-"""The three tasks behind ``src/train.py``, ``src/eval.py`` and ``src/translate.py``."""
+"""Training, the task behind ``src/train.py`` (eval and translate: seq2attn.inference.commands)."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
@@ -14,31 +13,25 @@ import lightning as L
 import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from seq2attn.callbacks import ResumeCheckpoint, TokenThroughput
 from seq2attn.checkpoints.loading import NEWEST_RUN, check_resumable, resume_checkpoint
 from seq2attn.checkpoints.saving import AtomicCheckpointIO, SelfDescribingCheckpoint
-from seq2attn.config import validate, validate_eval, validate_translate
+from seq2attn.config import validate
 from seq2attn.config.trainer import check_validation_interval
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.faults import Preempted
-from seq2attn.inference import Translator, data_config_for, load
-from seq2attn.inference.lines import LinePolicy, open_input, open_output, read_chunks, read_split
+from seq2attn.inference import Translator
 from seq2attn.inference.outputs import (
-    heatmap_entries,
-    write_attention_page,
     write_json,
-    write_lines,
-    write_nbest,
     write_test_artifacts,
 )
-from seq2attn.loggers import build_loggers, finish_loggers, is_rank_zero
-from seq2attn.metrics import corpus_scores
+from seq2attn.loggers import build_loggers, finish_loggers
 from seq2attn.module import build_module
-from seq2attn.plotting import PageEntry
 from seq2attn.precision import resolve_precision
+from seq2attn.ranks import is_rank_zero
 from seq2attn.run_record import resolved_config, write_run_record
 
 log = logging.getLogger(__name__)
@@ -155,86 +148,6 @@ def _relative(path: Path, folder: Path) -> str:
         return str(path.resolve().relative_to(folder.resolve()))
     except ValueError:
         return str(path)
-
-
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Translate a split with a checkpoint, score it with sacreBLEU and write the outputs."""
-    settings = validate_eval(cfg)
-    configure_cpu(settings.cpu)
-    split = settings.split.value
-    translator = load(_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
-    given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
-    data = data_config_for(translator.config["data"], given)  # type: ignore[arg-type]
-    inputs, pairs = read_split(data, str(translator.paths[0]), split)
-    log.info(
-        "translating %d sentences of %s with %s",
-        len(pairs),
-        split,
-        ", ".join(map(str, translator.paths)),
-    )
-    translations = translator.translate(
-        inputs.src,
-        settings.decoding,
-        max_tokens=settings.max_tokens,
-        max_source_length=settings.max_source_length,
-        progress=True,
-    )
-    scores, signatures = corpus_scores(translations.texts, pairs.tgt)
-    output_dir = Path(cfg.paths.output_dir)
-    write_lines(output_dir / f"{split}.hyp.txt", translations.texts)
-    write_lines(output_dir / f"{split}.ref.txt", pairs.tgt)
-    if settings.decoding.n_best > 1:
-        write_nbest(output_dir / f"{split}.nbest.txt", translations.items, translator.tgt_tokenizer)
-    paths = [str(path) for path in translator.paths]
-    write_json(
-        output_dir / "scores.json",
-        {
-            **scores,
-            "signatures": signatures,
-            "checkpoint": paths if len(paths) > 1 else paths[0],
-            "split": split,
-            "data": data,
-            "decoding": dataclasses.asdict(settings.decoding),
-            "sentences": translations.stats.sentences,
-            "decode_seconds": translations.stats.seconds,
-        },
-    )
-    for name, value in scores.items():
-        log.info("%s = %.2f  %s", name.upper(), value, signatures[name])
-    log.info("outputs in %s", output_dir)
-    return scores
-
-
-def translate(cfg: DictConfig) -> None:
-    """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
-    settings = validate_translate(cfg)
-    configure_cpu(settings.cpu)
-    translator = load(_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
-    attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
-    entries: list[PageEntry] = []
-    policy = LinePolicy.for_translate(settings, translator.config)
-    with open_input(cfg.input, policy) as source, open_output(cfg.output, cfg.input) as sink:
-        for chunk in read_chunks(source, settings.chunk_size):
-            translations = translator.translate(
-                chunk,
-                settings.decoding,
-                max_tokens=settings.max_tokens,
-                max_source_length=settings.max_source_length,
-            )
-            sink.writelines(text + "\n" for text in translations.texts)
-            sink.flush()
-            if attention_dir is not None:
-                entries += heatmap_entries(translations.items, attention_dir, len(entries) + 1)
-    if attention_dir is not None:
-        page = write_attention_page(entries, attention_dir)
-        log.info("attention maps of %d sentences in %s", len(entries), page)
-
-
-def _names(ckpt_path: Any) -> str | list[str]:
-    """``ckpt_path`` as given: one checkpoint (or run folder), or a list of them to ensemble."""
-    if OmegaConf.is_list(ckpt_path):
-        return [str(path) for path in ckpt_path]
-    return str(ckpt_path)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, float]:

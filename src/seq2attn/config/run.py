@@ -94,12 +94,16 @@ class InferenceSchema:
 
     decoding: DecodingSchema = field(default_factory=DecodingSchema)
     cpu: CpuSettings = field(default_factory=CpuSettings)
-    max_tokens: int = 4000
+    max_tokens: int | None = 4000
+    max_sentences: int | None = None
     max_source_length: int = 250
 
     def __post_init__(self) -> None:
-        positive("max_tokens", self.max_tokens)
+        positive("max_tokens", self.max_tokens, allow_none=True)
+        positive("max_sentences", self.max_sentences, allow_none=True)
         positive("max_source_length", self.max_source_length)
+        if self.max_tokens is None and self.max_sentences is None:
+            raise ConfigError("max_tokens and max_sentences cannot both be null: set one")
 
 
 @dataclass

@@ -1,0 +1,118 @@
+"""The tasks behind ``src/eval.py`` and ``src/translate.py``. They import nothing of the
+training stack (no Lightning), so a translation starts in the time torch and Hydra take."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from seq2attn.config import validate_eval, validate_translate
+from seq2attn.cpu_tuning import configure_cpu
+from seq2attn.inference.lines import LinePolicy, open_input, open_output, read_chunks, read_split
+from seq2attn.inference.loading import data_config_for, load
+from seq2attn.inference.outputs import (
+    heatmap_entries,
+    write_attention_page,
+    write_json,
+    write_lines,
+    write_nbest,
+)
+from seq2attn.metrics import corpus_scores
+from seq2attn.plotting import PageEntry
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Translate a split with a checkpoint, score it with sacreBLEU and write the outputs."""
+    settings = validate_eval(cfg)
+    configure_cpu(settings.cpu)
+    split = settings.split.value
+    translator = load(checkpoint_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
+    given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
+    data = data_config_for(translator.config["data"], given)  # type: ignore[arg-type]
+    inputs, pairs = read_split(data, str(translator.paths[0]), split)
+    log.info(
+        "translating %d sentences of %s with %s",
+        len(pairs),
+        split,
+        ", ".join(map(str, translator.paths)),
+    )
+    translations = translator.translate(
+        inputs.src,
+        settings.decoding,
+        max_tokens=settings.max_tokens,
+        max_sentences=settings.max_sentences,
+        max_source_length=settings.max_source_length,
+        progress=True,
+    )
+    scores, signatures = corpus_scores(translations.texts, pairs.tgt)
+    output_dir = Path(cfg.paths.output_dir)
+    write_lines(output_dir / f"{split}.hyp.txt", translations.texts)
+    write_lines(output_dir / f"{split}.ref.txt", pairs.tgt)
+    if settings.decoding.n_best > 1:
+        write_nbest(output_dir / f"{split}.nbest.txt", translations.items, translator.tgt_tokenizer)
+    paths = [str(path) for path in translator.paths]
+    write_json(
+        output_dir / "scores.json",
+        {
+            **scores,
+            "signatures": signatures,
+            "checkpoint": paths if len(paths) > 1 else paths[0],
+            "split": split,
+            "data": data,
+            "decoding": dataclasses.asdict(settings.decoding),
+            "sentences": translations.stats.sentences,
+            "decode_seconds": translations.stats.seconds,
+        },
+    )
+    for name, value in scores.items():
+        log.info("%s = %.2f  %s", name.upper(), value, signatures[name])
+    log.info("outputs in %s", output_dir)
+    return scores
+
+
+def translate(cfg: DictConfig) -> None:
+    """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
+    settings = validate_translate(cfg)
+    configure_cpu(settings.cpu)
+    translator = load(checkpoint_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
+    attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
+    entries: list[PageEntry] = []
+    policy = LinePolicy.for_translate(settings, translator.config)
+    sentences, seconds = 0, 0.0
+    with open_input(cfg.input, policy) as source, open_output(cfg.output, cfg.input) as sink:
+        for chunk in read_chunks(source, settings.chunk_size):
+            translations = translator.translate(
+                chunk,
+                settings.decoding,
+                max_tokens=settings.max_tokens,
+                max_sentences=settings.max_sentences,
+                max_source_length=settings.max_source_length,
+            )
+            sink.writelines(text + "\n" for text in translations.texts)
+            sink.flush()
+            sentences += translations.stats.sentences
+            seconds += translations.stats.seconds
+            if attention_dir is not None:
+                entries += heatmap_entries(translations.items, attention_dir, len(entries) + 1)
+    log.info(
+        "translated %d sentences in %.2f s of search (%.1f sentences/s)",
+        sentences,
+        seconds,
+        sentences / seconds if seconds else 0.0,
+    )
+    if attention_dir is not None:
+        page = write_attention_page(entries, attention_dir)
+        log.info("attention maps of %d sentences in %s", len(entries), page)
+
+
+def checkpoint_names(ckpt_path: Any) -> str | list[str]:
+    """``ckpt_path`` as given: one checkpoint (or run folder), or a list of them to ensemble."""
+    if OmegaConf.is_list(ckpt_path):
+        return [str(path) for path in ckpt_path]
+    return str(ckpt_path)
