@@ -527,9 +527,9 @@ def decode(
 ) -> DecodeResult:
     """Translate the test pieces with ``checkpoint``, greedy (beam 1) or beam search, in batches
     of ``batch_sentences`` on the CPU, and detokenise the output. Both tools stop a hypothesis at
-    ``max_length`` pieces and no sooner (OpenNMT-py's own cap of 1.25 x the batch's longest
-    source + 5 is off); OpenNMT-py's beam search keeps its default length normalisation
-    (``avg``), JoeyNMT's has none (beam_alpha -1).
+    ``max_length`` pieces and no sooner (``-max_length_ratio 0`` turns off OpenNMT-py's default
+    cap of 1.25 x the batch's longest source + 5); OpenNMT-py's beam search keeps its default
+    length normalisation (``avg``), JoeyNMT's has none (beam_alpha -1).
 
     decode_s is the tool's own decoding time with the model loaded: JoeyNMT ``test`` mode's
     "Generation took S[sec]" (its config names the test set only), and for onmt_translate
@@ -585,8 +585,7 @@ def _opennmt_translate(
         str(bin_dir / "onmt_translate"),
         *("-model", str(checkpoint), "-src", str(source), "-output", str(output)),
         *("-batch_type", "sents", "-batch_size", str(batch_sentences), "-beam_size", str(beam)),
-        *("-max_length", str(max_length), "-report_time"),
-        # OpenNMT-py keeps its default cap of 1.25 x source + 5 (seq2attn: 1.5 x + 10)
+        *("-max_length", str(max_length), "-max_length_ratio", "0", "-report_time"),
     ]
     return command, output
 

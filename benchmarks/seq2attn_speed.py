@@ -1,14 +1,13 @@
-"""One seq2attn measurement in its own process, for the peer benchmark (benchmarks.speed).
+"""seq2attn's training measurement in its own process, for the peer benchmark (benchmarks.speed;
+decoding is measured through ``src/translate.py``, as a user runs it).
 
     python -m benchmarks.seq2attn_speed train --out r1.json --save r1.ckpt -- experiment=bench_r1
-    python -m benchmarks.seq2attn_speed decode --ckpt r1.ckpt --out decode.json
 
 ``train`` runs the real training loop (Lightning, the data module, the config's precision) for
 warm-up + timed steps with no validation, checkpointing or logging, and reports steady-state
 target tokens per second: pieces + EOS (the positions that carry a loss) of the timed steps over
 the wall time from the end of the last warm-up step to the end of the last timed step.
-``decode`` translates the test split in batches of 64 sentences, greedy then beam 5, and reports
-sentences per second of decoding (model loaded, tokenizers included). Both print and write JSON.
+It prints and writes JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import sacrebleu
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
@@ -28,19 +26,13 @@ from omegaconf import OmegaConf, open_dict
 
 from benchmarks.common import CONF, StepTimer, lightning_hooks
 from seq2attn.checkpoints.saving import SelfDescribingCheckpoint
-from seq2attn.config import DecodingSchema, validate
+from seq2attn.config import validate
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.data.tokenizer import PAD_ID
 from seq2attn.flops import count_flops
-from seq2attn.inference import data_config_for, load
 from seq2attn.module import build_module
 from seq2attn.run_record import resolved_config
-
-DECODINGS = {
-    "greedy": DecodingSchema(),
-    "beam5": DecodingSchema(strategy="beam", beam_size=5, length_penalty=0.6),
-}
 
 
 def batch_counts(batch: Any) -> dict[str, float]:
@@ -108,27 +100,6 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def decode(args: argparse.Namespace) -> dict[str, Any]:
-    configure_cpu(OmegaConf.create({"flush_denormal": True, "keep_freed_memory": True}))
-    translator = load(args.ckpt)
-    data = data_config_for(translator.config["data"], {"root": args.data_root})
-    test = instantiate(OmegaConf.create(data["corpus"])).splits()["test"]
-    report: dict[str, Any] = {"sentences": len(test.src)}
-    decodings = {"greedy": DECODINGS["greedy"]} if args.greedy_only else DECODINGS
-    for name, decoding in decodings.items():
-        translations = translator.translate(
-            test.src, decoding, max_tokens=None, max_sentences=args.batch_sentences
-        )
-        stats = translations.stats
-        report[f"{name}_sent_s"] = stats.sentences / stats.seconds
-        report[f"{name}_seconds"] = stats.seconds
-        report[f"{name}_bleu"] = sacrebleu.corpus_bleu(translations.texts, [test.tgt]).score
-        report[f"{name}_mean_output_pieces"] = sum(
-            len(t.target_pieces) for t in translations.items
-        ) / len(translations)
-    return report
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,17 +108,9 @@ def main() -> None:
     train_parser.add_argument("--steps", type=int, default=200, help="timed steps")
     train_parser.add_argument("--save", default=None, help="write the final checkpoint here")
     train_parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
-    decode_parser = sub.add_parser("decode", help="greedy and beam-5 decoding speed")
-    decode_parser.add_argument("--ckpt", required=True)
-    decode_parser.add_argument("--batch-sentences", type=int, default=64)
-    decode_parser.add_argument("--greedy-only", action="store_true")
-    decode_parser.add_argument(
-        "--data-root", default=None, help="the corpus folder (default: the checkpoint's data.root)"
-    )
-    for sub_parser in (train_parser, decode_parser):
-        sub_parser.add_argument("--out", required=True, help="JSON file to write")
+    train_parser.add_argument("--out", required=True, help="JSON file to write")
     args = parser.parse_args()
-    report = train(args) if args.command == "train" else decode(args)
+    report = train(args)
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report))

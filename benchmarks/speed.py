@@ -1,21 +1,28 @@
 """Speed against OpenNMT-py and JoeyNMT on this machine, in one run (`make bench`).
 
-    python -m benchmarks.speed [--quick] [--peers opennmt,joeynmt] [--resume]
+    python -m benchmarks.speed [--quick] [--peers opennmt,joeynmt] [--repeats N] [--resume]
 
 Every tool trains the reference models R1 and R2 (conf/experiment/bench_r1.yaml, bench_r2.yaml)
 on Multi30k de->en with the shared SentencePiece model, one process at a time, alternating
-tools: steady-state target tokens per second after ``--warmup`` steps over ``--steps`` steps.
-seq2attn trains in 32-true and bf16-mixed; the peers in fp32, their fastest CPU mode. Each R1
-model then decodes test_2016_flickr greedy and with beam 5 (batches of 64 sentences). The
-fraction of the machine's peak is the model's FLOPs (seq2attn.flops, from the shapes) per
-second over a square-GEMM peak measured at the start of the run. Writes
-benchmarks/results/latest.json and latest.md (quick mode: quick.json and quick.md).
+tools, ``--repeats`` times: steady-state target tokens per second after ``--warmup`` steps over
+``--steps`` steps. seq2attn trains in 32-true and bf16-mixed (bf16-mixed is skipped, and said
+so, where this machine's bf16 products run at under a tenth of fp32's, as on CPUs without bf16
+instructions); ``auto`` is the precision ``precision=auto`` picks here. The peers train in fp32,
+their fastest CPU mode. Each tool's last R1 model then decodes test_2016_flickr greedy and with
+beam 5, ``--repeats`` times alternating tools, in batches of 64 sentences under one maximum-length
+rule (100 pieces, no length ratio): decoding time with the model loaded, and the whole process
+from start to the last line written (seq2attn: ``src/translate.py``). Each figure is the median
+of its repetitions, with their min and max. The fraction of the machine's peak is the model's
+FLOPs (seq2attn.flops, from the shapes) per second over a square-GEMM peak measured at the start.
+Writes benchmarks/results/latest.json and latest.md (quick mode: quick.json and quick.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -27,6 +34,7 @@ import torch
 from benchmarks import peers
 from benchmarks.common import (
     REPO,
+    RESULTS,
     SPM_MODEL,
     corpus,
     describe_machine,
@@ -38,8 +46,14 @@ from benchmarks.common import (
     write_result,
 )
 from benchmarks.common import commit as current_commit
+from seq2attn.precision import choose_precision
 
 TOOLS = ("seq2attn", *peers.PEERS)
+# every hypothesis may run to this many pieces, in every tool (no ratio to the source length)
+MAX_OUTPUT_PIECES = 100
+# bf16-mixed training is timed only where bf16 products reach this share of fp32's speed
+BF16_TIMED_FROM = 0.1
+BEAMS = (("greedy", 1), ("beam5", 5))
 
 
 def gemm_peak_gflops(
@@ -86,68 +100,150 @@ def seq2attn_train(model: str, precision: str, ws: Path, warmup: int, steps: int
     }
 
 
-def seq2attn_decode(checkpoint: str, ws: Path, name: str, greedy_only: bool = False) -> dict:
-    out = ws / f"{name}.json"
+def seq2attn_translate(checkpoint: str, ws: peers.Workspace, name: str, beam: int) -> dict:
+    """test_2016_flickr through ``src/translate.py`` in batches of 64 sentences: sentences per
+    second of search (its log line), the whole process's wall time, and BLEU."""
+    out_dir = ws.root / "decode" / name
+    output = out_dir / "hypotheses.en"
+    decoding = ["decoding=greedy"] if beam == 1 else ["decoding=beam", f"decoding.beam_size={beam}"]
     command = [
         sys.executable,
-        "-m",
-        "benchmarks.seq2attn_speed",
-        "decode",
-        f"--ckpt={checkpoint}",
-        f"--out={shown(out)}",
-        "--batch-sentences=64",
-        f"--data-root={shown(corpus())}",
+        "src/translate.py",
+        f"ckpt_path={checkpoint}",
+        f"input={shown(ws.text / f'test.{peers.SRC}')}",
+        f"output={shown(output)}",
+        *decoding,
+        "decoding.max_length_a=0",
+        f"decoding.max_length_b={MAX_OUTPUT_PIECES}",
+        "max_tokens=null",
+        "max_sentences=64",
+        f"hydra.run.dir={shown(out_dir)}",
     ]
-    if greedy_only:
-        command.append("--greedy-only")
-    process = run_measured(command, ws / f"{name}.log", cwd=REPO)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = out_dir / "translate.log"
+    process = run_measured(command, log, cwd=REPO)
+    found = re.search(r"translated (\d+) sentences in ([\d.]+) s of search", log.read_text())
+    if found is None:
+        raise RuntimeError(f"{shown(log)} has no 'translated N sentences in S s' line")
+    sentences, seconds = int(found[1]), float(found[2])
     return {
-        **json.loads(out.read_text()),
-        "wall_s": process.wall_s,
+        "sent_s": sentences / seconds,
+        "decode_s": seconds,
+        "process_s": process.wall_s,
         "peak_rss_mb": process.peak_rss_mb,
+        "bleu": peers.bleu(output, ws.text / f"test.{peers.TGT}"),
     }
 
 
-def ratio(results: dict[str, float | None]) -> str:
-    """seq2attn over the faster peer, e.g. "1.52x"."""
+def peer_translate(tool: str, checkpoint: str, ws: peers.Workspace, bin_dir: Path, beam: int):
+    decoded = peers.decode(tool, Path(checkpoint), beam, ws, bin_dir, max_length=MAX_OUTPUT_PIECES)
+    return {
+        "sent_s": decoded.sent_s,
+        "decode_s": decoded.decode_s,
+        "process_s": decoded.wall_s,
+        "peak_rss_mb": decoded.peak_rss_mb,
+        "bleu": peers.bleu(decoded.hypotheses, ws.text / f"test.{peers.TGT}"),
+    }
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    """The median of repeated measurements, with min, max and every value."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
+
+
+def ratio(results: dict[str, float | None], lower_is_better: bool = False) -> str:
+    """seq2attn against the best peer, e.g. "1.52x" (for times and memory: the peer's over
+    seq2attn's, so above 1 is better for seq2attn too)."""
     others = [v for k, v in results.items() if k != "seq2attn" and v]
     ours = results.get("seq2attn")
     if not others or not ours:
         return "n/a"
+    if lower_is_better:
+        return f"{min(others) / ours:.2f}x"
     return f"{ours / max(others):.2f}x"
 
 
-ROWS = (  # label, report key, format
-    ("R1 training, target tokens/s, fp32", "train_r1_tok_s", "{:,.0f}"),
-    ("R1 training, target tokens/s, bf16-mixed (peers: fp32)", "train_r1_bf16_tok_s", "{:,.0f}"),
-    ("R2 training, target tokens/s, fp32", "train_r2_tok_s", "{:,.0f}"),
-    ("R2 training, target tokens/s, bf16-mixed (peers: fp32)", "train_r2_bf16_tok_s", "{:,.0f}"),
-    ("R1 greedy decoding, sentences/s", "greedy_sent_s", "{:,.1f}"),
-    ("R1 beam-5 decoding, sentences/s", "beam5_sent_s", "{:,.1f}"),
-    ("R1 training peak RSS, MB", "peak_rss_mb", "{:,.0f}"),
-    ("R1 fraction of fp32 GEMM peak", "mfu_r1", "{:.1%}"),
-    ("R2 fraction of fp32 GEMM peak", "mfu_r2", "{:.1%}"),
+ROWS = (  # label, report key, format, lower is better
+    ("R1 training, target tokens/s, fp32", "train_r1_tok_s", "{:,.0f}", False),
+    ("R1 training, bf16-mixed (peers: fp32)", "train_r1_bf16_tok_s", "{:,.0f}", False),
+    ("R1 training, precision=auto (peers: fp32)", "train_r1_auto_tok_s", "{:,.0f}", False),
+    ("R2 training, target tokens/s, fp32", "train_r2_tok_s", "{:,.0f}", False),
+    ("R2 training, bf16-mixed (peers: fp32)", "train_r2_bf16_tok_s", "{:,.0f}", False),
+    ("R2 training, precision=auto (peers: fp32)", "train_r2_auto_tok_s", "{:,.0f}", False),
+    ("R1 greedy decoding, sentences/s", "greedy_sent_s", "{:,.1f}", False),
+    ("R1 beam-5 decoding, sentences/s", "beam5_sent_s", "{:,.1f}", False),
+    ("R1 greedy, whole process, s", "greedy_process_s", "{:,.2f}", True),
+    ("R1 beam-5, whole process, s", "beam5_process_s", "{:,.2f}", True),
+    ("R1 training peak RSS, MB", "peak_rss_mb", "{:,.0f}", True),
+    ("R1 fraction of fp32 GEMM peak", "mfu_r1", "{:.1%}", False),
+    ("R2 fraction of fp32 GEMM peak", "mfu_r2", "{:.1%}", False),
 )
 
 
 def markdown(report: dict[str, Any]) -> str:
     rows = []
-    for label, key, fmt in ROWS:
-        values = report[key]
-        cells = [fmt.format(values[t]) if values.get(t) is not None else "n/a" for t in TOOLS]
-        better = ratio(values)
-        if key == "peak_rss_mb" and better != "n/a":  # lower is better: show the peer's share
-            better = f"{1 / float(better[:-1]):.2f}x less"
-        rows.append([label, *cells, better])
-    peak, bleu, host = report["gemm_peak_gflops"], report["bleu_same_steps"], report["machine"]
-    caption = (
-        f"GEMM peak measured in this run: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 "
-        f"{peak['bf16']:.0f} GFLOP/s. {describe_machine(host)}, {host['threads']} threads, torch "
-        f"{host['torch']}, {report['date']}, commit {report['commit']}; {report['timed_steps']} "
-        f"timed steps after {report['warmup_steps']} warm-up steps; bf16-mixed vs 32-true greedy "
-        f"BLEU after the same steps: {bleu['bf16-mixed']:.2f} vs {bleu['32-true']:.2f}.\n"
-    )
-    return table(["", *TOOLS, "seq2attn vs faster peer"], rows) + "\n" + caption
+    for label, key, fmt, lower in ROWS:
+        values, spread = report[key], report["spread"].get(key, {})
+        cells = []
+        for tool in TOOLS:
+            if values.get(tool) is None:
+                cells.append("n/a")
+                continue
+            cell = fmt.format(values[tool])
+            if tool in spread and len(spread[tool]["values"]) > 1:
+                low, high = fmt.format(spread[tool]["min"]), fmt.format(spread[tool]["max"])
+                cell += f" ({low}–{high})"
+            cells.append(cell)
+        rows.append([label, *cells, ratio(values, lower)])
+    peak, host = report["gemm_peak_gflops"], report["machine"]
+    bleu = report["bleu"]
+    lines = [
+        f"Median of {report['repeats']} runs per tool (min–max), alternating tools. GEMM peak "
+        f"measured in this run: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s. "
+        f"{describe_machine(host)}, {host['threads']} threads, torch {host['torch']}, "
+        f"{report['date']}, commit {report['commit']}; {report['timed_steps']} timed steps after "
+        f"{report['warmup_steps']} warm-up steps.",
+        f"precision=auto chose {report['precision_auto']['chosen']}: "
+        f"{report['precision_auto']['reason']}.",
+        f"Decoding: test_2016_flickr, batches of 64 sentences, every hypothesis up to "
+        f"{report['max_output_pieces']} pieces in every tool (no length ratio); BLEU greedy / "
+        "beam 5: "
+        + ", ".join(f"{tool} {b['greedy']:.2f} / {b['beam5']:.2f}" for tool, b in bleu.items())
+        + ".",
+    ]
+    if report["bf16_skipped"]:
+        lines.append(f"bf16-mixed training not timed: {report['bf16_skipped']}.")
+    budget = report.get("budget_peak_rss_mb")
+    if budget:
+        lines.append(
+            "Peak RSS of the 20-minute budget runs (benchmarks/results/budget.json, "
+            f"{describe_machine(budget['machine'])}): "
+            + "; ".join(
+                f"{model.upper()} " + ", ".join(f"{tool} {mb:,.0f} MB" for tool, mb in row.items())
+                for model, row in budget["runs"].items()
+            )
+            + "."
+        )
+    return table(["", *TOOLS, "seq2attn vs best peer"], rows) + "\n" + "\n".join(lines) + "\n"
+
+
+def budget_memory() -> dict[str, Any] | None:
+    """Peak RSS per model and tool of the budget runs in benchmarks/results/budget.json."""
+    path = RESULTS / "budget.json"
+    if not path.is_file():
+        return None
+    budget = json.loads(path.read_text())
+    runs: dict[str, dict[str, float]] = {}
+    for name, run in budget.get("runs", {}).items():
+        model, _, tool = name.partition("_")
+        if run.get("peak_rss_mb"):
+            runs.setdefault(model, {})[tool] = run["peak_rss_mb"]
+    return {"runs": runs, "machine": budget.get("machine", "unknown")}
 
 
 def main() -> None:
@@ -156,14 +252,16 @@ def main() -> None:
     parser.add_argument("--peers", default=None, help="comma-separated subset of the peers")
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None, help="runs per tool (3; quick: 1)")
     parser.add_argument("--work-dir", type=Path, default=REPO / ".cache" / "bench")
     parser.add_argument(
         "--resume", action="store_true", help="reuse the results of runs an earlier call finished"
     )
     args = parser.parse_args()
     require("python -m benchmarks.speed", corpus(), SPM_MODEL)
-    warmup = args.warmup or (10 if args.quick else 50)
-    steps = args.steps or (30 if args.quick else 200)
+    warmup = args.warmup or (10 if args.quick else 30)
+    steps = args.steps or (30 if args.quick else 120)
+    repeats = args.repeats or (1 if args.quick else 3)
     tools = args.peers.split(",") if args.peers else (["opennmt"] if args.quick else peers.PEERS)
     started = time.perf_counter()
     ws_root = args.work_dir / ("quick" if args.quick else "full")
@@ -176,7 +274,7 @@ def main() -> None:
         """The result of ``measure``, kept in the work folder; --resume reuses a kept one."""
         kept = ws_root / "results" / f"{name}.json"
         if args.resume and kept.exists():
-            say(f"{name}: reusing {kept}")
+            say(f"{name}: reusing {shown(kept)}")
             return json.loads(kept.read_text())
         result = measure()
         kept.parent.mkdir(parents=True, exist_ok=True)
@@ -184,105 +282,164 @@ def main() -> None:
         return result
 
     peak = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
-    say(f"GEMM peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s")
+    say(f"GEMM peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
+    auto, auto_reason = choose_precision(ws_root / "cache", "cpu")
+    say(f"precision=auto picks {auto} here: {auto_reason}")
+    bf16_skipped = ""
+    if peak["bf16"] < BF16_TIMED_FROM * peak["fp32"]:
+        bf16_skipped = (
+            f"bf16 products ran at {peak['bf16'] / peak['fp32']:.1%} of fp32's speed on this CPU, "
+            f"so {warmup + steps} steps would take hours"
+        )
+        say(f"bf16-mixed training not timed: {bf16_skipped}")
+    variants = ["seq2attn", *tools] + ([] if bf16_skipped else ["seq2attn_bf16"])
     bins = {tool: peers.install(tool, REPO / ".cache" / "peers") for tool in tools}
     ws = peers.prepare_data(corpus(), SPM_MODEL, ws_root / "peers")
     runs: dict[str, Any] = {}
-    for model in ("r1", "r2"):  # alternate the tools within each model
-        for tool in ("seq2attn", *tools, "seq2attn_bf16"):
-            say(f"training {model} with {tool} ({warmup} + {steps} steps)")
+    for rep in range(1, repeats + 1):
+        for model in ("r1", "r2"):  # alternate the tools within each model
+            for tool in variants:
+                say(f"round {rep}/{repeats}: {model} with {tool}, {warmup} + {steps} steps")
 
-            def measure(model: str = model, tool: str = tool) -> dict:
-                if tool.startswith("seq2attn"):
-                    precision = "bf16-mixed" if tool.endswith("bf16") else "32-true"
-                    return seq2attn_train(model, precision, ws_root, warmup, steps)
-                trained = peers.train(tool, model, ws, bins[tool], warmup=warmup, steps=steps)
-                return {
-                    "tok_s": trained.tok_s,
-                    "peak_rss_mb": trained.peak_rss_mb,
-                    "wall_s": trained.wall_s,
-                    "checkpoint": str(trained.checkpoint),
-                }
+                def measure(model: str = model, tool: str = tool) -> dict:
+                    if tool.startswith("seq2attn"):
+                        precision = "bf16-mixed" if tool.endswith("bf16") else "32-true"
+                        return seq2attn_train(model, precision, ws_root, warmup, steps)
+                    trained = peers.train(tool, model, ws, bins[tool], warmup=warmup, steps=steps)
+                    return {
+                        "tok_s": trained.tok_s,
+                        "peak_rss_mb": trained.peak_rss_mb,
+                        "wall_s": trained.wall_s,
+                        "checkpoint": str(trained.checkpoint),
+                    }
 
-            result = once(f"train_{model}_{tool}", measure)
-            runs[f"train_{model}_{tool}"] = result
-            say(
-                f"  {result['tok_s']:,.0f} target tokens/s, peak RSS "
-                f"{result['peak_rss_mb']:,.0f} MB"
-            )
+                result = once(f"train_{model}_{tool}_{rep}", measure)
+                runs[f"train_{model}_{tool}_{rep}"] = result
+                say(
+                    f"  {result['tok_s']:,.0f} target tokens/s, peak RSS "
+                    f"{result['peak_rss_mb']:,.0f} MB"
+                )
     decodes: dict[str, Any] = {}
-    say("decoding test_2016_flickr with each R1 model")
-    decodes["seq2attn"] = once(
-        "decode_seq2attn",
-        lambda: seq2attn_decode(runs["train_r1_seq2attn"]["checkpoint"], ws_root, "decode"),
-    )
-    decodes["seq2attn_bf16"] = once(
-        "decode_seq2attn_bf16",
-        lambda: seq2attn_decode(
-            runs["train_r1_seq2attn_bf16"]["checkpoint"], ws_root, "decode_bf16", True
-        ),
-    )
-    for tool in tools:
+    # each tool's R1 model of the last round (a tool's next R1 run replaces its checkpoint)
+    checkpoints = {tool: runs[f"train_r1_{tool}_{repeats}"]["checkpoint"] for tool in variants}
+    for rep in range(1, repeats + 1):
+        for name, beam in BEAMS:
+            for tool in ("seq2attn", *tools):
+                say(f"round {rep}/{repeats}: {name} decoding with {tool}'s R1 model")
 
-        def measure_decoding(tool: str = tool) -> dict:
-            checkpoint, result = Path(runs[f"train_r1_{tool}"]["checkpoint"]), {}
-            for beam, name in ((1, "greedy"), (5, "beam5")):
-                decoded = peers.decode(tool, checkpoint, beam, ws, bins[tool])
-                result[f"{name}_sent_s"] = decoded.sent_s
-                result[f"{name}_wall_s"] = decoded.wall_s
-                result[f"{name}_peak_rss_mb"] = decoded.peak_rss_mb
-                result[f"{name}_bleu"] = peers.bleu(decoded.hypotheses, ws.text / "test.en")
-            return result
+                def measure_decoding(tool: str = tool, name: str = name, beam: int = beam) -> dict:
+                    if tool == "seq2attn":
+                        return seq2attn_translate(checkpoints[tool], ws, f"seq2attn-{name}", beam)
+                    return peer_translate(tool, checkpoints[tool], ws, bins[tool], beam)
 
-        decodes[tool] = once(f"decode_{tool}", measure_decoding)
+                result = once(f"decode_{tool}_{name}_{rep}", measure_decoding)
+                decodes[f"{tool}_{name}_{rep}"] = result
+                say(f"  {result['sent_s']:,.1f} sentences/s, {result['process_s']:.1f} s process")
+    if not bf16_skipped:
+        decodes["seq2attn_bf16_greedy_1"] = once(
+            "decode_seq2attn_bf16_greedy_1",
+            lambda: seq2attn_translate(checkpoints["seq2attn_bf16"], ws, "seq2attn-bf16-greedy", 1),
+        )
     say("done decoding")
 
-    def per_tool(key: str, suffix: str = "", source: dict | None = None) -> dict[str, float | None]:
-        source = runs if source is None else source
-        values = {}
+    spread: dict[str, dict[str, Any]] = {}
+
+    def per_tool(key: str, pick: Callable[[str], list[float]]) -> dict[str, float | None]:
+        """The median per tool of the values ``pick(tool)`` returns; their spread in ``spread``."""
+        medians: dict[str, float | None] = {}
         for tool in TOOLS:
-            entry = source.get(key.format(tool=tool + (suffix if tool == "seq2attn" else "")))
-            values[tool] = None if entry is None else entry["tok_s"]
-        return values
+            values = pick(tool)
+            if not values:
+                medians[tool] = None
+                continue
+            spread.setdefault(key, {})[tool] = summary(values)
+            medians[tool] = statistics.median(values)
+        return medians
 
-    flops = {m: runs[f"train_{m}_seq2attn"]["train_flops_per_target_token"] for m in ("r1", "r2")}
+    def train_rates(model: str, seq2attn_variant: str = "seq2attn") -> Callable[[str], list]:
+        def pick(tool: str) -> list[float]:
+            name = seq2attn_variant if tool == "seq2attn" else tool
+            return [
+                runs[key]["tok_s"]
+                for rep in range(1, repeats + 1)
+                if (key := f"train_{model}_{name}_{rep}") in runs
+            ]
 
-    def mfu(model: str) -> dict[str, float | None]:
-        rates = per_tool(f"train_{model}_{{tool}}")
-        return {
-            t: None if r is None else r * flops[model] / (peak["fp32"] * 1e9)
-            for t, r in rates.items()
+        return pick
+
+    def decode_values(name: str, field: str) -> Callable[[str], list]:
+        def pick(tool: str) -> list[float]:
+            return [
+                decodes[key][field]
+                for rep in range(1, repeats + 1)
+                if (key := f"{tool}_{name}_{rep}") in decodes
+            ]
+
+        return pick
+
+    auto_variant = "seq2attn_bf16" if auto == "bf16-mixed" else "seq2attn"
+    flops = {m: runs[f"train_{m}_seq2attn_1"]["train_flops_per_target_token"] for m in ("r1", "r2")}
+    report: dict[str, Any] = {}
+    for model in ("r1", "r2"):
+        report[f"train_{model}_tok_s"] = per_tool(f"train_{model}_tok_s", train_rates(model))
+        report[f"train_{model}_bf16_tok_s"] = per_tool(
+            f"train_{model}_bf16_tok_s", train_rates(model, "seq2attn_bf16")
+        )
+        report[f"train_{model}_auto_tok_s"] = per_tool(
+            f"train_{model}_auto_tok_s", train_rates(model, auto_variant)
+        )
+    for name, _ in BEAMS:
+        report[f"{name}_sent_s"] = per_tool(f"{name}_sent_s", decode_values(name, "sent_s"))
+        report[f"{name}_process_s"] = per_tool(
+            f"{name}_process_s", decode_values(name, "process_s")
+        )
+    report["peak_rss_mb"] = per_tool(
+        "peak_rss_mb",
+        lambda tool: [
+            runs[key]["peak_rss_mb"]
+            for rep in range(1, repeats + 1)
+            if (key := f"train_r1_{tool}_{rep}") in runs
+        ],
+    )
+    for model in ("r1", "r2"):
+        report[f"mfu_{model}"] = {
+            tool: None if rate is None else rate * flops[model] / (peak["fp32"] * 1e9)
+            for tool, rate in report[f"train_{model}_tok_s"].items()
         }
-
-    report: dict[str, Any] = {
-        "train_r1_tok_s": per_tool("train_r1_{tool}"),
-        "train_r1_bf16_tok_s": per_tool("train_r1_{tool}", "_bf16"),
-        "train_r2_tok_s": per_tool("train_r2_{tool}"),
-        "train_r2_bf16_tok_s": per_tool("train_r2_{tool}", "_bf16"),
-        "greedy_sent_s": {t: decodes.get(t, {}).get("greedy_sent_s") for t in TOOLS},
-        "beam5_sent_s": {t: decodes.get(t, {}).get("beam5_sent_s") for t in TOOLS},
-        "mfu_r1": mfu("r1"),
-        "mfu_r2": mfu("r2"),
-        "mfu_bf16": {
-            m: runs[f"train_{m}_seq2attn_bf16"]["tok_s"] * flops[m] / (peak["bf16"] * 1e9)
-            for m in ("r1", "r2")
-        },
-        "train_flops_per_target_token": flops,
-        "gemm_peak_gflops": peak,
-        "peak_rss_mb": {t: (runs.get(f"train_r1_{t}") or {}).get("peak_rss_mb") for t in TOOLS},
-        "bleu_same_steps": {
-            "32-true": decodes["seq2attn"]["greedy_bleu"],
-            "bf16-mixed": decodes["seq2attn_bf16"]["greedy_bleu"],
-        },
-        "decoding": decodes,
-        "runs": runs,
-        "warmup_steps": warmup,
-        "timed_steps": steps,
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "commit": current_commit(),
-        "wall_s": time.perf_counter() - started,
-    }
+    report.update(
+        {
+            "mfu_bf16": {
+                m: None
+                if report[f"train_{m}_bf16_tok_s"]["seq2attn"] is None
+                else report[f"train_{m}_bf16_tok_s"]["seq2attn"] * flops[m] / (peak["bf16"] * 1e9)
+                for m in ("r1", "r2")
+            },
+            "train_flops_per_target_token": flops,
+            "gemm_peak_gflops": peak,
+            "precision_auto": {"chosen": auto, "reason": auto_reason},
+            "bf16_skipped": bf16_skipped,
+            "bleu": {
+                tool: {name: decodes[f"{tool}_{name}_1"]["bleu"] for name, _ in BEAMS}
+                for tool in ("seq2attn", *tools)
+            },
+            "bleu_same_steps": {
+                "32-true": decodes["seq2attn_greedy_1"]["bleu"],
+                "bf16-mixed": (decodes.get("seq2attn_bf16_greedy_1") or {}).get("bleu"),
+            },
+            "budget_peak_rss_mb": budget_memory(),
+            "max_output_pieces": MAX_OUTPUT_PIECES,
+            "spread": spread,
+            "decoding": decodes,
+            "runs": runs,
+            "repeats": repeats,
+            "warmup_steps": warmup,
+            "timed_steps": steps,
+            "machine": machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+            "commit": current_commit(),
+            "wall_s": time.perf_counter() - started,
+        }
+    )
     stem = "quick" if args.quick else "latest"
     table_text = markdown(report)
     written, _ = write_result(stem, report, table_text)

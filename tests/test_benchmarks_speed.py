@@ -1,0 +1,62 @@
+"""benchmarks.speed's summary of repeated measurements: medians, spreads, ratios and the table."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import speed
+
+
+def test_summary_is_the_median_with_min_and_max() -> None:
+    assert speed.summary([3.0, 1.0, 10.0]) == {
+        "median": 3.0,
+        "min": 1.0,
+        "max": 10.0,
+        "values": [3.0, 1.0, 10.0],
+    }
+
+
+def test_ratio_is_against_the_best_peer_and_inverted_for_times() -> None:
+    rates = {"seq2attn": 300.0, "opennmt": 150.0, "joeynmt": 50.0}
+    assert speed.ratio(rates) == "2.00x"
+    seconds = {"seq2attn": 4.0, "opennmt": 6.0, "joeynmt": 20.0}
+    assert speed.ratio(seconds, lower_is_better=True) == "1.50x"
+    assert speed.ratio({"seq2attn": 1.0, "opennmt": None, "joeynmt": None}) == "n/a"
+
+
+def report(repeats: int) -> dict:
+    """A report as main() assembles it, every figure 100 for the peers and 200 for seq2attn."""
+    values = {"seq2attn": 200.0, "opennmt": 100.0, "joeynmt": 100.0}
+    spread = {"seq2attn": speed.summary([180.0, 200.0, 230.0][:repeats] or [200.0])}
+    machine = {"cpu": "Test CPU", "flags": ["avx2", "amx_bf16"], "cores": 2}
+    return {
+        **{key: dict(values) for _, key, _, _ in speed.ROWS},
+        "spread": {key: spread for _, key, _, _ in speed.ROWS},
+        "gemm_peak_gflops": {"fp32": 100.0, "bf16": 1.0},
+        "machine": {**machine, "threads": 2, "torch": "2.13.0"},
+        "bleu": {"seq2attn": {"greedy": 14.0, "beam5": 15.5}},
+        "repeats": repeats,
+        "date": "today",
+        "commit": "abc1234",
+        "timed_steps": 120,
+        "warmup_steps": 30,
+        "precision_auto": {"chosen": "32-true", "reason": "no bf16 instructions"},
+        "max_output_pieces": 100,
+        "bf16_skipped": "bf16 products ran at 1.0% of fp32's speed",
+        "budget_peak_rss_mb": {"runs": {"r2": {"seq2attn": 3000.0}}, "machine": machine},
+    }
+
+
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_table_gives_medians_with_their_range_and_the_machine(repeats: int) -> None:
+    text = speed.markdown(report(repeats))
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
+    training = rows["R1 training, target tokens/s, fp32"]
+    assert ("200 (180–230)" in training) == (repeats == 3)
+    assert "| 100 |" in training and training.rstrip().endswith("| 2.00x |")
+    assert rows["R1 greedy, whole process, s"].rstrip().endswith("| 0.50x |")  # 200 s vs 100 s
+    assert "Test CPU (avx2, amx_bf16), 2 cores" in text
+    assert "precision=auto chose 32-true: no bf16 instructions" in text
+    assert "bf16-mixed training not timed" in text
+    assert "R2 seq2attn 3,000 MB" in text
+    assert f"Median of {repeats} runs per tool" in text
