@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from benchmarks import speed
 
@@ -60,3 +61,17 @@ def test_table_gives_medians_with_their_range_and_the_machine(repeats: int) -> N
     assert "bf16-mixed training not timed" in text
     assert "R2 seq2attn 3,000 MB" in text
     assert f"Median of {repeats} runs per tool" in text
+
+
+def test_gemm_peak_is_a_rate_of_square_products() -> None:
+    rate = speed.gemm_peak_gflops(torch.float32, sizes=(64,), seconds=0.05)
+    assert 0.01 < rate < 1e5  # GFLOP/s: 2 n^3 per product
+
+
+def test_gemm_peak_of_one_slow_product_is_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A product slower than the time allowed is timed once, and larger sizes are skipped."""
+    clock = iter([0.0, 10.0])
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: next(clock))
+    assert speed.gemm_peak_gflops(torch.float32, sizes=(100, 4000), seconds=2.0) == (
+        pytest.approx(2 * 100**3 / 10.0 / 1e9)
+    )
