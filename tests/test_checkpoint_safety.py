@@ -18,7 +18,7 @@ from seq2attn.checkpoints import CheckpointError
 from seq2attn.checkpoints.loading import check_resumable, resolve_checkpoint
 from seq2attn.data.tokenizer import Tokenizer, train_sentencepiece
 from seq2attn.inference import load
-from seq2attn.tasks import evaluate
+from seq2attn.inference.commands import evaluate
 from tests.conftest import compose_config
 
 CALLS: list[Any] = []

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from seq2attn.data.datamodule import build_datamodule
-from seq2attn.tasks import evaluate
+from seq2attn.inference.commands import evaluate
 from tests.conftest import TINY, Compose, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from seq2attn.checkpoints.loading import resolve_checkpoint
 from seq2attn.config import DecodingSchema, validate_decoding
 from seq2attn.inference import load
-from seq2attn.tasks import evaluate
+from seq2attn.inference.commands import evaluate
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,8 +19,8 @@ from seq2attn.data.corpus import CorpusError
 from seq2attn.data.readers import OnDecodeError
 from seq2attn.data.toy import ToyCorpus
 from seq2attn.inference import Translator
+from seq2attn.inference.commands import evaluate, translate
 from seq2attn.inference.lines import LinePolicy, open_input, read_split
-from seq2attn.tasks import evaluate, translate
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
