@@ -55,28 +55,6 @@ def _max_lengths(src_lengths: Tensor, a: float, b: int) -> Tensor:
     return (src_lengths.double() * a + b).floor().long()  # (B,)
 
 
-def _greedy_step(
-    model: Decodable,
-    tokens: Tensor,
-    state: Rows,
-    memory: Rows,
-    force_eos: Tensor,
-    eos_id: int,
-) -> tuple[Tensor, Tensor, Rows, Tensor | None]:
-    """The most likely next token of each row (EOS where force_eos (N,) is True) and its
-    log-probability, the new state and the attention.
-
-    The argmax is taken on the logits; log p(y) = logit_y - logsumexp(logits) is computed for the
-    chosen token only, never for the whole vocabulary.
-    """
-    logits, state, attention = model.step(tokens, state, memory)
-    logits = logits.float()
-    best_logits, best = logits.max(dim=-1)
-    best = best.masked_fill(force_eos, eos_id)
-    chosen = torch.where(force_eos, logits[:, eos_id], best_logits)
-    return best, chosen - logits.logsumexp(dim=-1), state, attention
-
-
 def _top_k_step(
     model: Decodable,
     tokens: Tensor,
@@ -89,9 +67,10 @@ def _top_k_step(
     """The k most likely next tokens of each row (N, k) with their log-probabilities (N, k),
     best first; where force_eos (N,) is True only EOS, the other k - 1 at -inf.
 
-    The K best extensions of K beams lie among each beam's k = K best tokens, so the search
-    ranks K * K candidates per sentence instead of K * V; log-probs are the top logits minus
-    one logsumexp per row.
+    The K best extensions of K beams lie among each beam's k = K best tokens, so beam search
+    ranks K * K candidates per sentence instead of K * V, and greedy (k = 1) takes the argmax of
+    the logits. Log-probs are the top logits minus one logsumexp per row; the vocabulary is never
+    normalised as a whole.
     """
     logits, state, attention = model.step(tokens, state, memory)
     logits = logits.float()
@@ -144,9 +123,10 @@ def greedy_decode(
     live = torch.arange(batch, device=src.device)  # sentence of each remaining row
     tokens = src.new_full((batch,), bos_id)
     for t in range(steps):
-        tokens, step_scores, state, step_attention = _greedy_step(
-            model, tokens, state, memory, t >= max_lengths[live], eos_id
+        best, best_scores, state, step_attention = _top_k_step(
+            model, tokens, state, memory, t >= max_lengths[live], eos_id, 1
         )
+        tokens, step_scores = best[:, 0], best_scores[:, 0]
         scores[live] += step_scores
         output[live, t] = tokens
         if step_attention is not None:

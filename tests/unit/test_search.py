@@ -282,7 +282,7 @@ def test_beam_over_top_k_tokens_equals_beam_over_the_whole_vocabulary(
 def test_greedy_takes_the_argmax_of_the_log_softmax() -> None:
     """The argmax of the logits with logit - logsumexp as its score is the argmax of the
     log-softmax with its value, at every step of a real model."""
-    model = make_model("bahdanau", "gru")
+    model = make_model("bahdanau", "gru").requires_grad_(False)
     hypotheses = greedy_decode(model, SRC, LENGTHS, BOS, EOS, **LIMIT)
     memory, state = model.encode(SRC, LENGTHS)
     for i, hypothesis in enumerate(hypotheses):
