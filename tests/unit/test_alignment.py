@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from seq2attn.alignment import (
+    AERCounts,
+    Alignment,
+    AlignmentFileError,
+    aer,
+    argmax_links,
+    attention_entropy,
+    parse_pharaoh,
+    project_to_pieces,
+    read_pharaoh,
+    word_of_pieces,
+)
+
+
+def alignment(sure: set[tuple[int, int]], possible_only: set[tuple[int, int]]) -> Alignment:
+    return Alignment(frozenset(sure), frozenset(sure | possible_only))
+
+
+def test_parse_pharaoh_sure_and_possible() -> None:
+    parsed = parse_pharaoh("0-0 1-2 2?1")
+    assert parsed.sure == {(0, 0), (1, 2)}
+    assert parsed.possible == {(0, 0), (1, 2), (2, 1)}
+
+
+def test_parse_pharaoh_empty_line() -> None:
+    assert parse_pharaoh("") == Alignment(frozenset(), frozenset())
+
+
+@pytest.mark.parametrize("line", ["0-x", "0-0 1:2", "1-", "-1-2"])
+def test_parse_pharaoh_malformed(line: str) -> None:
+    with pytest.raises(ValueError, match="malformed link"):
+        parse_pharaoh(line)
+
+
+def test_alignment_requires_sure_within_possible() -> None:
+    with pytest.raises(ValueError, match="missing from the possible"):
+        Alignment(frozenset({(0, 0), (1, 1)}), frozenset({(0, 0)}))
+
+
+REFERENCE = alignment({(0, 0), (1, 1)}, {(2, 1)})
+
+
+def test_aer_perfect_prediction() -> None:
+    assert aer(frozenset({(0, 0), (1, 1)}), REFERENCE) == 0.0
+
+
+def test_aer_empty_prediction() -> None:
+    assert aer(frozenset(), REFERENCE) == 1.0
+
+
+def test_aer_partial() -> None:
+    # |A ∩ S| = 1, |A ∩ P| = 2, |A| = 3, |S| = 2: 1 - 3 / 5
+    assert aer(frozenset({(0, 0), (2, 1), (2, 2)}), REFERENCE) == pytest.approx(0.4)
+
+
+def test_aer_undefined_without_links() -> None:
+    assert math.isnan(aer(frozenset(), alignment(set(), {(0, 0)})))
+
+
+def test_corpus_aer_sums_counts() -> None:
+    first = (frozenset({(0, 0), (2, 1), (2, 2)}), REFERENCE)  # AER 0.4
+    second = (frozenset[tuple[int, int]](), alignment({(0, 0)}, set()))  # AER 1.0
+    counts = AERCounts()
+    for predicted, reference in (first, second):
+        counts.add(predicted, reference)
+    assert counts == AERCounts(predicted=3, sure=3, predicted_and_sure=1, predicted_and_possible=2)
+    # 1 - (1 + 2) / (3 + 3) = 0.5, not the sentence mean (0.4 + 1.0) / 2 = 0.7
+    assert counts.aer == pytest.approx(0.5)
+    assert (aer(*first) + aer(*second)) / 2 == pytest.approx(0.7)
+
+
+def test_word_of_pieces() -> None:
+    assert word_of_pieces(["▁the", "▁big", "▁do", "gs"]) == [0, 1, 2, 2]
+    assert word_of_pieces(["do", "gs", "▁ran"]) == [0, 0, 1]
+    assert word_of_pieces([]) == []
+
+
+def test_project_to_pieces() -> None:
+    source = word_of_pieces(["▁the", "▁big", "▁do", "gs"])  # [0, 1, 2, 2]
+    target = word_of_pieces(["▁die", "▁gro", "ßen", "▁Hunde"])  # [0, 1, 1, 2]
+    projected = project_to_pieces(alignment({(0, 0), (2, 2)}, {(1, 1)}), source, target)
+    assert projected.sure == {(0, 0), (2, 3), (3, 3)}
+    assert projected.possible == {(0, 0), (2, 3), (3, 3), (1, 1), (1, 2)}
+
+
+def test_project_to_pieces_rejects_word_without_pieces() -> None:
+    with pytest.raises(ValueError, match="no pieces"):
+        project_to_pieces(alignment({(3, 0)}, set()), [0, 1], [0])
+
+
+def test_argmax_links_ties_go_to_lower_source_index() -> None:
+    weights = torch.tensor(
+        [
+            [0.1, 0.6, 0.2, 0.1],
+            [0.1, 0.1, 0.4, 0.4],  # tie between sources 2 and 3
+            [0.0, 0.2, 0.3, 0.5],
+        ]
+    )
+    assert argmax_links(weights) == {(1, 0), (2, 1), (3, 2)}
+
+
+def entropy_inputs(garbage: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    weights = torch.tensor(
+        [
+            [[0.25, 0.25, 0.25, 0.25], [0.0, 1.0, 0.0, 0.0]],
+            [[1 / 3, 1 / 3, 1 / 3, 0.0], garbage],  # last source position is padding
+        ]
+    )
+    mask = torch.tensor([[True, True], [True, False]])
+    return weights, mask
+
+
+def test_attention_entropy_values() -> None:
+    weights, mask = entropy_inputs([0.0, 0.0, 0.0, 0.0])
+    per_row = attention_entropy(weights[:1, :1], mask[:1, :1])
+    assert per_row.dim() == 0
+    assert per_row.item() == pytest.approx(math.log(4))
+    assert attention_entropy(weights[:1, 1:], mask[:1, 1:]).item() == 0.0
+    expected = (math.log(4) + 0.0 + math.log(3)) / 3
+    assert attention_entropy(weights, mask).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("garbage", [[5.0, -1.0, float("nan"), 2.0], [0.9, 0.05, 0.05, 0.0]])
+def test_attention_entropy_ignores_padded_target_rows(garbage: list[float]) -> None:
+    weights, mask = entropy_inputs(garbage)
+    expected = (math.log(4) + 0.0 + math.log(3)) / 3
+    assert attention_entropy(weights, mask).item() == pytest.approx(expected)
+
+
+def test_attention_entropy_gradient_is_finite_at_zero_weights() -> None:
+    weights, mask = entropy_inputs([0.0, 0.0, 0.0, 0.0])
+    weights.requires_grad_(True)
+    attention_entropy(weights, mask).backward()
+    assert weights.grad is not None
+    assert torch.isfinite(weights.grad).all()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "align.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_read_pharaoh_round_trip(tmp_path: Path) -> None:
+    path = write(tmp_path, "0-0 1-1\n\n0?1 1-0\n")
+    assert read_pharaoh(path, [2, 1, 2], [2, 1, 2]) == [
+        alignment({(0, 0), (1, 1)}, set()),
+        alignment(set(), set()),
+        alignment({(1, 0)}, {(0, 1)}),
+    ]
+
+
+def test_read_pharaoh_link_out_of_range(tmp_path: Path) -> None:
+    path = write(tmp_path, "0-0\n0-0 1-5\n")
+    with pytest.raises(AlignmentFileError) as error:
+        read_pharaoh(path, [2, 2], [3, 3])
+    assert str(error.value) == (
+        f"{path}, line 2: link 1-5 is outside the sentence pair (2 source words, 3 target words)"
+    )
+
+
+def test_read_pharaoh_malformed_token(tmp_path: Path) -> None:
+    path = write(tmp_path, "0-0\n0-0\n0-x\n")
+    with pytest.raises(AlignmentFileError, match="line 3: malformed link '0-x'"):
+        read_pharaoh(path, [1, 1, 1], [1, 1, 1])
+
+
+def test_read_pharaoh_wrong_line_count(tmp_path: Path) -> None:
+    path = write(tmp_path, "0-0\n0-0\n")
+    with pytest.raises(AlignmentFileError) as error:
+        read_pharaoh(path, [1, 1, 1], [1, 1, 1])
+    assert str(error.value) == f"{path} has 2 lines, the corpus split has 3 sentence pairs"
