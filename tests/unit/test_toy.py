@@ -4,7 +4,9 @@ import itertools
 
 import pytest
 
+from seq2attn.alignment import project_to_pieces, word_of_pieces
 from seq2attn.data import toy, toy_lexicon
+from seq2attn.data.tokenizer import Tokenizer, train_sentencepiece
 from seq2attn.data.toy import ToyCorpus, translate
 from seq2attn.data.toy_lexicon import source_vocabulary
 
@@ -127,3 +129,63 @@ def test_pairs_stream_the_splits(splits):
     )
     with pytest.raises(KeyError, match="unknown split 'dev'"):
         corpus.fingerprint("dev")
+
+
+def links(pairs: str) -> set[tuple[int, int]]:
+    """'0-0 2-0' -> {(0, 0), (2, 0)}: source-target word links."""
+    return {tuple(map(int, link.split("-"))) for link in pairs.split()}  # type: ignore[misc]
+
+
+def test_gold_alignment_of_reordering_fusion_and_a_multi_word_preposition():
+    """the(0) big(1) dogs(2) see(3) a(4) small(5) cat(6) in(7) front(8) of(9) my(10) house(11)
+    quickly(12) -> kalulin(0) morali(1) domo(2) mia(3) vor(4) en(5) miso(6) tiki(7) rapi(8)
+    vidant(9): "the dogs" fuse, "in front of" is one postposition, the verb moves last; the
+    plural "li" of "morali" and the verb's ending agree with "dogs" (possible links)."""
+    words = "the big dogs see a small cat in front of my house quickly".split()
+    target, alignment = toy.translate_aligned(words)
+    assert " ".join(target) == "kalulin morali domo mia vor en miso tiki rapi vidant"
+    sure = links("0-0 2-0 1-1 11-2 10-3 7-4 8-4 9-4 4-5 6-6 5-7 12-8 3-9")
+    assert alignment.sure == sure
+    assert alignment.possible == sure | links("2-1 2-9")
+
+
+def test_gold_alignment_of_one_to_many_words_and_agreement_suffixes():
+    """we(0) teach(1) these(2) old(3) dogs(4) often(5) and(6) she(7) sleeps(8) -> nos(0)
+    kaluli(1) vekali(2) zoli(3) multa(4) foje(5) sabi(6) donames(7) e(8) la(9) dormit(10)."""
+    target, alignment = toy.translate_aligned(
+        "we teach these old dogs often and she sleeps".split()
+    )
+    assert " ".join(target) == "nos kaluli vekali zoli multa foje sabi donames e la dormit"
+    sure = links("0-0 4-1 3-2 2-3 5-4 5-5 1-6 1-7 6-8 7-9 8-10")
+    assert alignment.sure == sure
+    assert alignment.possible == sure | links("4-2 4-3 0-7 7-10")
+
+
+def test_every_target_word_of_the_corpus_has_a_sure_link(splits):
+    for source in splits["val"].src:
+        target, alignment = toy.translate_aligned(source.split())
+        assert {j for _, j in alignment.sure} == set(range(len(target)))
+        assert all(i < len(source.split()) for i, _ in alignment.possible)
+
+
+def test_gold_alignment_projected_to_pieces_keeps_each_words_links(splits):
+    """Each piece inherits its word's links: a word cut into pieces links all of them."""
+    train = splits["train"]
+    tokenizer = Tokenizer.from_proto(
+        train_sentencepiece(train.src + train.tgt, 120, "unigram", 1.0)
+    )
+    split_words = 0
+    for source, target in zip(splits["val"].src[:50], splits["val"].tgt[:50], strict=True):
+        words, alignment = toy.translate_aligned(source.split())
+        src_pieces = tokenizer.pieces(tokenizer.encode([source])[0])
+        tgt_pieces = tokenizer.pieces(tokenizer.encode([target])[0])
+        src_words, tgt_words = word_of_pieces(src_pieces), word_of_pieces(tgt_pieces)
+        assert max(tgt_words) == len(words) - 1 and max(src_words) == len(source.split()) - 1
+        pieces = project_to_pieces(alignment, src_words, tgt_words)
+        for p, q in pieces.possible:
+            kind = "sure" if (p, q) in pieces.sure else "possible"
+            assert (src_words[p], tgt_words[q]) in getattr(alignment, kind)
+        expected = sum(src_words.count(i) * tgt_words.count(j) for i, j in alignment.sure)
+        assert len(pieces.sure) == expected
+        split_words += len(tgt_pieces) - len(words)
+    assert split_words > 0  # some target words were cut into several pieces

@@ -20,6 +20,12 @@ Translation rules (deterministic: one translation per source sentence):
 5. One-to-many: some verbs and adverbs become two words ("teaches" -> "sabi donat").
 6. Conjunctions translate word for word and the clause order is kept.
 
+``translate_aligned`` also gives the gold word alignment the rules imply: a target word is surely
+linked to the source words it translates (both "the" and the noun for a fused noun, all words of
+"in front of", one verb for both words of "sabi donat") and possibly linked to the words whose
+number or person its suffix agrees with (the noun for "li" on an adjective or "zo"/"mia", the
+subject for the verb's ending).
+
 Example::
 
     the big dogs see a small cat in front of my house quickly
@@ -32,7 +38,9 @@ import hashlib
 import json
 import random
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+from seq2attn.alignment import Alignment
 from seq2attn.data.corpus import SPLITS, SplitCorpus
 from seq2attn.data.toy_lexicon import (
     ADJECTIVES,
@@ -128,34 +136,82 @@ class _Reader:
         return None
 
 
-def _translate_noun_phrase(reader: _Reader) -> tuple[list[str], str]:
+@dataclass(frozen=True)
+class _Word:
+    """A target word with the source positions it translates (sure) and those a rule makes it
+    agree with (possible: the noun for an agreement suffix, the subject for a verb's ending)."""
+
+    text: str
+    sure: tuple[int, ...]
+    possible: tuple[int, ...] = ()
+
+
+def _translate_noun_phrase(reader: _Reader) -> tuple[list[_Word], str, int]:
+    """The phrase's target words, its number and the source position of its noun."""
+    det_at = reader.pos
     det = {"an": "a"}.get(word := reader.take(set(DETERMINERS) | {"an"}), word)
+    adjective_at = reader.pos
     adjective = reader.take(ADJECTIVES) if reader.peek() in ADJECTIVES else None
+    noun_at = reader.pos
     stem, number = NOUN_FORMS[reader.take(NOUN_FORMS)]
     plural = PLURAL if number == "pl" else ""
+    agrees = (noun_at,) if plural else ()
     _, det_word, place = DETERMINERS[det]
-    words = [stem + plural + (DEFINITE if place == "fused" else "")]
-    if adjective:
-        words.append(ADJECTIVES[adjective] + plural)
-    if place == "before":
-        words.insert(0, det_word)
-    elif place == "after":
-        words.append(det_word + plural)
-    return words, number
-
-
-def _translate_clause(reader: _Reader) -> list[str]:
-    if reader.peek() in PRONOUNS:
-        target, person, number = PRONOUNS[reader.take(PRONOUNS)]
-        subject = [target]
+    if place == "fused":  # "the" + noun -> one word
+        words = [_Word(stem + plural + DEFINITE, (det_at, noun_at))]
     else:
-        (subject, number), person = _translate_noun_phrase(reader), 3
+        words = [_Word(stem + plural, (noun_at,))]
+    if adjective:
+        words.append(_Word(ADJECTIVES[adjective] + plural, (adjective_at,), agrees))
+    if place == "before":
+        words.insert(0, _Word(det_word, (det_at,)))
+    elif place == "after":
+        words.append(_Word(det_word + plural, (det_at,), agrees))
+    return words, number, noun_at
+
+
+def _translate_clause(reader: _Reader) -> list[_Word]:
+    if reader.peek() in PRONOUNS:
+        subject_at = reader.pos
+        target, person, number = PRONOUNS[reader.take(PRONOUNS)]
+        subject = [_Word(target, (subject_at,))]
+    else:
+        (subject, number, subject_at), person = _translate_noun_phrase(reader), 3
+    verb_at = reader.pos
     verb, transitive = VERB_FORMS[reader.take(VERB_FORMS)]
     obj = _translate_noun_phrase(reader)[0] if transitive else []
+    preposition_at = reader.pos
     preposition = reader.match(PREPOSITIONS)
-    pp = [*_translate_noun_phrase(reader)[0], PREPOSITIONS[preposition]] if preposition else []
-    adverb = list(ADVERBS[reader.take(ADVERBS)]) if reader.peek() in ADVERBS else []
-    return [*subject, *pp, *obj, *adverb, *verb[:-1], verb[-1] + AGREEMENT[(person, number)]]
+    pp = []
+    if preposition:  # a multi-word preposition -> one postposition after its noun phrase
+        positions = tuple(range(preposition_at, preposition_at + len(preposition)))
+        pp = [*_translate_noun_phrase(reader)[0], _Word(PREPOSITIONS[preposition], positions)]
+    adverb: list[_Word] = []
+    if reader.peek() in ADVERBS:
+        adverb_at = reader.pos
+        adverb = [_Word(word, (adverb_at,)) for word in ADVERBS[reader.take(ADVERBS)]]
+    verb_words = [_Word(word, (verb_at,)) for word in verb[:-1]]
+    ending = _Word(verb[-1] + AGREEMENT[(person, number)], (verb_at,), (subject_at,))
+    return [*subject, *pp, *obj, *adverb, *verb_words, ending]
+
+
+def translate_aligned(words: Sequence[str]) -> tuple[list[str], Alignment]:
+    """Translate a source sentence (list of words) by the rules in the module docstring, with
+    its gold word alignment: (source, target) links, sure where a target word translates the
+    source words, possible where it only agrees with them (agreement suffixes).
+
+    Raises:
+        ValueError: a word or word order the grammar cannot produce.
+    """
+    reader = _Reader(words)
+    target = _translate_clause(reader)
+    while not reader.done:
+        conjunction_at = reader.pos
+        conjunction = reader.take(CONJUNCTIONS)
+        target += [_Word(CONJUNCTIONS[conjunction], (conjunction_at,)), *_translate_clause(reader)]
+    sure = frozenset((i, j) for j, word in enumerate(target) for i in word.sure)
+    possible = sure | {(i, j) for j, word in enumerate(target) for i in word.possible}
+    return [word.text for word in target], Alignment(sure, possible)
 
 
 def translate(words: Sequence[str]) -> list[str]:
@@ -164,12 +220,7 @@ def translate(words: Sequence[str]) -> list[str]:
     Raises:
         ValueError: a word or word order the grammar cannot produce.
     """
-    reader = _Reader(words)
-    target = _translate_clause(reader)
-    while not reader.done:
-        conjunction = reader.take(CONJUNCTIONS)
-        target += [CONJUNCTIONS[conjunction], *_translate_clause(reader)]
-    return target
+    return translate_aligned(words)[0]
 
 
 # --- the corpus -----------------------------------------------------------------------------
