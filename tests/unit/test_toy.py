@@ -141,7 +141,21 @@ def test_gold_alignment_of_reordering_fusion_and_a_multi_word_preposition():
     quickly(12) -> kalulin(0) morali(1) domo(2) mia(3) vor(4) en(5) miso(6) tiki(7) rapi(8)
     vidant(9): "the dogs" fuse, "in front of" is one postposition, the verb moves last; the
     plural "li" of "morali" and the verb's ending agree with "dogs" (possible links)."""
-    words = "the big dogs see a small cat in front of my house quickly".split()
+    words = [
+        "the",
+        "big",
+        "dogs",
+        "see",
+        "a",
+        "small",
+        "cat",
+        "in",
+        "front",
+        "of",
+        "my",
+        "house",
+        "quickly",
+    ]
     target, alignment = toy.translate_aligned(words)
     assert " ".join(target) == "kalulin morali domo mia vor en miso tiki rapi vidant"
     sure = links("0-0 2-0 1-1 11-2 10-3 7-4 8-4 9-4 4-5 6-6 5-7 12-8 3-9")
@@ -153,7 +167,7 @@ def test_gold_alignment_of_one_to_many_words_and_agreement_suffixes():
     """we(0) teach(1) these(2) old(3) dogs(4) often(5) and(6) she(7) sleeps(8) -> nos(0)
     kaluli(1) vekali(2) zoli(3) multa(4) foje(5) sabi(6) donames(7) e(8) la(9) dormit(10)."""
     target, alignment = toy.translate_aligned(
-        "we teach these old dogs often and she sleeps".split()
+        ["we", "teach", "these", "old", "dogs", "often", "and", "she", "sleeps"]
     )
     assert " ".join(target) == "nos kaluli vekali zoli multa foje sabi donames e la dormit"
     sure = links("0-0 4-1 3-2 2-3 5-4 5-5 1-6 1-7 6-8 7-9 8-10")
