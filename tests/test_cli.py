@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -372,3 +373,12 @@ def test_eval_and_translate_start_without_the_training_stack() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_training_logs_attention_as_alignment_against_the_toy_gold(trained_run: Path) -> None:
+    """val/aer and val/attention_entropy come from the teacher-forced pass of each validation
+    (test/* of the test phase); AER is a share, entropy at most log of the longest source."""
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert 0.0 <= metrics[f"{split}/aer"] <= 1.0
+        assert 0.0 < metrics[f"{split}/attention_entropy"] < math.log(40)

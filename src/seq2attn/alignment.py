@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -197,3 +197,57 @@ def attention_entropy(weights: Tensor, target_mask: Tensor) -> Tensor:
     log_weights = torch.where(weights > 0, weights, 1.0).log()
     entropy = -(weights * log_weights).sum(dim=-1)
     return entropy.masked_select(target_mask.bool()).mean()
+
+
+@dataclass
+class AttentionAsAlignment:
+    """Teacher-forced attention of a split's batches read as alignment: the corpus AER of its
+    argmax links against gold piece alignments (for sentences that have one) and the mean
+    entropy of its rows at real target positions (the pieces and EOS)."""
+
+    counts: AERCounts = field(default_factory=AERCounts)
+    entropy_sum: float = 0.0
+    rows: int = 0
+
+    def add(
+        self,
+        weights: Tensor,
+        target_mask: Tensor,
+        src_lengths: Tensor,
+        gold: Sequence[Alignment | None],
+    ) -> None:
+        """One batch: weights (B, T, S), target_mask (B, T) True at pieces and EOS, src_lengths
+        (B,), and each sentence's gold piece alignment or None. Row t of a sentence with n
+        pieces is the attention that predicted piece t (t < n); its EOS row has no gold link."""
+        weights = weights.detach().float()
+        real = int(target_mask.sum())
+        if real:
+            self.entropy_sum += float(attention_entropy(weights, target_mask)) * real
+            self.rows += real
+        for b, alignment in enumerate(gold):
+            if alignment is None:
+                continue
+            pieces = int(target_mask[b].sum()) - 1
+            self.counts.add(argmax_links(weights[b, :pieces, : int(src_lengths[b])]), alignment)
+
+    @property
+    def entropy(self) -> float:
+        """Mean entropy in nats of the rows added; NaN before any."""
+        return self.entropy_sum / self.rows if self.rows else math.nan
+
+    def totals(self) -> list[float]:
+        """The sums behind both scores, to add up over processes (``from_totals``)."""
+        c = self.counts
+        return [
+            self.entropy_sum,
+            self.rows,
+            c.predicted,
+            c.sure,
+            c.predicted_and_sure,
+            c.predicted_and_possible,
+        ]
+
+    @classmethod
+    def from_totals(cls, totals: Sequence[float]) -> AttentionAsAlignment:
+        entropy_sum, rows, *counts = totals
+        return cls(AERCounts(*(int(c) for c in counts)), float(entropy_sum), int(rows))

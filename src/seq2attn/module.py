@@ -17,12 +17,13 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from seq2attn.alignment import AttentionAsAlignment
 from seq2attn.config import DecodingSchema, RunConfig
 from seq2attn.config.model import build_model
 from seq2attn.config.run import MODULE_KEYS
 from seq2attn.data.datamodule import TranslationDataModule, attached_datamodule
 from seq2attn.data.dataset import Batch
-from seq2attn.data.tokenizer import BOS_ID, EOS_ID
+from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seq2attn.faults import NonFiniteLoss, largest_over_ranks
 from seq2attn.loss import token_nll, training_nll
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
@@ -64,6 +65,7 @@ class Seq2SeqModule(L.LightningModule):
         self.translations: dict[str, dict[int, str]] = {}
         self._nll = {"val": 0.0, "test": 0.0}
         self._tokens = {"val": 0, "test": 0}
+        self._alignment = {"val": AttentionAsAlignment(), "test": AttentionAsAlignment()}
         self._skip_update = False
         self.skipped_batches = 0
 
@@ -141,13 +143,22 @@ class Seq2SeqModule(L.LightningModule):
 
     def _start_evaluation(self, split: str) -> None:
         self._nll[split], self._tokens[split] = 0.0, 0
+        self._alignment[split] = AttentionAsAlignment()
         self.translations[split] = {}
 
     def _evaluation_step(self, batch: Batch, split: str) -> None:
-        logits = self.model(batch.src, batch.src_lengths, batch.tgt_in).logits
-        assert logits is not None
-        self._nll[split] += token_nll(logits, batch.tgt_out).item()
+        forced = self.model(batch.src, batch.src_lengths, batch.tgt_in)
+        assert forced.logits is not None
+        self._nll[split] += token_nll(forced.logits, batch.tgt_out).item()
         self._tokens[split] += batch.num_target_tokens
+        if forced.attention is not None:
+            gold = attached_datamodule(self.trainer).gold_alignments(split)
+            self._alignment[split].add(
+                forced.attention,
+                batch.tgt_out != PAD_ID,
+                batch.src_lengths,
+                [None] * len(batch.indices) if gold is None else [gold[i] for i in batch.indices],
+            )
         best = [
             nbest[0]
             for nbest in decode(
@@ -159,10 +170,14 @@ class Seq2SeqModule(L.LightningModule):
 
     def _end_evaluation(self, split: str) -> None:
         nll, tokens = self._nll[split], self._tokens[split]
+        alignment = self._alignment[split]
         if dist.is_available() and dist.is_initialized():
-            totals = torch.tensor([nll, float(tokens)], dtype=torch.float64, device=self.device)
+            totals = torch.tensor(
+                [nll, float(tokens), *alignment.totals()], dtype=torch.float64, device=self.device
+            )
             dist.all_reduce(totals)
             nll, tokens = totals[0].item(), int(totals[1].item())
+            alignment = AttentionAsAlignment.from_totals(totals[2:].tolist())
         merged = gather_hypotheses(self.translations[split])
         self.translations[split] = merged
         references = attached_datamodule(self.trainer).references(split)
@@ -176,6 +191,10 @@ class Seq2SeqModule(L.LightningModule):
             metrics.update(scores)
         else:
             metrics["bleu"] = bleu_score(hyps, refs)
+        if alignment.rows:  # a model with attention
+            metrics["attention_entropy"] = alignment.entropy
+        if alignment.counts.predicted:  # and a corpus with gold alignments
+            metrics["aer"] = alignment.counts.aer
         for name, value in metrics.items():
             self.log(f"{split}/{name}", value, prog_bar=name == "bleu", sync_dist=False)
 

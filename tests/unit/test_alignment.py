@@ -10,6 +10,7 @@ from seq2attn.alignment import (
     AERCounts,
     Alignment,
     AlignmentFileError,
+    AttentionAsAlignment,
     aer,
     argmax_links,
     attention_entropy,
@@ -178,3 +179,26 @@ def test_read_pharaoh_wrong_line_count(tmp_path: Path) -> None:
     with pytest.raises(AlignmentFileError) as error:
         read_pharaoh(path, [1, 1, 1], [1, 1, 1])
     assert str(error.value) == f"{path} has 2 lines, the corpus split has 3 sentence pairs"
+
+
+def test_uniform_attention_has_maximal_entropy_and_the_aer_of_its_ties() -> None:
+    """Rows uniform over each sentence's real source pieces: entropy log S_b per row, and every
+    argmax tie goes to source 0, so the predicted links are {(0, t)}."""
+    src_lengths = torch.tensor([3, 2])
+    target_mask = torch.tensor([[True, True, True], [True, True, False]])  # 2 and 1 pieces + EOS
+    weights = torch.zeros(2, 3, 3)
+    weights[0, :, :3] = 1 / 3
+    weights[1, :, :2] = 1 / 2
+    weights[1, 2] = torch.tensor([0.9, 0.1, 0.0])  # a padding row: never counted
+    gold = [
+        Alignment(frozenset({(0, 0), (2, 1)}), frozenset({(0, 0), (2, 1), (0, 1)})),
+        None,  # no gold alignment for the second sentence
+    ]
+    scores = AttentionAsAlignment()
+    scores.add(weights, target_mask, src_lengths, gold)
+    assert scores.rows == 5
+    assert scores.entropy == pytest.approx((3 * math.log(3) + 2 * math.log(2)) / 5)
+    # A = {(0, 0), (0, 1)}: |A∩S| = 1, |A∩P| = 2, |A| = 2, |S| = 2 -> 1 - 3/4
+    assert scores.counts.aer == pytest.approx(0.25)
+    again = AttentionAsAlignment.from_totals(scores.totals())
+    assert again == scores

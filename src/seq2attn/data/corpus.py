@@ -5,7 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from seq2attn.alignment import Alignment
 
 SPLITS = ("train", "val", "test")
 
@@ -60,6 +63,10 @@ class Corpus(Protocol):
         """``split`` and where it comes from, for log lines and errors."""
         ...
 
+    def alignments(self, split: str) -> list[Alignment] | None:
+        """Gold word alignments of ``split``'s pairs in order, or None where it has none."""
+        ...
+
 
 class SplitCorpus(ABC):
     """A corpus that streams each split; ``splits`` reads them all into memory."""
@@ -69,6 +76,10 @@ class SplitCorpus(ABC):
 
     def splits(self) -> dict[str, ParallelCorpus]:
         return {name: ParallelCorpus.from_pairs(self.pairs(name)) for name in SPLITS}
+
+    def alignments(self, split: str) -> list[Alignment] | None:
+        """Gold word alignments of ``split``'s pairs in order, or None where it has none."""
+        return None
 
 
 def check_split(split: str) -> None:

@@ -272,6 +272,10 @@ class ToyCorpus(SplitCorpus):
         for source in sources[start:end]:
             yield source, " ".join(translate(source.split()))
 
+    def alignments(self, split: str) -> list[Alignment]:
+        """The gold word alignment of each pair of ``split`` (``translate_aligned``)."""
+        return [translate_aligned(source.split())[1] for source, _ in self.pairs(split)]
+
     def describe(self, split: str) -> str:
         return f"the toy {split} split"
 
