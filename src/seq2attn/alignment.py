@@ -199,10 +199,26 @@ def attention_entropy(weights: Tensor, target_mask: Tensor) -> Tensor:
     return entropy.masked_select(target_mask.bool()).mean()
 
 
+@dataclass(frozen=True)
+class PieceAlignment:
+    """A sentence pair's gold word alignment with the word of each source and target piece
+    (``word_of_pieces``), so that links between pieces can be read as links between words."""
+
+    words: Alignment
+    source_words: Sequence[int]
+    target_words: Sequence[int]
+
+    def word_links(self, piece_links: Set[Link]) -> frozenset[Link]:
+        """Piece links (p, q) as word links (source_words[p], target_words[q]): two words are
+        linked when any of their pieces are."""
+        return frozenset((self.source_words[p], self.target_words[q]) for p, q in piece_links)
+
+
 @dataclass
 class AttentionAsAlignment:
     """Teacher-forced attention of a split's batches read as alignment: the corpus AER of its
-    argmax links against gold piece alignments (for sentences that have one) and the mean
+    argmax links, read as word links, against the gold word alignments (for sentences that
+    have one; scored over words, so it can reach 0 whatever the tokenisation) and the mean
     entropy of its rows at real target positions (the pieces and EOS)."""
 
     counts: AERCounts = field(default_factory=AERCounts)
@@ -214,11 +230,11 @@ class AttentionAsAlignment:
         weights: Tensor,
         target_mask: Tensor,
         src_lengths: Tensor,
-        gold: Sequence[Alignment | None],
+        gold: Sequence[PieceAlignment | None],
     ) -> None:
         """One batch: weights (B, T, S), target_mask (B, T) True at pieces and EOS, src_lengths
-        (B,), and each sentence's gold piece alignment or None. Row t of a sentence with n
-        pieces is the attention that predicted piece t (t < n); its EOS row has no gold link."""
+        (B,), and each sentence's gold alignment or None. Row t of a sentence with n pieces is
+        the attention that predicted piece t (t < n); its EOS row has no gold link."""
         weights = weights.detach().float()
         real = int(target_mask.sum())
         if real:
@@ -228,7 +244,8 @@ class AttentionAsAlignment:
             if alignment is None:
                 continue
             pieces = int(target_mask[b].sum()) - 1
-            self.counts.add(argmax_links(weights[b, :pieces, : int(src_lengths[b])]), alignment)
+            links = argmax_links(weights[b, :pieces, : int(src_lengths[b])])
+            self.counts.add(alignment.word_links(links), alignment.words)
 
     @property
     def entropy(self) -> float:

@@ -11,6 +11,7 @@ from seq2attn.alignment import (
     Alignment,
     AlignmentFileError,
     AttentionAsAlignment,
+    PieceAlignment,
     aer,
     argmax_links,
     attention_entropy,
@@ -190,8 +191,9 @@ def test_uniform_attention_has_maximal_entropy_and_the_aer_of_its_ties() -> None
     weights[0, :, :3] = 1 / 3
     weights[1, :, :2] = 1 / 2
     weights[1, 2] = torch.tensor([0.9, 0.1, 0.0])  # a padding row: never counted
+    words = Alignment(frozenset({(0, 0), (2, 1)}), frozenset({(0, 0), (2, 1), (0, 1)}))
     gold = [
-        Alignment(frozenset({(0, 0), (2, 1)}), frozenset({(0, 0), (2, 1), (0, 1)})),
+        PieceAlignment(words, [0, 1, 2], [0, 1]),  # a piece per word
         None,  # no gold alignment for the second sentence
     ]
     scores = AttentionAsAlignment()
@@ -202,3 +204,14 @@ def test_uniform_attention_has_maximal_entropy_and_the_aer_of_its_ties() -> None
     assert scores.counts.aer == pytest.approx(0.25)
     again = AttentionAsAlignment.from_totals(scores.totals())
     assert again == scores
+
+
+def test_aer_reads_piece_links_as_word_links_so_perfect_attention_scores_zero() -> None:
+    """Source words [0 0 1] and target words [0 0 1] by piece; both pieces of target word 0
+    attend to a piece of source word 0, the piece of target word 1 to source word 1."""
+    gold = PieceAlignment(alignment({(0, 0), (1, 1)}, set()), [0, 0, 1], [0, 0, 1])
+    weights = torch.tensor([[[0.1, 0.8, 0.1], [0.7, 0.2, 0.1], [0.0, 0.1, 0.9], [1.0, 0, 0]]])
+    scores = AttentionAsAlignment()
+    scores.add(weights, torch.ones(1, 4, dtype=torch.bool), torch.tensor([3]), [gold])
+    assert scores.counts.aer == 0.0
+    assert gold.word_links({(1, 0), (0, 1), (2, 2)}) == {(0, 0), (1, 1)}

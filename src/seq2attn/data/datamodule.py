@@ -17,7 +17,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from seq2attn.alignment import Alignment, project_to_pieces, word_of_pieces
+from seq2attn.alignment import Alignment, PieceAlignment, word_of_pieces
 from seq2attn.data.batching import TokenBudgetBatchSampler
 from seq2attn.data.cache import EncodedSplit, cache_key, encode_split, model_key
 from seq2attn.data.cache_entries import cached_split, cached_tokenizer
@@ -76,7 +76,7 @@ class TranslationDataModule(L.LightningDataModule):
         self.cache_dir, self.seed, self.num_workers = Path(cache_dir), seed, num_workers
         self._texts: dict[str, ParallelCorpus] = {}
         self._datasets: dict[str, PairDataset] = {}
-        self._gold: dict[str, list[Alignment | None] | None] = {}
+        self._gold: dict[str, list[PieceAlignment | None] | None] = {}
         self._tokenizers: tuple[Tokenizer, Tokenizer] | None = None
 
     @property
@@ -223,27 +223,46 @@ class TranslationDataModule(L.LightningDataModule):
         """Target sentences; val and test verbatim (for BLEU), train preprocessed."""
         return self._corpus(split).tgt
 
-    def gold_alignments(self, split: str) -> list[Alignment | None] | None:
-        """The corpus's gold alignments of val or test projected onto the pieces the model
-        reads (each piece inherits its word's links), by example index; None for a corpus
-        without them, and for a sentence whose pieces do not split into its words."""
+    def gold_alignments(self, split: str) -> list[PieceAlignment | None] | None:
+        """The corpus's gold word alignments of val or test by example index, each with the
+        word of every piece the model reads; None for a corpus without them, and for a sentence
+        whose pieces do not split into its words (logged with the count kept).
+
+        Raises:
+            CorpusError: the corpus gives another number of alignments than pairs.
+        """
         if split not in self._gold:
             words = self.corpus.alignments(split) if split != "train" else None
-            self._gold[split] = None if words is None else self._project(split, words)
+            self._gold[split] = None if words is None else self._with_pieces(split, words)
         return self._gold[split]
 
-    def _project(self, split: str, words: list[Alignment]) -> list[Alignment | None]:
-        dataset, texts = self._datasets[split], self._corpus(split)
+    def _with_pieces(self, split: str, words: list[Alignment]) -> list[PieceAlignment | None]:
+        dataset = self._datasets[split]
+        pairs = list(self.corpus.pairs(split))  # the text the alignments index
+        if len(words) != len(pairs) or len(pairs) != len(dataset.src):
+            raise CorpusError(
+                f"{self.corpus.describe(split)}: {len(words)} gold alignments for "
+                f"{len(pairs)} sentence pairs"
+            )
         src_tok, tgt_tok = self._built_tokenizers()
-        projected: list[Alignment | None] = []
-        for i, alignment in enumerate(words):
+        gold: list[PieceAlignment | None] = []
+        for i, (alignment, (source, target)) in enumerate(zip(words, pairs, strict=True)):
             src_words = word_of_pieces(src_tok.pieces(dataset.src[i].tolist()))
             tgt_words = word_of_pieces(tgt_tok.pieces(dataset.tgt[i].tolist()))
-            fits = src_words[-1:] == [len(texts.src[i].split()) - 1] and tgt_words[-1:] == [
-                len(texts.tgt[i].split()) - 1
+            fits = src_words[-1:] == [len(source.split()) - 1] and tgt_words[-1:] == [
+                len(target.split()) - 1
             ]
-            projected.append(project_to_pieces(alignment, src_words, tgt_words) if fits else None)
-        return projected
+            gold.append(PieceAlignment(alignment, src_words, tgt_words) if fits else None)
+        kept = sum(entry is not None for entry in gold)
+        if kept < len(gold):
+            log.warning(
+                "%s: %d of %d gold alignments kept for AER; the pieces of the others do not "
+                "split into their words",
+                self.corpus.describe(split),
+                kept,
+                len(gold),
+            )
+        return gold
 
     # --- loaders -----------------------------------------------------------------------------
 
