@@ -71,6 +71,17 @@ def test_scaled_general_divides_by_the_root_of_the_query_size() -> None:
     assert score(scorer, one(1.0, 3.0, 1.0, 7.0), one(2.0, -5.0)).item() == -10.5
 
 
+def test_scale_init_starts_with_the_scaled_scores_and_leaves_the_score_unscaled() -> None:
+    query, keys = torch.randn(2, 3, 16), torch.randn(2, 5, 8)
+    torch.manual_seed(0)
+    scaled = GeneralScorer(16, 8, scale=True)
+    torch.manual_seed(0)
+    control = GeneralScorer(16, 8, scale_init=True)
+    assert not control.scale
+    assert torch.allclose(control.W.weight, scaled.W.weight / 4.0)
+    assert torch.allclose(score(control, query, keys), score(scaled, query, keys), atol=1e-6)
+
+
 def test_general_allows_different_sizes() -> None:
     scorer = GeneralScorer(1, 2)
     set_(scorer.W.weight, [[1.0, -1.0]])

@@ -133,12 +133,19 @@ class GeneralScorer(Scorer):
     ``prepare`` computes W h_s once per batch. With ``scale=True`` the score is divided by
     sqrt(Hq), as in ScaledDotScorer: Adam moves every entry of W by about the learning rate per
     step, so the unscaled bilinear scores grow fast enough to saturate the softmax early.
+    ``scale_init=True`` is the control for that explanation: W starts divided by sqrt(Hq), so
+    the scores at step 0 equal the scaled score's, but Adam's steps on W stay full-size.
     """
 
-    def __init__(self, query_size: int, key_size: int, scale: bool = False) -> None:
+    def __init__(
+        self, query_size: int, key_size: int, scale: bool = False, scale_init: bool = False
+    ) -> None:
         super().__init__(query_size, key_size)
         self.W = nn.Linear(key_size, query_size, bias=False)
         self.scale = scale
+        if scale_init:
+            with torch.no_grad():
+                self.W.weight.div_(math.sqrt(query_size))
 
     def prepare(self, keys: Tensor) -> Tensor:
         prepared = self.W(keys)  # (B, S, Hq)
