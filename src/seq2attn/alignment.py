@@ -6,6 +6,7 @@ Links are ``(source_index, target_index)`` pairs, 0-based.
 
 from __future__ import annotations
 
+import gzip
 import math
 import re
 from collections.abc import Sequence, Set
@@ -59,14 +60,24 @@ def parse_pharaoh(line: str) -> Alignment:
 def read_pharaoh(
     path: str | Path, source_lengths: Sequence[int], target_lengths: Sequence[int]
 ) -> list[Alignment]:
-    """Read a UTF-8 Pharaoh file, one line per sentence pair, checking every link lies within
-    its pair (``source_lengths[n]`` source words, ``target_lengths[n]`` target words)."""
+    """Read a UTF-8 Pharaoh file (optionally ``.gz``), one line per sentence pair, checking
+    every link lies within its pair (``source_lengths[n]`` source words, ``target_lengths[n]``
+    target words)."""
     if len(source_lengths) != len(target_lengths):
         raise ValueError(
             f"{len(source_lengths)} source lengths but {len(target_lengths)} target lengths"
         )
-    with open(path, encoding="utf-8") as file:
-        lines = [line.rstrip("\n") for line in file]
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as file:
+        raw = file.read().split(b"\n")
+    if raw[-1] == b"":
+        raw.pop()
+    lines: list[str] = []
+    for number, raw_line in enumerate(raw, start=1):
+        try:
+            lines.append(raw_line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as error:
+            raise AlignmentFileError(f"{path}, line {number}: bytes that are not UTF-8") from error
     if len(lines) != len(source_lengths):
         raise AlignmentFileError(
             f"{path} has {len(lines)} lines, "

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import gzip
 import math
 from pathlib import Path
 
@@ -180,6 +181,19 @@ def test_read_pharaoh_wrong_line_count(tmp_path: Path) -> None:
     with pytest.raises(AlignmentFileError) as error:
         read_pharaoh(path, [1, 1, 1], [1, 1, 1])
     assert str(error.value) == f"{path} has 2 lines, the corpus split has 3 sentence pairs"
+
+
+def test_read_pharaoh_gzip_crlf_and_bytes_that_are_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "gold.align.gz"
+    path.write_bytes(gzip.compress(b"0-0\r\n0?0\r\n"))
+    assert read_pharaoh(path, [1, 1], [1, 1]) == [
+        alignment({(0, 0)}, set()),
+        alignment(set(), {(0, 0)}),
+    ]
+    bad = tmp_path / "bad.align"
+    bad.write_bytes(b"0-0\n0-\xff0\n")
+    with pytest.raises(AlignmentFileError, match=r"bad\.align, line 2: bytes that are not UTF-8"):
+        read_pharaoh(bad, [1, 1], [1, 1])
 
 
 def test_uniform_attention_has_maximal_entropy_and_the_aer_of_its_ties() -> None:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from seq2attn.alignment import Alignment
 from seq2attn.config import ConfigError, validate
 from seq2attn.data import datamodule
 from seq2attn.data.corpus import CorpusError
@@ -197,7 +198,8 @@ def test_split_access_errors(tmp_path, dm):
 
 # --- file corpora: cache keys, interruptions, bad input -------------------------------------------
 
-TOY = ToyCorpus(num_train=300, num_val=20, num_test=20, seed=3).splits()
+TOY_CORPUS = ToyCorpus(num_train=300, num_val=20, num_test=20, seed=3)
+TOY = TOY_CORPUS.splits()
 
 
 def write_pairs(folder: Path, lines: dict[str, tuple[list[str], list[str]]] | None = None) -> dict:
@@ -405,11 +407,65 @@ def test_corpus_errors_are_not_wrapped(compose_train: Compose):
         build_datamodule(cfg.data)
 
 
-def test_text_pairs_option_runs_a_fast_dev_run(compose_train: Compose, tmp_path):
-    files = write_pairs(tmp_path / "data")
+def pharaoh(alignment: Alignment) -> str:
+    """One Pharaoh line: ``i-j`` for sure links, ``i?j`` for possible ones."""
+    links = [f"{i}-{j}" for i, j in sorted(alignment.sure)]
+    links += [f"{i}?{j}" for i, j in sorted(alignment.possible - alignment.sure)]
+    return " ".join(links)
+
+
+def write_alignments(folder: Path) -> dict:
+    """``{split}.align`` Pharaoh files of the toy val and test gold alignments."""
+    args = {}
+    for split in ("val", "test"):
+        path = folder / f"{split}.align"
+        path.write_text("".join(pharaoh(a) + "\n" for a in TOY_CORPUS.alignments(split)))
+        args[f"{split}_align"] = str(path)
+    return args
+
+
+def test_text_pairs_reads_the_gold_alignments_of_val_and_test(tmp_path):
+    files = write_pairs(tmp_path)
+    corpus = TextPairsCorpus(**files, **write_alignments(tmp_path))
+    for split in ("val", "test"):
+        expected = TOY_CORPUS.alignments(split)
+        assert corpus.alignments(split) == expected
+        assert any(a.possible != a.sure for a in expected)  # possible links round trip too
+    assert corpus.alignments("train") is None
+    assert TextPairsCorpus(**files).alignments("val") is None
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda lines: lines[:-1], r"val\.align has 19 lines, the corpus split has 20 sentence"),
+        (lambda lines: [*lines[:2], "0-99", *lines[3:]], r"val\.align, line 3: link 0-99 is out"),
+        (lambda lines: [*lines[:1], "0:1", *lines[2:]], r"val\.align, line 2: malformed link"),
+    ],
+)
+def test_a_bad_alignment_file_is_a_corpus_error_naming_file_and_line(tmp_path, edit, message):
+    files = write_pairs(tmp_path)
+    aligned = write_alignments(tmp_path)
+    path = Path(aligned["val_align"])
+    path.write_text("".join(line + "\n" for line in edit(path.read_text().splitlines())))
+    with pytest.raises(CorpusError, match="^data.val_align: .*" + message):
+        TextPairsCorpus(**files, **aligned).alignments("val")
+
+
+def test_a_bad_alignment_file_stops_the_setup_before_any_work(tmp_path):
+    aligned = write_alignments(tmp_path)
+    Path(aligned["test_align"]).write_text("0-0\n")
+    corpus = TextPairsCorpus(**write_pairs(tmp_path), **aligned)
+    with pytest.raises(CorpusError, match=r"^data.test_align: .*test\.align has 1 lines"):
+        make(tmp_path / "cache", corpus=corpus)
+
+
+def test_text_pairs_option_runs_a_fast_dev_run_with_aer(compose_train: Compose, tmp_path):
+    files = write_pairs(tmp_path / "data") | write_alignments(tmp_path / "data")
     paths = [f"data.{key}={value}" for key, value in files.items()]
     metrics = train(compose_train("data=text_pairs", *paths, *SMALL, "debug=fdr", tiny=False))
     assert math.isfinite(metrics["train/loss"]) and 0 <= metrics["test/bleu"] <= 100
+    assert 0 <= metrics["val/aer"] <= 1 and 0 <= metrics["test/aer"] <= 1
 
 
 def test_tsv_option_runs_a_fast_dev_run(compose_train: Compose, tmp_path):

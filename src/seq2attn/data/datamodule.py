@@ -125,6 +125,8 @@ class TranslationDataModule(L.LightningDataModule):
             self._datasets[split] = PairDataset(src, tgt, self._keep(split, src, tgt))
         if "train" not in texts:
             log.info("train split fully cached: no tokenizer training and no re-tokenising")
+        for split in ("val", "test"):  # a bad gold alignment file also shows before work
+            self.gold_alignments(split)
 
     def _read(self, split: str) -> tuple[ParallelCorpus, ParallelCorpus]:
         """``(tokenizer input, texts)`` of ``split`` after preprocessing."""

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
+from seq2attn.alignment import Alignment, AlignmentFileError, read_pharaoh
 from seq2attn.data.corpus import SPLITS, CorpusError, SplitCorpus, check_split
 from seq2attn.data.download import (
     MULTI30K_LANGUAGES,
@@ -55,10 +56,14 @@ class TextPairsData(FileData):
     val_tgt: str = MISSING
     test_src: str = MISSING
     test_tgt: str = MISSING
+    # gold word alignments (Pharaoh ``i-j`` / ``i?j`` over whitespace words), for val/aer
+    val_align: str | None = None
+    test_align: str | None = None
 
 
 class TextPairsCorpus(FileCorpus):
-    """Two line-aligned plain-text files (optionally ``.gz``) per split."""
+    """Two line-aligned plain-text files (optionally ``.gz``) per split, and optionally a gold
+    word alignment file (Pharaoh format, as fast_align writes) for val and test."""
 
     data_schema: ClassVar[type[DataPipeline]] = TextPairsData
 
@@ -71,12 +76,15 @@ class TextPairsCorpus(FileCorpus):
         test_src: str,
         test_tgt: str,
         on_decode_error: DecodeErrors = "strict",
+        val_align: str | None = None,
+        test_align: str | None = None,
     ) -> None:
         self.paths = {
             "train": (train_src, train_tgt),
             "val": (val_src, val_tgt),
             "test": (test_src, test_tgt),
         }
+        self.alignment_paths = {"val": val_align, "test": test_align}
         self.on_decode_error = on_decode_error
 
     def _files(self, split: str) -> list[Path]:
@@ -87,6 +95,28 @@ class TextPairsCorpus(FileCorpus):
     def pairs(self, split: str) -> Iterator[tuple[str, str]]:
         src, tgt = self._files(split)
         return read_aligned(src, tgt, self.on_decode_error)
+
+    def alignments(self, split: str) -> list[Alignment] | None:
+        """The gold word alignments of val or test from ``data.<split>_align``, None without.
+
+        Raises:
+            CorpusError: the file is missing, has another number of lines than the split has
+                pairs, or a line that is malformed or links a word the pair does not have.
+        """
+        check_split(split)
+        given = self.alignment_paths.get(split)
+        if given is None:
+            return None
+        path = resolve(given, f"{split}_align")
+        pairs = list(self.pairs(split))
+        try:
+            return read_pharaoh(
+                path,
+                [len(source.split()) for source, _ in pairs],
+                [len(target.split()) for _, target in pairs],
+            )
+        except AlignmentFileError as error:
+            raise CorpusError(f"data.{split}_align: {error}") from error
 
     def describe(self, split: str) -> str:
         return f"the {split} split ({' + '.join(str(p) for p in self._files(split))})"
