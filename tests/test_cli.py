@@ -58,7 +58,13 @@ def test_eval_bleu_equals_training_test_bleu_under_greedy(
         "eval", [f"ckpt_path={trained_run}", f"paths.output_dir={tmp_path}", "decoding=greedy"]
     )
     trained = json.loads((trained_run / "metrics.json").read_text())
-    assert evaluate(cfg)["bleu"] == pytest.approx(trained["test/bleu"], abs=0.01)
+    scores = evaluate(cfg)
+    assert scores["bleu"] == pytest.approx(trained["test/bleu"], abs=0.01)
+    # the same teacher-forced attention, read against the same gold alignments
+    for name in ("aer", "attention_entropy"):
+        assert scores[name] == pytest.approx(trained[f"test/{name}"], abs=1e-4)
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["aer"] == scores["aer"] and 0 < saved["aer"] < 1
 
 
 def test_translate_keeps_order_and_handles_empty_and_long_lines(
@@ -220,7 +226,9 @@ def test_an_ensemble_of_a_checkpoint_with_itself_scores_as_the_checkpoint(
     )
     trained = json.loads((trained_run / "metrics.json").read_text())
     assert evaluate(cfg)["bleu"] == pytest.approx(trained["test/bleu"], abs=0.01)
-    assert json.loads((tmp_path / "scores.json").read_text())["checkpoint"] == [str(best)] * 2
+    saved = json.loads((tmp_path / "scores.json").read_text())
+    assert saved["checkpoint"] == [str(best)] * 2
+    assert "aer" not in saved  # the members attend separately: no one attention to score
 
 
 def test_an_ensemble_of_two_checkpoints_translates_with_both(

@@ -284,7 +284,7 @@ def test_eval_reads_only_its_split_with_the_checkpoint_policy(
     config = {str(k): v for k, v in given.items() if v is not None}
     with pytest.raises(CorpusError, match=r"test_src, line 3: bytes that are not UTF-8"):
         read_split(config, "test.ckpt", "test")
-    inputs, texts = read_split(config, "test.ckpt", "val")
-    assert inputs.src == texts.src == sentences(4)
+    split = read_split(config, "test.ckpt", "val")
+    assert split.inputs.src == split.texts.src == sentences(4) and split.gold is None
     with pytest.raises(ConfigError, match=r"^data\.max_chars=0: must be a positive number$"):
         read_split({**config, "max_chars": 0}, "test.ckpt", "val")

@@ -225,6 +225,24 @@ class PieceAlignment:
         return frozenset((self.source_words[p], self.target_words[q]) for p, q in piece_links)
 
 
+def piece_alignment(
+    words: Alignment,
+    source_pieces: Sequence[str],
+    target_pieces: Sequence[str],
+    source_text: str,
+    target_text: str,
+) -> PieceAlignment | None:
+    """``words`` (over the whitespace words of the texts) with the word of every piece the
+    model reads; None when the pieces do not split into those words (a cut sentence, or a
+    normalisation that joined or split words), so the sentence is left out of AER."""
+    source_words = word_of_pieces(source_pieces)
+    target_words = word_of_pieces(target_pieces)
+    fits = source_words[-1:] == [len(source_text.split()) - 1] and target_words[-1:] == [
+        len(target_text.split()) - 1
+    ]
+    return PieceAlignment(words, source_words, target_words) if fits else None
+
+
 @dataclass
 class AttentionAsAlignment:
     """Teacher-forced attention of a split's batches read as alignment: the corpus AER of its
@@ -262,6 +280,16 @@ class AttentionAsAlignment:
     def entropy(self) -> float:
         """Mean entropy in nats of the rows added; NaN before any."""
         return self.entropy_sum / self.rows if self.rows else math.nan
+
+    def scores(self) -> dict[str, float]:
+        """``attention_entropy`` once rows were added (a model with attention), and ``aer``
+        once predicted links were scored (a corpus with gold alignments)."""
+        scores = {}
+        if self.rows:
+            scores["attention_entropy"] = self.entropy
+        if self.counts.predicted:
+            scores["aer"] = self.counts.aer
+        return scores
 
     def totals(self) -> list[float]:
         """The sums behind both scores, to add up over processes (``from_totals``)."""

@@ -191,10 +191,7 @@ class Seq2SeqModule(L.LightningModule):
             metrics.update(scores)
         else:
             metrics["bleu"] = bleu_score(hyps, refs)
-        if alignment.rows:  # a model with attention
-            metrics["attention_entropy"] = alignment.entropy
-        if alignment.counts.predicted:  # and a corpus with gold alignments
-            metrics["aer"] = alignment.counts.aer
+        metrics.update(alignment.scores())
         for name, value in metrics.items():
             self.log(f"{split}/{name}", value, prog_bar=name == "bleu", sync_dist=False)
 

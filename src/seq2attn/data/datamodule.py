@@ -17,7 +17,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from seq2attn.alignment import Alignment, PieceAlignment, word_of_pieces
+from seq2attn.alignment import Alignment, PieceAlignment, piece_alignment
 from seq2attn.data.batching import TokenBudgetBatchSampler
 from seq2attn.data.cache import EncodedSplit, cache_key, encode_split, model_key
 from seq2attn.data.cache_entries import cached_split, cached_tokenizer
@@ -249,12 +249,9 @@ class TranslationDataModule(L.LightningDataModule):
         src_tok, tgt_tok = self._built_tokenizers()
         gold: list[PieceAlignment | None] = []
         for i, (alignment, (source, target)) in enumerate(zip(words, pairs, strict=True)):
-            src_words = word_of_pieces(src_tok.pieces(dataset.src[i].tolist()))
-            tgt_words = word_of_pieces(tgt_tok.pieces(dataset.tgt[i].tolist()))
-            fits = src_words[-1:] == [len(source.split()) - 1] and tgt_words[-1:] == [
-                len(target.split()) - 1
-            ]
-            gold.append(PieceAlignment(alignment, src_words, tgt_words) if fits else None)
+            source_pieces = src_tok.pieces(dataset.src[i].tolist())
+            target_pieces = tgt_tok.pieces(dataset.tgt[i].tolist())
+            gold.append(piece_alignment(alignment, source_pieces, target_pieces, source, target))
         kept = sum(entry is not None for entry in gold)
         if kept < len(gold):
             log.warning(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,7 +37,8 @@ class Batch:
         return int((self.tgt_out != PAD_ID).sum())
 
 
-Example = tuple[int, np.ndarray, np.ndarray]
+# (index, source ids, target ids): arrays from the dataset, lists from raw sentences
+Example = tuple[int, np.ndarray | Sequence[int], np.ndarray | Sequence[int]]
 
 
 def collate(examples: list[Example]) -> Batch:

@@ -27,6 +27,12 @@ from seq2attn.plotting import PageEntry
 log = logging.getLogger(__name__)
 
 
+ATTENTION_SCORES = {
+    "attention_entropy": "nats per attention row, teacher-forced pass",
+    "aer": "alignment error rate of argmax attention links against the gold word alignments",
+}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Translate a split with a checkpoint, score it with sacreBLEU and write the outputs."""
     settings = validate_eval(cfg)
@@ -35,7 +41,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     translator = load(checkpoint_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     data = data_config_for(translator.config["data"], given)  # type: ignore[arg-type]
-    inputs, pairs = read_split(data, str(translator.paths[0]), split)
+    evaluation = read_split(data, str(translator.paths[0]), split)
+    inputs, pairs = evaluation.inputs, evaluation.texts
     log.info(
         "translating %d sentences of %s with %s",
         len(pairs),
@@ -51,6 +58,15 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         progress=True,
     )
     scores, signatures = corpus_scores(translations.texts, pairs.tgt)
+    alignment = translator.score_attention(
+        inputs.src,
+        inputs.tgt,
+        evaluation.gold,
+        max_tokens=settings.max_tokens,
+        max_sentences=settings.max_sentences,
+        max_source_length=settings.max_source_length,
+    )
+    attention = {} if alignment is None else alignment.scores()
     output_dir = Path(cfg.paths.output_dir)
     write_lines(output_dir / f"{split}.hyp.txt", translations.texts)
     write_lines(output_dir / f"{split}.ref.txt", pairs.tgt)
@@ -61,6 +77,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         output_dir / "scores.json",
         {
             **scores,
+            **attention,
             "signatures": signatures,
             "checkpoint": paths if len(paths) > 1 else paths[0],
             "split": split,
@@ -72,8 +89,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
     for name, value in scores.items():
         log.info("%s = %.2f  %s", name.upper(), value, signatures[name])
+    for name, value in attention.items():
+        log.info("%s = %.3f  %s", name.upper(), value, ATTENTION_SCORES[name])
     log.info("outputs in %s", output_dir)
-    return scores
+    return {**scores, **attention}
 
 
 def translate(cfg: DictConfig) -> None:

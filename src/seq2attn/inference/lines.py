@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, cast
 
+from seq2attn.alignment import Alignment
 from seq2attn.config.run import TranslateSchema, validate_eval_data
 from seq2attn.data.cache import atomic_temporary
 from seq2attn.data.corpus import CorpusError, ParallelCorpus
@@ -103,18 +104,26 @@ class LinePolicy:
             )
 
 
-def read_split(
-    data: dict[str, Any], source: str, split: str
-) -> tuple[ParallelCorpus, ParallelCorpus]:
-    """``(model inputs, texts)`` of an evaluation split, preprocessed as training's test split:
-    the inputs are the sources normalised and cut to ``data.max_chars``, the texts keep the
-    references verbatim (see :meth:`TextFilter.evaluation_pairs`).
+@dataclass(frozen=True)
+class EvaluationSplit:
+    """A split to evaluate on: the model's inputs (both sides normalised and cut to
+    ``data.max_chars``), the texts to score (normalised sources, verbatim references) and the
+    corpus's gold word alignments of its pairs, or None where it has none."""
+
+    inputs: ParallelCorpus
+    texts: ParallelCorpus
+    gold: list[Alignment] | None
+
+
+def read_split(data: dict[str, Any], source: str, split: str) -> EvaluationSplit:
+    """An evaluation split, preprocessed as training's test split (see
+    :meth:`TextFilter.evaluation_pairs`).
 
     ``data`` is a data config that comes (in part) from the checkpoint file ``source``.
 
     Raises:
         ConfigError: a data key the schemas reject.
-        CorpusError: the split cannot be read (``data.on_decode_error=strict``: file and line).
+        CorpusError: the split or its alignment file cannot be read (file and line named).
     """
     keys = validate_eval_data(data)
     normalization = cast(NormalizationForm, keys.normalization.value)
@@ -122,7 +131,8 @@ def read_split(
     corpus = build_corpus(data, source)
     where = corpus.describe(split)
     log.info("reading %s", where)
-    return text_filter.evaluation_pairs(corpus.pairs(split), where)
+    inputs, texts = text_filter.evaluation_pairs(corpus.pairs(split), where)
+    return EvaluationSplit(inputs, texts, corpus.alignments(split))
 
 
 def read_chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:

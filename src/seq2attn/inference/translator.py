@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from seq2attn.alignment import Alignment, AttentionAsAlignment, PieceAlignment, piece_alignment
 from seq2attn.config import DecodingSchema
 from seq2attn.data.batching import TokenBudgetBatchSampler
+from seq2attn.data.dataset import collate
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2attn.ensemble import Ensemble
 from seq2attn.models.seq2seq import Seq2Seq
@@ -127,6 +129,83 @@ class Translator:
             )
         finally:
             self.model.train(was_training)
+
+    @torch.no_grad()
+    def score_attention(
+        self,
+        sources: Sequence[str],
+        references: Sequence[str],
+        gold: Sequence[Alignment] | None = None,
+        *,
+        max_tokens: int | None = 4000,
+        max_sentences: int | None = None,
+        max_source_length: int = 250,
+    ) -> AttentionAsAlignment | None:
+        """The attention of the teacher-forced pass over (source, reference) pairs (the decoder
+        fed the reference, as at validation) read as alignment: its entropy, and its AER against
+        ``gold`` word alignments where given. None for a model without attention or an ensemble
+        (its members attend separately). Pairs with an empty side are left out; a source cut to
+        ``max_source_length`` counts for the entropy but not for AER."""
+        if isinstance(self.model, Ensemble):
+            return None
+        src_ids = [ids[:max_source_length] for ids in self.src_tokenizer.encode(list(sources))]
+        tgt_ids = self.tgt_tokenizer.encode(list(references))
+        todo = [i for i, (s, t) in enumerate(zip(src_ids, tgt_ids, strict=True)) if s and t]
+        sampler = TokenBudgetBatchSampler(
+            [len(src_ids[i]) for i in todo],
+            [len(tgt_ids[i]) + 1 for i in todo],
+            max_tokens,
+            max_sentences,
+            shuffle=False,
+            seed=0,
+        )
+        device = next(self.model.parameters()).device
+        scores = AttentionAsAlignment()
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for batch in sampler:
+                tensors = collate([(todo[j], src_ids[todo[j]], tgt_ids[todo[j]]) for j in batch])
+                out = self.model(
+                    tensors.src.to(device),
+                    tensors.src_lengths.to(device),
+                    tensors.tgt_in.to(device),
+                    compute_logits=False,
+                )
+                if out.attention is None:
+                    return None
+                scores.add(
+                    out.attention,
+                    tensors.tgt_out.to(device) != PAD_ID,
+                    tensors.src_lengths,
+                    [
+                        self._gold_pieces(todo[j], gold, src_ids, tgt_ids, sources, references)
+                        for j in batch
+                    ],
+                )
+        finally:
+            self.model.train(was_training)
+        return scores
+
+    def _gold_pieces(
+        self,
+        i: int,
+        gold: Sequence[Alignment] | None,
+        src_ids: Sequence[list[int]],
+        tgt_ids: Sequence[list[int]],
+        sources: Sequence[str],
+        references: Sequence[str],
+    ) -> PieceAlignment | None:
+        """Pair i's gold alignment with the word of each piece the model read, if it fits."""
+        if gold is None:
+            return None
+        return piece_alignment(
+            gold[i],
+            self.src_tokenizer.pieces(src_ids[i]),
+            self.tgt_tokenizer.pieces(tgt_ids[i]),
+            sources[i],
+            references[i],
+        )
 
     def _translate(
         self,
