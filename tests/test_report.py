@@ -235,6 +235,25 @@ def test_markdown_has_runs_variants_and_the_unfinished_note(sweep: Path) -> None
     assert str(sweep / "4_unfinished") in markdown
 
 
+def test_alignment_columns_appear_when_a_run_has_them(sweep: Path) -> None:
+    runs, _ = collect_runs(sweep)
+    assert "val AER" not in to_markdown(runs)
+    for run, aer in zip(runs[:2], (0.25, 0.35), strict=True):
+        run.metrics.update({"val/aer": aer, "val/attention_entropy": 2 * aer})
+    markdown = to_markdown(runs)
+    header, *rows = table(markdown, "Runs (4)")
+    cells = [dict(zip(header, row, strict=True)) for row in rows]
+    assert [(c["val AER"], c["val entropy"]) for c in cells] == [
+        ("0.250", "0.50"),
+        ("0.350", "0.70"),
+        ("-", "-"),
+        ("-", "-"),
+    ]
+    header, *rows = table(markdown, "Variants (2; mean ± std over seeds)")
+    gru = dict(zip(header, rows[1], strict=True))
+    assert (gru["val AER"], gru["val entropy"]) == ("0.300 ± 0.071", "0.60 ± 0.14")
+
+
 def test_one_seed_per_variant_has_no_variants_table(sweep: Path) -> None:
     runs, _ = collect_runs(sweep)
     assert "## Variants" not in to_markdown(runs[2:])

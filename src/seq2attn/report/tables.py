@@ -38,6 +38,18 @@ METRIC_COLUMNS = {
     "time/wall_s": ("wall s", ".1f"),
     "train/tok_s": ("tok/s", ",.0f"),
 }
+# shown when some run of the table has them: attention read as alignment (teacher-forced pass)
+ALIGNMENT_COLUMNS = {
+    "val/aer": ("val AER", ".3f"),
+    "val/attention_entropy": ("val entropy", ".2f"),
+}
+
+
+def metric_columns(runs: Sequence[Run]) -> dict[str, tuple[str, str]]:
+    """metrics.json key -> (header, format): every METRIC_COLUMNS key, then the
+    ALIGNMENT_COLUMNS keys that some run has."""
+    present = {key for run in runs for key in run.metrics}
+    return METRIC_COLUMNS | {k: v for k, v in ALIGNMENT_COLUMNS.items() if k in present}
 
 
 # Keys that differ between runs without being a choice: paths (the corpus folder too: the same
@@ -165,7 +177,7 @@ def aggregate(runs: Sequence[Run], columns: dict[str, str]) -> list[Variant]:
     variants = []
     for key, members in groups.items():
         mean, std = {}, {}
-        for metric in METRIC_COLUMNS:
+        for metric in METRIC_COLUMNS | ALIGNMENT_COLUMNS:
             values = [r.metrics[metric] for r in members if _finite(r.metrics.get(metric))]
             if values:
                 mean[metric] = statistics.fmean(values)
@@ -177,13 +189,14 @@ def aggregate(runs: Sequence[Run], columns: dict[str, str]) -> list[Variant]:
 def to_markdown(runs: Sequence[Run], unfinished: Sequence[Path] = ()) -> str:
     """A runs table; a variants table (mean ± std) when some variant has several seeds."""
     columns = config_columns(runs)
-    metric_headers = [header for header, _ in METRIC_COLUMNS.values()]
+    metrics = metric_columns(runs)
+    metric_headers = [header for header, _ in metrics.values()]
     commands = any(run.command for run in runs)
     run_rows = [
         [
             run.name,
             *config_row(run, columns).values(),
-            *(_number(run.metrics.get(key), spec) for key, (_, spec) in METRIC_COLUMNS.items()),
+            *(_number(run.metrics.get(key), spec) for key, (_, spec) in metrics.items()),
             *([f"`{run.command}`" if run.command else "-"] if commands else []),
         ]
         for run in runs
@@ -202,16 +215,17 @@ def to_markdown(runs: Sequence[Run], unfinished: Sequence[Path] = ()) -> str:
 def variants_table(runs: Sequence[Run]) -> str:
     """The Markdown table of the runs' variants: config columns, seeds, metric mean ± std."""
     columns = config_columns(runs)
+    metrics = metric_columns(runs)
     headers = [h for h in columns if h != "seed"]
     rows = [
         [
             *v.config.values(),
             str(v.runs),
-            *(_mean_std(v, key, spec) for key, (_, spec) in METRIC_COLUMNS.items()),
+            *(_mean_std(v, key, spec) for key, (_, spec) in metrics.items()),
         ]
         for v in aggregate(runs, columns)
     ]
-    metric_headers = [header for header, _ in METRIC_COLUMNS.values()]
+    metric_headers = [header for header, _ in metrics.values()]
     return markdown_table([*headers, "seeds", *metric_headers], rows)
 
 
