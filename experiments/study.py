@@ -39,15 +39,18 @@ from omegaconf import OmegaConf
 
 from benchmarks.common import CONF, REPO, corpus, relative, require, shown
 from seq2attn.report import collect_runs, export, report, variants_table, write_section
+from seq2attn.report.chart import plot_curves
 
 RESULTS = REPO / "docs" / "results"
 PAGE = REPO / "docs" / "results.md"
 README = REPO / "README.md"
 FIGURES = REPO / "docs" / "figures"
 LOGS = REPO / "logs" / "study"
-# every run's command starts so; the first is the experiment each run's config includes
-BASE = ("experiment=study", "cpu.num_threads=1")
+# every run's command starts with its study's experiment, then one thread
+THREADS = "cpu.num_threads=1"
 HEADLINE_SEEDS = (1, 2, 3)
+# the toy study's curves over training, one panel each
+CURVES = ("val/aer", "val/attention_entropy", "val/bleu")
 # The best Luong row of the scorer section by validation BLEU (34.02, seed 1): a headline row.
 BEST_LUONG = ("scorer=scaled_general",)
 # The best before the scaled general score joined the study (val 33.52): kept at 3 seeds too.
@@ -134,8 +137,36 @@ def _rows() -> list[Row]:
     return rows
 
 
+def _toy_rows() -> list[Row]:
+    """GRU, both wirings x every scorer and no attention, 3 seeds; the cells for one Bahdanau
+    and one Luong scorer, 1 seed."""
+    scorers = (
+        "additive",
+        "concat",
+        "dot",
+        "general",
+        "location",
+        "mlp",
+        "scaled_dot",
+        "scaled_general",
+    )
+    rows = [Row("toy_scorers", ("attention=none",), HEADLINE_SEEDS)]
+    rows += [
+        Row("toy_scorers", (f"attention={wiring}", f"scorer={scorer}"), HEADLINE_SEEDS)
+        for wiring in ("bahdanau", "luong")
+        for scorer in scorers
+    ]
+    for wiring, scorer in (("bahdanau", "additive"), ("luong", "scaled_general")):
+        rows += [
+            Row("toy_cells", (f"attention={wiring}", f"scorer={scorer}", f"cell={cell}"))
+            for cell in ("rnn", "lstm")
+        ]
+        rows.append(Row("toy_cells", (f"attention={wiring}", f"scorer={scorer}")))
+    return rows
+
+
 ROWS = _rows()
-SECTIONS = list(dict.fromkeys(row.section for row in ROWS))
+TOY_ROWS = _toy_rows()
 
 
 @dataclass(frozen=True)
@@ -144,10 +175,11 @@ class StudyRun:
 
     overrides: tuple[str, ...]
     seed: int
+    experiment: str = "study"
 
     @property
     def args(self) -> list[str]:
-        return [*BASE, *self.overrides, f"seed={self.seed}"]
+        return [f"experiment={self.experiment}", THREADS, *self.overrides, f"seed={self.seed}"]
 
     @property
     def command(self) -> str:
@@ -158,7 +190,7 @@ class StudyRun:
         """The name of its experiment config in a multirun, from the overrides:
         ``study-scorer-dot_attention_input_feeding-true-seed1``, ``study-base-seed1``."""
         parts = [o.replace("=", "-").replace(".", "_") for o in self.overrides]
-        return f"study-{'_'.join(parts) or 'base'}-seed{self.seed}"
+        return f"{self.experiment}-{'_'.join(parts) or 'base'}-seed{self.seed}"
 
     @cached_property
     def result_name(self) -> str:
@@ -170,25 +202,63 @@ class StudyRun:
         return f"{cfg.run_name}-seed{self.seed}.json"
 
     def experiment_config(self) -> str:
-        """This run as an experiment config: ``experiment=study``, then the rest of its command
-        (group choices as defaults-list overrides, values as keys)."""
-        given = [*BASE[1:], *self.overrides, f"seed={self.seed}"]
+        """This run as an experiment config: its study's experiment, then the rest of its
+        command (group choices as defaults-list overrides, values as keys)."""
+        given = [THREADS, *self.overrides, f"seed={self.seed}"]
         groups = [o for o in given if (CONF / o.split("=", 1)[0]).is_dir()]
         values = OmegaConf.from_dotlist([o for o in given if o not in groups])
-        lines = ["# @package _global_", f"# {self.command}", "defaults:", "  - study"]
+        lines = ["# @package _global_", f"# {self.command}", "defaults:", f"  - {self.experiment}"]
         lines += [f"  - override /{o.replace('=', ': ', 1)}" for o in groups]
         return "\n".join(lines) + "\n" + OmegaConf.to_yaml(values)
 
 
-def study_runs(rows: Sequence[Row] = ROWS) -> list[StudyRun]:
+def study_runs(rows: Sequence[Row] = ROWS, experiment: str = "study") -> list[StudyRun]:
     """Every run of the study once (rows shared by sections run once), seed 1 of all rows
     first."""
     unique: dict[tuple[tuple[str, ...], int], StudyRun] = {}
     for seed in sorted({s for row in rows for s in row.seeds}):
         for row in rows:
             if seed in row.seeds:
-                unique.setdefault((row.overrides, seed), StudyRun(row.overrides, seed))
+                run = StudyRun(row.overrides, seed, experiment)
+                unique.setdefault((row.overrides, seed), run)
     return list(unique.values())
+
+
+@dataclass(frozen=True)
+class Study:
+    """Rows trained from one experiment config, with where their result files and logs go."""
+
+    experiment: str
+    rows: tuple[Row, ...]
+    results: Path
+    logs: Path
+    # the Multi30k files are needed (else the built-in corpus)
+    needs_multi30k: bool
+
+    @property
+    def runs(self) -> list[StudyRun]:
+        return study_runs(self.rows, self.experiment)
+
+    @property
+    def sections(self) -> list[str]:
+        return list(dict.fromkeys(row.section for row in self.rows))
+
+    def section_files(self, section: str) -> list[Path]:
+        """The result files of a section's rows that exist, in the rows' order."""
+        runs = [
+            StudyRun(row.overrides, seed, self.experiment)
+            for row in self.rows
+            if row.section == section
+            for seed in row.seeds
+        ]
+        paths = [self.results / run.result_name for run in runs]
+        return [path for path in paths if path.is_file()]
+
+
+STUDIES = {
+    "multi30k": Study("study", tuple(ROWS), RESULTS, LOGS, needs_multi30k=True),
+    "toy": Study("toy_study", tuple(TOY_ROWS), RESULTS / "toy", REPO / "logs" / "toy_study", False),
+}
 
 
 def missing(runs: Sequence[StudyRun], results: Path = RESULTS) -> list[StudyRun]:
@@ -217,7 +287,7 @@ def export_finished(runs: Sequence[StudyRun], logs: Path = LOGS, results: Path =
     return exported
 
 
-def multirun(pending: Sequence[StudyRun], sweep_dir: Path, jobs: int) -> int:
+def multirun(pending: Sequence[StudyRun], sweep_dir: Path, jobs: int, multi30k: bool) -> int:
     """Train ``pending`` in one joblib multirun under ``sweep_dir``; its exit code."""
     configs = sweep_dir / "conf" / "experiment"
     configs.mkdir(parents=True, exist_ok=True)
@@ -235,31 +305,27 @@ def multirun(pending: Sequence[StudyRun], sweep_dir: Path, jobs: int) -> int:
         f"hydra.sweep.dir={shown(sweep_dir)}",
     ]
     print(f"$ {' '.join(['python', *command[1:]])}", flush=True)
-    env = {**os.environ, "SEQ2ATTN_DATA": shown(corpus())}
+    env = {**os.environ, **({"SEQ2ATTN_DATA": shown(corpus())} if multi30k else {})}
     return subprocess.run(command, cwd=REPO, env=env).returncode
 
 
-def section_files(section: str) -> list[Path]:
-    """The result files of a section's rows that exist, in the rows' order."""
-    runs = [
-        StudyRun(row.overrides, seed)
-        for row in ROWS
-        if row.section == section
-        for seed in row.seeds
-    ]
-    return [RESULTS / run.result_name for run in runs if (RESULTS / run.result_name).is_file()]
-
-
-def refresh_page() -> None:
+def refresh_page(study: Study) -> None:
     """Each section's table (from its rows' result files) and bar chart into docs/results.md;
-    the headline variants (mean ± std of the attention section) into the README."""
-    for section in SECTIONS:
-        files = section_files(section)
+    for the Multi30k study the headline variants (mean ± std of the attention section) into the
+    README, for the toy study the AER and entropy curves over training."""
+    for section in study.sections:
+        files = study.section_files(section)
         if files:
             chart = FIGURES / f"study_{section}.png"
             report(files, chart=chart, into=(PAGE, section))
             print(f"{section}: {len(files)} runs -> {PAGE.name}, {shown(chart)}")
-    headline = [run for path in section_files("attention") for run in collect_runs(path)[0]]
+    if study.experiment == "toy_study":
+        runs = [run for path in study.section_files("toy_scorers") for run in collect_runs(path)[0]]
+        if runs:
+            figure = plot_curves(runs, FIGURES / "toy_study_curves.png", CURVES)
+            print(f"curves: {len(runs)} runs -> {shown(figure)}")
+        return
+    headline = [run for path in study.section_files("attention") for run in collect_runs(path)[0]]
     if headline:
         write_section(variants_table(headline) + "\n", README, "headline")
         print(f"headline: {len(headline)} runs -> {README.name}")
@@ -269,6 +335,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--study", choices=sorted(STUDIES), default="multi30k", help="which study (multi30k)"
+    )
     parser.add_argument("--list", action="store_true", help="show the runs and stop")
     parser.add_argument("--report", action="store_true", help="only refresh the page")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (default 2)")
@@ -276,29 +345,32 @@ def main() -> None:
         "--limit", type=int, help="run only the first N missing runs (seed 1 of every row first)"
     )
     args = parser.parse_args()
+    study = STUDIES[args.study]
     if args.report:
-        refresh_page()
+        refresh_page(study)
         return
-    runs = study_runs()
+    runs = study.runs
     if args.list:
-        pending = missing(runs)
+        pending = missing(runs, study.results)
         for run in runs:
             print(f"{'todo' if run in pending else 'done'}  {run.command}")
         return
-    require("python -m experiments.study", corpus() / "train.de.gz")
-    collected = export_finished(runs)
-    pending = missing(runs)
+    if study.needs_multi30k:
+        require("python -m experiments.study", corpus() / "train.de.gz")
+    collected = export_finished(runs, study.logs, study.results)
+    pending = missing(runs, study.results)
     print(
         f"{len(runs) - len(pending)} of {len(runs)} runs done ({collected} collected from "
-        f"{shown(LOGS)}); running {len(pending[: args.limit])}"
+        f"{shown(study.logs)}); running {len(pending[: args.limit])}"
     )
     pending = pending[: args.limit]
     code = 0
     if pending:
-        code = multirun(pending, LOGS / time.strftime("%Y-%m-%d_%H-%M-%S"), args.parallel)
-        export_finished(runs)
-    refresh_page()
-    failed = missing(pending)
+        sweep_dir = study.logs / time.strftime("%Y-%m-%d_%H-%M-%S")
+        code = multirun(pending, sweep_dir, args.parallel, study.needs_multi30k)
+        export_finished(runs, study.logs, study.results)
+    refresh_page(study)
+    failed = missing(pending, study.results)
     if code or failed:
         sys.exit(
             f"{len(failed)} run(s) failed, e.g. `{failed[0].command}`"

@@ -14,20 +14,44 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from experiments.study import RESULTS, ROWS, StudyRun, export_finished, missing, study_runs
+from experiments.study import (
+    RESULTS,
+    ROWS,
+    STUDIES,
+    TOY_ROWS,
+    StudyRun,
+    export_finished,
+    missing,
+    study_runs,
+)
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def test_every_run_once_seed_one_of_every_row_first() -> None:
     runs = study_runs()
-    assert len(runs) == len(set(runs)) == 32
+    assert len(runs) == len(set(runs)) == 47
     assert [run.seed for run in runs] == sorted(run.seed for run in runs)
     assert (
         runs[0].command
         == "python src/train.py experiment=study cpu.num_threads=1 attention=none seed=1"
     )
     assert {run.overrides for run in runs} == {row.overrides for row in ROWS}
+
+
+def test_the_toy_study_runs_every_scorer_of_both_wirings_three_times() -> None:
+    runs = STUDIES["toy"].runs
+    # (2 wirings x 8 scorers + no attention) x 3 seeds + 2 x (rnn, lstm) x 1 seed
+    assert len(runs) == len(set(runs)) == 17 * 3 + 4
+    assert {run.experiment for run in runs} == {"toy_study"}
+    assert runs[1].command == (
+        "python src/train.py experiment=toy_study cpu.num_threads=1 attention=bahdanau "
+        "scorer=additive seed=1"
+    )
+    assert {run.overrides for run in runs} == {row.overrides for row in TOY_ROWS}
+    names = [run.result_name for run in runs]
+    assert len(set(names)) == len(names)
+    assert names[1] == "toy_study-bahdanau-additive-gru-seed1.json"
 
 
 @pytest.mark.timeout(60)
@@ -39,7 +63,7 @@ def test_missing_selects_exactly_the_runs_without_a_result_file(tmp_path: Path) 
     assert missing(runs, tmp_path) == [runs[1], runs[3]]
     # the names are those of the committed result files
     assert runs[0].result_name == "study-none-dot-gru-feed_False-tf_always-reverse_False-seed1.json"
-    assert missing(runs, RESULTS) == []
+    assert missing(runs, RESULTS) == []  # the attention section's first four: committed
 
 
 def write_run_folder(folder: Path, config: dict[str, Any]) -> None:
@@ -94,6 +118,8 @@ def composed(overrides: list[str]) -> dict[str, Any]:
         StudyRun(("scorer=scaled_dot", "attention.input_feeding=true"), 3),
         StudyRun(("teacher_forcing=constant", "teacher_forcing.p=0.75"), 1),
         StudyRun((), 2),
+        StudyRun(("attention=none", "model.bidirectional=false", "name_suffix=-uni"), 2),
+        StudyRun(("attention=bahdanau", "scorer=location", "cell=lstm"), 1, "toy_study"),
     ],
     ids=lambda run: run.name,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 import subprocess
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from matplotlib.axes import Axes
 
 from seq2attn.report import (
     ReportError,
@@ -26,7 +28,7 @@ from seq2attn.report import (
     to_markdown,
     varying_keys,
 )
-from seq2attn.report.chart import labels
+from seq2attn.report.chart import labels, plot_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -379,3 +381,50 @@ def test_chart_labels_name_yes_no_columns_and_skip_unused_scorers() -> None:
     ]
     assert labels(configs) == ["luong scaled_dot input feeding", "none no input feeding"]
     assert labels(configs[:1]) == ["all runs"]
+
+
+METRICS_CSV = """epoch,step,train/loss,trainer/global_step,val/aer,val/bleu,test/bleu
+0,49,3.5,50.0,,,
+0,99,,,0.75,1.5,
+0,99,2.5,100.0,,,
+1,199,,,0.25,60.0,
+1,199,,,,,70.0
+"""
+
+
+def test_validation_history_is_read_from_the_csv_log_and_kept_in_result_files(
+    sweep: Path, tmp_path: Path
+) -> None:
+    folder = sweep / "0_gru"
+    (folder / "csv").mkdir()
+    (folder / "csv" / "metrics.csv").write_text(METRICS_CSV)
+    run = next(r for r in collect_runs(sweep)[0] if r.name == "0_gru")
+    assert run.history == (
+        {"step": 100, "val/aer": 0.75, "val/bleu": 1.5},
+        {"step": 200, "val/aer": 0.25, "val/bleu": 60.0},
+    )
+    (exported,) = export([run], tmp_path / "results")
+    (again,), _ = collect_runs(exported)
+    assert again.history == run.history
+    assert "history" not in json.loads(export(collect_runs(sweep)[0][1:2], tmp_path)[0].read_text())
+
+
+def test_curves_draw_one_line_per_variant_through_the_mean_over_seeds(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = collect_runs(sweep)[0]
+    runs = [
+        dataclasses.replace(run, history=({"step": 100, "val/aer": aer},))
+        for run, aer in zip(runs, (0.2, 0.4, 0.6, 0.9), strict=True)
+    ]
+    drawn: list[tuple[list[float], list[float], str]] = []
+    original = Axes.plot
+
+    def record(self: Axes, x: Any, y: Any, *args: Any, label: str = "", **kwargs: Any) -> Any:
+        drawn.append((list(x), list(y), label))
+        return original(self, x, y, *args, label=label, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", record)
+    path = plot_curves(runs, tmp_path / "curves.png", ["val/aer"])
+    assert path.read_bytes().startswith(b"\x89PNG")
+    assert sorted(drawn) == [([100], [pytest.approx(0.4)], "gru"), ([100], [0.9], "lstm")]

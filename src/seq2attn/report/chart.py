@@ -1,4 +1,4 @@
-"""A bar chart of a metric per variant."""
+"""A bar chart of a metric per variant; curves of validation metrics over training."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from seq2attn.report.tables import METRIC_COLUMNS, Variant
+from seq2attn.report.runs import Run
+from seq2attn.report.tables import (
+    ALIGNMENT_COLUMNS,
+    METRIC_COLUMNS,
+    Variant,
+    config_columns,
+    config_row,
+)
 
 
 def plot(variants: Sequence[Variant], path: Path, metric: str = "test/bleu") -> Path:
@@ -42,3 +49,40 @@ def labels(configs: Sequence[dict[str, str]]) -> list[str]:
         " ".join(p for h in differing if (p := named.get(c[h], c[h]).format(h))) or "all runs"
         for c in configs
     ]
+
+
+def plot_curves(runs: Sequence[Run], path: Path, metrics: Sequence[str]) -> Path:
+    """One panel per metric: its value at each validation (``Run.history``) against the step,
+    one line per variant (the mean over its seeds at each step; Bahdanau solid, Luong dashed,
+    no attention dotted)."""
+    columns = config_columns(runs)
+    groups: dict[tuple[tuple[str, str], ...], list[Run]] = {}
+    for run in runs:
+        row = config_row(run, columns)
+        row.pop("seed", None)
+        groups.setdefault(tuple(row.items()), []).append(run)
+    names = labels([dict(key) for key in groups])
+    styles = {"bahdanau": "-", "luong": "--", "none": ":"}
+    figure = Figure(figsize=(5.0 * len(metrics), 4.5), layout="constrained")
+    for panel, metric in enumerate(metrics):
+        axes = figure.add_subplot(1, len(metrics), panel + 1)
+        for (key, members), name in zip(groups.items(), names, strict=True):
+            by_step: dict[float, list[float]] = {}
+            for run in members:
+                for entry in run.history:
+                    if metric in entry:
+                        by_step.setdefault(entry["step"], []).append(entry[metric])
+            if by_step:
+                steps = sorted(by_step)
+                means = [sum(by_step[s]) / len(by_step[s]) for s in steps]
+                style = styles.get(dict(key).get("attention", ""), "-")
+                axes.plot(steps, means, style, marker=".", label=name)
+        header = {**METRIC_COLUMNS, **ALIGNMENT_COLUMNS}.get(metric, (metric, ""))[0]
+        axes.set_xlabel("optimizer step")
+        axes.set_ylabel(header)
+        axes.set_title(f"{header} over training (mean over seeds)")
+        axes.grid(alpha=0.3)
+    figure.legend(*axes.get_legend_handles_labels(), loc="outside right upper", fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=100)
+    return path

@@ -4,6 +4,7 @@ them, and result files (``<run_name>-seed<seed>.json`` with ``config``, ``metric
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import re
@@ -34,6 +35,8 @@ class Run:
     commit: str | None = None
     # the command line that trained it, when known
     command: str | None = None
+    # one entry per validation: the global step and the val/ metrics logged there
+    history: tuple[dict[str, float], ...] = ()
 
 
 def collect_runs(root: Path) -> tuple[list[Run], list[Path]]:
@@ -83,6 +86,7 @@ def export(runs: Sequence[Run], folder: Path) -> list[Path]:
             "metrics": run.metrics,
             "commit": run.commit,
             "command": run.command,
+            **({"history": list(run.history)} if run.history else {}),
         }
         text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
         path, copy = folder / f"{stem}.json", 1
@@ -100,7 +104,26 @@ def _read_run_folder(folder: Path, name: str) -> Run:
     record = _read_json(folder / "run.json") if (folder / "run.json").is_file() else {}
     argv = record.get("argv")
     command = "python " + shlex.join(argv) if argv else None
-    return Run(name, config, metrics, record.get("git", {}).get("commit"), command)
+    commit = record.get("git", {}).get("commit")
+    return Run(name, config, metrics, commit, command, validation_history(folder))
+
+
+def validation_history(folder: Path) -> tuple[dict[str, float], ...]:
+    """The val/ metrics of each validation of a run folder, from the CSV logger's
+    ``csv/metrics.csv`` (one row per logging call, blank where a row did not log a key), with
+    ``step``, the optimizer steps done when it ran (the logger's 0-based batch index + 1);
+    empty without that file."""
+    path = folder / "csv" / "metrics.csv"
+    if not path.is_file():
+        return ()
+    by_step: dict[int, dict[str, float]] = {}
+    with path.open(newline="") as file:
+        for row in csv.DictReader(file):
+            values = {k: float(v) for k, v in row.items() if k.startswith("val/") and v}
+            if values:
+                step = int(row["step"]) + 1
+                by_step.setdefault(step, {"step": step}).update(values)
+    return tuple(by_step[step] for step in sorted(by_step))
 
 
 def _read_result_file(path: Path, name: str) -> Run | None:
@@ -109,7 +132,12 @@ def _read_result_file(path: Path, name: str) -> Run | None:
     if not all(isinstance(payload.get(key), dict) for key in RESULT_KEYS):
         return None
     return Run(
-        name, payload["config"], payload["metrics"], payload.get("commit"), payload.get("command")
+        name,
+        payload["config"],
+        payload["metrics"],
+        payload.get("commit"),
+        payload.get("command"),
+        tuple(payload.get("history", ())),
     )
 
 
