@@ -4,11 +4,14 @@ missing, their result files, then the page's tables and figures.
     python -m experiments.study             # run what is missing (joblib, two at a time), report
     python -m experiments.study --list      # every run's command, and whether it is done
     python -m experiments.study --limit 8   # only the first 8 missing runs (seed 1 first)
-    python -m experiments.study --report    # only refresh the tables and figures
+    python -m experiments.study --report    # collect finished runs, refresh tables and figures
+
+    python -m experiments.study --study toy # the toy study (the built-in corpus), likewise
 
 Every run is ``python src/train.py experiment=study cpu.num_threads=1 <row overrides> seed=<s>``
-(one thread each, two side by side on a 2-core machine). Its result file (config, metrics,
-commit, that command) is docs/results/<run_name>-seed<s>.json; a run whose result file exists is
+(``experiment=toy_study`` for the toy study; one thread each, two side by side on a 2-core
+machine). Its result file (config, metrics, commit, that command, and each validation's val/
+metrics) is docs/results/[toy/]<run_name>-seed<s>.json; a run whose result file exists is
 not run again, so a study stopped part-way continues where it stopped. The runs still missing
 go to one ``src/train.py -m hydra/launcher=joblib`` multirun under logs/study/<date>_<time>/:
 each of them is an experiment config written there (``experiment=<run>``: it includes
@@ -349,17 +352,21 @@ def main() -> None:
         "--study", choices=sorted(STUDIES), default="multi30k", help="which study (multi30k)"
     )
     parser.add_argument("--list", action="store_true", help="show the runs and stop")
-    parser.add_argument("--report", action="store_true", help="only refresh the page")
+    parser.add_argument(
+        "--report", action="store_true", help="collect finished runs and refresh the page"
+    )
     parser.add_argument("--parallel", type=int, default=2, help="runs at once (default 2)")
     parser.add_argument(
         "--limit", type=int, help="run only the first N missing runs (seed 1 of every row first)"
     )
     args = parser.parse_args()
     study = STUDIES[args.study]
+    runs = study.runs
     if args.report:
+        collected = export_finished(runs, study.logs, study.results)
+        print(f"{collected} finished run(s) collected from {shown(study.logs)}")
         refresh_page(study)
         return
-    runs = study.runs
     if args.list:
         pending = missing(runs, study.results)
         for run in runs:
