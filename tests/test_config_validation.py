@@ -40,7 +40,10 @@ def test_default_config_comes_back_typed(compose_train: Compose) -> None:
     run = validate(compose_train(tiny=False))
     assert isinstance(run, RunConfig)
     assert (run.model.attention, run.model.cell, run.model.key_size) == ("luong", "gru", 256)
-    assert run.scorer.func is GeneralScorer and run.scorer.keywords == {"scale": False}
+    assert run.scorer.func is GeneralScorer and run.scorer.keywords == {
+        "scale": False,
+        "scale_init": False,
+    }
     assert isinstance(run.scorer(query_size=4, key_size=6), GeneralScorer)
     assert type(run.data) is DataPipeline and run.data.vocab_size == 1000
     assert run.data.sp_model_type == SentencePieceModel.unigram
@@ -158,7 +161,7 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
         (["scorer=concat", "scorer.hidden_size=abc"], r"scorer\.hidden_size: Value 'abc'"),
         (
             ["+scorer.hiden_size=8"],
-            r"scorer\.hiden_size: not an option of GeneralScorer; allowed: scale",
+            r"scorer\.hiden_size: not an option of GeneralScorer; allowed: scale, scale_init",
         ),
         (
             ["scorer._target_=seq2attn.models.seq2seq.Seq2Seq"],
