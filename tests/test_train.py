@@ -119,3 +119,14 @@ def test_monitored_metric_is_one_key_everywhere(compose_train: Compose) -> None:
     assert cfg.callbacks.model_checkpoint.monitor == "val/bleu"
     assert cfg.callbacks.early_stopping.monitor == "val/bleu"
     assert cfg.optimized_metric == "val/bleu"
+
+
+def test_free_running_loss_scores_the_decoder_fed_its_own_argmax(compose_train: Compose) -> None:
+    """val/free_running_loss is the loss of the model fed its own argmax on the reference's
+    positions; val/exposure_gap is how much more that is than the teacher-forced val/loss."""
+    metrics = train(compose_train("debug=fdr", "free_running_loss=true"))
+    for split in ("val", "test"):
+        free, forced = metrics[f"{split}/free_running_loss"], metrics[f"{split}/loss"]
+        assert math.isfinite(free) and free > 0
+        assert metrics[f"{split}/exposure_gap"] == pytest.approx(free - forced, abs=1e-5)
+    assert "val/free_running_loss" not in train(compose_train("debug=fdr"))

@@ -51,8 +51,11 @@ class Seq2SeqModule(L.LightningModule):
         nonfinite_loss: str = "stop",
         scheduler_interval: str = "epoch",
         anneal_to_time_limit: bool = False,
+        free_running_loss: bool = False,
     ) -> None:
         super().__init__()
+        self.free_running_loss = free_running_loss
+        self._free_nll = {"val": 0.0, "test": 0.0}
         self.nonfinite_loss = nonfinite_loss
         self.model = model
         self.optimizer_factory = optimizer
@@ -142,7 +145,7 @@ class Seq2SeqModule(L.LightningModule):
         self._end_evaluation("test")
 
     def _start_evaluation(self, split: str) -> None:
-        self._nll[split], self._tokens[split] = 0.0, 0
+        self._nll[split], self._tokens[split], self._free_nll[split] = 0.0, 0, 0.0
         self._alignment[split] = AttentionAsAlignment()
         self.translations[split] = {}
 
@@ -151,6 +154,10 @@ class Seq2SeqModule(L.LightningModule):
         assert forced.logits is not None
         self._nll[split] += token_nll(forced.logits, batch.tgt_out).item()
         self._tokens[split] += batch.num_target_tokens
+        if self.free_running_loss:  # the decoder fed its own argmax, scored on the reference
+            free = self.model(batch.src, batch.src_lengths, batch.tgt_in, teacher_forcing_ratio=0.0)
+            assert free.logits is not None
+            self._free_nll[split] += token_nll(free.logits, batch.tgt_out).item()
         if forced.attention is not None:
             gold = attached_datamodule(self.trainer).gold_alignments(split)
             self._alignment[split].add(
@@ -169,15 +176,17 @@ class Seq2SeqModule(L.LightningModule):
         self.translations[split].update(zip(batch.indices.tolist(), texts, strict=True))
 
     def _end_evaluation(self, split: str) -> None:
-        nll, tokens = self._nll[split], self._tokens[split]
+        nll, tokens, free_nll = self._nll[split], self._tokens[split], self._free_nll[split]
         alignment = self._alignment[split]
         if dist.is_available() and dist.is_initialized():
             totals = torch.tensor(
-                [nll, float(tokens), *alignment.totals()], dtype=torch.float64, device=self.device
+                [nll, float(tokens), free_nll, *alignment.totals()],
+                dtype=torch.float64,
+                device=self.device,
             )
             dist.all_reduce(totals)
-            nll, tokens = totals[0].item(), int(totals[1].item())
-            alignment = AttentionAsAlignment.from_totals(totals[2:].tolist())
+            nll, tokens, free_nll = totals[0].item(), int(totals[1].item()), totals[2].item()
+            alignment = AttentionAsAlignment.from_totals(totals[3:].tolist())
         merged = gather_hypotheses(self.translations[split])
         self.translations[split] = merged
         references = attached_datamodule(self.trainer).references(split)
@@ -192,6 +201,9 @@ class Seq2SeqModule(L.LightningModule):
         else:
             metrics["bleu"] = bleu_score(hyps, refs)
         metrics.update(alignment.scores())
+        if self.free_running_loss:  # exposure bias: the loss the model's own inputs add
+            metrics["free_running_loss"] = free_nll / max(tokens, 1)
+            metrics["exposure_gap"] = metrics["free_running_loss"] - loss
         for name, value in metrics.items():
             self.log(f"{split}/{name}", value, prog_bar=name == "bleu", sync_dist=False)
 
@@ -316,4 +328,5 @@ def build_module(
         decoding=run.decoding,
         label_smoothing=run.label_smoothing,
         nonfinite_loss=run.nonfinite_loss,
+        free_running_loss=run.free_running_loss,
     )

@@ -170,6 +170,19 @@ def test_two_pass_feeds_the_first_pass_predictions(attention: str) -> None:
     torch.testing.assert_close(out.logits, second.logits)
 
 
+@pytest.mark.parametrize("attention", ["bahdanau", "luong", "none"])
+def test_free_running_feeds_its_own_argmax_and_draws_no_random_numbers(attention: str) -> None:
+    model = make_model(attention=attention).eval()
+    tgt_in = torch.tensor([[BOS, 4, 5, 6], [BOS, 6, 7, 8]])
+    before = torch.get_rng_state()
+    out = model(SRC, LENGTHS, tgt_in, teacher_forcing_ratio=0.0)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert torch.equal(out.decoder_inputs[:, 0], tgt_in[:, 0])
+    assert torch.equal(out.decoder_inputs[:, 1:], out.logits.argmax(-1)[:, :-1])
+    # the same as running the model teacher-forced on the tokens it fed itself
+    torch.testing.assert_close(model(SRC, LENGTHS, out.decoder_inputs).logits, out.logits)
+
+
 def test_two_pass_mixes_gold_and_predicted_tokens() -> None:
     model = make_model().eval()
     tgt_in = torch.randint(4, 13, (64, 6))

@@ -83,6 +83,7 @@ class TrainingSchema:
     label_smoothing: float = 0.0
     nonfinite_loss: NonfiniteLoss = NonfiniteLoss.stop
     resume_to: ResumeTo = ResumeTo.same_folder
+    free_running_loss: bool = False
 
     def __post_init__(self) -> None:
         unit_interval("label_smoothing", self.label_smoothing)
@@ -147,7 +148,8 @@ class RunConfig:
     ``scorer`` is the scorer factory the model takes (``model.scorer`` is its node);
     ``teacher_forcing`` is the built schedule; ``scheduler_interval`` is when the learning-rate
     scheduler steps (``epoch`` or ``step``) and ``anneal_to_time_limit`` whether it reads the
-    time spent (``scheduler.*``); ``nonfinite_loss`` is ``stop`` or ``skip``.
+    time spent (``scheduler.*``); ``nonfinite_loss`` is ``stop`` or ``skip``;
+    ``free_running_loss`` whether validation also scores the decoder fed its own argmax.
     """
 
     model: ModelSchema
@@ -160,6 +162,7 @@ class RunConfig:
     anneal_to_time_limit: bool
     label_smoothing: float
     nonfinite_loss: str
+    free_running_loss: bool = False
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -193,6 +196,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         anneal_to_time_limit=anneal,
         label_smoothing=own.label_smoothing,
         nonfinite_loss=own.nonfinite_loss.value,
+        free_running_loss=own.free_running_loss,
     )
 
 

@@ -251,6 +251,9 @@ class Seq2Seq(nn.Module):
             attention.append(step_attention)
             if t + 1 < tgt_in.size(1):
                 predicted = _predict(step_logits.detach(), sample)
+                if ratio <= 0.0:  # free running: no draw, so the random stream is left as is
+                    tokens = predicted
+                    continue
                 use_gold = torch.rand(tokens.shape, device=tokens.device) < ratio
                 tokens = torch.where(use_gold, tgt_in[:, t + 1], predicted)
         return Seq2SeqOutput(
