@@ -49,6 +49,11 @@ def test_eval_matches_sacrebleu_command_line(trained_run: Path, tmp_path: Path) 
     assert saved["bleu"] == pytest.approx(scores["bleu"])
     assert saved["signatures"]["bleu"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     assert {"chrf", "ter"} <= saved.keys()
+    assert 0 <= saved["repetition_rate"] <= 100 and saved["length_ratio"] > 0
+    assert (saved["repetition_rate"], saved["length_ratio"]) == (
+        scores["repetition_rate"],
+        scores["length_ratio"],
+    )
 
 
 def test_eval_bleu_equals_training_test_bleu_under_greedy(

@@ -19,7 +19,7 @@ from seq2attn.config import (
     validate_eval,
     validate_translate,
 )
-from seq2attn.config.run import SearchStrategy
+from seq2attn.config.run import LengthPenaltyType, SearchStrategy
 from seq2attn.config.trainer import check_validation_interval
 from seq2attn.cpu_tuning import CpuSettings
 from seq2attn.data.pipeline import DataPipeline, SentencePieceModel
@@ -111,6 +111,22 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
     assert evaluation.cpu.flush_denormal
     with pytest.raises(ConfigError, match=r"^split: .*'dev', expected one of \[val, test\]"):
         validate_eval(compose_config("eval", ["ckpt_path=x", "split=dev"]))
+    beam = validate_eval(
+        compose_config(
+            "eval",
+            [
+                "ckpt_path=x",
+                "decoding.length_penalty_type=avg",
+                "decoding.coverage_penalty=0.2",
+                "decoding.no_repeat_ngram_size=3",
+                "decoding.min_length_a=0.5",
+            ],
+        )
+    ).decoding
+    assert beam.length_penalty_type == LengthPenaltyType.avg and beam.coverage_penalty == 0.2
+    assert (beam.no_repeat_ngram_size, beam.min_length_a) == (3, 0.5)
+    with pytest.raises(ConfigError, match=r"^decoding\.min_length_a=-1\.0: must be >= 0"):
+        validate_eval(compose_config("eval", ["ckpt_path=x", "decoding.min_length_a=-1.0"]))
     translation = validate_translate(compose_config("translate", ["ckpt_path=x"]))
     assert (translation.chunk_size, translation.max_tokens) == (2000, 4000)
     with pytest.raises(ConfigError, match=r"^chunk_size=0: must be a positive number"):
@@ -150,6 +166,38 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
         ),
         (["precision=16-mixed", "trainer.accelerator=cpu"], r"precision=16-mixed needs a CUDA GPU"),
         (["decoding=beam", "decoding.n_best=7"], r"decoding\.n_best=7: must lie in \[1, .*=5\]"),
+        (
+            ["decoding=beam", "decoding.length_penalty_type=wu"],
+            r"decoding\.length_penalty_type: .*'wu', expected one of \[gnmt, avg\]",
+        ),
+        (
+            ["decoding=beam", "decoding.coverage_penalty=-0.2"],
+            r"decoding\.coverage_penalty=-0\.2: must be >= 0 \(0: off\)",
+        ),
+        (
+            ["decoding=beam", "decoding.no_repeat_ngram_size=-1"],
+            r"decoding\.no_repeat_ngram_size=-1: must be >= 0 \(0: off\)",
+        ),
+        (
+            ["decoding=beam", "decoding.no_repeat_ngram_size=1.5"],
+            r"decoding\.no_repeat_ngram_size: Value '1\.5'",
+        ),
+        (
+            ["decoding.min_length_a=-0.5"],
+            r"decoding\.min_length_a=-0\.5: must be >= 0 \(0: off\)",
+        ),
+        (
+            ["decoding.coverage_penalty=0.2"],
+            r"decoding\.coverage_penalty=0\.2 with decoding=greedy: .*use decoding=beam",
+        ),
+        (
+            ["decoding.length_penalty_type=avg"],
+            r"decoding\.length_penalty_type=avg with decoding=greedy: .*use decoding=beam",
+        ),
+        (
+            ["attention=none", "decoding=beam", "decoding.coverage_penalty=0.2"],
+            r"decoding\.coverage_penalty=0\.2 needs attention weights, and this model has none",
+        ),
         (["data.max_tokens=0"], r"data\.max_tokens=0: must be a positive number"),
         (["data.sp_model_type=word"], r"data\.sp_model_type: .*expected one of \[unigram, bpe\]"),
         (["model.param_init=-0.1"], r"model\.param_init=-0\.1: must be a positive number"),

@@ -66,6 +66,11 @@ class Ensemble(nn.Module):
         """The models, in the order given."""
         return [cast(Seq2Seq, model) for model in self.models]
 
+    @property
+    def attends(self) -> bool:
+        """Whether ``step`` returns attention weights: only when every member's does."""
+        return all(model.attends for model in self.members)
+
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[EnsembleMemory, EnsembleState]:
         """Every member encodes src (B, S); their memories and initial states, in member order."""
         encoded = [model.encode(src, src_lengths) for model in self.members]

@@ -1,4 +1,5 @@
-"""Corpus-level translation scores with sacreBLEU, over hypotheses gathered from every rank.
+"""Corpus-level translation scores with sacreBLEU, over hypotheses gathered from every rank,
+and two checks of the output itself: how often it loops, and how long it is.
 
 BLEU is not an average of per-sentence or per-rank values: each rank translates its share, the
 (index, hypothesis) pairs are gathered, and one corpus score is computed over the whole split.
@@ -6,7 +7,9 @@ BLEU is not an average of per-sentence or per-rank values: each rank translates 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch.distributed as dist
 from sacrebleu.metrics import BLEU, CHRF, TER
@@ -41,3 +44,35 @@ def corpus_scores(
         scores[name] = metric.corpus_score(hyps, refs).score
         signatures[name] = str(metric.get_signature())
     return scores, signatures
+
+
+def repetition_rate(hypotheses: Sequence[str]) -> float:
+    """Share of hypotheses (%, 0-100) in which some word n-gram (n >= 2, whitespace tokens)
+    occurs three times or more, overlapping occurrences counted ("a b a b a b": "a b" three
+    times). An n-gram that occurs three times starts with a bigram that does, so counting
+    bigrams decides it for every n. 0 for no hypotheses."""
+    if not hypotheses:
+        return 0.0
+    looping = 0
+    for hypothesis in hypotheses:
+        words = hypothesis.split()
+        bigrams = Counter(pairwise(words))
+        looping += max(bigrams.values(), default=0) >= 3
+    return 100.0 * looping / len(hypotheses)
+
+
+def length_ratio(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    """Total hypothesis words / total reference words, both split at whitespace (not sacreBLEU's
+    13a tokens, so punctuation attached to a word counts with it); 0 for references without
+    words."""
+    reference_words = sum(len(reference.split()) for reference in references)
+    hypothesis_words = sum(len(hypothesis.split()) for hypothesis in hypotheses)
+    return hypothesis_words / reference_words if reference_words else 0.0
+
+
+def output_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """``repetition_rate`` and ``length_ratio`` of a corpus."""
+    return {
+        "repetition_rate": repetition_rate(hypotheses),
+        "length_ratio": length_ratio(hypotheses, references),
+    }

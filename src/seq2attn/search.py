@@ -3,16 +3,25 @@
 
 Each sentence of n source tokens may emit at most floor(a * n + b) tokens before EOS; at that
 length EOS is forced (and scored with its real log-probability), so every hypothesis ends in EOS.
+Two optional bans give a token log-probability -inf before ranking (the others keep theirs, not
+renormalised, as in fairseq and OpenNMT-py): EOS before floor(min_length_a * n) output tokens
+(the maximum wins where the two meet), and, with no_repeat_ngram_size = m > 0, any token that
+would complete an m-gram the hypothesis already holds (fairseq's ``no_repeat_ngram_size``).
 
 Beam search keeps B * K rows (sentences x beams) in one batch and ranks finished hypotheses by
-log p(Y | X) / lp(Y) with the GNMT length penalty lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al.,
-2016), |Y| counting the output tokens including EOS; alpha = 0 ranks by the raw log-probability.
+
+    s(Y, X) = log p(Y | X) / lp(Y) + cp(X; Y)
+
+with the GNMT length penalty lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al., 2016; alpha = 0 ranks by
+the raw log-probability) or the average lp(Y) = |Y|, |Y| counting the output tokens including
+EOS, and the GNMT coverage penalty cp(X; Y) = beta * sum_i log(min(sum_j p_ij, 1)), where p_ij
+is the attention of output step j (EOS included) on source piece i (beta = 0: none).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -21,6 +30,8 @@ if TYPE_CHECKING:
     from seq2attn.config import DecodingSchema
 
 Length = TypeVar("Length", float, Tensor)
+LengthPenaltyKind = Literal["gnmt", "avg"]
+Bans = tuple[Tensor, Tensor]  # (rows, tokens) whose next-token log-probability is -inf
 
 
 class Rows(Protocol):
@@ -51,8 +62,63 @@ def gnmt_length_penalty(length: Length, alpha: float) -> Length:
     return ((5 + length) / 6) ** alpha
 
 
-def _max_lengths(src_lengths: Tensor, a: float, b: int) -> Tensor:
+def gnmt_coverage_penalty(attention: Tensor, beta: float) -> float:
+    """cp(X; Y) = beta * sum_i log(min(sum_j p_ij, 1)) of attention p (|Y|, S) over the real
+    source pieces; 0 when every piece got a total attention of 1 or more, else negative."""
+    return beta * float(attention.float().sum(dim=0).clamp(max=1.0).log().sum())
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The key finished hypotheses are ranked by: s(Y, X) = log p(Y | X) / lp(Y) + cp(X; Y)."""
+
+    alpha: float = 0.0
+    length_penalty: LengthPenaltyKind = "gnmt"
+    beta: float = 0.0
+
+    def lp(self, length: int) -> float:
+        """lp(Y) for |Y| = length: GNMT's, or |Y| itself for ``avg``."""
+        if self.length_penalty == "avg":
+            return float(length)
+        return gnmt_length_penalty(length, self.alpha)
+
+    def key(self, hypothesis: Hypothesis) -> float:
+        """s(Y, X) of a finished hypothesis."""
+        key = hypothesis.score / self.lp(len(hypothesis.tokens) + 1)
+        if self.beta:
+            if hypothesis.attention is None:
+                raise ValueError(
+                    f"decoding.coverage_penalty={self.beta} needs attention weights, and this "
+                    "model gives none (attention=none): set decoding.coverage_penalty=0"
+                )
+            key += gnmt_coverage_penalty(hypothesis.attention, self.beta)
+        return key
+
+    def bound(self, best_live: float, max_length: int) -> float:
+        """The highest key a live beam of raw score best_live can still reach: its raw score
+        only falls, lp grows with length up to lp(max_length + 1), and cp <= 0."""
+        return best_live / self.lp(max_length + 1)
+
+
+def _length_bounds(src_lengths: Tensor, a: float, b: int) -> Tensor:
     return (src_lengths.double() * a + b).floor().long()  # (B,)
+
+
+def _bans(history: Tensor, short: Tensor, ngram_size: int, eos_id: int) -> Bans:
+    """The tokens banned at the next step of rows that emitted ``history`` (N, t): EOS in rows
+    still ``short`` (N,) of their minimum length and, with ngram_size = m > 0, each token that
+    followed an earlier occurrence of the row's last m - 1 tokens (it would repeat an m-gram).
+    Live rows hold no EOS, so the m-gram rule never bans it."""
+    rows = short.nonzero().squeeze(1)
+    tokens = torch.full_like(rows, eos_id)
+    m, t = ngram_size, history.size(1)
+    if 0 < m <= t:
+        ngrams = history.unfold(1, m, 1)  # (N, t - m + 1, m)
+        suffix = history[:, t - m + 1 :].unsqueeze(1)  # (N, 1, m - 1)
+        repeat_rows, starts = (ngrams[..., :-1] == suffix).all(dim=-1).nonzero(as_tuple=True)
+        rows = torch.cat([rows, repeat_rows])
+        tokens = torch.cat([tokens, ngrams[repeat_rows, starts, -1]])
+    return rows, tokens
 
 
 def _top_k_step(
@@ -62,10 +128,12 @@ def _top_k_step(
     memory: Rows,
     force_eos: Tensor,
     eos_id: int,
+    bans: Bans | None,
     k: int,
 ) -> tuple[Tensor, Tensor, Rows, Tensor | None]:
     """The k most likely next tokens of each row (N, k) with their log-probabilities (N, k),
-    best first; where force_eos (N,) is True only EOS, the other k - 1 at -inf.
+    best first, the ``bans`` at -inf; where force_eos (N,) is True only EOS, the other k - 1 at
+    -inf.
 
     The K best extensions of K beams lie among each beam's k = K best tokens, so beam search
     ranks K * K candidates per sentence instead of K * V, and greedy (k = 1) takes the argmax of
@@ -75,7 +143,8 @@ def _top_k_step(
     logits, state, attention = model.step(tokens, state, memory)
     logits = logits.float()
     normaliser = logits.logsumexp(dim=-1, keepdim=True)
-    top_logits, top_tokens = logits.topk(min(k, logits.size(-1)), dim=-1)
+    allowed = logits if bans is None else logits.index_put(bans, logits.new_tensor(float("-inf")))
+    top_logits, top_tokens = allowed.topk(min(k, logits.size(-1)), dim=-1)
     log_probs = top_logits - normaliser
     if bool(force_eos.any()):
         forced = force_eos.unsqueeze(1)
@@ -107,6 +176,8 @@ def greedy_decode(
     eos_id: int,
     max_length_a: float = 1.5,
     max_length_b: int = 10,
+    min_length_a: float = 0.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[Hypothesis]:
     """Batched greedy decoding of src (B, S).
 
@@ -115,7 +186,9 @@ def greedy_decode(
     """
     memory, state = model.encode(src, src_lengths)
     batch = src.size(0)
-    max_lengths = _max_lengths(src_lengths, max_length_a, max_length_b).to(src.device)
+    max_lengths = _length_bounds(src_lengths, max_length_a, max_length_b).to(src.device)
+    min_lengths = _length_bounds(src_lengths, min_length_a, 0).to(src.device)
+    banning = min_length_a > 0 or no_repeat_ngram_size > 0
     steps = int(max_lengths.max()) + 1
     output = src.new_full((batch, steps), eos_id)
     attention: Tensor | None = None
@@ -123,8 +196,13 @@ def greedy_decode(
     live = torch.arange(batch, device=src.device)  # sentence of each remaining row
     tokens = src.new_full((batch,), bos_id)
     for t in range(steps):
+        bans = (
+            _bans(output[live, :t], t < min_lengths[live], no_repeat_ngram_size, eos_id)
+            if banning
+            else None
+        )
         best, best_scores, state, step_attention = _top_k_step(
-            model, tokens, state, memory, t >= max_lengths[live], eos_id, 1
+            model, tokens, state, memory, t >= max_lengths[live], eos_id, bans, 1
         )
         tokens, step_scores = best[:, 0], best_scores[:, 0]
         scores[live] += step_scores
@@ -183,16 +261,17 @@ class _Beams:
         return _Beams(self.scores[sentences], self.tokens[rows], attention)
 
 
-def _normalised(hypothesis: Hypothesis, alpha: float) -> float:
-    return hypothesis.score / gnmt_length_penalty(len(hypothesis.tokens) + 1, alpha)
+# a finished hypothesis with its ranking key, computed once
+Ranked = tuple[float, Hypothesis]
 
 
 def _collect_finished(
     beams: _Beams,
-    finished: list[list[Hypothesis]],
+    finished: list[list[Ranked]],
     sentences: list[int],
     src_lengths: list[int],
     eos_id: int,
+    ranking: Ranking,
 ) -> Tensor:
     """Move beams that just emitted EOS into ``finished`` (row b of the beams is sentence
     ``sentences[b]``); returns scores with them dead."""
@@ -201,26 +280,21 @@ def _collect_finished(
     for b, k in ended.nonzero().tolist():
         row, sentence = b * beam + k, sentences[b]
         attention = None if beams.attention is None else beams.attention[row]
-        finished[sentence].append(
-            _hypothesis(
-                beams.tokens[row], beams.scores[b, k], attention, src_lengths[sentence], eos_id
-            )
+        hypothesis = _hypothesis(
+            beams.tokens[row], beams.scores[b, k], attention, src_lengths[sentence], eos_id
         )
+        finished[sentence].append((ranking.key(hypothesis), hypothesis))
     return beams.scores.masked_fill(ended, float("-inf"))
 
 
 def _is_done(
-    finished: list[Hypothesis], best_live: float, max_length: int, alpha: float, n_best: int
+    finished: list[Ranked], best_live: float, max_length: int, ranking: Ranking, n_best: int
 ) -> bool:
-    """True when n_best finished hypotheses beat anything the live beams can still reach.
-
-    A live beam's raw score only falls and lp grows with length, so its normalised score is
-    at most best_live / lp(max_length + 1).
-    """
+    """True when n_best finished hypotheses beat anything the live beams can still reach."""
     if len(finished) < n_best:
         return False
-    nth_best = sorted((_normalised(h, alpha) for h in finished), reverse=True)[n_best - 1]
-    return nth_best >= best_live / gnmt_length_penalty(max_length + 1, alpha)
+    nth_best = sorted((key for key, _ in finished), reverse=True)[n_best - 1]
+    return nth_best >= ranking.bound(best_live, max_length)
 
 
 @torch.no_grad()
@@ -235,42 +309,60 @@ def beam_search(
     n_best: int = 1,
     max_length_a: float = 1.5,
     max_length_b: int = 10,
+    length_penalty_type: LengthPenaltyKind = "gnmt",
+    coverage_penalty: float = 0.0,
+    min_length_a: float = 0.0,
+    no_repeat_ngram_size: int = 0,
 ) -> list[list[Hypothesis]]:
-    """Beam search for src (B, S); the n_best hypotheses per sentence, best normalised first.
+    """Beam search for src (B, S); the n_best hypotheses per sentence, best s(Y, X) first.
 
-    ``length_penalty`` is the GNMT alpha. The encoder runs once and its memory is expanded to
-    B * K rows; finished hypotheses are kept per sentence until none can be beaten, and a
-    sentence that is done leaves the batch (its K rows of every tensor are dropped).
+    ``length_penalty`` is the GNMT alpha (unused by ``length_penalty_type="avg"``) and
+    ``coverage_penalty`` the beta. The encoder runs once and its memory is expanded to B * K
+    rows; finished hypotheses are kept per sentence until none can be beaten, and a sentence
+    that is done leaves the batch (its K rows of every tensor are dropped).
     """
     if not 1 <= n_best <= beam_size:
         raise ValueError(f"n_best must be in [1, beam_size={beam_size}], got n_best={n_best}")
+    ranking = Ranking(length_penalty, length_penalty_type, coverage_penalty)
     batch, device = src.size(0), src.device
     memory, state = model.encode(src, src_lengths)
     rows = torch.arange(batch, device=device).repeat_interleave(beam_size)  # (B * K,)
     memory, state = memory.index_select(rows), state.index_select(rows)
-    max_lengths = _max_lengths(src_lengths, max_length_a, max_length_b).to(device)
+    max_lengths = _length_bounds(src_lengths, max_length_a, max_length_b).to(device)
+    min_lengths = _length_bounds(src_lengths, min_length_a, 0).to(device)
+    banning = min_length_a > 0 or no_repeat_ngram_size > 0
     lengths = src_lengths.tolist()
     scores = torch.full((batch, beam_size), float("-inf"), device=device)
     scores[:, 0] = 0.0  # a single live beam at t = 0, so the K beams do not start as copies
     beams = _Beams(scores, src.new_empty(batch * beam_size, 0), None)
     tokens = src.new_full((batch * beam_size,), bos_id)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    finished: list[list[Ranked]] = [[] for _ in range(batch)]
     sentences = list(range(batch))  # the sentence of each row of the beams
     for t in range(int(max_lengths.max()) + 1):
         force_eos = (t >= max_lengths).repeat_interleave(beam_size)
+        bans = (
+            _bans(
+                beams.tokens,
+                (t < min_lengths).repeat_interleave(beam_size),
+                no_repeat_ngram_size,
+                eos_id,
+            )
+            if banning
+            else None
+        )
         candidates, log_probs, state, attention = _top_k_step(
-            model, tokens, state, memory, force_eos, eos_id, beam_size
+            model, tokens, state, memory, force_eos, eos_id, bans, beam_size
         )
         beams, reorder = beams.extend(candidates, log_probs, attention)
         state, tokens = state.index_select(reorder), beams.tokens[:, -1]
-        beams.scores = _collect_finished(beams, finished, sentences, lengths, eos_id)
+        beams.scores = _collect_finished(beams, finished, sentences, lengths, eos_id, ranking)
         best_live = beams.scores.max(dim=1).values.tolist()
         going = [
             b
             for b, (sentence, live, limit) in enumerate(
                 zip(sentences, best_live, max_lengths.tolist(), strict=True)
             )
-            if not _is_done(finished[sentence], live, limit, length_penalty, n_best)
+            if not _is_done(finished[sentence], live, limit, ranking, n_best)
         ]
         if not going:
             break
@@ -280,11 +372,15 @@ def beam_search(
             kept_rows = kept_rows.view(-1)
             beams = beams.select(keep, kept_rows)
             state, memory = state.index_select(kept_rows), memory.index_select(kept_rows)
-            tokens, max_lengths = tokens[kept_rows], max_lengths[keep]
+            tokens, max_lengths, min_lengths = (
+                tokens[kept_rows],
+                max_lengths[keep],
+                min_lengths[keep],
+            )
             sentences = [sentences[b] for b in going]
     return [
-        sorted(hyps, key=lambda h: _normalised(h, length_penalty), reverse=True)[:n_best]
-        for hyps in finished
+        [h for _, h in sorted(ranked, key=lambda pair: pair[0], reverse=True)[:n_best]]
+        for ranked in finished
     ]
 
 
@@ -306,6 +402,8 @@ def decode(
             eos_id,
             decoding.max_length_a,
             decoding.max_length_b,
+            decoding.min_length_a,
+            decoding.no_repeat_ngram_size,
         )
         return [[hypothesis] for hypothesis in hypotheses]
     return beam_search(
@@ -319,4 +417,8 @@ def decode(
         n_best=decoding.n_best,
         max_length_a=decoding.max_length_a,
         max_length_b=decoding.max_length_b,
+        length_penalty_type=cast(LengthPenaltyKind, decoding.length_penalty_type),
+        coverage_penalty=decoding.coverage_penalty,
+        min_length_a=decoding.min_length_a,
+        no_repeat_ngram_size=decoding.no_repeat_ngram_size,
     )

@@ -1,17 +1,32 @@
-"""Greedy and beam search: beam 1 equals greedy, n-best order, batch invariance, EOS, length."""
+"""Greedy and beam search: beam 1 equals greedy, n-best order, batch invariance, EOS, length;
+the optional bans (minimum length, repeated n-grams) and ranking terms (avg length penalty,
+coverage penalty)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
 
 from seq2attn import search
+from seq2attn.config import ConfigError, DecodingSchema
+from seq2attn.config.run import LengthPenaltyType, SearchStrategy
+from seq2attn.ensemble import Ensemble
+from seq2attn.inference.translator import Translator
 from seq2attn.models.decoders import DecoderState, Memory
 from seq2attn.models.scorers import AdditiveScorer, DotScorer, GeneralScorer
 from seq2attn.models.seq2seq import Seq2Seq
-from seq2attn.search import beam_search, gnmt_length_penalty, greedy_decode
+from seq2attn.search import (
+    LengthPenaltyKind,
+    Ranking,
+    beam_search,
+    decode,
+    gnmt_coverage_penalty,
+    gnmt_length_penalty,
+    greedy_decode,
+)
 
 PAD, BOS, EOS = 0, 2, 3
 V = 9
@@ -297,3 +312,290 @@ def test_greedy_takes_the_argmax_of_the_log_softmax() -> None:
             total += float(log_probs[expected])
             tokens = torch.tensor([expected])
         assert hypothesis.score == pytest.approx(total, abs=1e-5)
+
+
+def has_repeated_ngram(tokens: list[int], n: int) -> bool:
+    ngrams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(set(ngrams)) < len(ngrams)
+
+
+class StepTableModel(TableModel):
+    """A model whose next-token distribution depends on the step t (held in the state) and the
+    previous token; (t, token) pairs not in STEPS get 1e-9 everywhere."""
+
+    C = 6
+    # the likeliest output, a b a b, repeats the bigram "a b"; the way around it is a b a c
+    STEPS = {
+        (0, BOS): {TableModel.A: 1.0},
+        (1, TableModel.A): {TableModel.B: 1.0},
+        (2, TableModel.B): {TableModel.A: 1.0},
+        (3, TableModel.A): {TableModel.B: 0.6, C: 0.4},
+        (4, TableModel.B): {EOS: 1.0},
+        (4, C): {EOS: 1.0},
+    }
+
+    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
+        table = torch.full((prev.size(0), V), 1e-9)
+        for row, (t, previous) in enumerate(
+            zip(state.hidden[0, :, 0].tolist(), prev.tolist(), strict=True)
+        ):
+            for token, p in self.STEPS.get((int(t), previous), {}).items():
+                table[row, token] = p
+        return table.log(), DecoderState(state.hidden + 1), None
+
+
+def test_repeat_blocking_takes_the_way_around_a_repeated_bigram() -> None:
+    """a b a b (0.6) repeats "a b"; with bigrams blocked, b after a b a is banned and a b a c
+    (0.4) is the best output of greedy and beam alike. Blocking trigrams changes nothing."""
+    model: Any = StepTableModel()
+    src, lengths = torch.tensor([[4, 4]]), torch.tensor([2])
+    a, b, c = TableModel.A, TableModel.B, StepTableModel.C
+    for size, expected, p in (
+        (0, [a, b, a, b], 0.6),
+        (2, [a, b, a, c], 0.4),
+        (3, [a, b, a, b], 0.6),
+    ):
+        options = {"no_repeat_ngram_size": size}
+        greedy = greedy_decode(model, src, lengths, BOS, EOS, **options)[0]
+        beam = beam_search(model, src, lengths, BOS, EOS, 2, **options)[0][0]
+        for hypothesis in (greedy, beam):
+            assert hypothesis.tokens == expected
+            assert hypothesis.score == pytest.approx(math.log(p), abs=1e-6)
+    assert has_repeated_ngram([a, b, a, b], 2) and not has_repeated_ngram([a, b, a, c], 2)
+
+
+class LoopTableModel(TableModel):
+    """After a, a again (0.9) rather than EOS (0.1)."""
+
+    PROBS = {BOS: {TableModel.A: 0.9, EOS: 0.1}, TableModel.A: {TableModel.A: 0.9, EOS: 0.1}}
+
+
+def test_repeat_blocking_never_bans_eos() -> None:
+    """With every emitted token banned (size 1), a is banned after a and EOS is what is left."""
+    model: Any = LoopTableModel()
+    src, lengths = torch.tensor([[4, 4]]), torch.tensor([2])
+    a = TableModel.A
+    looping = greedy_decode(model, src, lengths, BOS, EOS)[0]
+    assert looping.tokens == [a] * 13  # floor(1.5 * 2 + 10) tokens, then EOS forced
+    greedy = greedy_decode(model, src, lengths, BOS, EOS, no_repeat_ngram_size=1)[0]
+    assert greedy.tokens == [a] and greedy.score == pytest.approx(math.log(0.09))
+    nbest = beam_search(model, src, lengths, BOS, EOS, 2, n_best=2, no_repeat_ngram_size=1)[0]
+    assert [h.tokens for h in nbest] == [[], [a]]
+    assert [h.score for h in nbest] == pytest.approx([math.log(0.1), math.log(0.09)])
+
+
+@pytest.mark.parametrize("wiring", sorted(WIRINGS))
+def test_blocked_outputs_hold_no_repeated_ngram(wiring: str) -> None:
+    model = make_model(wiring)
+    free = greedy_decode(model, SRC, LENGTHS, BOS, EOS, max_length_a=2.0, max_length_b=6)
+    assert any(has_repeated_ngram(h.tokens, 2) for h in free)  # so the check below bites
+    options = {"max_length_a": 2.0, "max_length_b": 6, "no_repeat_ngram_size": 2}
+    greedy = greedy_decode(model, SRC, LENGTHS, BOS, EOS, **options)
+    beam = beam_search(model, SRC, LENGTHS, BOS, EOS, 4, 0.6, 4, **options)
+    for hypothesis in [*greedy, *(h for nbest in beam for h in nbest)]:
+        assert not has_repeated_ngram(hypothesis.tokens, 2)
+        assert math.isfinite(hypothesis.score)
+
+
+def test_min_length_bans_eos_before_it() -> None:
+    """TableModel ends after one token ([a] greedily, [b] by beam). With at least
+    floor(1.0 * 2) = 2 tokens: greedy a, then b (0.35: EOS is banned), then EOS (0.9);
+    beam finds the same [a, b] (0.189), the best of the two-token outputs."""
+    model: Any = TableModel()
+    src, lengths = torch.tensor([[4, 4]]), torch.tensor([2])
+    a, b = TableModel.A, TableModel.B
+    assert greedy_decode(model, src, lengths, BOS, EOS)[0].tokens == [a]
+    assert beam_search(model, src, lengths, BOS, EOS, 2)[0][0].tokens == [b]
+    greedy = greedy_decode(model, src, lengths, BOS, EOS, min_length_a=1.0)[0]
+    nbest = beam_search(model, src, lengths, BOS, EOS, 2, n_best=2, min_length_a=1.0)[0]
+    assert greedy.tokens == nbest[0].tokens == [a, b]
+    assert greedy.score == nbest[0].score == pytest.approx(math.log(0.189))
+    assert all(len(h.tokens) >= 2 for h in nbest)
+
+
+@pytest.mark.parametrize("min_length_a", [1.0, 5.0])
+def test_min_length_holds_up_to_the_maximum(min_length_a: float) -> None:
+    """Every output has floor(min_length_a * n) tokens or more, except that EOS forced at the
+    maximum length wins (5.0: every output is of the maximum length, n + 3)."""
+    model = make_model()
+    with torch.no_grad():
+        model.output_layer.bias[EOS] = 100.0  # EOS first wherever it is allowed
+    greedy = greedy_decode(model, SRC, LENGTHS, BOS, EOS, min_length_a=min_length_a, **LIMIT)
+    beam = beam_search(model, SRC, LENGTHS, BOS, EOS, 3, 0.6, 3, min_length_a=min_length_a, **LIMIT)
+    for g, nbest, n in zip(greedy, beam, LENGTHS.tolist(), strict=True):
+        shortest = min(math.floor(min_length_a * n), n + 3)
+        assert len(g.tokens) == shortest
+        assert all(len(h.tokens) == shortest for h in nbest)
+
+
+class AvgTableModel(TableModel):
+    """As TableModel, but b follows a more often (0.48): [a, b] = 0.6 * 0.48 * 0.9 = 0.2592."""
+
+    PROBS = {**TableModel.PROBS, TableModel.A: {EOS: 0.4, TableModel.A: 0.12, TableModel.B: 0.48}}
+
+
+def test_avg_length_penalty_ranks_by_score_per_token() -> None:
+    """At most two tokens. [b] (0.36, |Y| = 2) against [a, b] (0.2592, |Y| = 3):
+    GNMT alpha = 1: log(0.36) / (7/6) = -0.876 > log(0.2592) / (8/6) = -1.013, so [b];
+    avg: log(0.36) / 2 = -0.511 < log(0.2592) / 3 = -0.450, so [a, b]."""
+    model: Any = AvgTableModel()
+    src, lengths = torch.tensor([[4, 4]]), torch.tensor([2])
+    a, b = TableModel.A, TableModel.B
+
+    def nbest(alpha: float, kind: LengthPenaltyKind) -> list:
+        return beam_search(
+            model,
+            src,
+            lengths,
+            BOS,
+            EOS,
+            beam_size=3,
+            length_penalty=alpha,
+            n_best=3,
+            max_length_a=0.0,
+            max_length_b=2,
+            length_penalty_type=kind,
+        )[0]
+
+    assert nbest(0.0, "gnmt")[0].tokens == nbest(1.0, "gnmt")[0].tokens == [b]
+    ranked = nbest(1.0, "avg")  # alpha is not used by avg
+    assert [h.tokens for h in ranked] == [[a, b], [b], [a]]
+    keys = [h.score / (len(h.tokens) + 1) for h in ranked]
+    assert keys == pytest.approx(
+        [math.log(0.2592) / 3, math.log(0.36) / 2, math.log(0.24) / 2], abs=1e-6
+    )
+    assert keys == sorted(keys, reverse=True)
+    assert [Ranking(length_penalty="avg").key(h) for h in ranked] == keys
+
+
+class AttendingTableModel(TableModel):
+    """TableModel with attention over three source pieces that depends on the previous token:
+    each of BOS, a and b attends mostly (0.8) to one piece."""
+
+    ATTENTION = {
+        BOS: [0.8, 0.1, 0.1],
+        TableModel.A: [0.1, 0.8, 0.1],
+        TableModel.B: [0.1, 0.1, 0.8],
+    }
+
+    def step(self, prev: torch.Tensor, state: DecoderState, memory: Memory):
+        logits, state, _ = super().step(prev, state, memory)
+        rows = torch.zeros(V, 3)
+        for token, row in self.ATTENTION.items():
+            rows[token] = torch.tensor(row)
+        return logits, state, rows[prev]
+
+
+def test_coverage_penalty_formula() -> None:
+    """cp = beta * sum_i log(min(sum_j p_ij, 1)): column sums 1.1, 0.6 and 0.3."""
+    attention = torch.tensor([[0.5, 0.3, 0.2], [0.6, 0.3, 0.1]])
+    expected = 0.5 * (math.log(1.0) + math.log(0.6) + math.log(0.3))
+    assert gnmt_coverage_penalty(attention, 0.5) == pytest.approx(expected, abs=1e-6)
+    assert gnmt_coverage_penalty(attention, 0.0) == 0.0
+
+
+def test_coverage_penalty_changes_the_winner() -> None:
+    """At most two tokens. [b] (0.36) attends with BOS then b: coverage (0.9, 0.2, 0.9);
+    [a, b] (0.189) attends with BOS, a and b: coverage (1, 1, 1), no penalty. Without the
+    penalty [b] wins; with beta = 1, log(0.36) + log(0.9 * 0.2 * 0.9) = -2.842 loses to
+    log(0.189) + 0 = -1.666."""
+    model: Any = AttendingTableModel()
+    src, lengths = torch.tensor([[4, 4, 4]]), torch.tensor([3])
+    a, b = TableModel.A, TableModel.B
+
+    def nbest(beta: float) -> list:
+        return beam_search(
+            model,
+            src,
+            lengths,
+            BOS,
+            EOS,
+            beam_size=3,
+            n_best=3,
+            max_length_a=0.0,
+            max_length_b=2,
+            coverage_penalty=beta,
+        )[0]
+
+    assert nbest(0.0)[0].tokens == [b]
+    ranked = nbest(1.0)
+    assert [h.tokens for h in ranked] == [[a, b], [b], [a]]
+    short = ranked[1]
+    torch.testing.assert_close(short.attention, torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]]))
+    by_hand = math.log(0.36) + math.log(0.9) + math.log(0.2) + math.log(0.9)
+    assert Ranking(beta=1.0).key(short) == pytest.approx(by_hand, abs=1e-5)
+    assert Ranking(beta=1.0).key(ranked[0]) == pytest.approx(math.log(0.189), abs=1e-5)
+
+
+def test_coverage_penalty_needs_attention() -> None:
+    """The search, the schema and the translator each refuse it for a model without attention."""
+    model: Any = TableModel()
+    src, lengths = torch.tensor([[4, 4]]), torch.tensor([2])
+    with pytest.raises(ValueError, match=r"decoding\.coverage_penalty=0\.5 needs attention"):
+        beam_search(model, src, lengths, BOS, EOS, 2, coverage_penalty=0.5)
+    none, bahdanau = make_model("none"), make_model("bahdanau")
+    assert not none.attends and bahdanau.attends
+    assert Ensemble([bahdanau]).attends and not Ensemble([bahdanau, none]).attends
+    decoding = DecodingSchema(SearchStrategy.beam, beam_size=2, coverage_penalty=0.5)
+    decoding.check_attention(True)
+    message = r"^decoding\.coverage_penalty=0\.5 needs attention weights, and this model has none"
+    with pytest.raises(ConfigError, match=message):
+        decoding.check_attention(False)
+    with pytest.raises(ConfigError, match=message):  # before the tokenizers are touched
+        Translator(none, None, None).translate(["a b"], decoding)  # type: ignore[arg-type]
+
+
+def test_options_at_their_defaults_change_nothing() -> None:
+    """Explicit defaults, and bans that ban nothing (floor(0.1 * n) = 0 tokens, no 20-gram
+    fits), give the very same hypotheses as the plain call."""
+    model = make_model()
+    plain = greedy_decode(model, SRC, LENGTHS, BOS, EOS, **LIMIT)
+    plain_beam = beam_search(model, SRC, LENGTHS, BOS, EOS, 3, 0.6, 2, **LIMIT)
+    for bans in (
+        {"min_length_a": 0.0, "no_repeat_ngram_size": 0},
+        {"min_length_a": 0.1, "no_repeat_ngram_size": 20},
+    ):
+        greedy = greedy_decode(model, SRC, LENGTHS, BOS, EOS, **LIMIT, **bans)
+        beam = beam_search(
+            model,
+            SRC,
+            LENGTHS,
+            BOS,
+            EOS,
+            3,
+            0.6,
+            2,
+            **LIMIT,
+            **bans,
+            length_penalty_type="gnmt",
+            coverage_penalty=0.0,
+        )
+        assert [(h.tokens, h.score) for h in greedy] == [(h.tokens, h.score) for h in plain]
+        assert [[(h.tokens, h.score) for h in s] for s in beam] == [
+            [(h.tokens, h.score) for h in s] for s in plain_beam
+        ]
+        for x, y in zip(
+            greedy + [h for s in beam for h in s],
+            plain + [h for s in plain_beam for h in s],
+            strict=True,
+        ):
+            assert torch.equal(x.attention, y.attention)
+
+
+def test_decode_passes_every_option_on() -> None:
+    model = make_model()
+    bans = {"min_length_a": 0.5, "no_repeat_ngram_size": 2, **LIMIT}
+    ranking = {"length_penalty_type": LengthPenaltyType.avg, "coverage_penalty": 0.5}
+    beam = DecodingSchema(SearchStrategy.beam, 3, 0.0, 2, **bans, **ranking)
+    runs = [
+        (
+            DecodingSchema(**bans),
+            [[h] for h in greedy_decode(model, SRC, LENGTHS, BOS, EOS, **bans)],
+        ),
+        (beam, beam_search(model, SRC, LENGTHS, BOS, EOS, 3, 0.0, 2, **bans, **ranking)),
+    ]
+    for decoding, expected in runs:
+        got = decode(model, SRC, LENGTHS, decoding, BOS, EOS)
+        assert [[(h.tokens, h.score) for h in s] for s in got] == [
+            [(h.tokens, h.score) for h in s] for s in expected
+        ]

@@ -28,14 +28,26 @@ class SearchStrategy(str, Enum):
     beam = "beam"
 
 
+class LengthPenaltyType(str, Enum):
+    gnmt = "gnmt"
+    avg = "avg"
+
+
 @dataclass
 class DecodingSchema:
+    """The search (:mod:`seq2attn.search`); every option after ``max_length_b`` is off by
+    default."""
+
     strategy: SearchStrategy = SearchStrategy.greedy
     beam_size: int = 1
     length_penalty: float = 0.0
     n_best: int = 1
     max_length_a: float = 1.5
     max_length_b: int = 10
+    length_penalty_type: LengthPenaltyType = LengthPenaltyType.gnmt
+    coverage_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+    min_length_a: float = 0.0
 
     def __post_init__(self) -> None:
         positive("decoding.beam_size", self.beam_size)
@@ -52,6 +64,28 @@ class DecodingSchema:
             raise ConfigError(f"decoding.length_penalty={self.length_penalty}: must be >= 0")
         if self.max_length_a < 0 or self.max_length_b < 0:
             raise ConfigError("decoding.max_length_a and decoding.max_length_b must be >= 0")
+        for key in ("coverage_penalty", "no_repeat_ngram_size", "min_length_a"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"decoding.{key}={getattr(self, key)}: must be >= 0 (0: off)")
+        if self.strategy == SearchStrategy.greedy:
+            if self.coverage_penalty:
+                raise ConfigError(
+                    f"decoding.coverage_penalty={self.coverage_penalty} with decoding=greedy: "
+                    "it ranks beam hypotheses; use decoding=beam or coverage_penalty=0"
+                )
+            if self.length_penalty_type == LengthPenaltyType.avg:
+                raise ConfigError(
+                    "decoding.length_penalty_type=avg with decoding=greedy: it ranks beam "
+                    "hypotheses; use decoding=beam or length_penalty_type=gnmt"
+                )
+
+    def check_attention(self, attends: bool) -> None:
+        """Refuse a coverage penalty for a model whose steps give no attention weights."""
+        if self.coverage_penalty and not attends:
+            raise ConfigError(
+                f"decoding.coverage_penalty={self.coverage_penalty} needs attention weights, and "
+                "this model has none (attention=none): set decoding.coverage_penalty=0"
+            )
 
 
 class NonfiniteLoss(str, Enum):
@@ -176,6 +210,7 @@ def validate(cfg: DictConfig) -> RunConfig:
             "data.joint_vocab=true or give data.spm_model"
         )
     own = check(TrainingSchema, _keys(cfg, TrainingSchema), "")
+    own.decoding.check_attention(model.attention != AttentionWiring.none)
     check_hardware(cfg.trainer)
     check_trainer(cfg.trainer)
     check_optimizer(cfg.optimizer)

@@ -21,7 +21,7 @@ from seq2attn.inference.outputs import (
     write_lines,
     write_nbest,
 )
-from seq2attn.metrics import corpus_scores
+from seq2attn.metrics import corpus_scores, output_scores
 from seq2attn.plotting import PageEntry
 
 log = logging.getLogger(__name__)
@@ -31,10 +31,15 @@ ATTENTION_SCORES = {
     "attention_entropy": "nats per attention row, teacher-forced pass",
     "aer": "alignment error rate of argmax attention links against the gold word alignments",
 }
+OUTPUT_SCORES = {
+    "repetition_rate": "% of hypotheses with a word n-gram (n >= 2) three times or more",
+    "length_ratio": "hypothesis words / reference words (whitespace tokens)",
+}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Translate a split with a checkpoint, score it with sacreBLEU and write the outputs."""
+    """Translate a split with a checkpoint, score it with sacreBLEU (and the output's repetition
+    rate and length ratio) and write the outputs."""
     settings = validate_eval(cfg)
     configure_cpu(settings.cpu)
     split = settings.split.value
@@ -58,6 +63,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         progress=True,
     )
     scores, signatures = corpus_scores(translations.texts, pairs.tgt)
+    output = output_scores(translations.texts, pairs.tgt)
     alignment = translator.score_attention(
         inputs.src,
         inputs.tgt,
@@ -77,6 +83,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         output_dir / "scores.json",
         {
             **scores,
+            **output,
             **attention,
             "signatures": signatures,
             "checkpoint": paths if len(paths) > 1 else paths[0],
@@ -89,10 +96,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     )
     for name, value in scores.items():
         log.info("%s = %.2f  %s", name.upper(), value, signatures[name])
+    for name, value in output.items():
+        log.info("%s = %.3f  %s", name.upper(), value, OUTPUT_SCORES[name])
     for name, value in attention.items():
         log.info("%s = %.3f  %s", name.upper(), value, ATTENTION_SCORES[name])
     log.info("outputs in %s", output_dir)
-    return {**scores, **attention}
+    return {**scores, **output, **attention}
 
 
 def translate(cfg: DictConfig) -> None:

@@ -119,8 +119,13 @@ class Translator:
         max_source_length: int = 250,
         progress: bool = False,
     ) -> Translations:
-        """Translations of ``sentences`` in input order (greedy search unless ``decoding``)."""
+        """Translations of ``sentences`` in input order (greedy search unless ``decoding``).
+
+        Raises:
+            ConfigError: a coverage penalty for a model (or ensemble member) without attention.
+        """
         decoding = decoding or DecodingSchema()
+        decoding.check_attention(self.model.attends)
         was_training = self.model.training
         self.model.eval()
         try:

@@ -163,6 +163,11 @@ class Seq2Seq(nn.Module):
                 if id(parameter) not in tables:
                     nn.init.uniform_(parameter, -param_init, param_init)
 
+    @property
+    def attends(self) -> bool:
+        """Whether ``step`` returns attention weights (every wiring but ``attention=none``)."""
+        return not isinstance(self.decoder, NoAttentionDecoder)
+
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Memory, DecoderState]:
         """Encode src (B, S) with src_lengths (B,); returns the memory and the initial state."""
         enc = self.encoder(self._embed_source(src), src_lengths)
