@@ -130,6 +130,25 @@ def _rows() -> list[Row]:
             (*base, "teacher_forcing=linear", "teacher_forcing.decay_steps=1000", *sampled),
         ),
     ]
+    # Exposure bias where it could matter: 3,000 steps, teacher forcing always against scheduled
+    # sampling (sampled feedback; k = 450 reaches the 0.5 floor near step 2,750), each with the
+    # gap between the free-running and the teacher-forced validation loss.
+    longer = ("trainer.max_steps=3000", "free_running_loss=true")
+    rows += [
+        Row("exposure_bias", (*base, *longer, "name_suffix=-3000steps"), (1, 2)),
+        Row(
+            "exposure_bias",
+            (
+                *base,
+                "teacher_forcing=inverse_sigmoid",
+                "teacher_forcing.k=450",
+                "teacher_forcing.feedback=sample",
+                *longer,
+                "name_suffix=-sample-3000steps",
+            ),
+            (1, 2),
+        ),
+    ]
     # The one-factor rows first run on the general base, whose attention barely works at this
     # learning rate: kept as the record of that failure, superseded by the rows above.
     rows += [

@@ -30,7 +30,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 
 def test_every_run_once_seed_one_of_every_row_first() -> None:
     runs = study_runs()
-    assert len(runs) == len(set(runs)) == 52
+    assert len(runs) == len(set(runs)) == 56
     assert [run.seed for run in runs] == sorted(run.seed for run in runs)
     assert (
         runs[0].command

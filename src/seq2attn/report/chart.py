@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 
 from seq2attn.report.runs import Run
 from seq2attn.report.tables import (
-    ALIGNMENT_COLUMNS,
     METRIC_COLUMNS,
+    OPTIONAL_COLUMNS,
     Variant,
     config_columns,
     config_row,
@@ -77,7 +77,7 @@ def plot_curves(runs: Sequence[Run], path: Path, metrics: Sequence[str]) -> Path
                 means = [sum(by_step[s]) / len(by_step[s]) for s in steps]
                 style = styles.get(dict(key).get("attention", ""), "-")
                 axes.plot(steps, means, style, marker=".", label=name)
-        header = {**METRIC_COLUMNS, **ALIGNMENT_COLUMNS}.get(metric, (metric, ""))[0]
+        header = {**METRIC_COLUMNS, **OPTIONAL_COLUMNS}.get(metric, (metric, ""))[0]
         axes.set_xlabel("optimizer step")
         axes.set_ylabel(header)
         axes.set_title(f"{header} over training (mean over seeds)")

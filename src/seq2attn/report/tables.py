@@ -39,17 +39,21 @@ METRIC_COLUMNS = {
     "train/tok_s": ("tok/s", ",.0f"),
 }
 # shown when some run of the table has them: attention read as alignment (teacher-forced pass)
-ALIGNMENT_COLUMNS = {
+# and exposure bias
+OPTIONAL_COLUMNS = {
     "val/aer": ("val AER", ".3f"),
     "val/attention_entropy": ("val entropy", ".2f"),
+    # the loss of the decoder fed its own argmax, and its excess over val/loss
+    "val/free_running_loss": ("val free-running loss", ".3f"),
+    "val/exposure_gap": ("val exposure gap", ".3f"),
 }
 
 
 def metric_columns(runs: Sequence[Run]) -> dict[str, tuple[str, str]]:
     """metrics.json key -> (header, format): every METRIC_COLUMNS key, then the
-    ALIGNMENT_COLUMNS keys that some run has."""
+    OPTIONAL_COLUMNS keys that some run has."""
     present = {key for run in runs for key in run.metrics}
-    return METRIC_COLUMNS | {k: v for k, v in ALIGNMENT_COLUMNS.items() if k in present}
+    return METRIC_COLUMNS | {k: v for k, v in OPTIONAL_COLUMNS.items() if k in present}
 
 
 # Keys that differ between runs without being a choice: paths (the corpus folder too: the same
@@ -177,7 +181,7 @@ def aggregate(runs: Sequence[Run], columns: dict[str, str]) -> list[Variant]:
     variants = []
     for key, members in groups.items():
         mean, std = {}, {}
-        for metric in METRIC_COLUMNS | ALIGNMENT_COLUMNS:
+        for metric in METRIC_COLUMNS | OPTIONAL_COLUMNS:
             values = [r.metrics[metric] for r in members if _finite(r.metrics.get(metric))]
             if values:
                 mean[metric] = statistics.fmean(values)
