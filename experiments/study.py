@@ -91,6 +91,13 @@ def _rows() -> list[Row]:
             if feeding == "true":
                 overrides += ("attention.input_feeding=true",)
             rows.append(Row("scorers", overrides))
+    # The control for the general score: W starts at the scaled score's scale, Adam's steps on it
+    # stay full-size.
+    rows += [
+        Row("general_control", (), HEADLINE_SEEDS),
+        Row("general_control", ("scorer.scale_init=true", "name_suffix=-scale_init")),
+        Row("general_control", BEST_LUONG, HEADLINE_SEEDS),
+    ]
     # The one-factor rows below change the best base by validation BLEU (Luong, scaled general
     # score, no input feeding; 3 seeds), whose attention works, unlike the general score's at
     # this learning rate.
@@ -158,13 +165,6 @@ def _rows() -> list[Row]:
         Row("general_base", ("teacher_forcing=constant", "teacher_forcing.p=0.75")),
         Row("general_base", ("teacher_forcing=linear", "teacher_forcing.decay_steps=1000")),
         Row("general_base", ("teacher_forcing=inverse_sigmoid", "teacher_forcing.k=150")),
-    ]
-    # The control for the general score: W starts at the scaled score's scale, Adam's steps on it
-    # stay full-size.
-    rows += [
-        Row("general_control", (), HEADLINE_SEEDS),
-        Row("general_control", ("scorer.scale_init=true", "name_suffix=-scale_init")),
-        Row("general_control", BEST_LUONG, HEADLINE_SEEDS),
     ]
     return rows
 
