@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -130,3 +131,34 @@ def test_free_running_loss_scores_the_decoder_fed_its_own_argmax(compose_train: 
         assert math.isfinite(free) and free > 0
         assert metrics[f"{split}/exposure_gap"] == pytest.approx(free - forced, abs=1e-5)
     assert "val/free_running_loss" not in train(compose_train("debug=fdr"))
+
+
+def test_the_log_tells_each_validation_and_sums_up_the_run(
+    compose_train: Compose, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="seq2attn")
+    cfg = compose_train(
+        "trainer.max_steps=10",
+        "trainer.max_epochs=-1",
+        "trainer.val_check_interval=5",
+        "trainer.check_val_every_n_epoch=null",
+        "trainer.log_every_n_steps=50",  # longer than the run: the last values still count
+    )
+    metrics = train(cfg)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("seq2attn")]
+    validations = [line for line in lines if line.startswith("step ")]
+    assert [line.split()[1] for line in validations] == ["5", "10"]
+    assert "(new best)" in validations[0]
+    for line in validations:
+        assert all(word in line for word in ("train loss", "val loss", "ppl", "BLEU", "tok/s"))
+    (summary,) = [line for line in lines if line.startswith("run summary")]
+    assert metrics["stop_reason"] == "trainer.max_steps=10 reached"
+    assert metrics["val/bleu_best_step"] in (5, 10)
+    best = f"best val BLEU:  {metrics['val/bleu_best']:.2f} at step {metrics['val/bleu_best_step']}"
+    assert best in summary and metrics["stop_reason"] in summary
+    assert f"BLEU {metrics['test/bleu']:.2f}, chrF {metrics['test/chrf']:.2f}" in summary
+    assert f"tested:         {metrics['best_checkpoint']}" in summary
+    assert "python src/eval.py ckpt_path=" in summary
+    assert math.isfinite(metrics["train/loss"]) and metrics["train/lr"] > 0
+    saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    assert saved["stop_reason"] == metrics["stop_reason"]

@@ -33,6 +33,7 @@ from seq2attn.module import build_module
 from seq2attn.precision import resolve_precision
 from seq2attn.ranks import is_rank_zero
 from seq2attn.run_record import resolved_config, write_run_record
+from seq2attn.run_story import ValidationLog, stop_reason, summary
 
 log = logging.getLogger(__name__)
 # epoch metrics are computed over the hypotheses of every rank already (metrics.py)
@@ -69,7 +70,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_run_record(config, output_dir, resume_from, precision)
     module = build_module(cfg, run, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
-    callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config)]
+    story = ValidationLog()
+    callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config), story]
     resume = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
     loggers = build_loggers(cfg.logger, config)
     trainer: L.Trainer = instantiate(
@@ -83,11 +85,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             stopped = stopped or int(trainer.callback_metrics.get("trainer/stopped_by", 0))
             if stopped:
                 return {"preempted": float(stopped)}
+            reason = stop_reason(trainer)
             metrics = _test_best(trainer, module, datamodule, output_dir)
         except Preempted as stop:
             return {"preempted": float(stop.signum)}
         metrics["params"] = float(sum(p.numel() for p in module.model.parameters()))
         metrics["time/wall_s"] = time.perf_counter() - started
+        metrics["stop_reason"] = reason
+        metrics["val/bleu_best_step"] = story.progress.best_step
         if trainer.is_global_zero:
             translator = Translator(
                 module.model, datamodule.src_tokenizer, datamodule.tgt_tokenizer
@@ -101,9 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 output_dir,
             )
             write_json(output_dir / "metrics.json", metrics)
-            log.info(
-                "test BLEU %.2f (outputs in %s)", metrics.get("test/bleu", math.nan), output_dir
-            )
+            log.info("%s", summary(metrics, output_dir, story.progress))
     finally:
         finish_loggers(loggers)
         # free the process group so that a following run in this process (tests, multirun
@@ -130,9 +133,11 @@ def _test_best(
     """Test the best checkpoint of the whole run (resumes included; the current weights when
     none was kept): the last validation's and the test's metrics, the best val BLEU and the
     tested checkpoint (relative to the run folder)."""
+    # the last value of every metric logged in training, kept before a validation resets them
+    metrics: dict[str, Any] = _scalars(trainer.callback_metrics)
     if "val/bleu" not in trainer.callback_metrics:  # max_steps ended before any validation
         trainer.validate(module, datamodule=datamodule, verbose=False)
-    metrics: dict[str, Any] = _scalars(trainer.callback_metrics)
+        metrics.update(_scalars(trainer.callback_metrics))
     kept = trainer.checkpoint_callback
     best_path = kept.best_model_path if isinstance(kept, ModelCheckpoint) else ""
     trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
