@@ -24,6 +24,11 @@ if __name__ == "__main__":
     parser.add_argument(
         "--into", metavar="PAGE:SECTION", help="write the Markdown into this block of a page"
     )
+    parser.add_argument(
+        "--include-debug",
+        action="store_true",
+        help="keep fast-dev-runs and runs on limited batches (left out by default)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
@@ -33,6 +38,9 @@ if __name__ == "__main__":
             if not page or not section:
                 raise ReportError(f"--into {args.into}: expected PAGE:SECTION")
             into = (Path(page), section)
-        print(report(args.paths, args.out, args.chart, args.export_dir, into), end="")
+        print(
+            report(args.paths, args.out, args.chart, args.export_dir, into, args.include_debug),
+            end="",
+        )
     except ReportError as error:
         sys.exit(f"report: {error}")

@@ -428,3 +428,22 @@ def test_curves_draw_one_line_per_variant_through_the_mean_over_seeds(
     path = plot_curves(runs, tmp_path / "curves.png", ["val/aer"])
     assert path.read_bytes().startswith(b"\x89PNG")
     assert sorted(drawn) == [([100], [pytest.approx(0.4)], "gru"), ([100], [0.9], "lstm")]
+
+
+def test_debug_runs_are_left_out_and_named_unless_asked_for(sweep: Path) -> None:
+    fdr = config(**{"seed": 1, "trainer.fast_dev_run": True})
+    fdr["paths"]["output_dir"] = str(sweep / "5_fdr")
+    write_run(sweep / "5_fdr", fdr, {"test/bleu": 99.0, "val/bleu_best": 99.0})
+    markdown = report(sweep)
+    assert "Left out 1 debug run(s)" in markdown and "5_fdr" in markdown
+    header, *rows = table(markdown, "Variants (2; mean ± std over seeds)")
+    gru = dict(zip(header, rows[1], strict=True))
+    assert (gru["seeds"], gru["test BLEU"]) == ("3", "12.00 ± 2.00")  # not joined by the fdr run
+    kept = report(sweep, include_debug=True)
+    header, *rows = table(kept, "Variants (3; mean ± std over seeds)")
+    assert "trainer.fast_dev_run" in header
+    cells = {
+        (dict(zip(header, r, strict=True))["trainer.fast_dev_run"], r[header.index("seeds")])
+        for r in rows
+    }
+    assert cells == {("true", "1"), ("-", "3"), ("-", "1")}

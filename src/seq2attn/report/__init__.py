@@ -19,6 +19,7 @@ from seq2attn.report.tables import (
     aggregate,
     config_columns,
     config_row,
+    is_debug,
     to_markdown,
     variants_table,
     varying_keys,
@@ -26,6 +27,7 @@ from seq2attn.report.tables import (
 
 __all__ = [
     "ReportError",
+    "is_debug",
     "Run",
     "Variant",
     "aggregate",
@@ -62,9 +64,12 @@ def report(
     chart: Path | None = None,
     export_dir: Path | None = None,
     into: tuple[Path, str] | None = None,
+    include_debug: bool = False,
 ) -> str:
     """Collect the runs below ``roots`` (folders or result files); write the Markdown (to ``out``
-    or into a section of a page, see :func:`write_section`), chart and result files asked for."""
+    or into a section of a page, see :func:`write_section`), chart and result files asked for.
+    Debug runs (a fast dev run, limited batches: :func:`is_debug`) are left out, and named, unless
+    ``include_debug``."""
     roots = [roots] if isinstance(roots, Path) else list(roots)
     runs, unfinished = [], []
     for root in roots:
@@ -73,13 +78,17 @@ def report(
         unfinished += skipped
     for folder in unfinished:
         log.warning("skipping unfinished run %s (no metrics.json)", folder)
+    debug = [] if include_debug else [run for run in runs if is_debug(run)]
+    if debug:
+        log.warning("left out %d debug run(s): %s", len(debug), ", ".join(r.name for r in debug))
+        runs = [run for run in runs if run not in debug]
     if not runs:
         raise ReportError(
             f"{', '.join(map(str, roots))}: no finished runs (folders with config.yaml and "
             f"metrics.json, or result JSON files with {' and '.join(RESULT_KEYS)}); "
             f"{len(unfinished)} unfinished"
         )
-    markdown = to_markdown(runs, unfinished)
+    markdown = to_markdown(runs, unfinished, debug)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(markdown)

@@ -63,6 +63,7 @@ def metric_columns(runs: Sequence[Run]) -> dict[str, tuple[str, str]]:
 BOOKKEEPING = (
     "paths",
     "run_name",
+    "name_suffix",
     "task_name",
     "ckpt_path",
     "logger",
@@ -74,6 +75,21 @@ BOOKKEEPING = (
     "model.attention",
     "model.input_feeding",
     "model.scorer",
+)
+
+
+# keys whose absence from a run's config is a value of its own: a run with a fast dev run, a
+# step or time budget or another corpus never joins the variant of one without
+BUDGET = (
+    "trainer.fast_dev_run",
+    "trainer.overfit_batches",
+    "trainer.limit_train_batches",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.max_time",
+    "data.corpus._target_",
 )
 
 
@@ -103,16 +119,21 @@ def varying_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
     """Dotted keys whose value differs between the configs that have them, in config order.
 
     A key only some configs have (``scorer.hidden_size`` of the additive scorer) counts only if
-    its values differ; bookkeeping keys (paths, derived names, interpolated copies) and paths
-    inside the run's ``paths.output_dir`` never count.
+    its values differ, unless it is a budget key (``trainer.fast_dev_run``, ``max_steps``, the
+    corpus, ...: BUDGET): then lacking it differs from setting it. Bookkeeping keys (paths,
+    derived names, interpolated copies) and paths inside the run's ``paths.output_dir`` never
+    count.
     """
     values: dict[str, set[str]] = {}
-    for config in configs:
-        flat = flatten(config)
+    flats = [flatten(config) for config in configs]
+    for flat in flats:
         output_dir = flat.get("paths.output_dir")
         for key, value in flat.items():
             if not (output_dir and isinstance(value, str) and value.startswith(output_dir)):
                 values.setdefault(key, set()).add(repr(value))
+    for key, seen in values.items():  # a budget key one run lacks differs from one it sets
+        if key in BUDGET and any(key not in flat for flat in flats):
+            seen.add("unset")
     return [key for key, seen in values.items() if len(seen) > 1 and not _bookkeeping(key)]
 
 
@@ -190,8 +211,21 @@ def aggregate(runs: Sequence[Run], columns: dict[str, str]) -> list[Variant]:
     return sorted(variants, key=lambda v: -v.mean.get("test/bleu", -math.inf))
 
 
-def to_markdown(runs: Sequence[Run], unfinished: Sequence[Path] = ()) -> str:
-    """A runs table; a variants table (mean ± std) when some variant has several seeds."""
+def is_debug(run: Run) -> bool:
+    """A fast dev run or a run on limited batches (``debug=fdr``, ``debug=limit``): its scores
+    are not results."""
+    trainer = run.config.get("trainer") or {}
+    limits = [trainer.get(f"limit_{split}_batches") for split in ("train", "val", "test")]
+    return bool(trainer.get("fast_dev_run")) or any(
+        limit is not None and limit != 1.0 for limit in limits
+    )
+
+
+def to_markdown(
+    runs: Sequence[Run], unfinished: Sequence[Path] = (), debug: Sequence[Run] = ()
+) -> str:
+    """A runs table; a variants table (mean ± std) when some variant has several seeds; a note
+    naming the unfinished runs and the debug runs left out."""
     columns = config_columns(runs)
     metrics = metric_columns(runs)
     metric_headers = [header for header, _ in metrics.values()]
@@ -213,6 +247,12 @@ def to_markdown(runs: Sequence[Run], unfinished: Sequence[Path] = ()) -> str:
     if unfinished:
         listed = ", ".join(str(p) for p in unfinished)
         parts.append(f"Skipped {len(unfinished)} unfinished run(s) without metrics.json: {listed}")
+    if debug:
+        listed = ", ".join(run.name for run in debug)
+        parts.append(
+            f"Left out {len(debug)} debug run(s) (a fast dev run or limited batches; "
+            f"`--include-debug` keeps them): {listed}"
+        )
     return "\n\n".join(parts) + "\n"
 
 
