@@ -447,3 +447,22 @@ def test_debug_runs_are_left_out_and_named_unless_asked_for(sweep: Path) -> None
         for r in rows
     }
     assert cells == {("true", "1"), ("-", "3"), ("-", "1")}
+
+
+def test_a_key_older_runs_lack_reads_as_their_options_default() -> None:
+    """Runs made before ``scorer.scale_init`` existed had its default (false): a run that sets
+    it is a variant of its own, and ``scale``, which every run has at its option's default
+    (general: false, scaled_general: true), adds no column beside the scorer's."""
+    old = Run("old", config(), {"test/bleu": 20.0})
+    control = Run("control", config(**{"scorer.scale": False, "scorer.scale_init": True}), {})
+    scaled = Run("scaled", config(**{"scorer.scale": True}), {"test/bleu": 30.0})
+    runs = [old, control, scaled]
+    columns = config_columns(runs)
+    assert "scorer.scale_init" in columns.values() and "scorer.scale" not in columns.values()
+    cells = [config_row(run, columns) for run in runs]
+    assert [(c["scorer"], c["scorer.scale_init"]) for c in cells] == [
+        ("general", "false"),
+        ("general", "true"),
+        ("scaled_general", "-"),
+    ]
+    assert len(aggregate(runs, columns)) == 3

@@ -131,10 +131,33 @@ def varying_keys(configs: Sequence[dict[str, Any]]) -> list[str]:
         for key, value in flat.items():
             if not (output_dir and isinstance(value, str) and value.startswith(output_dir)):
                 values.setdefault(key, set()).add(repr(value))
-    for key, seen in values.items():  # a budget key one run lacks differs from one it sets
-        if key in BUDGET and any(key not in flat for flat in flats):
-            seen.add("unset")
-    return [key for key, seen in values.items() if len(seen) > 1 and not _bookkeeping(key)]
+    for key, seen in values.items():  # a run without the key: its option's default, if any
+        for flat in flats:
+            if key in flat:
+                continue
+            if key in BUDGET:
+                seen.add("unset")
+            elif (default := option_default(key, flat)) is not None:
+                seen.add(repr(default))
+    return [
+        key
+        for key, seen in values.items()
+        if len(seen) > 1 and not _bookkeeping(key) and not _named_by_option(key, flats)
+    ]
+
+
+def _named_by_option(key: str, flats: Sequence[dict[str, Any]]) -> bool:
+    """True when every run has the default of its group's option for ``key`` (``scorer.scale``
+    of ``general`` and ``scaled_general``): the option's column already tells it."""
+    if key.endswith("._target_"):  # the option itself
+        return False
+    for flat in flats:
+        default = option_default(key, flat)
+        if key not in flat and default is None:
+            continue  # neither the run nor its option has the key
+        if default is None or flat.get(key, default) != default:
+            return False
+    return True
 
 
 def config_columns(runs: Sequence[Run]) -> dict[str, str]:
@@ -144,9 +167,30 @@ def config_columns(runs: Sequence[Run]) -> dict[str, str]:
     return {**CONFIG_COLUMNS, **{key: key for key in extra}}
 
 
+def option_default(key: str, flat: dict[str, Any]) -> Any:
+    """The value a run made before ``key`` existed had: the default that key has today in the
+    ``conf/`` option its group was composed from (``scorer.scale_init`` of ``general``: false);
+    None where no option file sets it."""
+    group, _, name = key.partition(".")
+    if not name or not (CONF_DIR / group).is_dir():
+        return None
+    node = {k.removeprefix(f"{group}."): v for k, v in flat.items() if k.startswith(f"{group}.")}
+    if "_target_" not in node:
+        return None
+    return _options(group).get(option_name(group, node), {}).get(name)
+
+
 def config_row(run: Run, columns: dict[str, str]) -> dict[str, str]:
-    """The run's config values as table cells (option names, not class paths)."""
+    """The run's config values as table cells (option names, not class paths); a key the run
+    lacks shows its option's default (:func:`option_default`)."""
     flat = flatten(run.config)
+    for key in columns.values():
+        if (
+            key not in flat
+            and key not in BUDGET
+            and (default := option_default(key, flat)) is not None
+        ):
+            flat[key] = default
     row = {header: _cell(key, flat) for header, key in columns.items()}
     if flat.get("attention.type") == "none" and "scorer" in row:
         row["scorer"] = "-"  # the wiring without attention ignores the scorer group
