@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +30,13 @@ from seq2attn.inference.outputs import (
 from seq2attn.loggers import build_loggers, finish_loggers
 from seq2attn.module import build_module
 from seq2attn.precision import resolve_precision
+from seq2attn.quiet import silence_dependency_noise
 from seq2attn.ranks import is_rank_zero
 from seq2attn.run_record import resolved_config, write_run_record
 from seq2attn.run_story import ValidationLog, stop_reason, summary
 
 log = logging.getLogger(__name__)
-# epoch metrics are computed over the hypotheses of every rank already (metrics.py)
-warnings.filterwarnings("ignore", message=r".*sync_dist=True.*when logging on epoch level")
-# a run resumed in its own folder finds its checkpoints there
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+silence_dependency_noise()
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
