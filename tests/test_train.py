@@ -7,8 +7,10 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from seq2attn.config import ConfigError, validate
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
@@ -162,3 +164,8 @@ def test_the_log_tells_each_validation_and_sums_up_the_run(
     assert math.isfinite(metrics["train/loss"]) and metrics["train/lr"] > 0
     saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert saved["stop_reason"] == metrics["stop_reason"]
+    # curves.png: four panels of 12 x 3.2 inches at 80 dpi, not blank
+    with Image.open(Path(cfg.paths.output_dir) / "curves.png") as image:
+        assert image.size == (960, 256)
+        pixels = np.asarray(image.convert("L"), dtype=float)
+    assert pixels.std() > 10 and (pixels < 128).mean() > 0.01

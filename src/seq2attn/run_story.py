@@ -19,12 +19,20 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Progress:
-    """The validations seen so far: the best val BLEU, its step, and the training speed."""
+    """The validations seen so far: the best val BLEU, its step, and the training speed; and
+    the points of the run's curves (``curves.png``)."""
 
     best_bleu: float = -math.inf
     best_step: int | None = None
     validations: int = 0
     speeds: list[float] = field(default_factory=list)
+    # metric name -> [(step, value)]: train/loss, train/lr, train/tf_ratio, val/loss, val/bleu
+    points: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def add_points(self, step: int, metrics: Mapping[str, float], names: tuple[str, ...]) -> None:
+        for name in names:
+            if name in metrics and math.isfinite(metrics[name]):
+                self.points.setdefault(name, []).append((step, metrics[name]))
 
     def record(self, step: int, bleu: float, tokens_per_second: float | None) -> bool:
         """Count one validation; True when its BLEU is a new best."""
@@ -69,21 +77,75 @@ def validation_line(step: int, epoch: int, metrics: Mapping[str, float], new_bes
     return f"step {step} (epoch {epoch}): " + " | ".join(g for g in (train, val, speed) if g)
 
 
+TRAIN_CURVES = ("train/loss", "train/lr", "train/tf_ratio")
+VAL_CURVES = ("val/loss", "val/bleu")
+
+
 class ValidationLog(Callback):
-    """Logs a line per validation (rank 0, not the sanity check) and keeps the run's
-    :class:`Progress` for the summary."""
+    """Logs a line per validation (rank 0, not the sanity check), redraws ``curves.png`` in the
+    run folder, and keeps the run's :class:`Progress` for the summary."""
 
     def __init__(self) -> None:
         self.progress = Progress()
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        if trainer.is_global_zero:
+            metrics = {
+                k: float(v) for k, v in trainer.callback_metrics.items() if k in TRAIN_CURVES
+            }
+            self.progress.add_points(trainer.global_step, metrics, TRAIN_CURVES)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        step = trainer.global_step
         new_best = self.progress.record(
-            trainer.global_step, metrics.get("val/bleu", math.nan), metrics.get("train/tok_s")
+            step, metrics.get("val/bleu", math.nan), metrics.get("train/tok_s")
         )
-        log.info(validation_line(trainer.global_step, trainer.current_epoch, metrics, new_best))
+        self.progress.add_points(step, metrics, VAL_CURVES)
+        log.info(validation_line(step, trainer.current_epoch, metrics, new_best))
+        if not getattr(trainer, "fast_dev_run", False):
+            draw_curves(self.progress.points, Path(trainer.default_root_dir) / "curves.png")
+
+
+def draw_curves(points: Mapping[str, list[tuple[int, float]]], path: Path) -> Path:
+    """``curves.png``: train and val loss, val BLEU, learning rate and teacher-forcing ratio
+    against the optimizer step, one panel each; written to a temporary file and renamed, so a
+    reader never sees half a picture."""
+    from matplotlib.figure import Figure  # only when drawing
+
+    panels = (
+        ("loss", ("train/loss", "val/loss")),
+        ("val BLEU", ("val/bleu",)),
+        ("learning rate", ("train/lr",)),
+        ("teacher-forcing ratio", ("train/tf_ratio",)),
+    )
+    figure = Figure(figsize=(12.0, 3.2), layout="constrained")
+    for index, (title, names) in enumerate(panels):
+        axes = figure.add_subplot(1, len(panels), index + 1)
+        for name in names:
+            if points.get(name):
+                steps, values = zip(*points[name], strict=True)
+                marker = "o" if name.startswith("val/") else ""
+                axes.plot(steps, values, marker=marker, markersize=3, label=name)
+        axes.set_title(title)
+        axes.set_xlabel("step")
+        axes.grid(alpha=0.3)
+        if len(names) > 1:
+            axes.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".png.partial")
+    figure.savefig(partial, format="png", dpi=80)
+    partial.replace(path)
+    return path
 
 
 def stop_reason(trainer: L.Trainer) -> str:
