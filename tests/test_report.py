@@ -29,6 +29,7 @@ from seq2attn.report import (
     varying_keys,
 )
 from seq2attn.report.chart import labels, plot_curves
+from seq2attn.report.tables import Variant
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -374,13 +375,37 @@ def test_report_fills_the_marked_block_of_a_page_from_several_paths(
         report(notes)
 
 
-def test_chart_labels_name_yes_no_columns_and_skip_unused_scorers() -> None:
+def test_chart_labels_are_key_value_and_skip_unused_scorers() -> None:
     configs = [
         {"attention": "luong", "scorer": "scaled_dot", "input feeding": "true", "cell": "gru"},
         {"attention": "none", "scorer": "-", "input feeding": "false", "cell": "gru"},
     ]
-    assert labels(configs) == ["luong scaled_dot input feeding", "none no input feeding"]
+    assert labels(configs) == [
+        "attention=luong scorer=scaled_dot input feeding=true",
+        "attention=none input feeding=false",
+    ]
     assert labels(configs[:1]) == ["all runs"]
+
+
+def test_error_bars_only_for_repeated_seeds_and_never_below_zero(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    variants = [
+        Variant({"cell": "gru"}, 3, {"test/bleu": 2.0}, {"test/bleu": 5.0}),
+        Variant({"cell": "lstm"}, 1, {"test/bleu": 30.0}, {"test/bleu": 0.0}),
+        Variant({"cell": "rnn"}, 2, {"test/bleu": 20.0}, {"test/bleu": 1.5}),
+    ]
+    drawn: dict[str, Any] = {}
+    original = Axes.bar
+
+    def record(self: Axes, x: Any, height: Any, *args: Any, yerr: Any = None, **kw: Any) -> Any:
+        drawn["yerr"] = yerr
+        return original(self, x, height, *args, yerr=yerr, **kw)
+
+    monkeypatch.setattr(Axes, "bar", record)
+    plot(variants, tmp_path / "bleu.png")
+    below, above = drawn["yerr"]
+    assert list(below) == [2.0, 0.0, 1.5] and list(above) == [5.0, 0.0, 1.5]
 
 
 METRICS_CSV = """epoch,step,train/loss,trainer/global_step,val/aer,val/bleu,test/bleu
@@ -427,7 +452,7 @@ def test_curves_draw_one_line_per_variant_through_the_mean_over_seeds(
     monkeypatch.setattr(Axes, "plot", record)
     path = plot_curves(runs, tmp_path / "curves.png", ["val/aer"])
     assert path.read_bytes().startswith(b"\x89PNG")
-    assert sorted(drawn) == [([100], [pytest.approx(0.4)], "gru"), ([100], [0.9], "lstm")]
+    assert sorted(drawn) == [([100], [pytest.approx(0.4)], "cell=gru"), ([100], [0.9], "cell=lstm")]
 
 
 def test_debug_runs_are_left_out_and_named_unless_asked_for(sweep: Path) -> None:

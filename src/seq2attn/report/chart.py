@@ -18,16 +18,19 @@ from seq2attn.report.tables import (
 
 
 def plot(variants: Sequence[Variant], path: Path, metric: str = "test/bleu") -> Path:
-    """Bar chart PNG of ``metric`` per variant, with ± std error bars where seeds were repeated."""
+    """Bar chart PNG of ``metric`` per variant, labelled ``key=value``; ± std error bars only for
+    variants of 2 seeds or more, never below 0 (scores and losses are not negative)."""
     shown = [v for v in variants if metric in v.mean]
     names = labels([v.config for v in shown])
     figure = Figure(figsize=(max(4.0, 0.8 * len(shown) + 2), 4.0), layout="constrained")
     axes = figure.add_subplot()
     positions = range(len(shown))
+    spread = [v.std[metric] if v.runs >= 2 else 0.0 for v in shown]
+    below = [min(s, max(v.mean[metric], 0.0)) for s, v in zip(spread, shown, strict=True)]
     axes.bar(
         positions,
         [v.mean[metric] for v in shown],
-        yerr=[v.std[metric] for v in shown],
+        yerr=[below, spread],
         capsize=4,
         color="tab:blue",
     )
@@ -41,13 +44,11 @@ def plot(variants: Sequence[Variant], path: Path, metric: str = "test/bleu") -> 
 
 
 def labels(configs: Sequence[dict[str, str]]) -> list[str]:
-    """Each config's values of the columns that differ between the configs, joined by spaces; a
-    yes/no column reads as its name (``input feeding``, ``no input feeding``), '-' is left out."""
+    """Each config's ``column=value`` for the columns that differ between the configs, joined by
+    spaces (``attention=luong scorer=dot input feeding=true``); '-' is left out."""
     differing = [h for h in configs[0] if len({c[h] for c in configs}) > 1] if configs else []
-    named = {"true": "{}", "false": "no {}", "-": ""}
     return [
-        " ".join(p for h in differing if (p := named.get(c[h], c[h]).format(h))) or "all runs"
-        for c in configs
+        " ".join(f"{h}={c[h]}" for h in differing if c[h] != "-") or "all runs" for c in configs
     ]
 
 
