@@ -311,7 +311,8 @@ def test_a_bad_value_ends_train_py_with_one_line_and_exit_2(tmp_path: Path) -> N
     )
     assert result.returncode == 2
     assert "error: optimizer: Invalid learning rate: -1" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr and "Logging error" not in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before any work: no run folder left
 
 
 @pytest.mark.parametrize(

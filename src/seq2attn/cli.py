@@ -4,11 +4,13 @@ training fault every rank agreed on (one line, exit code 1)."""
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from seq2attn.checkpoints import CheckpointError
 from seq2attn.config import ConfigError
@@ -28,13 +30,37 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     try:
         return task(cfg)
     except INPUT_ERRORS as error:
-        _fail(error, 2)
+        removed = is_rank_zero() and remove_unused_run_folder(cfg)
+        _fail(error, 2, log_to_files=not removed)
     except NonFiniteLoss as error:  # every rank agreed on it: rank 0 says it for all
         _fail(error, 1, show=is_rank_zero())
 
 
-def _fail(error: Exception, code: int, show: bool = True) -> NoReturn:
-    _log_to_files(error)
+# what a run folder holds before any work: Hydra's config, the task's log, the run record
+BEFORE_WORK = {".hydra", "train.log", "eval.log", "translate.log", "run.json"}
+
+
+def remove_unused_run_folder(cfg: DictConfig) -> bool:
+    """Remove the run folder of a command refused before any work, one that holds nothing but
+    ``BEFORE_WORK``; True if it did. A folder with anything else (a resumed run's checkpoints,
+    outputs) is kept."""
+    folder = Path(str(OmegaConf.select(cfg, "paths.output_dir", default="") or ""))
+    if not (folder.name and folder.is_dir()):
+        return False
+    if not {p.name for p in folder.iterdir()} <= BEFORE_WORK:
+        return False
+    root, here = logging.getLogger(), folder.resolve()
+    for handler in list(root.handlers):  # its log file goes with it
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == here:
+            root.removeHandler(handler)
+            handler.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    return True
+
+
+def _fail(error: Exception, code: int, show: bool = True, log_to_files: bool = True) -> NoReturn:
+    if log_to_files:
+        _log_to_files(error)
     if show:
         print(f"error: {error}", file=sys.stderr)
     raise SystemExit(code) from None
