@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from seq2attn.checkpoints.loading import run_folder_to_resume
-from seq2attn.cli import run_cli
+from seq2attn.cli import exit_on_override_error, run_cli
 from seq2attn.tasks import train
 
 
@@ -24,4 +24,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    exit_on_override_error("train")
     main()
