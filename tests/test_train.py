@@ -169,3 +169,15 @@ def test_the_log_tells_each_validation_and_sums_up_the_run(
         assert image.size == (960, 256)
         pixels = np.asarray(image.convert("L"), dtype=float)
     assert pixels.std() > 10 and (pixels < 128).mean() > 0.01
+
+
+def test_a_fast_dev_run_writes_nothing_and_tests_one_batch(
+    compose_train: Compose, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="seq2attn.tasks")
+    cfg = compose_train("debug=fdr")
+    out = Path(cfg.paths.output_dir)
+    metrics = train(cfg)
+    assert math.isfinite(metrics["train/loss"]) and 0 <= metrics["test/bleu"] <= 100
+    assert not out.exists() or not any(out.iterdir())  # no record, checkpoint or outputs
+    assert any(m.startswith("fast dev run: one batch of each split ran") for m in caplog.messages)

@@ -54,7 +54,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
     resume_from = _resume_point(cfg, output_dir)
-    if resume_from is None and is_rank_zero():
+    # a fast dev run checks that everything runs: it writes nothing and tests one batch
+    dev_run = bool(cfg.trainer.get("fast_dev_run"))
+    if resume_from is None and is_rank_zero() and not dev_run:
         write_run_record(config, output_dir, None, precision)
 
     datamodule: TranslationDataModule = build_datamodule(run.data)
@@ -67,10 +69,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_run_record(config, output_dir, resume_from, precision)
     module = build_module(cfg, run, datamodule)
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
+    if dev_run:  # Lightning's ModelCheckpoint still writes last.ckpt at the end of a dev run
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint | ResumeCheckpoint)]
     story = ValidationLog()
     callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config), story]
     resume = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
-    loggers = build_loggers(cfg.logger, config)
+    loggers = [] if dev_run else build_loggers(cfg.logger, config)
     trainer: L.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
     )
@@ -90,7 +94,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["time/wall_s"] = time.perf_counter() - started
         metrics["stop_reason"] = reason
         metrics["val/bleu_best_step"] = story.progress.best_step
-        if trainer.is_global_zero:
+        if dev_run:
+            log.info(
+                "fast dev run: one batch of each split ran, nothing was written "
+                "(test BLEU %.2f on one batch)",
+                metrics.get("test/bleu", math.nan),
+            )
+        elif trainer.is_global_zero:
             translator = Translator(
                 module.model, datamodule.src_tokenizer, datamodule.tgt_tokenizer
             )

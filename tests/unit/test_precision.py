@@ -145,7 +145,7 @@ def test_auto_is_resolved_before_the_trainer_is_built(compose_train: Compose) ->
 
 def test_a_run_records_the_choice(compose_train: Compose, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="seq2attn.precision")
-    cfg = compose_train("precision=auto", "debug=fdr")
+    cfg = compose_train("precision=auto", "debug=limit", "trainer.max_epochs=1")
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"])
     out = Path(cfg.paths.output_dir)
