@@ -168,7 +168,8 @@ def test_translate_strict_file_names_file_and_line_and_writes_nothing(
         + r"bytes that are not UTF-8 \(b'\\xff\\xfe d' at byte 4 of the line\); "
         r"fix the input or set on_decode_error=replace",
     )
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "run"]  # no output, no temp
+    # no output, no temporary file, and no run folder: nothing was done
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
 
 def test_translate_strict_stdin_names_stdin_and_line(trained_run: Path, tmp_path: Path) -> None:
