@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 from matplotlib.figure import Figure
 
 from seq2attn.report.runs import Run
@@ -64,10 +65,11 @@ def plot_curves(runs: Sequence[Run], path: Path, metrics: Sequence[str]) -> Path
         groups.setdefault(tuple(row.items()), []).append(run)
     names = labels([dict(key) for key in groups])
     styles = {"bahdanau": "-", "luong": "--", "none": ":"}
+    colours = [f"C{i}" for i in range(10)] if len(groups) <= 10 else None
     figure = Figure(figsize=(5.0 * len(metrics), 4.5), layout="constrained")
     for panel, metric in enumerate(metrics):
         axes = figure.add_subplot(1, len(metrics), panel + 1)
-        for (key, members), name in zip(groups.items(), names, strict=True):
+        for index, ((key, members), name) in enumerate(zip(groups.items(), names, strict=True)):
             by_step: dict[float, list[float]] = {}
             for run in members:
                 for entry in run.history:
@@ -77,7 +79,8 @@ def plot_curves(runs: Sequence[Run], path: Path, metrics: Sequence[str]) -> Path
                 steps = sorted(by_step)
                 means = [sum(by_step[s]) / len(by_step[s]) for s in steps]
                 style = styles.get(dict(key).get("attention", ""), "-")
-                axes.plot(steps, means, style, marker=".", label=name)
+                colour = colours[index] if colours else matplotlib.colormaps["tab20"](index % 20)
+                axes.plot(steps, means, style, marker=".", color=colour, label=name)
         header = {**METRIC_COLUMNS, **OPTIONAL_COLUMNS}.get(metric, (metric, ""))[0]
         axes.set_xlabel("optimizer step")
         axes.set_ylabel(header)
