@@ -14,7 +14,7 @@ from seq2attn.report.tables import (
     OPTIONAL_COLUMNS,
     Variant,
     config_columns,
-    config_row,
+    group_variants,
 )
 
 
@@ -57,12 +57,7 @@ def plot_curves(runs: Sequence[Run], path: Path, metrics: Sequence[str]) -> Path
     """One panel per metric: its value at each validation (``Run.history``) against the step,
     one line per variant (the mean over its seeds at each step; Bahdanau solid, Luong dashed,
     no attention dotted)."""
-    columns = config_columns(runs)
-    groups: dict[tuple[tuple[str, str], ...], list[Run]] = {}
-    for run in runs:
-        row = config_row(run, columns)
-        row.pop("seed", None)
-        groups.setdefault(tuple(row.items()), []).append(run)
+    groups = group_variants(runs, config_columns(runs))
     names = labels([dict(key) for key in groups])
     styles = {"bahdanau": "-", "luong": "--", "none": ":"}
     colours = [f"C{i}" for i in range(10)] if len(groups) <= 10 else None

@@ -233,18 +233,26 @@ def _options(group: str) -> dict[str, dict[str, Any]]:
     return options
 
 
-def aggregate(runs: Sequence[Run], columns: dict[str, str]) -> list[Variant]:
-    """Group runs by their config columns except ``seed``; mean and sample std of each metric.
-
-    The std of a single run is 0. Variants are sorted by mean test BLEU, best first.
-    """
+def group_variants(
+    runs: Sequence[Run], columns: dict[str, str]
+) -> dict[tuple[tuple[str, str], ...], list[Run]]:
+    """The runs of each variant (equal config columns apart from ``seed``), keyed by its
+    (header, cell) pairs, in order of first appearance."""
     groups: dict[tuple[tuple[str, str], ...], list[Run]] = {}
     for run in runs:
         row = config_row(run, columns)
         row.pop("seed", None)
         groups.setdefault(tuple(row.items()), []).append(run)
+    return groups
+
+
+def aggregate(runs: Sequence[Run], columns: dict[str, str]) -> list[Variant]:
+    """Group runs by their config columns except ``seed``; mean and sample std of each metric.
+
+    The std of a single run is 0. Variants are sorted by mean test BLEU, best first.
+    """
     variants = []
-    for key, members in groups.items():
+    for key, members in group_variants(runs, columns).items():
         mean, std = {}, {}
         for metric in METRIC_COLUMNS | OPTIONAL_COLUMNS:
             values = [r.metrics[metric] for r in members if _finite(r.metrics.get(metric))]
