@@ -96,12 +96,11 @@ class ValidationLog(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        # a point per logging interval (and the first step): no per-step reads of the metrics
-        step, every = trainer.global_step, max(1, getattr(trainer, "log_every_n_steps", 1))
-        if trainer.is_global_zero and (step == 1 or step % every == 0):
-            logged = trainer.callback_metrics
-            metrics = {name: float(logged[name]) for name in TRAIN_CURVES if name in logged}
-            self.progress.add_points(step, metrics, TRAIN_CURVES)
+        if trainer.is_global_zero:
+            metrics = {
+                k: float(v) for k, v in trainer.callback_metrics.items() if k in TRAIN_CURVES
+            }
+            self.progress.add_points(trainer.global_step, metrics, TRAIN_CURVES)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
