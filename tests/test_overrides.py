@@ -11,6 +11,7 @@ import pytest
 from seq2attn.overrides import override_error
 
 ROOT = Path(__file__).resolve().parents[1]
+OPTIONS = {"experiment": [p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")]}
 
 
 @pytest.mark.timeout(120)
@@ -51,6 +52,23 @@ def test_a_typo_gets_the_closest_name(argv: list[str], message: str) -> None:
 )
 def test_keys_and_options_that_exist_pass(argv: list[str]) -> None:
     assert override_error("train", argv) is None
+
+
+@pytest.mark.timeout(120)
+def test_options_and_keys_of_an_added_search_path_pass(tmp_path: Path) -> None:
+    """The study driver writes each row as an experiment option in a folder of its own and
+    adds it with hydra.searchpath: its options and the keys they add are not typos."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "row_seed1.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - study\n  - _self_\nrow_note: x\n"
+    )
+    searchpath = f"hydra.searchpath=[file://{tmp_path}]"
+    assert override_error("train", [searchpath, "experiment=row_seed1", "row_note=y"]) is None
+    assert override_error("train", [searchpath, "experiment=row_seed2"]) == (
+        "experiment=row_seed2: no such option; did you mean experiment=row_seed1? "
+        f"(options: {', '.join(sorted([*OPTIONS['experiment'], 'row_seed1']))})"
+    )
+    assert override_error("train", ["experiment=row_seed1"]) is not None
 
 
 @pytest.mark.timeout(120)

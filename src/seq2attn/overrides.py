@@ -19,7 +19,9 @@ def override_error(config_name: str, argv: Sequence[str], conf: Path = CONF) -> 
     """The message for the first override of ``argv`` that names an option or key the config
     does not have, with the closest existing name; None when every one exists (values are
     checked later, by the run's schemas)."""
-    groups: list[str] = []
+    searchpath = [arg for arg in argv if arg.startswith("hydra.searchpath=")]
+    roots = [conf, *_searchpath_dirs(searchpath)]
+    groups: list[str] = list(searchpath)
     keys: list[str] = []
     for arg in argv:
         if arg.startswith(("-", "+", "~")) or "=" not in arg:
@@ -27,8 +29,8 @@ def override_error(config_name: str, argv: Sequence[str], conf: Path = CONF) -> 
         key, value = arg.split("=", 1)
         if key.startswith("hydra") or "/" in key:
             continue
-        if (conf / key).is_dir():
-            options = sorted(p.stem for p in (conf / key).glob("*.yaml"))
+        if any((root / key).is_dir() for root in roots):
+            options = sorted({p.stem for root in roots for p in (root / key).glob("*.yaml")})
             chosen = [] if "(" in value else value.split(",")  # sweep functions: Hydra's
             for option in chosen:
                 if option not in options and option != "null":
@@ -52,6 +54,19 @@ def override_error(config_name: str, argv: Sequence[str], conf: Path = CONF) -> 
                 f"{_suggest(key, sorted(known), '')} (to add a new key: +{key}=...)"
             )
     return None
+
+
+def _searchpath_dirs(overrides: Sequence[str]) -> list[Path]:
+    """The folders that ``hydra.searchpath=[file://a,file://b]`` overrides add to the config
+    search path (``pkg://`` entries hold no files to list)."""
+    dirs: list[Path] = []
+    for override in overrides:
+        entries = override.split("=", 1)[1].strip("[]")
+        for entry in entries.split(","):
+            entry = entry.strip().strip("'\"")
+            if entry.startswith("file://"):
+                dirs.append(Path(entry.removeprefix("file://")))
+    return dirs
 
 
 def _keys(config_name: str, groups: list[str], conf: Path) -> set[str] | None:
