@@ -3,12 +3,13 @@
 import hydra
 from omegaconf import DictConfig
 
-from seq2attn.cli import run_cli
-from seq2attn.inference.commands import evaluate
-
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
+    # torch and the model code are imported once the command runs: --help answers at once
+    from seq2attn.cli import run_cli
+    from seq2attn.inference.commands import evaluate
+
     return run_cli(evaluate, cfg)["bleu"]
 
 

@@ -23,17 +23,6 @@ INPUT_ERRORS = (ConfigError, CorpusError, CheckpointError)
 T = TypeVar("T")
 
 
-def exit_on_override_error(config_name: str) -> None:
-    """Before Hydra composes: a key or option of the command line that the config does not have
-    ends the command with one line naming the closest one, exit code 2."""
-    from seq2attn.overrides import override_error  # composes the config: only for commands
-
-    message = override_error(config_name, sys.argv[1:])
-    if message is not None:
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run a task for a command-line shim: bad input (config, data files, checkpoints) ends the
     process with its message and exit code 2, a non-finite loss with exit code 1, instead of a

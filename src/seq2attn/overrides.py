@@ -5,6 +5,7 @@ name and exit code 2 (Hydra's own answer to a typo is to append it with ``+``)."
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,6 +55,15 @@ def override_error(config_name: str, argv: Sequence[str], conf: Path = CONF) -> 
                 f"{_suggest(key, sorted(known), '')} (to add a new key: +{key}=...)"
             )
     return None
+
+
+def exit_on_override_error(config_name: str) -> None:
+    """Before Hydra composes: a key or option of the command line that the config does not have
+    ends the command with one line naming the closest one, exit code 2."""
+    message = override_error(config_name, sys.argv[1:])
+    if message is not None:
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 def _searchpath_dirs(overrides: Sequence[str]) -> list[Path]:
