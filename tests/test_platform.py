@@ -9,6 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
+from PIL import Image
 
 from seq2attn import module as module_lib
 from seq2attn.config import validate
@@ -144,6 +145,11 @@ def test_wandb_offline_run_keeps_config_history_and_heatmaps(
     assert b"test/bleu" in record
     images = list((files / "media" / "images" / "val").glob("attention_*.png"))
     assert len(images) == 2 * 4  # 4 sentences at each of 2 validations
+    sizes = set()
+    for path in images:
+        with Image.open(path) as image:
+            sizes.add(image.size)
+    assert len(sizes) == 1  # padded to one size: W&B shows a step's images side by side
     assert len(list((files / "media" / "table" / "val").glob("samples_*.table.json"))) == 2
 
 

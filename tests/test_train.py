@@ -164,6 +164,10 @@ def test_the_log_tells_each_validation_and_sums_up_the_run(
     assert math.isfinite(metrics["train/loss"]) and metrics["train/lr"] > 0
     saved = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
     assert saved["stop_reason"] == metrics["stop_reason"]
+    # the attention page of the fixed validation sentences, as the model was at the last step
+    page = (Path(cfg.paths.output_dir) / "attention.html").read_text()
+    assert "<h1>seq2attn attention at step 10</h1>" in page
+    assert page.count("<section") == 4 and page.count("<b>reference</b>") == 4
     # curves.png: four panels of 12 x 3.2 inches at 80 dpi, not blank
     with Image.open(Path(cfg.paths.output_dir) / "curves.png") as image:
         assert image.size == (960, 256)

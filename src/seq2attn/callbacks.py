@@ -6,6 +6,7 @@ import io
 import logging
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -16,9 +17,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
+from seq2attn.checkpoints.saving import SelfDescribingCheckpoint
 from seq2attn.data.datamodule import attached_datamodule
 from seq2attn.faults import Preempted, largest_over_ranks
 from seq2attn.inference import Translator
+from seq2attn.inference.outputs import page_header, page_sentence, write_attention_page
 from seq2attn.plotting import heatmap_png
 
 log = logging.getLogger(__name__)
@@ -50,14 +53,17 @@ class TokenThroughput(Callback):
 
 class ValidationSnapshots(Callback):
     """At every validation, translate a few fixed validation sentences and send their attention
-    maps and a sample table to every logger, so a dashboard shows the alignments sharpening.
+    maps and a sample table to every logger, so a dashboard shows the alignments sharpening, and
+    rewrite the run's interactive attention page (``page``) with them.
 
-    W&B gets images (``val/attention``) and a table (``val/samples``); TensorBoard gets images and
-    text; a CSV logger gets PNG files under ``<log dir>/attention/``.
+    W&B gets images (``val/attention``, padded to one size) and a table (``val/samples``);
+    TensorBoard gets images and text; a CSV logger gets PNG files under ``<log dir>/attention/``.
+    Each heatmap's title gives the sentence, its reference and the step.
     """
 
-    def __init__(self, num_sentences: int = 4) -> None:
+    def __init__(self, num_sentences: int = 4, page: str | None = None) -> None:
         self.num_sentences = num_sentences
+        self.page = Path(page) if page else None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers:
@@ -72,8 +78,34 @@ class ValidationSnapshots(Callback):
         )
         translations = translator.translate(sources, pl_module.decoding)  # type: ignore[arg-type]
         rows = [[t.source, ref, t.text] for t, ref in zip(translations, references, strict=True)]
-        pngs = [heatmap_png(m) for t in translations if (m := t.attention_map) is not None]
         step = trainer.global_step
+        pngs = [
+            heatmap_png(replace(m, title=f"{n}. {t.source}\nreference: {ref}\nstep {step}"))
+            for n, (t, ref) in enumerate(zip(translations, references, strict=True), start=1)
+            if (m := t.attention_map) is not None
+        ]
+        if self.page is not None:
+            config = next(
+                (
+                    c.config
+                    for c in getattr(trainer, "callbacks", [])
+                    if isinstance(c, SelfDescribingCheckpoint)
+                ),
+                {},
+            )
+            write_attention_page(
+                page_header(
+                    f"seq2attn attention at step {step}",
+                    f"the model of this run at step {step} (epoch {trainer.current_epoch})",
+                    config,
+                    pl_module.decoding,  # type: ignore[arg-type]
+                ),
+                [
+                    page_sentence(t, datamodule.tgt_tokenizer, ref)
+                    for t, ref in zip(translations, references, strict=True)
+                ],
+                self.page,
+            )
         for logger in trainer.loggers:
             if isinstance(logger, WandbLogger):
                 _log_wandb(logger, pngs, rows, step)
@@ -87,12 +119,26 @@ class ValidationSnapshots(Callback):
 
 
 def _log_wandb(logger: WandbLogger, pngs: list[bytes], rows: list[list[str]], step: int) -> None:
-    images = [Image.open(io.BytesIO(png)) for png in pngs]
+    images = equal_sizes([Image.open(io.BytesIO(png)).convert("RGB") for png in pngs])
     if images:
         logger.log_image(key="val/attention", images=images, step=step)
     logger.log_table(
         key="val/samples", columns=["source", "reference", "hypothesis"], data=rows, step=step
     )
+
+
+def equal_sizes(images: list[Image.Image]) -> list[Image.Image]:
+    """The images on white canvases of the largest width and height among them (W&B shows a
+    step's images at one size and warns when they differ)."""
+    if not images:
+        return images
+    size = (max(i.width for i in images), max(i.height for i in images))
+    padded = []
+    for image in images:
+        canvas = Image.new("RGB", size, "white")
+        canvas.paste(image, (0, 0))
+        padded.append(canvas)
+    return padded
 
 
 def _log_tensorboard(

@@ -32,6 +32,12 @@ def bleu_score(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     return BLEU().corpus_score(list(hypotheses), [list(references)]).score
 
 
+def sentence_bleu(hypothesis: str, reference: str) -> float:
+    """BLEU of one sentence (sacreBLEU's sentence score: effective n-gram order, so a short
+    sentence without a 4-gram match is not 0)."""
+    return BLEU(effective_order=True).sentence_score(hypothesis, [reference]).score
+
+
 def corpus_scores(
     hypotheses: Sequence[str], references: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, str]]:

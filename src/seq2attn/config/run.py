@@ -144,6 +144,14 @@ class InferenceSchema:
 @dataclass
 class EvalSchema(InferenceSchema):
     split: EvalSplit = EvalSplit.test
+    attention_page: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.attention_page < 0:
+            raise ConfigError(
+                f"attention_page: {self.attention_page} sentences; allowed: 0 (no page) or more"
+            )
 
 
 @dataclass

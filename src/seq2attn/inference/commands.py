@@ -10,19 +10,22 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from seq2attn.config import validate_eval, validate_translate
+from seq2attn.attention_page import PageHeader, PageSentence
+from seq2attn.config import DecodingSchema, validate_eval, validate_translate
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.inference.lines import LinePolicy, open_input, open_output, read_chunks, read_split
 from seq2attn.inference.loading import data_config_for, load
 from seq2attn.inference.outputs import (
-    heatmap_entries,
+    page_header,
+    page_sentence,
     write_attention_page,
+    write_heatmaps,
     write_json,
     write_lines,
     write_nbest,
 )
+from seq2attn.inference.translator import Translator
 from seq2attn.metrics import corpus_scores, output_scores
-from seq2attn.plotting import PageEntry
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +81,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     write_lines(output_dir / f"{split}.ref.txt", pairs.tgt)
     if settings.decoding.n_best > 1:
         write_nbest(output_dir / f"{split}.nbest.txt", translations.items, translator.tgt_tokenizer)
+    if settings.attention_page:
+        shown = range(min(settings.attention_page, len(translations)))
+        page = write_attention_page(
+            _header(f"seq2attn attention: {split}", translator, settings.decoding),
+            [page_sentence(translations[i], translator.tgt_tokenizer, pairs.tgt[i]) for i in shown],
+            output_dir / f"{split}.attention.html",
+        )
+        log.info("attention page of %d sentences: %s", len(shown), page)
     paths = [str(path) for path in translator.paths]
     write_json(
         output_dir / "scores.json",
@@ -110,7 +121,7 @@ def translate(cfg: DictConfig) -> None:
     configure_cpu(settings.cpu)
     translator = load(checkpoint_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
-    entries: list[PageEntry] = []
+    page: list[PageSentence] = []
     policy = LinePolicy.for_translate(settings, translator.config)
     sentences, seconds = 0, 0.0
     with open_input(cfg.input, policy) as source, open_output(cfg.output, cfg.input) as sink:
@@ -127,7 +138,8 @@ def translate(cfg: DictConfig) -> None:
             sentences += translations.stats.sentences
             seconds += translations.stats.seconds
             if attention_dir is not None:
-                entries += heatmap_entries(translations.items, attention_dir, len(entries) + 1)
+                write_heatmaps(translations.items, attention_dir, len(page) + 1)
+                page += [page_sentence(t, translator.tgt_tokenizer) for t in translations]
     log.info(
         "translated %d sentences in %.2f s of search (%.1f sentences/s)",
         sentences,
@@ -135,8 +147,25 @@ def translate(cfg: DictConfig) -> None:
         sentences / seconds if seconds else 0.0,
     )
     if attention_dir is not None:
-        page = write_attention_page(entries, attention_dir)
-        log.info("attention maps of %d sentences in %s", len(entries), page)
+        title = f"seq2attn attention: {Path(cfg.input).name if cfg.input else 'stdin'}"
+        path = write_attention_page(
+            _header(title, translator, settings.decoding), page, attention_dir / "attention.html"
+        )
+        log.info("attention maps of %d sentences in %s", len(page), path)
+
+
+def _header(title: str, translator: Translator, decoding: DecodingSchema) -> PageHeader:
+    """A page header naming the checkpoint(s) as given relative to the working folder."""
+    paths = ", ".join(_shown(path) for path in translator.paths)
+    return page_header(title, f"checkpoint {paths}", translator.config, decoding)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it lies inside it, else its name."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
 
 
 def checkpoint_names(ckpt_path: Any) -> str | list[str]:

@@ -1,20 +1,25 @@
-"""Files written from translations: hypotheses, Moses n-best lists, samples, heatmap pages.
+"""Files written from translations: hypotheses, Moses n-best lists, samples, heatmaps and the
+interactive attention page.
 
 Each is written to a temporary name beside it and renamed when complete, so an interrupted run
 leaves the previous file or none, never half of one."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from seq2attn.attention_page import PageHeader, PageHypothesis, PageSentence, render
 from seq2attn.config import DecodingSchema
 from seq2attn.data.cache import atomic_write_bytes
 from seq2attn.data.tokenizer import Tokenizer
 from seq2attn.inference.translator import Translation, Translator
-from seq2attn.plotting import PageEntry, attention_page, heatmap_png, save_heatmaps
+from seq2attn.metrics import sentence_bleu
+from seq2attn.plotting import heatmap_png, save_heatmaps
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -50,27 +55,85 @@ def write_samples(
     atomic_write_bytes(path, "\n".join(blocks).encode())
 
 
-def heatmap_entries(
-    translations: Sequence[Translation], folder: Path, first: int
-) -> list[PageEntry]:
-    """Write ``sentence_<n>.png`` per translation with attention (n counts from ``first``) and
-    return the page entries of all of them."""
+def page_sentence(
+    translation: Translation, tokenizer: Tokenizer, reference: str | None = None
+) -> PageSentence:
+    """A translation as a sentence of the attention page: every n-best hypothesis with its
+    pieces and attention, and the reference with the sentence BLEU of the best when given."""
+    hypotheses = [
+        PageHypothesis(
+            text=text,
+            score=hyp.score,
+            pieces=tokenizer.pieces(hyp.tokens) + ["</s>"],
+            weights=None if hyp.attention is None else hyp.attention.float().cpu().numpy(),
+        )
+        for hyp, text in zip(
+            translation.nbest, tokenizer.decode([h.tokens for h in translation.nbest]), strict=True
+        )
+    ]
+    return PageSentence(
+        source=translation.source,
+        source_pieces=translation.source_pieces,
+        hypotheses=hypotheses,
+        reference=reference,
+        bleu=None if reference is None else sentence_bleu(translation.text, reference),
+    )
+
+
+def write_heatmaps(translations: Sequence[Translation], folder: Path, first: int) -> None:
+    """``sentence_<n>.png`` per translation with attention (n counts from ``first``), titled
+    with its number and source."""
     folder.mkdir(parents=True, exist_ok=True)
-    entries = []
     for number, translation in enumerate(translations, start=first):
         attention = translation.attention_map
-        png = None if attention is None else heatmap_png(attention)
-        if png is not None:
-            atomic_write_bytes(folder / f"sentence_{number:05d}.png", png)
-        entries.append(PageEntry(translation.source, translation.text, png))
-    return entries
+        if attention is not None:
+            titled = dataclasses.replace(attention, title=f"{number}. {translation.source}")
+            atomic_write_bytes(folder / f"sentence_{number:05d}.png", heatmap_png(titled))
 
 
-def write_attention_page(entries: Sequence[PageEntry], folder: Path) -> Path:
-    """``attention.html``: every sentence with its translation and heatmap."""
-    page = folder / "attention.html"
-    atomic_write_bytes(page, attention_page(entries).encode())
-    return page
+def write_attention_page(header: PageHeader, sentences: Sequence[PageSentence], path: Path) -> Path:
+    """The interactive attention page (:mod:`seq2attn.attention_page`) at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, render(header, sentences).encode())
+    return path
+
+
+def page_header(
+    title: str, model: str, config: dict[str, Any], decoding: DecodingSchema
+) -> PageHeader:
+    """The page's header: ``model`` (checkpoint paths, or the run and step), the config keys
+    of :data:`SUMMARY_KEYS` that ``config`` has, and the decoding settings."""
+    summary = {}
+    for key in SUMMARY_KEYS:
+        node: Any = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            summary[key] = node
+    settings = {
+        key: value.value if isinstance(value, Enum) else value
+        for key, value in dataclasses.asdict(decoding).items()
+    }
+    return PageHeader(title, model, summary, settings)
+
+
+# the training config keys a page's header shows, where the config has them
+SUMMARY_KEYS = (
+    "run_name",
+    "data.src_lang",
+    "data.tgt_lang",
+    "attention.type",
+    "attention.input_feeding",
+    "cell.type",
+    "model.embedding_size",
+    "model.encoder_hidden_size",
+    "model.hidden_size",
+    "model.bidirectional",
+    "model.reverse_source",
+    "teacher_forcing.feedback",
+    "trainer.max_steps",
+    "seed",
+)
 
 
 def write_test_artifacts(
@@ -97,6 +160,10 @@ def write_test_artifacts(
         [hypotheses[i] for i in shown],
     )
     translations = translator.translate(sources[:heatmaps], decoding)
-    maps = [m for t in translations if (m := t.attention_map) is not None]
+    maps = [
+        dataclasses.replace(m, title=f"{n}. {t.source}\nreference: {ref}")
+        for n, (t, ref) in enumerate(zip(translations, references, strict=False), start=1)
+        if (m := t.attention_map) is not None
+    ]
     if maps:
         save_heatmaps(maps, output_dir / "attention.png")
