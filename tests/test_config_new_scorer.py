@@ -69,7 +69,7 @@ def compose_cosine(compose_train: Compose, tmp_path: Path) -> Compose:
 
 def test_the_new_option_composes_and_validates(compose_cosine: Compose) -> None:
     cfg = compose_cosine(tiny=False)
-    assert cfg.run_name == "luong-cosine-gru"
+    assert cfg.run_name == "toy_luong-cosine-gru"
     run = validate(cfg)
     assert run.scorer.func is CosineScorer and run.scorer.keywords == {"temperature": 5.0}
 

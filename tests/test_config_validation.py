@@ -153,12 +153,12 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
         ),
         (
             ["scorer=dot", "model.hidden_size=32", "model.encoder_hidden_size=32"],
-            r"scorer: DotScorer needs query_size == key_size, got query_size=32 and key_size=64;"
+            r"scorer=dot needs query_size == key_size, got query_size=32 and key_size=64;"
             r" set project_keys=true .*model\.hidden_size",
         ),
         (
             ["scorer=scaled_dot", "model.bidirectional=false", "model.encoder_hidden_size=8"],
-            r"scorer: ScaledDotScorer needs query_size == key_size",
+            r"scorer=scaled_dot needs query_size == key_size",
         ),
         (
             ["attention=bahdanau", "attention.input_feeding=true"],
@@ -258,7 +258,10 @@ def test_wiring_picks_its_scorer_and_cli_overrides_it(compose_train: Compose) ->
     assert compose_train("attention=luong").scorer._target_.endswith("GeneralScorer")
     cfg = compose_train("attention=bahdanau", "scorer=dot")
     assert cfg.model.scorer._target_.endswith("DotScorer")
-    assert cfg.run_name == "bahdanau-dot-gru"
+    assert cfg.run_name == "toy_bahdanau-dot-gru"
+    assert compose_train("data=multi30k", "data.tgt_lang=fr", tiny=False).run_name == (
+        "multi30k-de-fr_luong-general-gru"
+    )
 
 
 def test_two_pass_sampling_needs_a_parallel_decoder(compose_train: Compose) -> None:

@@ -42,10 +42,10 @@ def test_grid_gives_one_folder_per_combination_and_a_report_row_each(
 ) -> None:
     sweep_dir = multirun(tmp_path, cache_dir, *GRID)
     assert finished_folders(sweep_dir) == [
-        "0_luong-general-gru",
-        "1_luong-general-lstm",
-        "2_bahdanau-additive-gru",
-        "3_bahdanau-additive-lstm",
+        "0_toy_luong-general-gru",
+        "1_toy_luong-general-lstm",
+        "2_toy_bahdanau-additive-gru",
+        "3_toy_bahdanau-additive-lstm",
     ]
     runs, unfinished = collect_runs(sweep_dir)
     assert len(runs) == 4 and not unfinished
@@ -73,7 +73,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path: Path, cache_d
     sweep_dir = multirun(
         tmp_path, cache_dir, "cell=gru,lstm", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"
     )
-    assert finished_folders(sweep_dir) == ["0_luong-general-gru", "1_luong-general-lstm"]
+    assert finished_folders(sweep_dir) == ["0_toy_luong-general-gru", "1_toy_luong-general-lstm"]
     launcher = yaml.safe_load((sweep_dir / "multirun.yaml").read_text())["hydra"]["launcher"]
     assert launcher["_target_"].endswith("JoblibLauncher") and launcher["n_jobs"] == 2
 
