@@ -86,6 +86,18 @@ class ModelSchema:
         return per_direction * (2 if self.bidirectional else 1)
 
 
+def typed_option(group: str, fallback: str) -> str:
+    """``group=<option>`` as the user picked it when Hydra composed this run, else ``fallback``
+    (a config built without Hydra, or loaded from a checkpoint)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return f"{group}={choice}"
+    return fallback
+
+
 def check_scorer(node: Any, model: ModelSchema) -> Callable[..., Scorer]:
     """The scorer factory of the ``scorer`` node: the class at its ``_target_`` with the node's
     options, checked against the class's constructor and, when attention is used, its ``check``
@@ -110,9 +122,11 @@ def check_scorer(node: Any, model: ModelSchema) -> Callable[..., Scorer]:
             option = re.match(r"(\w+)=", message)
             if option and option.group(1) in options:
                 raise ConfigError(f"scorer.{message}") from None
+            # "scorer=dot needs ..." where the user picked scorer=dot, else "scorer: DotScorer ..."
+            typed = typed_option("scorer", f"scorer: {cls.__name__}")
             raise ConfigError(
-                f"scorer: {message} (query_size is model.hidden_size, key_size the encoder "
-                "states' size: model.encoder_hidden_size x directions)"
+                f"{message.replace(cls.__name__, typed, 1)} (query_size is model.hidden_size, "
+                "key_size the encoder states' size: model.encoder_hidden_size x directions)"
             ) from None
     return functools.partial(cls, **options)
 
