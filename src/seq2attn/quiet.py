@@ -38,8 +38,22 @@ class DropMessages(logging.Filter):
         return not record.getMessage().startswith(self.starts)
 
 
+def one_console_line_per_message() -> None:
+    """Under a configured root logger (Hydra's console and train.log), Lightning's messages go
+    there alone: the console handler that ``import lightning`` adds to its own logger printed
+    each of them a second time (``INFO: Seed set to 1234``)."""
+    if not logging.getLogger().handlers:
+        return  # no root handler: Lightning's own handler is the only one that shows them
+    lightning = logging.getLogger("lightning")
+    for handler in list(lightning.handlers):
+        if type(handler) is logging.StreamHandler:
+            lightning.removeHandler(handler)
+
+
 def silence_dependency_noise() -> None:
-    """Install the filters (once per process; a second call adds nothing)."""
+    """Install the filters (once per process; a second call adds nothing) and leave Lightning's
+    messages one console line each."""
+    one_console_line_per_message()
     for pattern in WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     for name, starts in LOG_MESSAGES.items():

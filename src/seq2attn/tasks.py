@@ -68,6 +68,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if is_rank_zero():  # only once the resume is accepted: a refused one leaves no trace
             write_run_record(config, output_dir, resume_from, precision)
     module = build_module(cfg, run, datamodule)
+    if is_rank_zero():
+        count = sum(p.numel() for p in module.model.parameters())
+        log.info(
+            "model: %s, %s parameters (%.1f MB)", cfg.run_name, f"{count:,}", count * 4 / 2**20
+        )
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c is not None]
     if dev_run:  # Lightning's ModelCheckpoint still writes last.ckpt at the end of a dev run
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint | ResumeCheckpoint)]

@@ -42,3 +42,20 @@ def test_the_named_warnings_are_ignored_and_others_shown() -> None:
         warnings.warn("Checkpoint directory /x exists and is not empty.", UserWarning, stacklevel=1)
         warnings.warn("a warning nobody named", UserWarning, stacklevel=1)
     assert [str(w.message) for w in caught] == ["a warning nobody named"]
+
+
+def test_lightning_messages_reach_the_console_once_under_a_root_handler() -> None:
+    import lightning  # noqa: F401 - adds its console handler to the "lightning" logger
+
+    lightning_logger = logging.getLogger("lightning")
+    extra = logging.StreamHandler()
+    lightning_logger.addHandler(extra)  # as `import lightning` does in a fresh process
+    root = logging.getLogger()
+    kept = logging.NullHandler()
+    root.addHandler(kept)
+    try:
+        silence_dependency_noise()
+        assert not [h for h in lightning_logger.handlers if type(h) is logging.StreamHandler]
+        assert lightning_logger.propagate  # its messages still reach the root's handlers
+    finally:
+        root.removeHandler(kept)
