@@ -13,7 +13,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
@@ -49,6 +49,18 @@ class TokenThroughput(Callback):
         elapsed = time.perf_counter() - self._started
         tokens = batch.num_target_tokens * trainer.world_size
         pl_module.log("train/tok_s", tokens / max(elapsed, 1e-9), prog_bar=True, batch_size=1)
+
+
+class ProgressBar(TQDMProgressBar):
+    """Lightning's progress bar without the logger's version number (``v_num``), which names
+    nothing a user set."""
+
+    def get_metrics(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 class ValidationSnapshots(Callback):

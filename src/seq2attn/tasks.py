@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from seq2attn.callbacks import ResumeCheckpoint, TokenThroughput
+from seq2attn.callbacks import ProgressBar, ResumeCheckpoint, TokenThroughput
 from seq2attn.checkpoints.loading import NEWEST_RUN, check_resumable, resume_checkpoint
 from seq2attn.checkpoints.saving import AtomicCheckpointIO, SelfDescribingCheckpoint
 from seq2attn.config import validate
@@ -78,6 +78,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint | ResumeCheckpoint)]
     story = ValidationLog()
     callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config), story]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(ProgressBar())
     resume = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)
     loggers = [] if dev_run else build_loggers(cfg.logger, config)
     trainer: L.Trainer = instantiate(
@@ -152,7 +154,10 @@ def _test_best(
         metrics.update(_scalars(trainer.callback_metrics))
     kept = trainer.checkpoint_callback
     best_path = kept.best_model_path if isinstance(kept, ModelCheckpoint) else ""
-    trainer.test(module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True)
+    # no table of 18-digit test metrics: the run summary gives them
+    trainer.test(
+        module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True, verbose=False
+    )
     metrics.update(_scalars(trainer.callback_metrics))
     best = kept.best_model_score if isinstance(kept, ModelCheckpoint) else None
     metrics["val/bleu_best"] = metrics.get("val/bleu", math.nan) if best is None else float(best)
