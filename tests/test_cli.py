@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import subprocess
@@ -395,3 +396,29 @@ def test_training_logs_attention_as_alignment_against_the_toy_gold(trained_run: 
     for split in ("val", "test"):
         assert 0.0 <= metrics[f"{split}/aer"] <= 1.0
         assert 0.0 < metrics[f"{split}/attention_entropy"] < math.log(40)
+
+
+def test_translate_counts_its_sentences_on_a_terminal(
+    trained_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    sources = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src[:7]
+    (tmp_path / "in.txt").write_text("\n".join(sources) + "\n")
+    cfg = compose_config(
+        "translate",
+        [
+            f"ckpt_path={trained_run}",
+            f"input={tmp_path / 'in.txt'}",
+            f"output={tmp_path / 'out.txt'}",
+            f"paths.output_dir={tmp_path}",
+            "chunk_size=3",
+            "decoding=greedy",
+        ],
+    )
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    translate(cfg)
+    assert "translating: 7 sentences" in terminal.getvalue().replace("\r", "\n")

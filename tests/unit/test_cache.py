@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import io
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -10,9 +12,11 @@ from seq2attn.data.cache import (
     EncodedSplit,
     atomic_write_bytes,
     cache_key,
+    encode_split,
     load_split,
     save_split,
 )
+from seq2attn.data.tokenizer import Tokenizer, train_sentencepiece
 
 SEQUENCES = [[5, 6, 7], [], [9], [10, 11]]
 
@@ -104,3 +108,26 @@ def test_atomic_writes_give_files_the_umask_permissions(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "shared.bin").stat().st_mode & 0o777 == 0o640  # 0o666 & ~0o027, not 0o600
+
+
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, as a user's console does."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_encoding_a_split_of_several_chunks_shows_its_progress_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tokenizer = Tokenizer.from_proto(
+        train_sentencepiece(["the dog sees a cat", "a cat sees the dog"] * 50, 40, "unigram", 1.0)
+    )
+    texts = [f"the dog sees {i} cats" for i in range(25)]
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    chunked = encode_split(tokenizer, texts, chunk_size=10, what="train src")
+    assert "encoding train src: 100%" in terminal.getvalue() and "25/25" in terminal.getvalue()
+    whole = encode_split(tokenizer, texts, chunk_size=100, what="train src")  # one chunk: no bar
+    assert terminal.getvalue().count("encoding train src: 100%") == 1
+    assert np.array_equal(chunked.ids, whole.ids) and np.array_equal(chunked.offsets, whole.offsets)

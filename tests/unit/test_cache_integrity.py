@@ -216,9 +216,9 @@ def child() -> None:
         time.sleep(1.0)  # the other process finds the tokenizer missing meanwhile
         return train(*args)
 
-    def counted_encode(*args):
+    def counted_encode(*args, **kwargs):
         builds["encoded"] += 1
-        return encode(*args)
+        return encode(*args, **kwargs)
 
     datamodule.train_sentencepiece, datamodule.encode_split = slow_train, counted_encode
     (barrier / name).touch()

@@ -280,11 +280,11 @@ def test_interrupted_build_leaves_no_cache_and_the_next_run_rebuilds(tmp_path, m
     encode = datamodule.encode_split
     calls = []
 
-    def interrupted(tokenizer, texts):
+    def interrupted(tokenizer, texts, **kwargs):
         calls.append(len(texts))
         if len(calls) == 2:  # train tgt, after train src was cached
             raise KeyboardInterrupt
-        return encode(tokenizer, texts)
+        return encode(tokenizer, texts, **kwargs)
 
     monkeypatch.setattr(datamodule, "encode_split", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from tqdm import tqdm
 
 from seq2attn.data.tokenizer import Tokenizer
 
@@ -245,11 +246,21 @@ def load_split(stem: str | os.PathLike[str]) -> EncodedSplit | None:
 
 
 def encode_split(
-    tokenizer: Tokenizer, texts: Sequence[str], chunk_size: int = ENCODE_CHUNK
+    tokenizer: Tokenizer, texts: Sequence[str], chunk_size: int = ENCODE_CHUNK, what: str = ""
 ) -> EncodedSplit:
-    """Encode ``texts`` chunk by chunk into flat arrays, never one list of all id lists."""
-    parts = [
-        EncodedSplit.from_sequences(tokenizer.encode(list(texts[start : start + chunk_size])))
-        for start in range(0, len(texts), chunk_size)
-    ]
+    """Encode ``texts`` chunk by chunk into flat arrays, never one list of all id lists; a
+    progress bar named ``what`` counts the lines on a terminal when there is more than one
+    chunk."""
+    starts = range(0, len(texts), chunk_size)
+    with tqdm(
+        total=len(texts),
+        desc=f"encoding {what}".strip(),
+        unit=" lines",
+        disable=None if len(starts) > 1 else True,  # None: shown on a terminal only
+    ) as bar:
+        parts = []
+        for start in starts:
+            chunk = list(texts[start : start + chunk_size])
+            parts.append(EncodedSplit.from_sequences(tokenizer.encode(chunk)))
+            bar.update(len(chunk))
     return EncodedSplit.concatenate(parts)

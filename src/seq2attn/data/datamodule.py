@@ -196,7 +196,7 @@ class TranslationDataModule(L.LightningDataModule):
             lines = getattr(read(split)[0], side)
             log.info("encoding %s %s (%d lines) -> %s", split, side, len(lines), stem)
             start = time.perf_counter()
-            encoded = encode_split(tokenizer, lines)
+            encoded = encode_split(tokenizer, lines, what=f"{split} {side}")
             log.info("encoded %s %s in %.1f s", split, side, time.perf_counter() - start)
             return encoded
 

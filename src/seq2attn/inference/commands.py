@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from seq2attn.attention_page import PageHeader, PageSentence
 from seq2attn.config import DecodingSchema, validate_eval, validate_translate
@@ -124,7 +125,12 @@ def translate(cfg: DictConfig) -> None:
     page: list[PageSentence] = []
     policy = LinePolicy.for_translate(settings, translator.config)
     sentences, seconds = 0, 0.0
-    with open_input(cfg.input, policy) as source, open_output(cfg.output, cfg.input) as sink:
+    with (
+        open_input(cfg.input, policy) as source,
+        open_output(cfg.output, cfg.input) as sink,
+        # on a terminal only (stderr): a count of translated sentences and their rate
+        tqdm(desc="translating", unit=" sentences", disable=None) as bar,
+    ):
         for chunk in read_chunks(source, settings.chunk_size):
             translations = translator.translate(
                 chunk,
@@ -136,6 +142,7 @@ def translate(cfg: DictConfig) -> None:
             sink.writelines(text + "\n" for text in translations.texts)
             sink.flush()
             sentences += translations.stats.sentences
+            bar.update(translations.stats.sentences)
             seconds += translations.stats.seconds
             if attention_dir is not None:
                 write_heatmaps(translations.items, attention_dir, len(page) + 1)
