@@ -129,13 +129,16 @@ def test_nonfinite_loss_can_skip_batches(
 
 
 def test_wandb_offline_run_keeps_config_history_and_heatmaps(
-    compose_train: Compose, monkeypatch: pytest.MonkeyPatch
+    compose_train: Compose, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_SILENT", raising=False)
     monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
     cfg = compose_train("logger=wandb", "debug=limit", "trainer.log_every_n_steps=2")
     train(cfg)
+    printed = capfd.readouterr()
+    assert "wandb" in printed.err + printed.out  # W&B spoke (offline run, sync hint) ...
+    assert "anonymous setting" not in printed.err + printed.out  # ... but not of that
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     files = runs[0] / "files"

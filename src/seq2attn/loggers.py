@@ -55,7 +55,12 @@ def build_loggers(nodes: DictConfig, config: dict[str, Any]) -> list[Logger]:
             continue
         if str(node.get("_target_", "")).endswith("WandbLogger"):
             node = wandb_settings(node)
-        loggers.append(instantiate(node))
+        logger = instantiate(node)
+        if isinstance(logger, WandbLogger):
+            # Lightning always passes anonymous=None, which W&B answers with "The anonymous
+            # setting has no effect" at every run; leaving it out changes nothing else
+            logger._wandb_init.pop("anonymous", None)
+        loggers.append(logger)
     for logger in loggers:
         logger.log_hyperparams(config)
     return loggers
