@@ -6,7 +6,6 @@ with the reason, where Chromium or its driver is not installed: the suite downlo
 from __future__ import annotations
 
 import io
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from experiments.page_screenshot import CHROMIUM, DRIVER, headless_chromium
 from seq2attn.attention_page import PageHeader, PageHypothesis, PageSentence, render
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 pytestmark = [
     pytest.mark.skipif(
         CHROMIUM is None or DRIVER is None,
@@ -32,24 +30,7 @@ WEIGHTS = np.array([[0.7, 0.2, 0.1], [0.05, 0.9, 0.05], [0.125, 0.25, 0.625]])
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1200,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(DRIVER)), options=options)
-    driver.set_page_load_timeout(60)
+    driver = headless_chromium()
     try:
         yield driver
     finally:
