@@ -29,6 +29,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
@@ -201,10 +202,16 @@ def _imports(tool: str, bin_dir: Path) -> bool:
 def _create_venv(tool: str, venv: Path, log: Path) -> None:
     venv.parent.mkdir(parents=True, exist_ok=True)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install"]
-    commands = [["python3", "-m", "venv", "--clear", str(venv)]]
-    commands += [pip + list(packages) for packages in INSTALL_STEPS[tool]]
+    steps = [("a virtual environment", ["python3", "-m", "venv", "--clear", str(venv)])]
+    steps += [(_shown(packages), pip + list(packages)) for packages in INSTALL_STEPS[tool]]
     with log.open("w") as out:
-        for command in commands:
+        for number, (what, command) in enumerate(steps, start=1):
+            # a step takes seconds to minutes: say which one runs and where its output goes
+            print(
+                f"installing {tool}, step {number} of {len(steps)}: {what} (output in {log})",
+                file=sys.stderr,
+                flush=True,
+            )
             out.write(f"$ {shlex.join(command)}\n")
             out.flush()
             if subprocess.run(command, stdout=out, stderr=subprocess.STDOUT).returncode:
@@ -213,6 +220,15 @@ def _create_venv(tool: str, venv: Path, log: Path) -> None:
                 )
     if not _imports(tool, venv / "bin"):
         raise RuntimeError(f"{tool} was installed but does not import; see {log}")
+
+
+def _shown(packages: tuple[str, ...]) -> str:
+    names = [p for p in packages if not p.startswith("-")]
+    return (
+        "pip install "
+        + " ".join(names[:3])
+        + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    )
 
 
 def prepare_data(multi30k: Path, spm_model: Path, root: Path) -> Workspace:
