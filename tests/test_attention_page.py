@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from seq2attn.attention_page import (
+    NOT_A_NUMBER,
     SCALE,
     PageHeader,
     PageHypothesis,
@@ -115,23 +116,58 @@ def test_the_page_embeds_the_model_attention_of_every_nbest_hypothesis(
     assert page.count("<option") == 2 * 3
 
 
-def test_what_the_page_shows_is_escaped() -> None:
+class Tags(HTMLParser):
+    """Every start tag of a page, and the attribute names it carries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.attributes: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        self.attributes |= {name for name, _ in attrs}
+
+
+ATTACK = """x"'><img src=x onerror=alert(1)><script>alert(2)</script>"""
+
+
+def test_what_the_page_shows_is_escaped_in_every_field() -> None:
     weights = np.array([[0.25, 0.75], [1.0, 0.0]])
+    hypothesis = PageHypothesis(ATTACK, -1.5, [ATTACK, "</s>"], weights)
     sentence = PageSentence(
-        source="<b>bold</b> & co",
-        source_pieces=["<b>", "&amp;"],
-        hypotheses=[PageHypothesis('"x" <script>', -1.5, ["<i>", "</s>"], weights)],
-        reference="</section>",
+        source=ATTACK,
+        source_pieces=[ATTACK, "&amp;"],
+        hypotheses=[hypothesis, hypothesis],
+        reference=ATTACK,
         bleu=12.345,
     )
-    page = render(PageHeader("<title>", "m"), [sentence])
-    assert (
-        "<script>alert" not in page and "<b>bold" not in page and "</section></section>" not in page
-    )
+    page = render(PageHeader(ATTACK, ATTACK, {ATTACK: ATTACK}, {"beam": ATTACK}), [sentence])
+    tags = Tags()
+    tags.feed(page)
+    assert "img" not in tags.tags and tags.tags.count("script") == 1  # the page's own script
+    assert "onerror" not in tags.attributes
     grids = read_page(page)
-    assert grids.sources == [["<b>", "&amp;"]] and grids.targets == [[["<i>", "</s>"]]]
-    assert grids.sections == [[[[], [0.25, 0.75], [1.0, 0.0]]]]
-    assert "sentence BLEU 12.3" in grids.texts[0] and "reference </section>" in grids.texts[0]
+    assert grids.sources == [[ATTACK, "&amp;"]] and grids.targets == [[[ATTACK, "</s>"]] * 2]
+    assert grids.sections == [[[[], [0.25, 0.75], [1.0, 0.0]]] * 2]
+    assert "sentence BLEU 12.3" in grids.texts[0] and f"reference {ATTACK}" in grids.texts[0]
+
+
+def test_empty_sources_models_without_attention_and_nan_weights_have_their_own_rendering() -> None:
+    assert colour(float("nan")) == NOT_A_NUMBER
+    sentences = [
+        PageSentence("", [], []),
+        PageSentence("a b", ["a", "b"], [PageHypothesis("x", None, ["x", "</s>"], None)]),
+        PageSentence(
+            "a", ["a"], [PageHypothesis("x", None, ["x", "</s>"], np.array([[np.nan], [1.0]]))]
+        ),
+    ]
+    page = render(PageHeader("t", "m"), sentences)
+    grids = read_page(page)
+    assert "empty source: nothing was translated" in grids.texts[0]
+    assert "no attention (this model has none)" in grids.texts[1] and grids.sections[1] == [[]]
+    assert np.isnan(grids.sections[2][0][1][0]) and grids.sections[2][0][2] == [1.0]
+    assert f"background:{NOT_A_NUMBER}" in page
 
 
 def test_a_grid_of_the_wrong_shape_is_refused() -> None:
@@ -163,7 +199,7 @@ def test_eval_writes_the_page_of_its_first_sentences_with_references_and_bleu(
         assert f"sentence BLEU {sentence_bleu(hypothesis, reference):.1f}" in text
     decoding = json.loads((tmp_path / "scores.json").read_text())["decoding"]
     assert f"decoding: strategy</th><td>{decoding['strategy']}" in page
-    assert "run_name" in page and str(tmp_path) not in page
+    assert "run_name" in page and str(trained_run) not in page  # the checkpoint, not its path
 
 
 def test_attention_page_must_not_be_negative(trained_run: Path, tmp_path: Path) -> None:
@@ -182,5 +218,8 @@ def test_a_heatmap_has_its_title_and_a_colour_bar() -> None:
     )
     figure = heatmap_figure([item])
     heatmap, bar = figure.axes
-    assert "step 7" in heatmap.get_title() and "reference: x" in heatmap.get_title()
+    assert heatmap.get_title().splitlines() == ["1. a b c", "reference: x", "step 7"]
+    long = AttentionMap(item.weights, item.source, item.target, "1. " + "word " * 60 + "\nstep 7")
+    rows = heatmap_figure([long]).axes[0].get_title().splitlines()
+    assert len(rows) == 3 and rows[1].endswith("…") and rows[2] == "step 7"  # the step stays
     assert bar.get_ylabel() == "attention weight" and bar.get_ylim() == (0.0, 1.0)

@@ -84,8 +84,8 @@ def test_hovering_a_target_piece_shows_its_row_of_weights(browser: object, page:
                 for span in grid.find_elements(By.CSS_SELECTOR, "th.s .w")  # type: ignore[attr-defined]
             ]
             assert labels == pytest.approx(weights[i].tolist(), abs=5e-4)
-        cell = grid.find_elements(By.CSS_SELECTOR, "td")[4]  # type: ignore[attr-defined]
+        cell = grid.find_elements(By.CSS_SELECTOR, "td")[1]  # type: ignore[attr-defined]
         ActionChains(driver).move_to_element(cell).perform()
         info = driver.find_element(By.CSS_SELECTOR, ".info")  # type: ignore[attr-defined]
-        assert info.get_attribute("data-w") == f"{weights[1][1]:.3f}"
-        assert info.text.endswith(f"▁Hund: {weights[1][1]:.3f}")
+        assert info.get_attribute("data-w") == f"{weights[0][1]:.3f}"  # 0.200, then 0.250
+        assert info.text.endswith(f"▁Hund: {weights[0][1]:.3f}")

@@ -10,6 +10,7 @@ a cell shows its value. Every cell carries its weight to 3 decimals in ``data-w`
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ import numpy as np
 
 # viridis at 0, 1/4, 1/2, 3/4 and 1: the colour scale of the grid and of the PNG heatmaps
 SCALE = ("#440154", "#3b528b", "#21918c", "#5ec962", "#fde725")
+NOT_A_NUMBER = "#9e9e9e"
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,10 @@ class PageHeader:
 
 
 def colour(weight: float) -> str:
-    """The scale's colour at ``weight`` in [0, 1], linear between its five stops."""
+    """The scale's colour at ``weight`` in [0, 1], linear between its five stops; grey for a
+    weight that is not a number (a diverged model)."""
+    if not math.isfinite(weight):
+        return NOT_A_NUMBER
     position = min(max(float(weight), 0.0), 1.0) * (len(SCALE) - 1)
     low = min(int(position), len(SCALE) - 2)
     fraction = position - low
@@ -107,6 +112,8 @@ def _sentence(number: int, sentence: PageSentence) -> str:
             for k, h in enumerate(sentence.hypotheses)
         )
         lines.append(f'<label>hypothesis <select class="nbest">{options}</select></label>')
+    if not sentence.hypotheses:
+        lines.append("<p><em>empty source: nothing was translated</em></p>")
     for k, hypothesis in enumerate(sentence.hypotheses):
         hidden = " hidden" if k else ""
         lines.append(

@@ -78,7 +78,13 @@ class ValidationSnapshots(Callback):
         self.page = Path(page) if page else None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not trainer.loggers:
+        if (
+            trainer.sanity_checking
+            or not trainer.is_global_zero
+            or getattr(trainer, "fast_dev_run", False)
+        ):
+            return  # a fast dev run writes nothing
+        if not trainer.loggers and self.page is None:
             return
         datamodule = attached_datamodule(trainer)
         sources = datamodule.sources("val")[: self.num_sentences]

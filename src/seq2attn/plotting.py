@@ -64,4 +64,10 @@ def heatmap_figure(maps: Sequence[AttentionMap]) -> Figure:
 
 
 def _wrap(text: str, width: int) -> str:
-    return "\n".join(textwrap.wrap(text, width=width, max_lines=4, placeholder=" …"))
+    """Each line of ``text`` wrapped at ``width``, at most two rows per line, so a long source
+    never pushes the reference or the step out."""
+    return "\n".join(
+        row
+        for line in text.splitlines()
+        for row in textwrap.wrap(line, width=width, max_lines=2, placeholder=" …")
+    )

@@ -124,9 +124,11 @@ def check_scorer(node: Any, model: ModelSchema) -> Callable[..., Scorer]:
                 raise ConfigError(f"scorer.{message}") from None
             # "scorer=dot needs ..." where the user picked scorer=dot, else "scorer: DotScorer ..."
             typed = typed_option("scorer", f"scorer: {cls.__name__}")
+            named = message.replace(cls.__name__, typed, 1)
             raise ConfigError(
-                f"{message.replace(cls.__name__, typed, 1)} (query_size is model.hidden_size, "
-                "key_size the encoder states' size: model.encoder_hidden_size x directions)"
+                f"{named if named != message else f'scorer: {message}'} (query_size is "
+                "model.hidden_size, key_size the encoder states' size: "
+                "model.encoder_hidden_size x directions)"
             ) from None
     return functools.partial(cls, **options)
 
