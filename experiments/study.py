@@ -4,6 +4,7 @@ missing, their result files, then the page's tables and figures.
     python -m experiments.study             # run what is missing (joblib, two at a time), report
     python -m experiments.study --list      # every run's command, and whether it is done
     python -m experiments.study --limit 8   # only the first 8 missing runs (seed 1 first)
+    python -m experiments.study --skip 3000steps  # leave out the runs whose command has this
     python -m experiments.study --report    # collect finished runs, refresh tables and figures
 
     python -m experiments.study --study toy # the toy study (the built-in corpus), likewise
@@ -298,6 +299,12 @@ def missing(runs: Sequence[StudyRun], results: Path = RESULTS) -> list[StudyRun]
     return [run for run in runs if not (results / run.result_name).is_file()]
 
 
+def selected(pending: Sequence[StudyRun], skip: Sequence[str], limit: int | None) -> list[StudyRun]:
+    """The runs to run now: none whose command holds a ``skip`` text, at most ``limit``."""
+    kept = [run for run in pending if not any(text in run.command for text in skip)]
+    return kept[:limit]
+
+
 def export_finished(runs: Sequence[StudyRun], logs: Path = LOGS, results: Path = RESULTS) -> int:
     """Write the result file of every run of ``runs`` that finished under ``logs`` and has none
     yet, with its single-run command and paths relative to the repository; how many."""
@@ -378,6 +385,13 @@ def main() -> None:
     parser.add_argument(
         "--limit", type=int, help="run only the first N missing runs (seed 1 of every row first)"
     )
+    parser.add_argument(
+        "--skip",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="leave out the missing runs whose command contains TEXT (repeatable)",
+    )
     args = parser.parse_args()
     study = STUDIES[args.study]
     runs = study.runs
@@ -395,11 +409,12 @@ def main() -> None:
         require("python -m experiments.study", corpus() / "train.de.gz")
     collected = export_finished(runs, study.logs, study.results)
     pending = missing(runs, study.results)
+    chosen = selected(pending, args.skip, args.limit)
     print(
         f"{len(runs) - len(pending)} of {len(runs)} runs done ({collected} collected from "
-        f"{shown(study.logs)}); running {len(pending[: args.limit])}"
+        f"{shown(study.logs)}); running {len(chosen)}"
     )
-    pending = pending[: args.limit]
+    pending = chosen
     code = 0
     if pending:
         sweep_dir = study.logs / time.strftime("%Y-%m-%d_%H-%M-%S")

@@ -22,6 +22,7 @@ from experiments.study import (
     StudyRun,
     export_finished,
     missing,
+    selected,
     study_runs,
 )
 
@@ -64,6 +65,19 @@ def test_missing_selects_exactly_the_runs_without_a_result_file(tmp_path: Path) 
     # the names are those of the committed result files
     assert runs[0].result_name == "study-none-dot-gru-feed_False-tf_always-reverse_False-seed1.json"
     assert missing(runs, RESULTS) == []  # the attention section's first four: committed
+
+
+def test_selected_leaves_out_the_skipped_runs_then_applies_the_limit() -> None:
+    runs = study_runs()
+    long_runs = [run for run in runs if "3000steps" in run.command]
+    assert long_runs  # the study has 3,000-step rows to leave out
+    kept = selected(runs, ["3000steps"], None)
+    assert kept == [run for run in runs if run not in long_runs]
+    assert (
+        selected(runs, ["3000steps", "cell="], 2)
+        == [run for run in kept if "cell=" not in run.command][:2]
+    )
+    assert selected(runs, [], None) == runs
 
 
 def write_run_folder(folder: Path, config: dict[str, Any]) -> None:
