@@ -129,14 +129,19 @@ def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path: Path) -> None:
     assert not (run_dir / "metrics.json").exists()  # no test phase after a pre-emption
 
     resumed = tmp_path / "resumed"
-    subprocess.run(
+    console = subprocess.run(
         _command(resumed, f"ckpt_path={run_dir}"),
         cwd=ROOT,
         check=True,
         capture_output=True,
+        text=True,
         timeout=600,
     )
     assert _final(resumed)["trainer/global_step"] == STEPS
+    # seq2attn's line names the checkpoint; Lightning's own "Restoring states ..." is dropped
+    logged = console.stdout + console.stderr
+    assert f"resuming from {run_dir / 'checkpoints' / 'last.ckpt'}" in logged
+    assert "Restoring states" not in logged
 
 
 @pytest.mark.slow

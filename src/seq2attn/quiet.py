@@ -23,6 +23,11 @@ LOG_MESSAGES = {
         "TPU available:",
         "HPU available:",
         "💡 Tip:",  # an advertisement for a hosted service
+        # absolute paths; seq2attn logs "resuming from <path>" and the summary's "tested:" line,
+        # relative to the working folder
+        "Restoring states from the checkpoint path at",
+        "Restored all states from the checkpoint at",
+        "Loaded model weights from the checkpoint at",
     ),
 }
 

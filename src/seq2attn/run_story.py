@@ -175,7 +175,7 @@ def summary(metrics: Mapping[str, Any], run_dir: Path, progress: Progress) -> st
         value = metrics.get(key)
         return "-" if value is None or not math.isfinite(float(value)) else format(value, spec)
 
-    folder = _shown(run_dir)
+    folder = shown_path(run_dir)
     best_step = metrics.get("val/bleu_best_step")
     test = f"BLEU {number('test/bleu', '.2f')}, chrF {number('test/chrf', '.2f')}"
     lines = [
@@ -200,7 +200,7 @@ def _speed(tokens_per_second: float) -> str:
     return f"{tokens_per_second:,.0f} target tokens/s (mean at the validations)"
 
 
-def _shown(path: Path) -> str:
+def shown_path(path: Path) -> str:
     """``path`` relative to the working directory when it lies below it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))

@@ -33,7 +33,7 @@ from seq2attn.precision import resolve_precision
 from seq2attn.quiet import silence_dependency_noise
 from seq2attn.ranks import is_rank_zero
 from seq2attn.run_record import resolved_config, write_run_record
-from seq2attn.run_story import ValidationLog, stop_reason, summary
+from seq2attn.run_story import ValidationLog, shown_path, stop_reason, summary
 
 log = logging.getLogger(__name__)
 silence_dependency_noise()
@@ -67,6 +67,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_resumable(resume_from, datamodule.src_tokenizer, datamodule.tgt_tokenizer)
         if is_rank_zero():  # only once the resume is accepted: a refused one leaves no trace
             write_run_record(config, output_dir, resume_from, precision)
+            log.info("resuming from %s", shown_path(resume_from))
     module = build_module(cfg, run, datamodule)
     if is_rank_zero():
         count = sum(p.numel() for p in module.model.parameters())

@@ -25,6 +25,8 @@ def test_the_named_log_messages_are_dropped_and_others_kept(
         logging.getLogger(RANK_ZERO).info("💡 Tip: For seamless cloud uploads, try litmodels")
         logging.getLogger(RANK_ZERO).info("GPU available: False, used: False")
         logging.getLogger(CHECKPOINTS).info("Restoring states from the checkpoint path at x")
+        logging.getLogger(RANK_ZERO).info("Restoring states from the checkpoint path at /a/b.ckpt")
+        logging.getLogger(RANK_ZERO).info("Loaded model weights from the checkpoint at /a/b.ckpt")
     assert [r.getMessage() for r in caplog.records] == [
         "GPU available: False, used: False",
         "Restoring states from the checkpoint path at x",

@@ -61,6 +61,18 @@ def test_vocab_size_is_an_upper_bound(corpus, tokenizer):
     assert 4 < small.vocab_size < 5000
 
 
+def test_training_shows_the_sentences_read_and_trains_the_same_model(corpus, proto, capsys):
+    train = corpus["train"]
+    shown = train_sentencepiece(train.src + train.tgt, 300, "unigram", 1.0, "src", progress=True)
+    err = capsys.readouterr().err
+    assert "training src tokenizer" in err
+    assert f"{2 * len(train.src)} sentences" in err  # every sentence counted
+    assert "all read; building the pieces" in err
+    assert shown == proto  # counting them changes nothing in the model
+    train_sentencepiece(train.src, 300, "unigram", 1.0, "src", progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_training_is_deterministic_and_proto_round_trips(corpus, proto, tokenizer):
     train = corpus["train"]
     assert train_sentencepiece(train.src + train.tgt, 300, "unigram", 1.0) == proto

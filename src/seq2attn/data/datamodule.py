@@ -173,7 +173,7 @@ class TranslationDataModule(L.LightningDataModule):
             log.info("training %s tokenizer (vocab_size<=%d) -> %s", side, self.vocab_size, stem)
             start = time.perf_counter()
             proto = train_sentencepiece(
-                texts, self.vocab_size, self.sp_model_type, self.character_coverage
+                texts, self.vocab_size, self.sp_model_type, self.character_coverage, side
             )
             log.info("trained %s tokenizer in %.1f s", side, time.perf_counter() - start)
             return proto

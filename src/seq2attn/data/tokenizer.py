@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sentencepiece as spm
+from tqdm import tqdm
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 SPECIAL_IDS = {"pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
@@ -16,31 +19,69 @@ MAX_TRAINING_SENTENCES = 300_000
 
 
 def train_sentencepiece(
-    sentences: Iterable[str], vocab_size: int, model_type: str, character_coverage: float
+    sentences: Iterable[str],
+    vocab_size: int,
+    model_type: str,
+    character_coverage: float,
+    what: str = "",
+    progress: bool | None = None,
 ) -> bytes:
     """Train a SentencePiece model in memory and return its serialised proto.
 
     ``hard_vocab_limit=False`` makes ``vocab_size`` an upper bound, because a small corpus cannot
     fill a fixed vocabulary. Corpora above MAX_TRAINING_SENTENCES are subsampled (seeded).
+    A progress bar named ``what`` counts the sentences read, then the time spent building the
+    pieces; ``progress=None`` shows it on a terminal only.
     """
     model = io.BytesIO()
     spm.set_random_generator_seed(SP_SEED)
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        character_coverage=character_coverage,
-        hard_vocab_limit=False,
-        input_sentence_size=MAX_TRAINING_SENTENCES,
-        shuffle_input_sentence=True,
-        minloglevel=2,
-        pad_id=PAD_ID,
-        unk_id=UNK_ID,
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-    )
+    with ticking_bar(f"training {what} tokenizer".replace("  ", " "), progress) as bar:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=counted(sentences, bar),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            hard_vocab_limit=False,
+            input_sentence_size=MAX_TRAINING_SENTENCES,
+            shuffle_input_sentence=True,
+            minloglevel=2,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+        )
     return model.getvalue()
+
+
+@contextmanager
+def ticking_bar(description: str, progress: bool | None) -> Iterator[tqdm]:
+    """A sentence counter whose elapsed time keeps moving while SentencePiece's C++ code (which
+    releases the GIL) builds the pieces after the last sentence was read."""
+    done = threading.Event()
+    with tqdm(
+        desc=description, unit=" sentences", disable=None if progress is None else not progress
+    ) as bar:
+
+        def tick() -> None:
+            while not done.wait(1.0):
+                bar.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield bar
+        finally:
+            done.set()
+            ticker.join()
+
+
+def counted(sentences: Iterable[str], bar: tqdm) -> Iterator[str]:
+    """``sentences`` unchanged, each one counted on ``bar``; the bar says when they are all read."""
+    for sentence in sentences:
+        bar.update(1)
+        yield sentence
+    bar.set_postfix_str("all read; building the pieces")
 
 
 # SentencePiece's own default layout: no padding piece, <unk> <s> </s> first (e.g. the
