@@ -32,7 +32,7 @@ import subprocess
 import sys
 import zipfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -154,6 +154,7 @@ class TrainResult:
     wall_s: float  # the whole process
     checkpoint: Path  # after the last step (``minutes``: the newest complete one)
     log: Path
+    steps: int  # the updates behind ``checkpoint`` (JoeyNMT's: its last reported step)
 
 
 @dataclass
@@ -327,8 +328,9 @@ def train(
     if total is not None and timed_steps != steps:
         raise _failure(tool, command, log, f"reported {timed_steps} timed steps, not {steps}")
     checkpoint = _checkpoint(tool, command, log, run_dir)
+    steps_made = int(checkpoint.stem.split("_")[-1]) if tool == "opennmt" else reports[-1].step
     return TrainResult(
-        tool, model, tok_s, timed_steps, done.peak_rss_mb, done.wall_s, checkpoint, log
+        tool, model, tok_s, timed_steps, done.peak_rss_mb, done.wall_s, checkpoint, log, steps_made
     )
 
 
@@ -540,12 +542,16 @@ def decode(
     bin_dir: Path,
     batch_sentences: int = 64,
     max_length: int = 100,
+    split: str = "test",
+    options: Mapping[str, Any] | None = None,
 ) -> DecodeResult:
-    """Translate the test pieces with ``checkpoint``, greedy (beam 1) or beam search, in batches
-    of ``batch_sentences`` on the CPU, and detokenise the output. Both tools stop a hypothesis at
-    ``max_length`` pieces and no sooner (``-max_length_ratio 0`` turns off OpenNMT-py's default
-    cap of 1.25 x the batch's longest source + 5); OpenNMT-py's beam search keeps its default
-    length normalisation (``avg``), JoeyNMT's has none (beam_alpha -1).
+    """Translate the pieces of ``split`` with ``checkpoint``, greedy (beam 1) or beam search, in
+    batches of ``batch_sentences`` on the CPU, and detokenise the output. Both tools stop a
+    hypothesis at ``max_length`` pieces and no sooner (``-max_length_ratio 0`` turns off
+    OpenNMT-py's default cap of 1.25 x the batch's longest source + 5). Without ``options``,
+    OpenNMT-py's beam search keeps its default length normalisation (``avg``) and JoeyNMT's has
+    none (beam_alpha -1); ``options`` are onmt_translate flags (``{"alpha": 0.6}`` ->
+    ``-alpha 0.6``) or keys of JoeyNMT's ``testing`` section.
 
     decode_s is the tool's own decoding time with the model loaded: JoeyNMT ``test`` mode's
     "Generation took S[sec]" (its config names the test set only), and for onmt_translate
@@ -555,19 +561,21 @@ def decode(
     """
     _check_tool(tool)
     checkpoint = Path(checkpoint).resolve()
-    name = f"{tool}-{checkpoint.parent.name}-{checkpoint.stem}-beam{beam}"
+    options = dict(options or {})
+    chosen = "".join(f"-{key}{value}" for key, value in sorted(options.items()))
+    name = f"{tool}-{checkpoint.parent.name}-{checkpoint.stem}-{split}-beam{beam}{chosen}"
     out = ws.root / "decode" / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     log = out / "decode.log"
-    source = ws.pieces / f"test.{SRC}"
+    source = ws.pieces / f"{split}.{SRC}"
     if tool == "opennmt":
         command, output = _opennmt_translate(
-            bin_dir, checkpoint, source, out, beam, batch_sentences, max_length
+            bin_dir, checkpoint, source, out, beam, batch_sentences, max_length, options
         )
     else:
         command, output = _joeynmt_test(
-            bin_dir, checkpoint, ws, out, beam, batch_sentences, max_length
+            bin_dir, checkpoint, ws, out, beam, batch_sentences, max_length, split, options
         )
     done = run_measured(command, log, env=_environment(bin_dir))
     pieces = _read_lines(output)
@@ -594,14 +602,16 @@ def _opennmt_translate(
     beam: int,
     batch_sentences: int,
     max_length: int,
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[list[str], Path]:
-    """onmt_translate's command and its output file."""
+    """onmt_translate's command and its output file; ``options`` become ``-key value`` flags."""
     output = out / f"pieces.{TGT}"
     command = [
         str(bin_dir / "onmt_translate"),
         *("-model", str(checkpoint), "-src", str(source), "-output", str(output)),
         *("-batch_type", "sents", "-batch_size", str(batch_sentences), "-beam_size", str(beam)),
         *("-max_length", str(max_length), "-max_length_ratio", "0", "-report_time"),
+        *(part for key, value in (options or {}).items() for part in (f"-{key}", str(value))),
     ]
     return command, output
 
@@ -614,27 +624,36 @@ def _joeynmt_test(
     beam: int,
     batch_sentences: int,
     max_length: int,
+    split: str = "test",
+    options: Mapping[str, Any] | None = None,
 ) -> tuple[list[str], Path]:
     """JoeyNMT test mode's command and its output file."""
     config = out / "config.yaml"
-    _write_yaml(
-        config, _joeynmt_test_config(checkpoint, ws, out, beam, batch_sentences, max_length)
-    )
+    testing = _joeynmt_test_config(checkpoint, ws, out, beam, batch_sentences, max_length, split)
+    testing["testing"].update(options or {})
+    _write_yaml(config, testing)
     python = str(bin_dir / "python")
     command = [python, "-m", "joeynmt", "test", str(config), "-o", str(out / "pieces")]
     return command, out / "pieces.test"  # JoeyNMT appends the split's name
 
 
 def _joeynmt_test_config(
-    checkpoint: Path, ws: Workspace, out: Path, beam: int, batch_sentences: int, max_length: int
+    checkpoint: Path,
+    ws: Workspace,
+    out: Path,
+    beam: int,
+    batch_sentences: int,
+    max_length: int,
+    split: str = "test",
 ) -> dict[str, Any]:
-    """The training run's config (model_dir/config.yaml), pointed at the test set only."""
+    """The training run's config (model_dir/config.yaml), its test set pointed at ``split``
+    (JoeyNMT names the output after the ``test`` key, whatever file it reads)."""
     config = yaml.safe_load((checkpoint.parent / "config.yaml").read_text())
     config["model_dir"] = str(out)
     data = config["data"]
-    for split in ("train", "dev"):
-        data.pop(split, None)
-    data["test"] = str(ws.pieces / "test")
+    for training_split in ("train", "dev"):
+        data.pop(training_split, None)
+    data["test"] = str(ws.pieces / split)
     config["testing"] = {
         "load_model": str(checkpoint),
         "batch_size": batch_sentences,

@@ -246,9 +246,12 @@ def budget_memory() -> dict[str, Any] | None:
     budget = json.loads(path.read_text())
     runs: dict[str, dict[str, float]] = {}
     for name, run in budget.get("runs", {}).items():
+        # keys <model>_<tool>[_seed<n>]; the largest peak over a tool's seeds
         model, _, tool = name.partition("_")
+        tool = run.get("tool") or tool
         if run.get("peak_rss_mb"):
-            runs.setdefault(model, {})[tool] = run["peak_rss_mb"]
+            tools = runs.setdefault(run.get("model") or model, {})
+            tools[tool] = max(tools.get(tool, 0.0), run["peak_rss_mb"])
     return {"runs": runs, "machine": budget.get("machine", "unknown")}
 
 

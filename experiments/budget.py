@@ -1,23 +1,34 @@
 """Equal wall-clock budget: R1 and R2 trained for 20 minutes by seq2attn, OpenNMT-py and JoeyNMT.
 
-    python -m experiments.budget [--minutes 20] [--tools seq2attn,opennmt,joeynmt] [--resume]
-    python -m experiments.budget --tools seq2attn --models r2 --name budget_r2_ls03 \
-        --status rejected -- label_smoothing=0.3
+    python -m experiments.budget --models r2 --tools seq2attn,opennmt   # 3 seeds + 1 peer run
+    python -m experiments.budget --models r1 --tools seq2attn,opennmt --resume
+    python -m experiments.budget --tools seq2attn --models r2 --seeds 1 --status rejected \\
+        --reason "label smoothing 0.3: val below 0.2" -- label_smoothing=0.3
     python -m experiments.budget --report   # only refresh budget.md and docs/results.md
 
 Multi30k de->en on the shared SentencePiece model, one training process at a time on the whole
 machine. seq2attn trains ``experiment=budget_r1`` / ``budget_r2`` (the speed references' shapes
-with this platform's recipe) plus any Hydra overrides given after ``--``, stopped by
-``trainer.max_time`` if its step budget has not ended it first; the peers train the speed
-benchmark's R1/R2 configs (benchmarks.peers) and are stopped after the same minutes of process
-wall time, keeping their newest checkpoint. Every model then translates test_2016_flickr with
-beam 5, scored by sacreBLEU (detokenised, cased, 13a); seq2attn's length penalty is chosen on val
-(experiments.scoring.LENGTH_PENALTIES) before test is decoded with it.
+with this platform's recipe, ``precision=auto``) once per seed (``--seeds``, ``seed=1..N``), plus
+any Hydra overrides given after ``--``, stopped by ``trainer.max_time`` if its step budget has not
+ended it first; each peer trains the speed benchmark's R1/R2 config once (benchmarks.peers, fp32:
+the only precision either peer trains in on a CPU) and is stopped after the same minutes of
+process wall time, keeping its newest checkpoint.
 
-Writes benchmarks/results/<name>.json and .md (``--name``, default ``budget``), with the runs'
-``status``: ``kept`` (the default; the ``budget`` result also fills the ``budget`` block of
-docs/results.md), or ``rejected`` / ``replaced`` for a tried recipe that val did not choose.
-``--resume`` reuses finished runs from the work folder.
+Every model is then decoded the same way: beam 5 on val at every setting of
+experiments.decoding_grid that the tool supports, the simplest setting within 0.2 BLEU of val's
+best chosen, and test_2016_flickr decoded once with it, scored by sacreBLEU (detokenised, cased,
+13a) with the repetition rate and output/reference length ratio. For seq2attn the test decode is
+repeated by ``src/eval.py`` in a fresh process and must reproduce the BLEU to within 0.1.
+
+Results are reproducible by construction: the harness refuses to start from a working tree with
+uncommitted changes, every run records its commit, command (relative paths), machine, precision
+and seed, and a table only ever holds runs of one machine fingerprint (CPU model, matrix-product
+flags, cores); ``--resume`` reuses only runs of this machine's fingerprint. Writes
+benchmarks/results/<name>.json and .md (``--name``, default ``budget``; ``budget`` also fills
+the ``budget`` block of docs/results.md), its ``runs`` keyed ``<model>_<tool>[_seed<n>]``. A run
+that fails a check, or every run of an invocation given ``--status rejected|replaced`` and a
+``--reason``, goes to <name>-rejected.json instead, in the same entry schema with its status and
+reason.
 """
 
 from __future__ import annotations
@@ -26,8 +37,10 @@ import argparse
 import csv
 import json
 import shutil
+import statistics
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,30 +54,70 @@ from benchmarks.common import (
     corpus,
     describe_machine,
     machine,
+    relative,
     require,
     run_measured,
     shown,
     table,
     write_result,
 )
-from experiments.scoring import LENGTH_PENALTIES, evaluate
+from experiments.decoding_grid import DecodingSetting, choose, grid_for
+from experiments.scoring import evaluate_with
+from seq2attn.metrics import corpus_scores, output_scores
 from seq2attn.report import write_section
 
 PAGE = REPO / "docs" / "results.md"
 TOOLS = ("seq2attn", *peers.PEERS)
-STATUSES = ("kept", "rejected", "replaced")
-GOALS = {"r1": 38.0, "r2": 40.0}
+MODELS = ("r1", "r2")
+REJECTED_STATUSES = ("rejected", "replaced")
+GOALS = {"r1": 39.5, "r2": 41.0}  # test BLEU, mean of the seeds
+SEEDS = 3
+REPRODUCE_BLEU = 0.1  # how far a fresh src/eval.py may land from the recorded test BLEU
 
 
-def seq2attn_run(model: str, minutes: float, ws: Path, overrides: list[str]) -> dict[str, Any]:
-    """Train experiment=budget_<model> within ``minutes``; its test BLEU (beam 5) and figures."""
-    folder = ws / f"seq2attn_{model}"
+class HarnessError(RuntimeError):
+    """A refusal that ends the driver with one line and exit code 2."""
+
+
+def run_key(model: str, tool: str, seed: int | None = None) -> str:
+    """``r2_seq2attn_seed2``; a peer's single run ``r2_opennmt``."""
+    return f"{model}_{tool}" + (f"_seed{seed}" if seed is not None else "")
+
+
+def fingerprint(described: Mapping[str, Any]) -> str:
+    """What decides the speed of a run: ``AMD EPYC 7B13 (avx2, fma), 2 cores``."""
+    return describe_machine(described)
+
+
+def check_clean_tree(current: str) -> None:
+    """Refuse a working tree with uncommitted changes (``commit()`` ends with ``+``)."""
+    if current.endswith("+"):
+        raise HarnessError(
+            f"the working tree has uncommitted changes (commit {current}): commit or stash them "
+            "first, so that every result names the commit that made it"
+        )
+
+
+def reusable(runs: Mapping[str, dict[str, Any]], here: str) -> dict[str, dict[str, Any]]:
+    """The finished runs that ``--resume`` may reuse: those of this machine's fingerprint."""
+    kept = {name: run for name, run in runs.items() if run.get("fingerprint") == here}
+    for name in sorted(set(runs) - set(kept)):
+        print(f"{name}: not reused, trained on {runs[name].get('fingerprint')}", flush=True)
+    return kept
+
+
+def seq2attn_run(
+    model: str, minutes: float, ws: Path, overrides: Sequence[str], seed: int
+) -> dict[str, Any]:
+    """Train experiment=budget_<model> with ``seed`` within ``minutes``; what the run recorded."""
+    folder = ws / f"seq2attn_{model}_seed{seed}"
     shutil.rmtree(folder, ignore_errors=True)  # an earlier run's checkpoints would mix in
     hours, rest = divmod(int(minutes * 60), 3600)
     command = [
         sys.executable,
         "src/train.py",
         f"experiment=budget_{model}",
+        f"seed={seed}",
         f"trainer.max_time=00:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}",
         f"data.root={shown(corpus())}",
         f"data.spm_model={shown(SPM_MODEL)}",
@@ -72,24 +125,24 @@ def seq2attn_run(model: str, minutes: float, ws: Path, overrides: list[str]) -> 
         "trainer.enable_progress_bar=false",
         *overrides,
     ]
-    process = run_measured(command, ws / f"seq2attn_{model}.log", cwd=REPO)
+    process = run_measured(command, ws / f"seq2attn_{model}_seed{seed}.log", cwd=REPO)
     metrics = json.loads((folder / "metrics.json").read_text())
+    record = json.loads((folder / "run.json").read_text())
+    git = record.get("git") or {}
     return {
-        # the test score of training's own decoding (beam 5, length penalty 0.6)
-        "train_test_bleu": metrics["test/bleu"],
-        "val_bleu": metrics.get("val/bleu"),
+        "model": model,
+        "tool": "seq2attn",
+        "seed": seed,
         "steps": metrics.get("trainer/global_step"),
-        **run_record(folder),
+        "precision": (record.get("precision") or {}).get("chosen"),
+        "commit": commit(folder),
+        "dirty": bool(git.get("dirty")),
+        "tok_s": mean_logged_tok_s(folder),
         "wall_s": process.wall_s,
         "peak_rss_mb": process.peak_rss_mb,
         "command": command_line(command),
         "run_dir": shown(folder),
     }
-
-
-def run_record(folder: Path) -> dict[str, Any]:
-    """What the table shows of a run from its own files: mean tokens/s and commit."""
-    return {"tok_s": mean_logged_tok_s(folder), "commit": commit(folder)}
 
 
 def mean_logged_tok_s(folder: Path) -> float:
@@ -103,168 +156,353 @@ def mean_logged_tok_s(folder: Path) -> float:
     return sum(rates) / len(rates)
 
 
-def choose_length_penalty(run: dict[str, Any]) -> dict[str, Any]:
-    """Decode val with beam 5 at each of LENGTH_PENALTIES (src/eval.py on the run's best
-    checkpoint), then test once at the val-best one; decodes done before are reused."""
+def seq2attn_decoding(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The val grid, the chosen setting, test decoded once with it and again in a fresh process
+    (``src/eval.py`` on the saved checkpoint), each decode read back when done before."""
     folder = REPO / run["run_dir"]
-    val = {
-        alpha: evaluate([folder], "val", folder / "eval" / f"val-lp{alpha}", alpha)
-        for alpha in LENGTH_PENALTIES
-    }
-    chosen = max(LENGTH_PENALTIES, key=lambda alpha: val[alpha]["bleu"])
-    test = evaluate([folder], "test", folder / "eval" / f"test-lp{chosen}", chosen)
+
+    def scores(split: str, setting: DecodingSetting, suffix: str = "") -> dict[str, Any]:
+        out = folder / "eval" / f"{split}-{setting.name}{suffix}"
+        return evaluate_with([folder], split, out, setting.seq2attn())
+
+    val = {setting.name: scores("val", setting) for setting in grid_for("seq2attn")}
+    chosen = choose({name: result["bleu"] for name, result in val.items()})
+    test = scores("test", chosen)
+    again = scores("test", chosen, "-reproduced")
     return {
-        "length_penalty": chosen,
-        "val_bleu_by_length_penalty": {str(a): v["bleu"] for a, v in val.items()},
+        **chosen_record(chosen, val),
         "test_bleu": test["bleu"],
         "test_chrf": test["chrf"],
+        "repetition_rate": test["repetition_rate"],
+        "length_ratio": test["length_ratio"],
         "eval_command": test["command"],
+        "reproduced_bleu": again["bleu"],
+    }
+
+
+def chosen_record(chosen: DecodingSetting, val: Mapping[str, Mapping[str, Any]]) -> dict:
+    """The setting chosen on val and what every setting scored there (BLEU, repetition rate)."""
+    return {
+        "decoding": chosen.name,
+        "val_bleu": val[chosen.name]["bleu"],
+        "val_bleu_by_decoding": {name: result["bleu"] for name, result in val.items()},
+        "val_repetition_by_decoding": {
+            name: result["repetition_rate"] for name, result in val.items()
+        },
     }
 
 
 def peer_run(tool: str, model: str, minutes: float, ws: peers.Workspace, bin_dir: Path) -> dict:
-    """Train with a peer for ``minutes``, decode the test set with beam 5, score it."""
+    """Train with a peer for ``minutes``, choose its decoding on val, decode test once."""
     trained = peers.train(tool, model, ws, bin_dir, minutes=minutes)
-    decoded = peers.decode(tool, trained.checkpoint, 5, ws, bin_dir)
+
+    def scores(split: str, setting: DecodingSetting) -> dict[str, Any]:
+        decoded = peers.decode(
+            tool, trained.checkpoint, 5, ws, bin_dir, split=split, options=setting.options(tool)
+        )
+        return peer_scores(decoded.hypotheses, ws.text / f"{split}.{peers.TGT}")
+
+    val = {setting.name: scores("val", setting) for setting in grid_for(tool)}
+    chosen = choose({name: result["bleu"] for name, result in val.items()})
+    test = scores("test", chosen)
     return {
-        "test_bleu": peers.bleu(decoded.hypotheses, ws.text / "test.en"),
-        "checkpoint": shown(trained.checkpoint),
+        "model": model,
+        "tool": tool,
+        "seed": None,
+        "steps": trained.steps,
+        "precision": "32-true",
         "tok_s": trained.tok_s,
         "wall_s": trained.wall_s,
         "peak_rss_mb": trained.peak_rss_mb,
+        "checkpoint": shown(trained.checkpoint),
         "log": shown(trained.log),
+        **chosen_record(chosen, val),
+        "test_bleu": test["bleu"],
+        "test_chrf": test["chrf"],
+        "repetition_rate": test["repetition_rate"],
+        "length_ratio": test["length_ratio"],
     }
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """The BLEU table of every tool, the caption, and the details of seq2attn's runs."""
-    scores = [
-        [
-            model.upper(),
-            *(
-                f"{report['runs'][f'{model}_{tool}']['test_bleu']:.2f}"
-                if f"{model}_{tool}" in report["runs"]
-                else "not run"
-                for tool in TOOLS
-            ),
-            f"≥ {report['goals'][model]:.1f}",
-        ]
-        for model in ("r1", "r2")
+def peer_scores(hypotheses: Path, references: Path) -> dict[str, float]:
+    """What src/eval.py reports of seq2attn's decodes, computed the same way (seq2attn.metrics):
+    BLEU, chrF and TER (sacreBLEU's defaults), repetition rate and length ratio."""
+    hyps = hypotheses.read_text(encoding="utf-8").splitlines()
+    refs = references.read_text(encoding="utf-8").splitlines()
+    if len(hyps) != len(refs):
+        raise ValueError(f"{hypotheses} has {len(hyps)} lines, {references} has {len(refs)}")
+    return {**corpus_scores(hyps, refs)[0], **output_scores(hyps, refs)}
+
+
+def check_run(run: Mapping[str, Any]) -> str | None:
+    """Why a finished run cannot be reported, None when it can: trained from a tree with
+    uncommitted changes, or a test BLEU that a fresh src/eval.py does not reproduce."""
+    if run.get("dirty"):
+        return f"trained from a working tree with uncommitted changes ({run['commit']})"
+    if "reproduced_bleu" in run:
+        gap = abs(run["reproduced_bleu"] - run["test_bleu"])
+        if gap > REPRODUCE_BLEU:
+            return (
+                f"src/eval.py reproduced test BLEU {run['reproduced_bleu']:.2f}, not "
+                f"{run['test_bleu']:.2f} (more than {REPRODUCE_BLEU} apart)"
+            )
+    return None
+
+
+def by_machine(runs: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The runs grouped by machine fingerprint: no table ever holds rows of two machines."""
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, run in runs.items():
+        groups.setdefault(run["fingerprint"], {})[name] = run
+    return groups
+
+
+def mean_std(values: Sequence[float], spec: str = ".2f") -> str:
+    """``40.11 ± 0.26`` (sample standard deviation) over several values, the value alone for one."""
+    if len(values) == 1:
+        return format(values[0], spec)
+    return f"{format(statistics.mean(values), spec)} ± {format(statistics.stdev(values), spec)}"
+
+
+def markdown(report: Mapping[str, Any]) -> str:
+    """Per machine: one row per model and tool (mean ± std over its seeds), the caption, and
+    every run with its commit, command and reproduction."""
+    parts = [
+        machine_tables(fingerprint_, runs, report)
+        for fingerprint_, runs in by_machine(report["runs"]).items()
     ]
-    headers = [f"test_2016_flickr BLEU after {report['minutes']:g} min (beam 5)", *TOOLS]
+    return "\n".join(parts)
+
+
+def machine_tables(machine_: str, runs: Mapping[str, dict[str, Any]], report: Mapping) -> str:
+    """The summary and the run table of the runs of one machine."""
+    rows = []
+    for model in MODELS:
+        for tool in TOOLS:
+            group = [r for r in runs.values() if (r["model"], r["tool"]) == (model, tool)]
+            if not group:
+                continue
+
+            def column(key: str, group: list[dict[str, Any]] = group) -> list[float]:
+                return [float(run[key]) for run in group]
+
+            rows.append(
+                [
+                    model.upper(),
+                    tool,
+                    len(group),
+                    mean_std(column("test_bleu")),
+                    mean_std(column("test_chrf")),
+                    mean_std(column("repetition_rate"), ".1f"),
+                    mean_std(column("length_ratio"), ".3f"),
+                    mean_std(column("steps"), ".0f"),
+                    mean_std(column("val_bleu")),
+                    ", ".join(sorted({run["decoding"] for run in group})),
+                    f"≥ {report['goals'][model]:.1f}" if tool == "seq2attn" else "",
+                ]
+            )
+    headers = [
+        "model",
+        "tool",
+        "runs",
+        f"test_2016_flickr BLEU after {report['minutes']:g} min",
+        "chrF",
+        "repetition %",
+        "length ratio",
+        "steps",
+        "val BLEU",
+        "decoding (chosen on val)",
+        "goal (mean)",
+    ]
+    dates = sorted({run["date"] for run in runs.values()})
     caption = (
-        f"{describe_machine(report['machine'])}; report written at commit {report['commit']}, "
-        f"{report['date']} (each seq2attn run's own commit is in its row); one training at a "
-        "time on the whole machine."
+        f"{machine_}; trained {dates[0]}"
+        + (f" to {dates[-1]}" if len(dates) > 1 else "")
+        + "; one training at a time on the whole machine; beam 5, each tool's decoding chosen "
+        "on val by experiments.decoding_grid; mean ± sample std over the runs."
     )
     if report.get("overrides"):
         caption += f" seq2attn's overrides: `{' '.join(report['overrides'])}`."
-    if report.get("status", "kept") != "kept":
-        caption += f" Status: {report['status']}."
-    details = []
-    for name, result in report["runs"].items():
-        if "command" not in result:  # a peer's run
-            continue
-        by_alpha = ", ".join(
-            f"{alpha}: {bleu:.2f}" for alpha, bleu in result["val_bleu_by_length_penalty"].items()
-        )
-        details.append(
-            [
-                f"{name} ({result['commit']})",
-                f"{result['steps']:.0f}",
-                f"{result['tok_s']:,.0f}",
-                f"{result['wall_s']:.0f}",
-                f"{result['val_bleu']:.2f}",
-                f"{result['length_penalty']} (val beam-5 BLEU {by_alpha})",
-                f"{result['test_chrf']:.2f}",
-                f"`{result['command']}`",
-                f"`{result['eval_command']}`",
-            ]
-        )
+    details = [
+        [
+            f"{name} ({run['commit']})",
+            run["precision"],
+            f"{run['steps']:.0f}",
+            f"{run['tok_s']:,.0f}",
+            f"{run['wall_s']:.0f}",
+            f"{run['test_bleu']:.2f}",
+            f"{run['reproduced_bleu']:.2f}" if "reproduced_bleu" in run else "",
+            f"`{run['command']}`" if "command" in run else f"log: {run['log']}",
+        ]
+        for name, run in runs.items()
+    ]
     detail_headers = [
         "run (commit)",
+        "precision",
         "steps",
-        "training tokens/s (mean of logged steps)",
+        "training tokens/s",
         "wall s",
-        "val BLEU (lp 0.6)",
-        "length penalty (chosen on val)",
-        "test chrF",
+        "test BLEU",
+        "again by src/eval.py",
         "command",
-        "test decoding",
     ]
-    return (
-        f"{table([*headers, 'goal for seq2attn'], scores)}\n{caption}\n\n"
-        f"{table(detail_headers, details)}"
-    )
+    return f"{table(headers, rows)}\n{caption}\n\n{table(detail_headers, details)}"
 
 
 def publish(report: dict[str, Any], name: str) -> None:
-    """benchmarks/results/<name>.json and .md; a kept ``budget`` also into docs/results.md."""
+    """benchmarks/results/<name>.json and .md; ``budget`` also into docs/results.md."""
+    unplaced = sorted(name for name, run in report["runs"].items() if "fingerprint" not in run)
+    if unplaced:
+        raise HarnessError(
+            f"{name}.json: runs without a machine fingerprint ({', '.join(unplaced)}) were "
+            "written by the harness before it kept one; train them again to tabulate them"
+        )
     text = markdown(report)
-    write_result(name, report, text)
-    if name == "budget" and report.get("status", "kept") == "kept":
+    write_result(name, report, text, RESULTS)
+    if name == "budget":
         write_section(text, PAGE, "budget")
     print(text)
 
 
+def record_rejected(
+    runs: Mapping[str, dict[str, Any]], name: str, status: str, reason: str
+) -> Path:
+    """Add ``runs`` with their status and reason to benchmarks/results/<name>-rejected.json,
+    keyed by run and date so that no earlier attempt is overwritten."""
+    path = RESULTS / f"{name}-rejected.json"
+    kept = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    date = time.strftime("%Y-%m-%d_%H-%M")
+    for key, run in runs.items():
+        entry = {**run, "status": status, "reason": run.get("reason") or reason}
+        stamp, attempt = f"{key}@{date}", 1
+        while stamp in kept["runs"]:
+            attempt += 1
+            stamp = f"{key}@{date}#{attempt}"
+        kept["runs"][stamp] = relative(entry)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(kept, indent=2, default=str) + "\n")
+    return path
+
+
 def main() -> None:
+    try:
+        drive(parse_arguments())
+    except HarnessError as refusal:
+        print(f"{Path(sys.argv[0]).name}: error: {refusal}", file=sys.stderr)
+        sys.exit(2)
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset")
-    parser.add_argument("--models", default="r1,r2", help="comma-separated subset")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
+    parser.add_argument("--seeds", type=int, default=SEEDS, help=f"seq2attn runs ({SEEDS})")
     parser.add_argument("--name", default="budget", help="result file stem (default budget)")
-    parser.add_argument("--status", choices=STATUSES, default="kept")
+    parser.add_argument(
+        "--status",
+        choices=("kept", *REJECTED_STATUSES),
+        default="kept",
+        help="rejected/replaced: record this invocation's runs as a tried recipe (--reason)",
+    )
+    parser.add_argument("--reason", default="", help="why the runs are rejected or replaced")
     parser.add_argument("--work-dir", type=Path, help="default .cache/bench/<name>")
-    parser.add_argument("--resume", action="store_true", help="reuse finished runs")
+    parser.add_argument("--resume", action="store_true", help="reuse this machine's finished runs")
     parser.add_argument("--report", action="store_true", help="only refresh the Markdown")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of seq2attn's training")
     args = parser.parse_args()
+    tools = [t for t in args.tools.split(",") if t]
+    unknown = sorted(set(tools) - set(TOOLS))
+    if unknown:
+        parser.error(f"--tools: unknown {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+    models = [m for m in args.models.split(",") if m]
+    if sorted(set(models) - set(MODELS)):
+        parser.error(f"--models: choose from {', '.join(MODELS)}, got {args.models}")
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: at least 1")
+    if args.status != "kept" and not args.reason:
+        parser.error(f"--status {args.status} needs --reason: what val said about the recipe")
+    args.tools, args.models = tools, models
+    return args
+
+
+def drive(args: argparse.Namespace) -> None:
     if args.report:
         publish(json.loads((RESULTS / f"{args.name}.json").read_text()), args.name)
         return
     require("python -m experiments.budget", corpus(), SPM_MODEL)
-    tools = [t for t in args.tools.split(",") if t]
-    unknown = sorted(set(tools) - set(TOOLS))
-    if unknown:
-        sys.exit(f"--tools: unknown {', '.join(unknown)}; choose from {', '.join(TOOLS)}")
+    check_clean_tree(commit())
     started = time.perf_counter()
+    here = fingerprint(machine())
     work_dir = args.work_dir or REPO / ".cache" / "bench" / args.name
     work_dir.mkdir(parents=True, exist_ok=True)
-    kept = work_dir / "results.json"
-    runs: dict[str, Any] = json.loads(kept.read_text()) if args.resume and kept.exists() else {}
-    bins = {t: peers.install(t, REPO / ".cache" / "peers") for t in tools if t != "seq2attn"}
+    finished = work_dir / "results.json"
+    earlier = json.loads(finished.read_text()) if args.resume and finished.exists() else {}
+    runs = reusable(earlier, here)
+    bins = {t: peers.install(t, REPO / ".cache" / "peers") for t in args.tools if t != "seq2attn"}
     ws = peers.prepare_data(corpus(), SPM_MODEL, work_dir / "peers")
-    for model in args.models.split(","):
-        for tool in tools:
-            name = f"{model}_{tool}"
-            if name in runs:
-                print(f"{name}: kept from an earlier call", flush=True)
-                if tool == "seq2attn":  # decodes done before are reused
-                    runs[name].setdefault("train_test_bleu", runs[name]["test_bleu"])
-                    runs[name].update(run_record(REPO / runs[name]["run_dir"]))
-                    runs[name].update(choose_length_penalty(runs[name]))
-                    kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
-                continue
-            print(
-                f"[{time.perf_counter() - started:6.0f} s] {name}: {args.minutes:g} min", flush=True
-            )
-            if tool == "seq2attn":
-                runs[name] = seq2attn_run(model, args.minutes, work_dir, args.overrides)
-                kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
-                runs[name].update(choose_length_penalty(runs[name]))
-            else:
-                runs[name] = peer_run(tool, model, args.minutes, ws, bins[tool])
-            kept.write_text(json.dumps(runs, indent=2, default=str) + "\n")
-            print(f"  test BLEU {runs[name]['test_bleu']:.2f}", flush=True)
+    for model in args.models:
+        for tool in args.tools:
+            for seed in range(1, args.seeds + 1) if tool == "seq2attn" else [None]:
+                name = run_key(model, tool, seed)
+                if name in runs and "test_bleu" in runs[name]:
+                    print(f"{name}: kept from an earlier call", flush=True)
+                    continue
+                elapsed = time.perf_counter() - started
+                print(f"[{elapsed:6.0f} s] {name}: {args.minutes:g} min", flush=True)
+                if tool == "seq2attn":
+                    if name not in runs:  # one trained before but not decoded is decoded now
+                        runs[name] = seq2attn_run(
+                            model, args.minutes, work_dir, args.overrides, seed
+                        )
+                        runs[name].update(machine=machine(), fingerprint=here, date=today())
+                        save(finished, runs)
+                    runs[name].update(seq2attn_decoding(runs[name]))
+                else:
+                    runs[name] = peer_run(tool, model, args.minutes, ws, bins[tool])
+                    runs[name].update(
+                        machine=machine(), fingerprint=here, date=today(), commit=commit()
+                    )
+                save(finished, runs)
+                print(f"  test BLEU {runs[name]['test_bleu']:.2f}", flush=True)
+    settle(runs, args, started)
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d")
+
+
+def save(path: Path, runs: Mapping[str, Any]) -> None:
+    path.write_text(json.dumps(runs, indent=2, default=str) + "\n")
+
+
+def settle(runs: dict[str, dict[str, Any]], args: argparse.Namespace, started: float) -> None:
+    """Checked runs go to the result file, replacing the runs of the same key there (runs of
+    another machine stay, in their own table); the others, and every run of an invocation
+    given ``--status rejected|replaced``, go to the rejected file."""
+    failed = {name: {**run, "reason": why} for name, run in runs.items() if (why := check_run(run))}
+    passed = {name: run for name, run in runs.items() if name not in failed}
+    if args.status != "kept":
+        record_rejected(passed, args.name, args.status, args.reason)
+        passed = {}
+    if failed:
+        record_rejected(failed, args.name, "rejected", "")
+    if failed or args.status != "kept":
+        path = RESULTS / f"{args.name}-rejected.json"
+        print(f"{len(runs) - len(passed)} run(s) recorded in {shown(path)}, not reported")
+    if not passed:
+        return
+    previous = RESULTS / f"{args.name}.json"
+    earlier = json.loads(previous.read_text()).get("runs", {}) if previous.is_file() else {}
+    # entries of the harness before fingerprints cannot be placed in a machine's table
+    earlier = {name: run for name, run in earlier.items() if "fingerprint" in run}
     report = {
         "minutes": args.minutes,
-        "status": args.status,
         "overrides": args.overrides,
-        "runs": runs,
+        "runs": {**earlier, **passed},
         "goals": GOALS,
-        "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "commit": commit(),
         "wall_s": time.perf_counter() - started,

@@ -41,17 +41,28 @@ def evaluate(
     length_penalty: float,
     overrides: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Beam-5 scores of the checkpoint (an ensemble if several) on ``split``, with the command;
-    ``folder`` holds the decode and its scores.json."""
+    """Beam-5 scores of the checkpoint (an ensemble if several) on ``split`` at a GNMT length
+    penalty, with the command; ``folder`` holds the decode and its scores.json."""
+    scores = evaluate_with(
+        checkpoints, split, folder, (*overrides, f"decoding.length_penalty={length_penalty}")
+    )
+    return {"length_penalty": length_penalty, **scores}
+
+
+def evaluate_with(
+    checkpoints: list[Path], split: str, folder: Path, decoding: tuple[str, ...]
+) -> dict[str, Any]:
+    """Beam-5 scores of the checkpoint (an ensemble if several) on ``split`` with the
+    ``decoding`` overrides, and the command; ``folder`` holds the decode and its scores.json,
+    read instead of decoding again when it exists."""
     command = [
         "python",
         "src/eval.py",
         f"ckpt_path={checkpoint_option(checkpoints)}",
-        *overrides,
         f"split={split}",
         "decoding=beam",
         "decoding.beam_size=5",
-        f"decoding.length_penalty={length_penalty}",
+        *decoding,
         f"hydra.run.dir={shown(folder)}",
     ]
     if not (folder / "scores.json").is_file():
@@ -60,10 +71,11 @@ def evaluate(
     scores = json.loads((folder / "scores.json").read_text())
     return {
         "split": split,
-        "length_penalty": length_penalty,
         "bleu": scores["bleu"],
         "chrf": scores["chrf"],
         "ter": scores["ter"],
+        "repetition_rate": scores.get("repetition_rate"),
+        "length_ratio": scores.get("length_ratio"),
         "signatures": scores["signatures"],
         "command": shlex.join(command),
         "decode_s": scores["decode_seconds"],

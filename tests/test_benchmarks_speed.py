@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -75,3 +77,20 @@ def test_gemm_peak_of_one_slow_product_is_its_rate(monkeypatch: pytest.MonkeyPat
     assert speed.gemm_peak_gflops(torch.float32, sizes=(100, 4000), seconds=2.0) == (
         pytest.approx(2 * 100**3 / 10.0 / 1e9)
     )
+
+
+def test_budget_memory_is_the_largest_peak_of_each_tool_over_its_seeds(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = {
+        "r2_seq2attn_seed1": {"model": "r2", "tool": "seq2attn", "peak_rss_mb": 2900.0},
+        "r2_seq2attn_seed2": {"model": "r2", "tool": "seq2attn", "peak_rss_mb": 3100.0},
+        "r2_opennmt": {"model": "r2", "tool": "opennmt", "peak_rss_mb": 1300.0},
+        "r1_joeynmt": {"peak_rss_mb": 1800.0},  # an entry keyed <model>_<tool> only
+    }
+    (tmp_path / "budget.json").write_text(json.dumps({"runs": runs, "machine": "a CPU"}))
+    monkeypatch.setattr(speed, "RESULTS", tmp_path)
+    assert speed.budget_memory() == {
+        "runs": {"r2": {"seq2attn": 3100.0, "opennmt": 1300.0}, "r1": {"joeynmt": 1800.0}},
+        "machine": "a CPU",
+    }
