@@ -154,7 +154,7 @@ class TrainResult:
     wall_s: float  # the whole process
     checkpoint: Path  # after the last step (``minutes``: the newest complete one)
     log: Path
-    steps: int  # the updates behind ``checkpoint`` (JoeyNMT's: its last reported step)
+    steps: int  # the updates behind ``checkpoint`` (from its name; else the last reported step)
 
 
 @dataclass
@@ -328,7 +328,9 @@ def train(
     if total is not None and timed_steps != steps:
         raise _failure(tool, command, log, f"reported {timed_steps} timed steps, not {steps}")
     checkpoint = _checkpoint(tool, command, log, run_dir)
-    steps_made = int(checkpoint.stem.split("_")[-1]) if tool == "opennmt" else reports[-1].step
+    # model_step_<N>.pt (OpenNMT-py), <N>.ckpt behind JoeyNMT's latest.ckpt link
+    stem = checkpoint.stem.split("_")[-1]
+    steps_made = int(stem) if stem.isdigit() else reports[-1].step
     return TrainResult(
         tool, model, tok_s, timed_steps, done.peak_rss_mb, done.wall_s, checkpoint, log, steps_made
     )

@@ -239,20 +239,28 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def budget_memory() -> dict[str, Any] | None:
-    """Peak RSS per model and tool of the budget runs in benchmarks/results/budget.json."""
+    """Peak RSS per model and tool (the largest over a tool's seeds) of the budget runs in
+    benchmarks/results/budget.json made on one machine: the machine of the newest run."""
     path = RESULTS / "budget.json"
     if not path.is_file():
         return None
     budget = json.loads(path.read_text())
+    found = budget.get("runs", {})
+    placed = [run for run in found.values() if "fingerprint" in run]
+    if not placed:  # written before the harness kept fingerprints: one machine per file
+        machine = budget.get("machine", "unknown")
+        chosen = {name: {**run, "model": name.partition("_")[0]} for name, run in found.items()}
+        for name, run in chosen.items():
+            run.setdefault("tool", name.partition("_")[2])
+    else:
+        machine = max(placed, key=lambda run: run.get("date", ""))["fingerprint"]
+        chosen = {n: r for n, r in found.items() if r.get("fingerprint") == machine}
     runs: dict[str, dict[str, float]] = {}
-    for name, run in budget.get("runs", {}).items():
-        # keys <model>_<tool>[_seed<n>]; the largest peak over a tool's seeds
-        model, _, tool = name.partition("_")
-        tool = run.get("tool") or tool
+    for run in chosen.values():
         if run.get("peak_rss_mb"):
-            tools = runs.setdefault(run.get("model") or model, {})
-            tools[tool] = max(tools.get(tool, 0.0), run["peak_rss_mb"])
-    return {"runs": runs, "machine": budget.get("machine", "unknown")}
+            tools = runs.setdefault(run["model"], {})
+            tools[run["tool"]] = max(tools.get(run["tool"], 0.0), run["peak_rss_mb"])
+    return {"runs": runs, "machine": machine}
 
 
 def main() -> None:

@@ -8,9 +8,9 @@ setting chosen is the first in that order whose val BLEU is within TOLERANCE of 
 a setting that wins on val by less than that is not worth its extra feature.
 
 Each tool spells a setting its own way: seq2attn's ``decoding.*`` overrides, onmt_translate's
-``-length_penalty avg|wu -alpha A -block_ngram_repeat N``, JoeyNMT's ``beam_alpha``. JoeyNMT's
-beam search has no ``avg`` normalisation and no repeat blocking, so it searches the three GNMT
-settings without blocking.
+``-length_penalty avg|wu -alpha A -block_ngram_repeat N``, JoeyNMT's ``beam_alpha`` and
+``no_repeat_ngram_size`` (-1: off). JoeyNMT's beam search has no ``avg`` normalisation, so it
+searches the six GNMT settings.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ class DecodingSetting:
                 penalty = {"length_penalty": "wu", "alpha": self.alpha}
             return {**penalty, "block_ngram_repeat": self.block_ngram}
         if tool == "joeynmt":
-            if self.length_penalty == "avg" or self.block_ngram:
+            if self.length_penalty == "avg":
                 return None
-            return {"beam_alpha": self.alpha}
+            return {"beam_alpha": self.alpha, "no_repeat_ngram_size": self.block_ngram or -1}
         raise ValueError(f"no decoding options known for {tool!r}")
 
 

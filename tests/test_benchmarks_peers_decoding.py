@@ -55,6 +55,7 @@ def test_joeynmt_test_reads_the_split_with_the_settings_alpha(tmp_path: Path) ->
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["data"] == {"test": str(ws.pieces / "val")}
     assert config["testing"]["beam_alpha"] == 1.4
+    assert config["testing"]["no_repeat_ngram_size"] == -1  # JoeyNMT's "off"
     assert config["testing"]["beam_size"] == 5
     assert command[-3:] == [str(out / "config.yaml"), "-o", str(out / "pieces")]
     assert output == out / "pieces.test"

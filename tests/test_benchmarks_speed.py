@@ -79,18 +79,34 @@ def test_gemm_peak_of_one_slow_product_is_its_rate(monkeypatch: pytest.MonkeyPat
     )
 
 
-def test_budget_memory_is_the_largest_peak_of_each_tool_over_its_seeds(
+def test_budget_memory_is_the_largest_peak_of_each_tool_on_the_newest_machine(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    def run(model: str, tool: str, rss: float, machine: str, date: str) -> dict:
+        return {
+            "model": model,
+            "tool": tool,
+            "peak_rss_mb": rss,
+            "fingerprint": machine,
+            "date": date,
+        }
+
     runs = {
-        "r2_seq2attn_seed1": {"model": "r2", "tool": "seq2attn", "peak_rss_mb": 2900.0},
-        "r2_seq2attn_seed2": {"model": "r2", "tool": "seq2attn", "peak_rss_mb": 3100.0},
-        "r2_opennmt": {"model": "r2", "tool": "opennmt", "peak_rss_mb": 1300.0},
-        "r1_joeynmt": {"peak_rss_mb": 1800.0},  # an entry keyed <model>_<tool> only
+        "r2_seq2attn_seed1": run("r2", "seq2attn", 2900.0, "EPYC", "2026-12-04"),
+        "r2_seq2attn_seed2": run("r2", "seq2attn", 3100.0, "EPYC", "2026-12-04"),
+        "r2_opennmt": run("r2", "opennmt", 1300.0, "EPYC", "2026-12-04"),
+        "r1_seq2attn_seed1": run("r1", "seq2attn", 5000.0, "Xeon", "2026-12-01"),
     }
-    (tmp_path / "budget.json").write_text(json.dumps({"runs": runs, "machine": "a CPU"}))
+    (tmp_path / "budget.json").write_text(json.dumps({"runs": runs}))
     monkeypatch.setattr(speed, "RESULTS", tmp_path)
     assert speed.budget_memory() == {
-        "runs": {"r2": {"seq2attn": 3100.0, "opennmt": 1300.0}, "r1": {"joeynmt": 1800.0}},
+        "runs": {"r2": {"seq2attn": 3100.0, "opennmt": 1300.0}},
+        "machine": "EPYC",
+    }
+    # a file of the harness before fingerprints: keys <model>_<tool>, one machine
+    old = {"r1_joeynmt": {"peak_rss_mb": 1800.0}, "r2_seq2attn": {"peak_rss_mb": 4400.0}}
+    (tmp_path / "budget.json").write_text(json.dumps({"runs": old, "machine": "a CPU"}))
+    assert speed.budget_memory() == {
+        "runs": {"r1": {"joeynmt": 1800.0}, "r2": {"seq2attn": 4400.0}},
         "machine": "a CPU",
     }

@@ -80,9 +80,15 @@ def test_each_tool_spells_a_setting_its_own_way() -> None:
         "block_ngram_repeat": 3,
     }
     assert GRID[0].options("opennmt") == {"length_penalty": "avg", "block_ngram_repeat": 0}
-    assert blocked.options("joeynmt") is None  # no repeat blocking in JoeyNMT's beam search
-    assert DecodingSetting("gnmt", 1.4).options("joeynmt") == {"beam_alpha": 1.4}
-    assert [s.name for s in grid_for("joeynmt")] == ["gnmt0.6", "gnmt1", "gnmt1.4"]
+    assert blocked.options("joeynmt") == {"beam_alpha": 1.0, "no_repeat_ngram_size": 3}
+    assert DecodingSetting("gnmt", 1.4).options("joeynmt") == {
+        "beam_alpha": 1.4,
+        "no_repeat_ngram_size": -1,  # JoeyNMT's "off"
+    }
+    assert GRID[0].options("joeynmt") is None  # no avg normalisation in JoeyNMT's beam search
+    assert [s.name for s in grid_for("joeynmt")] == [
+        s.name for s in GRID if s.length_penalty == "gnmt"
+    ]
     assert grid_for("opennmt") == grid_for("seq2attn") == GRID
 
 
@@ -101,6 +107,8 @@ def run(model: str, tool: str, machine: str, bleu: float, seed: int | None = Non
         "tool": tool,
         "seed": seed,
         "fingerprint": machine,
+        "minutes": 20.0,
+        "overrides": [],
         "date": "2026-12-04",
         "commit": "abc1234",
         "precision": "32-true",
@@ -113,8 +121,8 @@ def run(model: str, tool: str, machine: str, bleu: float, seed: int | None = Non
         "length_ratio": 1.01,
         "val_bleu": bleu + 1,
         "decoding": "gnmt0.6",
-        **({"command": "python src/train.py experiment=budget_r2"} if tool == "seq2attn" else {}),
-        **({"reproduced_bleu": bleu} if tool == "seq2attn" else {"log": ".cache/x.log"}),
+        "command": "python src/train.py experiment=budget_r2",
+        **({"reproduced_bleu": bleu, "rescored_bleu": bleu} if tool == "seq2attn" else {}),
     }
 
 
@@ -135,21 +143,27 @@ def test_a_table_holds_the_runs_of_one_machine_only() -> None:
         "r2_opennmt": run("r2", "opennmt", EPYC, 39.3),
         "r1_seq2attn_seed1": run("r1", "seq2attn", XEON, 38.0, 1),
     }
-    text = markdown({"minutes": 20.0, "runs": runs, "goals": budget.GOALS})
+    text = markdown({"runs": runs, "goals": budget.GOALS})
     epyc, xeon = text.split(EPYC)[0], text.split(EPYC)[1]
     # the EPYC's table: R2 only, 2 seeds as mean ± std; the Xeon's R1 run in a table of its own
-    assert "| R2 | seq2attn | 2 | 41.00 ± 0.71 |" in epyc and "| R1 |" not in epyc
-    assert "| R2 | opennmt | 1 | 39.30 |" in epyc
-    assert "| R1 | seq2attn | 1 | 38.00 |" in xeon and "| R2 |" not in xeon.split(XEON)[0]
+    assert "| R2 | seq2attn | 2 | 20 | 41.00 ± 0.71 |" in epyc and "| R1 |" not in epyc
+    assert "| R2 | opennmt | 1 | 20 | 39.30 |" in epyc
+    assert "| R1 | seq2attn | 1 | 20 | 38.00 |" in xeon and "| R2 |" not in xeon.split(XEON)[0]
     assert text.count("| model | tool | runs |") == 2
     assert "| r2_seq2attn_seed2 (abc1234) | 32-true | 2802 |" in text
 
 
-def test_resume_reuses_only_the_runs_of_this_machine(capsys: pytest.CaptureFixture) -> None:
+def test_resume_reuses_only_the_runs_of_this_machine_and_recipe(
+    capsys: pytest.CaptureFixture,
+) -> None:
     runs = {"r2_seq2attn_seed1": run("r2", "seq2attn", EPYC, 40.0, 1)}
     runs["r2_opennmt"] = run("r2", "opennmt", XEON, 39.0)
-    assert list(reusable(runs, EPYC)) == ["r2_seq2attn_seed1"]
-    assert f"r2_opennmt: not reused, trained on {XEON}" in capsys.readouterr().out
+    runs["r2_seq2attn_seed2"] = {**run("r2", "seq2attn", EPYC, 40.0, 2), "overrides": ["x=1"]}
+    here = {"fingerprint": EPYC, "minutes": 20.0, "overrides": []}
+    assert list(reusable(runs, here)) == ["r2_seq2attn_seed1"]
+    out = capsys.readouterr().out
+    assert "r2_opennmt: not reused, its fingerprint differ" in out
+    assert "r2_seq2attn_seed2: not reused, its overrides differ" in out
 
 
 def test_a_dirty_tree_is_refused() -> None:
@@ -162,7 +176,7 @@ def test_the_refusal_is_one_line_and_exit_code_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     monkeypatch.setattr("sys.argv", ["budget.py", "--models", "r2"])
-    monkeypatch.setattr(budget, "require", lambda *paths: None)
+    monkeypatch.setattr(budget, "check_inputs", lambda *paths: None)
     monkeypatch.setattr(budget, "commit", lambda *folder: "abc1234+")
     with pytest.raises(SystemExit) as ended:
         budget.main()
@@ -176,16 +190,17 @@ def test_a_run_is_reported_only_when_clean_and_reproduced() -> None:
     assert check_run(good) is None
     assert check_run({**good, "reproduced_bleu": 40.09}) is None
     off = check_run({**good, "reproduced_bleu": 40.15})
-    assert off is not None and "reproduced test BLEU 40.15, not 40.00" in off
+    assert off is not None and "src/eval.py gave test BLEU 40.15, not 40.00" in off
+    rescored = check_run({**good, "rescored_bleu": 39.8})
+    assert rescored is not None and "scoring the hypotheses gave test BLEU 39.80" in rescored
     dirty = check_run({**good, "dirty": True, "commit": "abc1234+"})
     assert dirty is not None and "uncommitted changes (abc1234+)" in dirty
     assert check_run(run("r2", "opennmt", EPYC, 39.0)) is None  # nothing to reproduce
 
 
-def settle(runs: dict[str, dict[str, Any]], results: Path, status: str = "kept") -> None:
-    args = argparse.Namespace(name="trial", status=status, reason="val said no", minutes=20.0)
-    args.overrides = []
-    budget.settle(runs, args, 0.0)
+def settle(runs: dict[str, dict[str, Any]], status: str = "kept") -> None:
+    args = argparse.Namespace(name="trial", status=status, reason="val said no")
+    budget.settle(runs, set(runs), args, 0.0)
 
 
 def test_failed_runs_go_to_the_rejected_file_and_the_rest_to_the_table(
@@ -193,29 +208,40 @@ def test_failed_runs_go_to_the_rejected_file_and_the_rest_to_the_table(
 ) -> None:
     monkeypatch.setattr(budget, "RESULTS", tmp_path)
     monkeypatch.setattr(budget, "commit", lambda *folder: "abc1234")
-    earlier = {"r2_opennmt": run("r2", "opennmt", XEON, 39.0), "old_format": {"test_bleu": 1.0}}
+    earlier = {
+        "r2_opennmt": run("r2", "opennmt", XEON, 39.0),
+        "r2_seq2attn_seed1": run("r2", "seq2attn", XEON, 38.0, 1),
+        "old_format": {"test_bleu": 1.0},
+    }
     (tmp_path / "trial.json").write_text(json.dumps({"runs": earlier}))
     good = run("r2", "seq2attn", EPYC, 40.0, 1)
     bad = {**run("r2", "seq2attn", EPYC, 41.0, 2), "reproduced_bleu": 40.5}
-    settle({"r2_seq2attn_seed1": good, "r2_seq2attn_seed2": bad}, tmp_path)
+    runs = {"r2_seq2attn_seed1": good, "r2_seq2attn_seed2": bad}
+    settle(runs)
 
+    assert list(runs) == ["r2_seq2attn_seed1"]  # the failed run leaves: a resume retrains it
     kept = json.loads((tmp_path / "trial.json").read_text())["runs"]
-    # the new run joins the other machine's run; the entry without a fingerprint is dropped
+    # the new run displaces the Xeon's run of its key; the Xeon's other run stays
+    assert kept["r2_seq2attn_seed1"]["fingerprint"] == EPYC
     assert sorted(kept) == ["r2_opennmt", "r2_seq2attn_seed1"]
     rejected = json.loads((tmp_path / "trial-rejected.json").read_text())["runs"]
-    ((key, entry),) = rejected.items()
-    assert key.startswith("r2_seq2attn_seed2@") and entry["status"] == "rejected"
-    assert "reproduced test BLEU 40.50, not 41.00" in entry["reason"]
-    assert entry["test_bleu"] == 41.0  # the same entry schema as a kept run
-    assert EPYC in (tmp_path / "trial.md").read_text()
+    by_run = {key.split("@")[0]: entry for key, entry in rejected.items()}
+    assert by_run["r2_seq2attn_seed2"]["status"] == "rejected"
+    assert "src/eval.py gave test BLEU 40.50, not 41.00" in by_run["r2_seq2attn_seed2"]["reason"]
+    assert by_run["r2_seq2attn_seed2"]["test_bleu"] == 41.0  # the entry schema of a kept run
+    assert by_run["r2_seq2attn_seed1"]["status"] == "replaced"  # the Xeon's, displaced
+    assert by_run["r2_seq2attn_seed1"]["fingerprint"] == XEON
+    assert by_run["old_format"]["reason"] == "written before machine fingerprints"
+    text = (tmp_path / "trial.md").read_text()
+    assert EPYC in text and XEON in text and text.count("| model | tool |") == 2
 
 
 def test_a_rejected_invocation_leaves_the_table_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(budget, "RESULTS", tmp_path)
-    settle({"r2_seq2attn_seed1": run("r2", "seq2attn", EPYC, 40.0, 1)}, tmp_path, "replaced")
-    settle({"r2_seq2attn_seed1": run("r2", "seq2attn", EPYC, 39.0, 1)}, tmp_path, "rejected")
+    settle({"r2_seq2attn_seed1": run("r2", "seq2attn", EPYC, 40.0, 1)}, "replaced")
+    settle({"r2_seq2attn_seed1": run("r2", "seq2attn", EPYC, 39.0, 1)}, "rejected")
     assert not (tmp_path / "trial.json").exists()
     rejected = json.loads((tmp_path / "trial-rejected.json").read_text())["runs"]
     entries = sorted(rejected.values(), key=lambda entry: entry["test_bleu"])
@@ -225,11 +251,110 @@ def test_a_rejected_invocation_leaves_the_table_alone(
     ]
 
 
-def test_a_report_of_runs_without_a_fingerprint_is_refused(
+class FakeTools:
+    """Stands in for training and decoding: records what was trained, scores each run at its
+    seed's BLEU (a run that ``bad`` names fails the reproduction check)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, machine: str) -> None:
+        self.trained: list[str] = []
+        self.bad: set[str] = set()
+        monkeypatch.setattr(budget, "RESULTS", tmp_path / "results")
+        monkeypatch.setattr(budget, "check_inputs", lambda *paths: None)
+        monkeypatch.setattr(budget, "commit", lambda *folder: "abc1234")
+        monkeypatch.setattr(budget, "fingerprint", lambda described: machine)
+        monkeypatch.setattr(budget.peers, "install", lambda tool, root: tmp_path)
+        monkeypatch.setattr(budget.peers, "prepare_data", lambda *args: None)
+        monkeypatch.setattr(budget, "seq2attn_run", self.seq2attn_run)
+        monkeypatch.setattr(budget, "peer_train", self.peer_train)
+        monkeypatch.setattr(budget, "seq2attn_decoding", self.decoding)
+        monkeypatch.setattr(budget, "peer_decoding", lambda tool, r, ws, b: self.decoding(r))
+
+    def seq2attn_run(self, model: str, minutes: float, ws: Path, overrides, seed: int) -> dict:
+        self.trained.append(run_key(model, "seq2attn", seed))
+        return {k: v for k, v in run(model, "seq2attn", "", 0.0, seed).items() if "bleu" not in k}
+
+    def peer_train(self, tool: str, model: str, minutes: float, ws, bin_dir) -> dict:
+        self.trained.append(run_key(model, tool))
+        return {k: v for k, v in run(model, tool, "", 0.0).items() if "bleu" not in k}
+
+    def decoding(self, trained: dict) -> dict:
+        bleu = 40.0 + (trained["seed"] or 0) / 10
+        name = run_key(trained["model"], trained["tool"], trained["seed"])
+        again = bleu - 1 if name in self.bad else bleu
+        return {"test_bleu": bleu, "val_bleu": bleu, "reproduced_bleu": again}
+
+
+def invoke(tmp_path: Path, *argv: str) -> None:
+    budget.drive(
+        budget.parse_arguments(["--models", "r2", "--work-dir", str(tmp_path / "work"), *argv])
+    )
+
+
+def test_resume_trains_only_what_is_missing_or_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(budget, "RESULTS", tmp_path)
-    report = {"minutes": 20.0, "runs": {"r2_seq2attn": {"test_bleu": 40.1}}, "goals": {}}
-    with pytest.raises(HarnessError, match=r"trial.json: runs without a machine fingerprint"):
-        budget.publish(report, "trial")
-    assert not (tmp_path / "trial.md").exists()
+    fake = FakeTools(monkeypatch, tmp_path, EPYC)
+    fake.bad = {"r2_seq2attn_seed2"}
+    invoke(tmp_path, "--tools", "seq2attn,opennmt")
+    assert fake.trained == [
+        "r2_seq2attn_seed1",
+        "r2_seq2attn_seed2",
+        "r2_seq2attn_seed3",
+        "r2_opennmt",
+    ]
+    kept = json.loads((tmp_path / "results" / "budget.json").read_text())["runs"]
+    assert sorted(kept) == ["r2_opennmt", "r2_seq2attn_seed1", "r2_seq2attn_seed3"]
+    assert kept["r2_seq2attn_seed3"]["fingerprint"] == EPYC and kept["r2_opennmt"]["seed"] is None
+
+    fake.trained, fake.bad = [], set()
+    invoke(tmp_path, "--tools", "seq2attn,opennmt", "--resume")
+    assert fake.trained == ["r2_seq2attn_seed2"]  # the failed run only
+    kept = json.loads((tmp_path / "results" / "budget.json").read_text())["runs"]
+    assert kept["r2_seq2attn_seed2"]["test_bleu"] == pytest.approx(40.2)
+
+    # on another machine nothing is reused
+    fake = FakeTools(monkeypatch, tmp_path, XEON)
+    invoke(tmp_path, "--tools", "seq2attn", "--seeds", "1", "--resume")
+    assert fake.trained == ["r2_seq2attn_seed1"]
+
+
+def test_a_tried_recipe_trains_in_its_own_folder_and_records_only_its_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeTools(monkeypatch, tmp_path, EPYC)
+    args = ["--models", "r2", "--tools", "seq2attn", "--seeds", "1"]
+    tried = budget.parse_arguments([*args, "--status", "rejected", "--reason", "worse on val"])
+    assert tried.work_dir.name == "budget-rejected"
+    assert budget.parse_arguments(args).work_dir.name == "budget"
+    tried.work_dir = tmp_path / "tried"
+    tried.overrides = ["label_smoothing=0.3"]
+    budget.drive(tried)
+    assert fake.trained == ["r2_seq2attn_seed1"]
+    assert not (tmp_path / "results" / "budget.json").exists()
+    (entry,) = json.loads((tmp_path / "results" / "budget-rejected.json").read_text())[
+        "runs"
+    ].values()
+    assert (entry["status"], entry["reason"], entry["overrides"]) == (
+        "rejected",
+        "worse on val",
+        ["label_smoothing=0.3"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--models", "r3"], "--models: choose from r1, r2"),
+        (["--models", ","], "--models: choose from r1, r2"),
+        (["--tools", "fairseq"], "--tools: choose from seq2attn, opennmt, joeynmt"),
+        (["--minutes", "0"], "--minutes 0: must be above 0"),
+        (["--status", "rejected"], "--status rejected needs --reason"),
+    ],
+)
+def test_bad_options_end_with_one_line_and_exit_code_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as ended:
+        budget.parse_arguments(argv)
+    assert ended.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
