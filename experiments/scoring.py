@@ -77,6 +77,6 @@ def evaluate_with(
         "repetition_rate": scores.get("repetition_rate"),
         "length_ratio": scores.get("length_ratio"),
         "signatures": scores["signatures"],
-        "command": shlex.join(command),
+        "command": f"SEQ2ATTN_DATA={shlex.quote(shown(corpus()))} {shlex.join(command)}",
         "decode_s": scores["decode_seconds"],
     }

@@ -5,6 +5,7 @@ reproducible (clean tree, same machine on resume, src/eval.py reproducing the BL
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,18 @@ def test_bad_options_end_with_one_line_and_exit_code_2(
         budget.parse_arguments(argv)
     assert ended.value.code == 2
     assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_test_references_are_multi30ks_english_test_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "multi30k").mkdir()
+    with gzip.open(tmp_path / "multi30k" / "test_2016_flickr.en.gz", "wt") as lines:
+        lines.write("A dog runs .\nTwo men talk . \n")
+    monkeypatch.setattr(budget, "corpus", lambda: tmp_path / "multi30k")
+    monkeypatch.setattr(budget, "REPO", tmp_path)
+    plain = budget.test_references()
+    assert plain.read_text() == "A dog runs .\nTwo men talk .\n"
+    hypotheses = tmp_path / "hyp.txt"
+    hypotheses.write_text("A dog runs .\nTwo men talk .\n")
+    assert budget.peer_scores(hypotheses, plain)["bleu"] == pytest.approx(100.0)
