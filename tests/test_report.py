@@ -121,6 +121,19 @@ def test_varying_keys_ignore_bookkeeping_and_keys_only_some_runs_have() -> None:
     assert varying_keys(configs[:1]) == []
 
 
+def console(shown: bool) -> dict[str, bool]:
+    return {"trainer.enable_model_summary": shown, "trainer.enable_progress_bar": shown}
+
+
+def test_seeds_of_a_variant_group_together_whatever_their_console_showed() -> None:
+    runs = [
+        Run("a", config(**console(True), seed=1), {"test/bleu": 20.0}),
+        Run("b", config(**console(False), seed=2), {"test/bleu": 24.0}),
+    ]
+    (variant,) = aggregate(runs, config_columns(runs))
+    assert variant.runs == 2 and variant.mean["test/bleu"] == 22.0
+
+
 def test_seeds_of_a_variant_group_together_when_the_corpus_was_reached_by_other_paths() -> None:
     # the same Multi30k files, once as ../shared/... and once as /work/shared/...
     relative = {"data.root": "../shared/m30k", "data.corpus.root": "../shared/m30k"}

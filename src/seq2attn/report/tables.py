@@ -57,8 +57,8 @@ def metric_columns(runs: Sequence[Run]) -> dict[str, tuple[str, str]]:
 
 
 # Keys that differ between runs without being a choice: paths (the corpus folder too: the same
-# files reached by another path), names derived from the choices, and copies of other keys made by
-# interpolation (model.cell = cell.type, data.seed = seed).
+# files reached by another path), names derived from the choices, copies of other keys made by
+# interpolation (model.cell = cell.type, data.seed = seed), and what the console shows.
 # Values inside a run's own output folder (checkpoint dirs, logger dirs) are skipped as well.
 BOOKKEEPING = (
     "paths",
@@ -75,6 +75,8 @@ BOOKKEEPING = (
     "model.attention",
     "model.input_feeding",
     "model.scorer",
+    "trainer.enable_model_summary",
+    "trainer.enable_progress_bar",
 )
 
 
