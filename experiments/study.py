@@ -17,9 +17,10 @@ not run again, so a study stopped part-way continues where it stopped. The runs 
 go to one ``src/train.py -m hydra/launcher=joblib`` multirun under logs/study/<date>_<time>/:
 each of them is an experiment config written there (``experiment=<run>``: it includes
 ``experiment=study`` and sets the rest of the command above, so it composes the same config).
-Runs that finished in an earlier, interrupted multirun are collected first. The tables between
-the ``<!-- report:<section> -->`` markers of docs/results.md, the bar charts in docs/figures/
-and the README's headline table (``<!-- report:headline -->``) are generated from
+Runs that finished in an earlier, interrupted multirun are collected first, and a run stopped
+part-way (its session ended) resumes from the newest ``checkpoints/last.ckpt`` of its folder.
+The tables between the ``<!-- report:<section> -->`` markers of docs/results.md, the bar charts
+in docs/figures/ and the README's headline table (``<!-- report:headline -->``) are generated from
 the result files by the report command's library (seq2attn.report).
 """
 
@@ -36,6 +37,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -234,10 +236,13 @@ class StudyRun:
         HydraConfig.instance().set_config(cfg)
         return f"{cfg.run_name}-seed{self.seed}.json"
 
-    def experiment_config(self) -> str:
+    def experiment_config(self, resume_from: Path | None = None) -> str:
         """This run as an experiment config: its study's experiment, then the rest of its
-        command (group choices as defaults-list overrides, values as keys)."""
+        command (group choices as defaults-list overrides, values as keys); ``resume_from``, a
+        checkpoint of an interrupted run of it, becomes its ``ckpt_path``."""
         given = [THREADS, *self.overrides, f"seed={self.seed}"]
+        if resume_from is not None:
+            given.append(f"ckpt_path={shown(resume_from)}")
         groups = [o for o in given if (CONF / o.split("=", 1)[0]).is_dir()]
         values = OmegaConf.from_dotlist([o for o in given if o not in groups])
         lines = ["# @package _global_", f"# {self.command}", "defaults:", f"  - {self.experiment}"]
@@ -326,12 +331,34 @@ def export_finished(runs: Sequence[StudyRun], logs: Path = LOGS, results: Path =
     return exported
 
 
-def multirun(pending: Sequence[StudyRun], sweep_dir: Path, jobs: int, multi30k: bool) -> int:
-    """Train ``pending`` in one joblib multirun under ``sweep_dir``; its exit code."""
+def interrupted(run: StudyRun, logs: Path = LOGS) -> Path | None:
+    """The newest resume checkpoint (``checkpoints/last.ckpt``) of an unfinished folder of
+    ``run`` under ``logs`` (same run name and seed), None if there is none."""
+    if not logs.is_dir():
+        return None
+    _, unfinished = collect_runs(logs)
+    found = []
+    for folder in unfinished:
+        checkpoint = folder / "checkpoints" / "last.ckpt"
+        if checkpoint.is_file():
+            config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+            if f"{config.get('run_name')}-seed{config.get('seed')}.json" == run.result_name:
+                found.append(checkpoint)
+    return max(found, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def multirun(
+    pending: Sequence[StudyRun], sweep_dir: Path, jobs: int, multi30k: bool, logs: Path = LOGS
+) -> int:
+    """Train ``pending`` in one joblib multirun under ``sweep_dir``, each run stopped part-way
+    before (a session ended) resumed from its newest checkpoint; the multirun's exit code."""
     configs = sweep_dir / "conf" / "experiment"
     configs.mkdir(parents=True, exist_ok=True)
     for run in pending:
-        (configs / f"{run.name}.yaml").write_text(run.experiment_config())
+        checkpoint = interrupted(run, logs)
+        if checkpoint is not None:
+            print(f"{run.name}: resumed from {shown(checkpoint)}", flush=True)
+        (configs / f"{run.name}.yaml").write_text(run.experiment_config(checkpoint))
     command = [
         sys.executable,
         "src/train.py",
@@ -418,7 +445,7 @@ def main() -> None:
     code = 0
     if pending:
         sweep_dir = study.logs / time.strftime("%Y-%m-%d_%H-%M-%S")
-        code = multirun(pending, sweep_dir, args.parallel, study.needs_multi30k)
+        code = multirun(pending, sweep_dir, args.parallel, study.needs_multi30k, study.logs)
         export_finished(runs, study.logs, study.results)
     refresh_page(study)
     failed = missing(pending, study.results)

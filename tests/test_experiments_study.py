@@ -4,6 +4,7 @@ the single-run commands compose."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from experiments.study import (
     TOY_ROWS,
     StudyRun,
     export_finished,
+    interrupted,
     missing,
     selected,
     study_runs,
@@ -146,3 +148,39 @@ def test_a_runs_experiment_config_composes_its_commands_config(
     from_command = composed(run.args)
     assert from_file == from_command
     assert from_file["seed"] == run.seed
+
+
+@pytest.mark.timeout(60)
+def test_an_interrupted_run_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None:
+    run = StudyRun(("scorer=scaled_general", "cell=rnn"), 3)
+    other = StudyRun(("scorer=scaled_general", "cell=rnn"), 2)
+    name = run.result_name.removesuffix(f"-seed{run.seed}.json")
+
+    def folder(where: str, seed: int, finished: bool = False) -> Path:
+        path = tmp_path / "logs" / where
+        (path / "checkpoints").mkdir(parents=True)
+        (path / "config.yaml").write_text(yaml.safe_dump({"run_name": name, "seed": seed}))
+        (path / "checkpoints" / "last.ckpt").write_bytes(b"")
+        if finished:
+            (path / "metrics.json").write_text("{}")
+        return path / "checkpoints" / "last.ckpt"
+
+    logs = tmp_path / "logs"
+    assert interrupted(run, logs) is None  # nothing there yet
+    older = folder("s1/0_a", 3)
+    newer = folder("s2/0_a", 3)
+    os.utime(older, (1, 1))
+    folder("s3/0_a", 2)  # another seed
+    folder("s4/0_a", 3, finished=True)  # a finished run is exported, not resumed
+    assert interrupted(run, logs) == newer
+    assert (
+        interrupted(other, logs) == tmp_path / "logs" / "s3" / "0_a" / "checkpoints" / "last.ckpt"
+    )
+
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / f"{run.name}.yaml").write_text(run.experiment_config(newer))
+    from_file = composed([f"hydra.searchpath=[file://{tmp_path}]", f"experiment={run.name}"])
+    assert from_file["ckpt_path"] == str(newer)
+    assert {k: v for k, v in from_file.items() if k != "ckpt_path"} == {
+        k: v for k, v in composed(run.args).items() if k != "ckpt_path"
+    }
