@@ -629,27 +629,9 @@ def _joeynmt_test(
     split: str = "test",
     options: Mapping[str, Any] | None = None,
 ) -> tuple[list[str], Path]:
-    """JoeyNMT test mode's command and its output file."""
-    config = out / "config.yaml"
-    testing = _joeynmt_test_config(checkpoint, ws, out, beam, batch_sentences, max_length, split)
-    testing["testing"].update(options or {})
-    _write_yaml(config, testing)
-    python = str(bin_dir / "python")
-    command = [python, "-m", "joeynmt", "test", str(config), "-o", str(out / "pieces")]
-    return command, out / "pieces.test"  # JoeyNMT appends the split's name
-
-
-def _joeynmt_test_config(
-    checkpoint: Path,
-    ws: Workspace,
-    out: Path,
-    beam: int,
-    batch_sentences: int,
-    max_length: int,
-    split: str = "test",
-) -> dict[str, Any]:
-    """The training run's config (model_dir/config.yaml), its test set pointed at ``split``
-    (JoeyNMT names the output after the ``test`` key, whatever file it reads)."""
+    """JoeyNMT test mode's command and its output file. Its config is the training run's
+    (model_dir/config.yaml) with the test set pointed at ``split`` (JoeyNMT names the output
+    after the ``test`` key, whatever file it reads) and ``options`` added to ``testing``."""
     config = yaml.safe_load((checkpoint.parent / "config.yaml").read_text())
     config["model_dir"] = str(out)
     data = config["data"]
@@ -663,8 +645,12 @@ def _joeynmt_test_config(
         "beam_size": beam,
         "max_output_length": max_length,
         "eval_metrics": [],
+        **(options or {}),
     }
-    return config
+    _write_yaml(out / "config.yaml", config)
+    python = str(bin_dir / "python")
+    command = [python, "-m", "joeynmt", "test", str(out / "config.yaml"), "-o", str(out / "pieces")]
+    return command, out / "pieces.test"  # JoeyNMT appends the split's name
 
 
 def _opennmt_decode_seconds(
