@@ -17,8 +17,8 @@ not run again, so a study stopped part-way continues where it stopped. The runs 
 go to one ``src/train.py -m hydra/launcher=joblib`` multirun under logs/study/<date>_<time>/:
 each of them is an experiment config written there (``experiment=<run>``: it includes
 ``experiment=study`` and sets the rest of the command above, so it composes the same config).
-Runs that finished in an earlier, interrupted multirun are collected first, and a run stopped
-part-way (its session ended) resumes from the newest ``checkpoints/last.ckpt`` of its folder.
+Runs that finished in an earlier, interrupted multirun are collected first, and a run killed
+part-way resumes from the newest ``checkpoints/last.ckpt`` of its folder.
 The tables between the ``<!-- report:<section> -->`` markers of docs/results.md, the bar charts
 in docs/figures/ and the README's headline table (``<!-- report:headline -->``) are generated from
 the result files by the report command's library (seq2attn.report).
@@ -350,8 +350,8 @@ def interrupted(run: StudyRun, logs: Path = LOGS) -> Path | None:
 def multirun(
     pending: Sequence[StudyRun], sweep_dir: Path, jobs: int, multi30k: bool, logs: Path = LOGS
 ) -> int:
-    """Train ``pending`` in one joblib multirun under ``sweep_dir``, each run stopped part-way
-    before (a session ended) resumed from its newest checkpoint; the multirun's exit code."""
+    """Train ``pending`` in one joblib multirun under ``sweep_dir``, each run killed part-way
+    before resumed from its newest checkpoint; the multirun's exit code."""
     configs = sweep_dir / "conf" / "experiment"
     configs.mkdir(parents=True, exist_ok=True)
     for run in pending:
