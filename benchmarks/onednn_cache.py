@@ -36,7 +36,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CONF, REPO, corpus, machine, require, table, write_result
+from benchmarks.common import (
+    CONF,
+    REPO,
+    commit,
+    corpus,
+    machine,
+    require,
+    shown,
+    table,
+    write_result,
+)
 
 CAPACITY_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 PRODUCTS = ("mm", "addmm", "bmm", "baddbmm")
@@ -45,20 +55,21 @@ Operand = tuple[tuple[int, ...], tuple[int, ...]]
 Product = tuple[str, tuple[Operand, ...]]
 
 
-def lru_hit_rate(sequence: Sequence[int], capacity: int) -> float:
-    """The share of ``sequence``'s items found in a least-recently-used cache of ``capacity``
-    items (each miss is inserted, evicting the least recently used)."""
+def lru_misses(sequence: Sequence[int], capacity: int) -> int:
+    """How many of ``sequence``'s items a least-recently-used cache of ``capacity`` items misses
+    (each miss is inserted, evicting the least recently used)."""
     cache: OrderedDict[int, None] = OrderedDict()
-    hits = 0
+    misses = 0
     for item in sequence:
         if item in cache:
-            hits += 1
             cache.move_to_end(item)
-        elif capacity > 0:
+            continue
+        misses += 1
+        if capacity > 0:
             cache[item] = None
             if len(cache) > capacity:
                 cache.popitem(last=False)
-    return hits / len(sequence) if sequence else 0.0
+    return misses
 
 
 class ProductRecorder:
@@ -73,7 +84,7 @@ class ProductRecorder:
         recorder = self
 
         class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 if func.overloadpacket.__name__ in PRODUCTS:
                     recorder.note(func.overloadpacket.__name__, args)
                 return func(*args, **(kwargs or {}))
@@ -111,7 +122,9 @@ def record(overrides: Sequence[str], steps: int, output_dir: Path) -> dict[str, 
     from seq2attn.data.datamodule import build_datamodule
     from seq2attn.module import build_module
     from seq2attn.precision import resolve_precision
+    from seq2attn.quiet import silence_dependency_noise
 
+    silence_dependency_noise()
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
     with open_dict(cfg):
@@ -154,6 +167,7 @@ def record(overrides: Sequence[str], steps: int, output_dir: Path) -> dict[str, 
 
 
 def _rss_mb() -> float:
+    """This process's resident memory (Linux's /proc), MiB."""
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
@@ -175,6 +189,8 @@ def replay(recorded: dict[str, Any], bf16: bool) -> dict[str, Any]:
     weights: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def run(product: Product) -> None:
+        """One product: torch's operator on bf16 views, or oneDNN's fp32 linear layer for the
+        product's rows x inner x columns (a batched product's batch counts as rows)."""
         name, operands = product
         views = [buffer.as_strided(shape, strides) for shape, strides in operands]
         if bf16:
@@ -208,59 +224,74 @@ def replay_with_capacity(sequence_file: Path, capacity: int, bf16: bool) -> dict
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [sys.executable, "-m", "benchmarks.onednn_cache", "--replay"]
         command += [str(sequence_file), "--out", out.name] + (["--bf16"] if bf16 else [])
-        subprocess.run(
-            command, env={**os.environ, CAPACITY_VARIABLE: str(capacity)}, cwd=REPO, check=True
-        )
+        env = {**os.environ, CAPACITY_VARIABLE: str(capacity)}
+        done = subprocess.run(command, env=env, cwd=REPO, timeout=4 * 3600)
+        if done.returncode != 0:
+            sys.exit(f"error: the replay with {capacity} kernels exited with {done.returncode}")
         return json.loads(Path(out.name).read_text())
 
 
 def summary(recorded: dict[str, Any], capacities: Sequence[int], bf16: bool) -> dict[str, Any]:
+    """Products per step, distinct products, and per capacity the simulated misses and the
+    replay's time and memory."""
     sequence = [number for step in recorded["steps"] for number in step]
     steps = len(recorded["steps"])
     with tempfile.NamedTemporaryFile("w", suffix=".json") as sequence_file:
         json.dump(recorded, sequence_file)
         sequence_file.flush()
-        rows = {
-            capacity: {
-                "hit_rate": lru_hit_rate(sequence, capacity),
-                "misses_per_step": (1 - lru_hit_rate(sequence, capacity)) * len(sequence) / steps,
+        rows = {}
+        for capacity in capacities:
+            misses = lru_misses(sequence, capacity)
+            rows[capacity] = {
+                "misses": misses,
+                "hit_rate": round(1 - misses / len(sequence), 4),
                 **replay_with_capacity(Path(sequence_file.name), capacity, bf16),
             }
-            for capacity in capacities
-        }
     return {
         "steps": steps,
-        "products_per_step": len(sequence) / steps,
+        "products": len(sequence),
         "distinct_products": len(recorded["products"]),
         "capacities": rows,
     }
 
 
 def markdown(result: dict[str, Any]) -> str:
+    """The result as a page: what was recorded and replayed, one row per capacity."""
+    steps = result["steps"]
     rows = [
         [
             f"{capacity:,}",
             f"{row['hit_rate']:.1%}",
-            f"{row['misses_per_step']:.1f}",
+            f"{row['misses'] / steps:.1f}",
             f"{row['ms_per_step']:.1f}",
             f"{row['rss_growth_mb']:,.0f}",
         ]
         for capacity, row in result["capacities"].items()
     ]
     headers = ["capacity", "hit rate", "misses / step", "replay ms / step", "memory growth, MB"]
-    first = next(iter(result["capacities"].values()))
+    bf16 = next(iter(result["capacities"].values()))["operands"].startswith("bf16")
     cpu = result["machine"]
+    caveat = (
+        "The replay multiplies bf16 operands through torch's operators, as autocast does."
+        if bf16
+        else "This CPU has no bf16 kernels: the replay multiplies in fp32 through oneDNN's linear"
+        " layer, which adds kernels of its own (layout conversions) and merges products that"
+        " differ only in strides, so its time and memory are a proxy, not the bf16 cache's."
+    )
     return (
         f"# oneDNN's primitive cache: `{' '.join(result['overrides'])}`\n\n"
-        f"{result['steps']} training steps made {result['products_per_step']:.0f} matrix products"
-        f" each, {result['distinct_products']:,} distinct shapes in all; replayed with "
-        f"{first['operands']} operands on {cpu['cpu']} ({', '.join(cpu['flags'])}).\n\n"
-        + table(headers, rows)
+        f"{steps} training steps ({result['precision']}; validation not recorded) made "
+        f"{result['products'] / steps:.0f} matrix products each, "
+        f"{result['distinct_products']:,} distinct (operator, shapes, strides) in all. Misses are"
+        " those of a least-recently-used cache of each capacity, first sightings included. "
+        f"{caveat} {cpu['cpu']} ({', '.join(cpu['flags'])}), torch {cpu.get('torch', '?')}, "
+        f"commit {result['commit']}, {result['date']}.\n\n" + table(headers, rows)
     )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.onednn_cache",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 2)[2],
@@ -275,27 +306,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides (experiment=budget_r2)")
     args = parser.parse_args(argv)
     if args.replay:  # the child process of replay_with_capacity
+        if args.out is None:
+            parser.error("--replay needs --out")
         args.out.write_text(json.dumps(replay(json.loads(args.replay.read_text()), args.bf16)))
         return
     try:
         capacities = [int(c) for c in args.capacities.split(",")]
     except ValueError:
         parser.error(f"--capacities {args.capacities}: expected whole numbers joined by commas")
-    if args.steps < 1 or min(capacities) < 0:
-        parser.error("--steps must be >= 1 and every capacity >= 0")
+    if args.steps < 1:
+        parser.error(f"--steps {args.steps}: must be >= 1")
+    if min(capacities) < 0:
+        parser.error(f"--capacities {args.capacities}: every capacity must be >= 0")
     overrides = args.overrides or ["experiment=budget_r2"]
     require("python -m benchmarks.onednn_cache", corpus())
-    described = machine()
-    bf16 = bool({"avx512_bf16", "amx_bf16"} & set(described["flags"]))
+    if not any(o.startswith("data.root=") for o in overrides):
+        overrides = [*overrides, f"data.root={shown(corpus())}"]
     print(f"recording the products of {args.steps} training steps", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as output_dir:
-        recorded = record([*overrides, f"data.root={corpus()}"], args.steps, Path(output_dir))
+        recorded = record(overrides, args.steps, Path(output_dir))
+    described = machine()  # after torch loaded: its version and threads
+    bf16 = bool({"avx512_bf16", "amx_bf16"} & set(described["flags"]))
     result = {
         "overrides": overrides,
+        "precision": recorded["precision"],
         "machine": described,
+        "commit": commit(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         **summary(recorded, capacities, bf16),
     }
-    json_path, md_path = write_result("onednn_cache", result, markdown(result))
+    _, md_path = write_result("onednn_cache", result, markdown(result))
     print(md_path.read_text())
 
 

@@ -9,16 +9,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.onednn_cache import ProductRecorder, lru_hit_rate, main, replay_with_capacity
+from benchmarks import onednn_cache
+from benchmarks.onednn_cache import (
+    ProductRecorder,
+    lru_misses,
+    main,
+    markdown,
+    replay_with_capacity,
+    summary,
+)
 
 
-def test_lru_hit_rate_equals_a_hand_count() -> None:
-    # capacity 2: 1 miss, 2 miss, 1 hit, 3 miss (evicts 2), 1 hit, 2 miss -> 2 hits of 6
+def test_lru_misses_equal_a_hand_count() -> None:
+    # capacity 2: 1 miss, 2 miss, 1 hit, 3 miss (evicts 2), 1 hit, 2 miss -> 4 misses
     sequence = [1, 2, 1, 3, 1, 2]
-    assert lru_hit_rate(sequence, 2) == pytest.approx(2 / 6)
-    assert lru_hit_rate(sequence, 3) == pytest.approx(3 / 6)  # only the first sightings miss
-    assert lru_hit_rate(sequence, 0) == 0.0
-    assert lru_hit_rate([], 8) == 0.0
+    assert lru_misses(sequence, 2) == 4
+    assert lru_misses(sequence, 3) == 3  # only the first sightings miss
+    assert lru_misses(sequence, 0) == 6
+    assert lru_misses([], 8) == 0
 
 
 def test_the_recorder_numbers_each_distinct_product_of_a_step() -> None:
@@ -52,11 +60,49 @@ def test_a_smaller_cache_given_to_the_replay_keeps_less_memory(tmp_path: Path) -
     assert small["rss_growth_mb"] < 0.75 * default["rss_growth_mb"], (small, default)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
+def test_the_summary_and_its_page_count_misses_per_capacity(tmp_path: Path) -> None:
+    # products a, b, a | c, a over two steps; capacity 1: a, b, a, c, a all miss (5);
+    # capacity 3: only the 3 first sightings miss
+    shapes = [[[[rows, 8], [8, 1]], [[8, 8], [1, 8]]] for rows in (2, 3, 4)]
+    recorded = {
+        "products": [["mm", shape] for shape in shapes],
+        "steps": [[0, 1, 0], [2, 0]],
+        "precision": "32-true",
+    }
+    result = summary(recorded, [1, 3], bf16=False)
+    assert (result["steps"], result["products"], result["distinct_products"]) == (2, 5, 3)
+    assert result["capacities"][1]["misses"] == 5 and result["capacities"][3]["misses"] == 3
+    assert result["capacities"][3]["hit_rate"] == pytest.approx(0.4)
+    page = markdown(
+        {
+            **result,
+            "overrides": ["x=1"],
+            "machine": {"cpu": "c", "flags": []},
+            "precision": "32-true",
+            "commit": "abc",
+            "date": "d",
+        }
+    )
+    assert "| 3 | 40.0% | 1.5 |" in page  # capacity, hit rate, misses per step
+    assert "a proxy" in page
+
+
 @pytest.mark.parametrize(
-    "argv", [["--capacities", "256,lots"], ["--steps", "0"], ["--capacities", "-1"]]
+    ("argv", "message"),
+    [
+        (["--capacities", "256,lots"], "--capacities 256,lots: expected whole numbers"),
+        (["--steps", "0"], "--steps 0: must be >= 1"),
+        (["--capacities", "-1"], "--capacities -1: every capacity must be >= 0"),
+        (["--replay", "x.json"], "--replay needs --out"),
+    ],
 )
-def test_bad_options_end_with_exit_code_2(argv: list[str], capsys: pytest.CaptureFixture) -> None:
+def test_bad_options_end_with_exit_code_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # were the checks gone, the missing corpus would stop the benchmark before any work
+    monkeypatch.setattr(onednn_cache, "corpus", lambda: Path("/nonexistent/multi30k"))
     with pytest.raises(SystemExit) as stopped:
         main(argv)
     assert stopped.value.code == 2
-    assert "error:" in capsys.readouterr().err
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
