@@ -346,6 +346,28 @@ def lightning_hooks(timer: StepTimer, count: Callable[[Any], dict[str, float]]) 
     return TimeSteps()
 
 
+def training_only_trainer(
+    trainer_node: Any, steps: int, callbacks: Sequence[L.Callback]
+) -> L.Trainer:
+    """A Lightning Trainer from a config's ``trainer`` node that trains ``steps`` steps and does
+    nothing else: no validation, checkpoints, progress bar, model summary or logger."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(trainer_node, resolve=True)
+    assert isinstance(settings, dict)
+    settings.update(
+        max_steps=steps,
+        max_epochs=-1,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+    )
+    return instantiate(settings, callbacks=list(callbacks))
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table (the report command's writer), cells as given, one line a row."""
     return markdown_table(list(headers), [[str(cell) for cell in row] for row in rows]) + "\n"

@@ -45,6 +45,7 @@ from benchmarks.common import (
     require,
     shown,
     table,
+    training_only_trainer,
     write_result,
 )
 
@@ -114,8 +115,7 @@ def record(overrides: Sequence[str], steps: int, output_dir: Path) -> dict[str, 
     folder: ``output_dir``)."""
     import lightning as L
     from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf, open_dict
+    from omegaconf import open_dict
 
     from seq2attn.config import validate
     from seq2attn.cpu_tuning import configure_cpu
@@ -146,18 +146,7 @@ def record(overrides: Sequence[str], steps: int, output_dir: Path) -> dict[str, 
         def on_train_batch_end(self, *args: Any) -> None:
             recorder.__exit__(None, None, None)
 
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(trainer_cfg, dict)
-    trainer_cfg.update(
-        max_steps=steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-    )
-    trainer: L.Trainer = instantiate(trainer_cfg, callbacks=[RecordSteps()])
+    trainer = training_only_trainer(cfg.trainer, steps, [RecordSteps()])
     trainer.fit(module, datamodule=datamodule)
     return {
         "products": [[name, [list(map(list, o)) for o in ops]] for name, ops in recorder.products],

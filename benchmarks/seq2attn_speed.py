@@ -21,10 +21,9 @@ from typing import Any
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
-from benchmarks.common import CONF, StepTimer, lightning_hooks
+from benchmarks.common import CONF, StepTimer, lightning_hooks, training_only_trainer
 from seq2attn.checkpoints.saving import SelfDescribingCheckpoint
 from seq2attn.config import validate
 from seq2attn.cpu_tuning import configure_cpu
@@ -60,20 +59,10 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     module = build_module(cfg, run, datamodule)
     timer = StepTimer()
     config = resolved_config(cfg)
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    assert isinstance(trainer_cfg, dict)
-    trainer_cfg.update(
-        max_steps=args.warmup + args.steps,
-        max_epochs=-1,
-        limit_val_batches=0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-    )
-    trainer: L.Trainer = instantiate(
-        trainer_cfg,
-        callbacks=[lightning_hooks(timer, batch_counts), SelfDescribingCheckpoint(config)],
+    trainer = training_only_trainer(
+        cfg.trainer,
+        args.warmup + args.steps,
+        [lightning_hooks(timer, batch_counts), SelfDescribingCheckpoint(config)],
     )
     trainer.fit(module, datamodule=datamodule)
     if args.save:
