@@ -36,6 +36,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import HydraException
+
 from benchmarks.common import (
     CONF,
     REPO,
@@ -278,6 +280,13 @@ def markdown(result: dict[str, Any]) -> str:
     )
 
 
+def one_line(error: HydraException) -> str:
+    """Hydra's complaint about an override and its cause, on one line."""
+    said = str(error).splitlines()[0]
+    cause = str(error.__cause__).splitlines()[0] if error.__cause__ else ""
+    return f"{said} {cause}".strip()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.onednn_cache",
@@ -307,13 +316,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--steps {args.steps}: must be >= 1")
     if min(capacities) < 0:
         parser.error(f"--capacities {args.capacities}: every capacity must be >= 0")
-    overrides = args.overrides or ["experiment=budget_r2"]
+    overrides = list(args.overrides)
+    if not any(o.startswith("experiment=") for o in overrides):
+        overrides.insert(0, "experiment=budget_r2")
     require("python -m benchmarks.onednn_cache", corpus())
     if not any(o.startswith("data.root=") for o in overrides):
         overrides = [*overrides, f"data.root={shown(corpus())}"]
     print(f"recording the products of {args.steps} training steps", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory() as output_dir:
-        recorded = record(overrides, args.steps, Path(output_dir))
+        try:
+            recorded = record(overrides, args.steps, Path(output_dir))
+        except HydraException as error:
+            parser.error(one_line(error))
     described = machine()  # after torch loaded: its version and threads
     bf16 = bool({"avx512_bf16", "amx_bf16"} & set(described["flags"]))
     result = {

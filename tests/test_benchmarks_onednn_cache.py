@@ -106,3 +106,34 @@ def test_bad_options_end_with_exit_code_2(
         main(argv)
     assert stopped.value.code == 2
     assert message in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_a_bad_override_is_named_on_one_line_with_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onednn_cache, "corpus", lambda: tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(["model.no_such_size=3"])
+    assert stopped.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "Could not override 'model.no_such_size'" in last
+    assert "Traceback" not in last
+
+
+def test_overrides_are_added_to_the_default_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(onednn_cache, "corpus", lambda: tmp_path)
+    composed: list[list[str]] = []
+
+    def stop_after_seeing(overrides: list[str], steps: int, output_dir: Path) -> None:
+        composed.append(list(overrides))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(onednn_cache, "record", stop_after_seeing)
+    for argv in (["trainer.max_steps=5"], ["experiment=budget_r1"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    assert composed[0][:2] == ["experiment=budget_r2", "trainer.max_steps=5"]
+    assert composed[1][0] == "experiment=budget_r1"
+    assert "experiment=budget_r2" not in composed[1]
