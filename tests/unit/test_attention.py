@@ -63,3 +63,29 @@ def test_weights_sum_to_one_and_are_zero_on_padding(name: str, dtype: torch.dtyp
     sums = out.weights.double().sum(-1)
     torch.testing.assert_close(sums, torch.ones_like(sums), atol=tolerance, rtol=0)
     torch.testing.assert_close(out.context, out.weights @ keys)
+
+
+@pytest.mark.parametrize("name", ["dot", "general"])
+def test_under_cpu_bf16_autocast_scores_and_context_multiply_in_fp32(name: str) -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    batched: list[torch.dtype] = []
+
+    class Dtypes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ == "bmm":
+                batched.append(args[0].dtype)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    attention = Attention(SCORERS[name]())
+    query, keys = torch.randn(2, 3, 4), torch.randn(2, 5, attention.scorer.key_size)
+    mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2])
+    reference = attention(query, keys, attention.prepare(keys), mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16), Dtypes():
+        out = attention(query, keys, attention.prepare(keys), mask)
+    assert batched == [torch.float32, torch.float32]  # the score, then the context
+    assert out.context.dtype == out.weights.dtype == torch.float32
+    # only the general scorer's key projection ran in bf16
+    tolerance = 0 if name == "dot" else 3e-2
+    torch.testing.assert_close(out.context, reference.context, rtol=tolerance, atol=tolerance)

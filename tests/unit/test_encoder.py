@@ -100,3 +100,16 @@ def test_summary_is_mean_over_real_positions() -> None:
 def test_unknown_cell_lists_choices() -> None:
     with pytest.raises(ValueError, match=r"\['gru', 'lstm', 'rnn'\], got 'tanh'"):
         RNNEncoder("tanh", 3, 4, 1, False, 0.0, False)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_under_cpu_bf16_autocast_the_packed_recurrence_runs_in_fp32(cell: str) -> None:
+    # a packed batch's size is its token count: in bf16, oneDNN would keep a kernel per count
+    encoder = make_encoder(cell, bidirectional=True).eval()
+    emb, lengths = batch()
+    reference = encoder(emb, lengths)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = encoder(emb, lengths)
+    assert mixed.memory.dtype == mixed.final_hidden.dtype == torch.float32
+    torch.testing.assert_close(mixed.memory, reference.memory, rtol=0, atol=0)
+    torch.testing.assert_close(mixed.final_hidden, reference.final_hidden, rtol=0, atol=0)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seq2attn.loss import linear_cross_entropy
+from seq2attn.loss import ROW_MULTIPLE, linear_cross_entropy
 
 PAD = 0
 
@@ -72,3 +72,46 @@ def test_under_bf16_autocast_the_product_is_bf16_and_gradients_keep_their_dtypes
     fused.backward()
     assert features.grad is not None and features.grad.dtype == torch.float32
     assert layer.weight.grad is not None and layer.weight.grad.dtype == torch.float32
+
+
+def _product_rows(smoothing: float, autocast: bool) -> tuple[set[int], torch.Tensor, list]:
+    """Row counts the output layer's products saw (forward and backward), the loss, grads."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: set[int] = set()
+
+    class Shapes(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in ("mm", "addmm"):
+                matrices = [a for a in args if isinstance(a, torch.Tensor) and a.dim() == 2]
+                seen.update(m.size(0) for m in matrices if m.size(1) in (8, 11))
+            return func(*args, **(kwargs or {}))
+
+    features, layer, targets = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), Shapes():
+        loss = linear_cross_entropy(features, layer, targets, smoothing)
+        grads = list(_grads(loss, features, layer))
+    return seen, loss, grads
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_bf16_products_see_rows_padded_to_a_multiple_and_the_padding_changes_nothing(
+    smoothing: float,
+) -> None:
+    kept = int((_inputs()[2] != PAD).sum())  # 9 target tokens
+    rows, loss, grads = _product_rows(smoothing, autocast=True)
+    assert ROW_MULTIPLE in rows and kept not in rows  # few distinct shapes for oneDNN's cache
+    features, layer, targets = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = _reference(features, layer, targets, smoothing)
+    torch.testing.assert_close(loss, reference.float(), rtol=2e-2, atol=0)
+    for got, want in zip(grads, _grads(reference, features, layer), strict=True):
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want.to(got.dtype), rtol=5e-2, atol=5e-3)
+    assert grads[0].reshape(-1, 8)[(targets == PAD).flatten()].abs().sum() == 0
+
+
+def test_fp32_products_see_only_the_kept_rows() -> None:
+    kept = int((_inputs()[2] != PAD).sum())
+    rows, _, _ = _product_rows(0.0, autocast=False)
+    assert kept in rows and ROW_MULTIPLE not in rows

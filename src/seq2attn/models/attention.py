@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from seq2attn.models.length_shaped import batched_product
 from seq2attn.models.scorers import Scorer
 
 
@@ -48,4 +49,4 @@ class Attention(nn.Module):
     ) -> AttentionOutput:
         """Attend with queries (B, T, Hq) over keys (B, S, Hk); src_pad_mask (B, S) True at pad."""
         weights = masked_softmax(self.scorer.score(query, prepared), src_pad_mask)
-        return AttentionOutput(context=weights @ keys, weights=weights)
+        return AttentionOutput(context=batched_product(weights, keys), weights=weights)

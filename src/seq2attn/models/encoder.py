@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seq2attn.models.length_shaped import fp32_on_cpu
+
 Cell = Literal["rnn", "gru", "lstm"]
 _RNN_CLASSES: dict[str, Callable[..., nn.RNNBase]] = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -100,7 +102,8 @@ class RNNEncoder(nn.Module):
         packed = pack_padded_sequence(
             src_emb, src_lengths.cpu(), batch_first=True, enforce_sorted=False
         )
-        outputs, final = self.rnn(packed)
+        with fp32_on_cpu(src_emb):  # a packed batch's size follows its lengths
+            outputs, final = self.rnn(packed)
         memory, _ = pad_packed_sequence(outputs, batch_first=True, total_length=source_len)
         if self.reverse_source:
             memory = reverse_padded(memory, src_lengths)

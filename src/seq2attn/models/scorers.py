@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from seq2attn.models.length_shaped import batched_product
+
 # Upper bound on the elements of the (B, T_chunk, S, H) tensor the tanh scorers build.
 CHUNK_ELEMENTS = 2**22
 
@@ -110,7 +112,7 @@ class DotScorer(Scorer):
         return keys if self.key_projection is None else self.key_projection(keys)
 
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
-        return query @ prepared.transpose(1, 2)
+        return batched_product(query, prepared.transpose(1, 2))
 
     def flops(self) -> TokenCosts:
         projection = 2 * self.key_size * self.query_size if self.key_projection else 0
@@ -152,7 +154,7 @@ class GeneralScorer(Scorer):
         return prepared / math.sqrt(self.query_size) if self.scale else prepared
 
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
-        return query @ prepared.transpose(1, 2)
+        return batched_product(query, prepared.transpose(1, 2))
 
     def flops(self) -> TokenCosts:
         q, k = self.query_size, self.key_size
