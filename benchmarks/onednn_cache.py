@@ -77,10 +77,14 @@ def lru_misses(sequence: Sequence[int], capacity: int) -> int:
 
 class ProductRecorder:
     """Numbers every distinct matrix product dispatched while active; ``steps`` holds each
-    step's product numbers in order."""
+    step's product numbers in order. With ``low_precision_only`` only products of bf16 or fp16
+    operands count: under bf16-mixed autocast the fp32 ones go to the BLAS, not to oneDNN."""
 
-    def __init__(self) -> None:
+    def __init__(self, low_precision_only: bool = False) -> None:
+        import torch
         from torch.utils._python_dispatch import TorchDispatchMode
+
+        self.counted = (torch.bfloat16, torch.float16) if low_precision_only else None
 
         self.products: dict[Product, int] = {}
         self.steps: list[list[int]] = []
@@ -97,9 +101,10 @@ class ProductRecorder:
     def note(self, name: str, args: Sequence[Any]) -> None:
         import torch
 
-        operands = tuple(
-            (tuple(a.shape), tuple(a.stride())) for a in args if isinstance(a, torch.Tensor)
-        )
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if self.counted and not any(t.dtype in self.counted for t in tensors):
+            return
+        operands = tuple((tuple(t.shape), tuple(t.stride())) for t in tensors)
         number = self.products.setdefault((name, operands), len(self.products))
         self.steps[-1].append(number)
 
@@ -139,7 +144,7 @@ def record(overrides: Sequence[str], steps: int, output_dir: Path) -> dict[str, 
     datamodule = build_datamodule(run.data)
     datamodule.setup("fit")
     module = build_module(cfg, run, datamodule)
-    recorder = ProductRecorder()
+    recorder = ProductRecorder(low_precision_only=low_precision(str(cfg.trainer.precision)))
 
     class RecordSteps(L.Callback):
         def on_train_batch_start(self, *args: Any) -> None:
@@ -155,6 +160,11 @@ def record(overrides: Sequence[str], steps: int, output_dir: Path) -> dict[str, 
         "steps": recorder.steps,
         "precision": str(cfg.trainer.precision),
     }
+
+
+def low_precision(precision: str) -> bool:
+    """Whether a Lightning precision multiplies in bf16 or fp16 ("bf16-mixed", "16-true", ...)."""
+    return precision.split("-")[0] in ("bf16", "16")
 
 
 def _rss_mb() -> float:
@@ -269,10 +279,11 @@ def markdown(result: dict[str, Any]) -> str:
         " layer, which adds kernels of its own (layout conversions) and merges products that"
         " differ only in strides, so its time and memory are a proxy, not the bf16 cache's."
     )
+    kind = "bf16 or fp16 " if low_precision(result["precision"]) else ""
     return (
         f"# oneDNN's primitive cache: `{' '.join(result['overrides'])}`\n\n"
         f"{steps} training steps ({result['precision']}; validation not recorded) made "
-        f"{result['products'] / steps:.0f} matrix products each, "
+        f"{result['products'] / steps:.0f} {kind}matrix products each, "
         f"{result['distinct_products']:,} distinct (operator, shapes, strides) in all. Misses are"
         " those of a least-recently-used cache of each capacity, first sightings included. "
         f"{caveat} {cpu['cpu']} ({', '.join(cpu['flags'])}), torch {cpu.get('torch', '?')}, "

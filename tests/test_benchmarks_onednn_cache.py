@@ -12,6 +12,7 @@ import torch
 from benchmarks import onednn_cache
 from benchmarks.onednn_cache import (
     ProductRecorder,
+    low_precision,
     lru_misses,
     main,
     markdown,
@@ -43,6 +44,19 @@ def test_the_recorder_numbers_each_distinct_product_of_a_step() -> None:
     assert len(recorder.products) == 6
     names = sorted(name for name, _ in recorder.products)
     assert names.count("addmm") == 2 and names.count("mm") == 4
+
+
+def test_under_autocast_the_recorder_counts_only_the_bf16_products() -> None:
+    layer = torch.nn.Linear(4, 3)
+    recorder = ProductRecorder(low_precision_only=True)
+    with recorder, torch.autocast("cpu", dtype=torch.bfloat16):
+        hidden = layer(torch.randn(5, 4))  # bf16: oneDNN's
+        with torch.autocast("cpu", enabled=False):
+            hidden.float() @ torch.randn(3, 2)  # fp32: the BLAS's
+    ((name, operands),) = recorder.products
+    assert name == "addmm" and operands[1][0] == (5, 4)
+    assert low_precision("bf16-mixed") and low_precision("16-true")
+    assert not low_precision("32-true") and not low_precision("64-true")
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="torch built without oneDNN")
