@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seq2attn import loss as loss_module
 from seq2attn.loss import ROW_MULTIPLE, linear_cross_entropy
 
 PAD = 0
@@ -115,3 +116,18 @@ def test_fp32_products_see_only_the_kept_rows() -> None:
     kept = int((_inputs()[2] != PAD).sum())
     rows, _, _ = _product_rows(0.0, autocast=False)
     assert kept in rows and ROW_MULTIPLE not in rows
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_zero_padding_rows_change_neither_the_loss_nor_any_gradient(
+    smoothing: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # padding forced in fp32, where it is exact up to summation order: 55 zero rows
+    features, layer, targets = _inputs()
+    unpadded = linear_cross_entropy(features, layer, targets, smoothing)
+    expected = _grads(unpadded, features, layer)
+    monkeypatch.setattr(loss_module, "_rows_padding", lambda rows, weight: 55)
+    padded = linear_cross_entropy(features, layer, targets, smoothing)
+    torch.testing.assert_close(padded, unpadded)
+    for got, want in zip(_grads(padded, features, layer), expected, strict=True):
+        torch.testing.assert_close(got, want)

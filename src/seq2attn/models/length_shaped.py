@@ -7,7 +7,11 @@ a packed batch of any number of tokens) compile new kernels nearly every step an
 cache full: on a Xeon with AMX, a ``budget_r2`` run in bf16-mixed grew to 4 GB of resident
 memory in 6 minutes against 1 GB in fp32. fp32 products go to a BLAS that keeps nothing per
 shape. The output layer, the largest product, keeps bf16 and pads its rows instead
-(:mod:`seq2attn.loss`).
+(:mod:`seq2attn.loss`). Products whose shapes take one value per length (B·S or B·T rows with
+a fixed number of sentences) stay in bf16: their kernels stop growing in number.
+
+Autocast is off in the forward pass; the backward pass follows the forward's dtypes as long as
+it runs outside autocast, as Lightning runs it.
 """
 
 from __future__ import annotations
