@@ -1,6 +1,7 @@
 """Faults that every rank agrees on (two gloo processes): a NaN loss on one rank stops or skips
 on both, SIGTERM sent to one rank stops both after one checkpoint, and a signal during a
-validation is honoured after the batch in progress. Faults are injected through
+validation is honoured after the batch in progress; a rank of such a run that ends on a fault
+leaves without the interpreter's shutdown. Faults are injected through
 ``tests/fault_injection/sitecustomize.py``."""
 
 from __future__ import annotations
@@ -209,3 +210,69 @@ def test_sigterm_during_validation_stops_after_the_batch(tmp_path: Path) -> None
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert int((tmp_path / "steps.rank0").read_text()) == 7
     assert json.loads((run_dir / "metrics.json").read_text())["trainer/global_step"] == 12
+
+
+# Each rank joins a real two-rank gloo group, leaves it as a training run does, and ends through
+# the commands' fault exit. An atexit handler tells whether the interpreter's shutdown ran.
+RANK_ENDING_ON_A_FAULT = """
+import atexit, logging, sys
+from pathlib import Path
+import torch.distributed as dist
+from omegaconf import OmegaConf
+from seq2attn.cli import run_cli
+from seq2attn.faults import NonFiniteLoss
+from seq2attn.ranks import leave_process_group
+
+rank, size, folder = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+logging.getLogger().addHandler(logging.FileHandler(folder / f"rank{rank}.log"))
+if size > 1:
+    dist.init_process_group(
+        "gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=size
+    )
+    dist.barrier()
+    leave_process_group()
+atexit.register((folder / f"rank{rank}.shutdown").touch)
+
+def task(cfg):
+    raise NonFiniteLoss("non-finite training loss at step 3")
+
+run_cli(task, OmegaConf.create({}))
+"""
+
+
+def _end_ranks_on_a_fault(folder: Path, size: int) -> list[tuple[int | None, str]]:
+    """Exit code and stderr of each of ``size`` ranks running ``RANK_ENDING_ON_A_FAULT``."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANK_ENDING_ON_A_FAULT, str(rank), str(size), str(folder)],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for rank in range(size)
+    ]
+    try:
+        errors = [p.communicate(timeout=120)[1] for p in processes]
+    finally:
+        for process in processes:
+            _kill_group(process)
+    return [(p.returncode, e) for p, e in zip(processes, errors, strict=True)]
+
+
+def test_a_rank_of_a_multi_process_run_ends_on_a_fault_without_the_shutdown(
+    tmp_path: Path,
+) -> None:
+    ended = _end_ranks_on_a_fault(tmp_path, 2)
+    assert [code for code, _ in ended] == [1, 1], ended
+    assert all(e.endswith("error: non-finite training loss at step 3\n") for _, e in ended)
+    for rank in (0, 1):
+        assert not (tmp_path / f"rank{rank}.shutdown").exists()  # left at once
+        logged = (tmp_path / f"rank{rank}.log").read_text()  # flushed before that
+        assert logged == "non-finite training loss at step 3\n"
+
+
+def test_a_single_process_ends_on_a_fault_through_the_shutdown(tmp_path: Path) -> None:
+    ended = _end_ranks_on_a_fault(tmp_path, 1)
+    assert ended == [(1, "error: non-finite training loss at step 3\n")]
+    assert (tmp_path / "rank0.shutdown").exists()

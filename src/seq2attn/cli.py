@@ -1,9 +1,16 @@
 """How the ``src/*.py`` commands end on bad input (one line on stderr, exit code 2) and on a
-training fault every rank agreed on (one line, exit code 1)."""
+training fault every rank agreed on (one line, exit code 1).
+
+A rank of a multi-process run that ends this way leaves without the interpreter's shutdown.
+There, torch can destroy the gloo process group while one of its worker threads waits for the
+GIL to free a finished collective's tensors, and the process never ends (a peer that exits
+first fails such a collective at just that moment). Logs and output are flushed first.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -16,7 +23,7 @@ from seq2attn.checkpoints import CheckpointError
 from seq2attn.config import ConfigError
 from seq2attn.data.corpus import CorpusError
 from seq2attn.faults import NonFiniteLoss
-from seq2attn.ranks import is_rank_zero
+from seq2attn.ranks import is_rank_zero, was_one_of_many_ranks
 
 log = logging.getLogger(__name__)
 INPUT_ERRORS = (ConfigError, CorpusError, CheckpointError)
@@ -63,7 +70,17 @@ def _fail(error: Exception, code: int, show: bool = True, log_to_files: bool = T
         _log_to_files(error)
     if show:
         print(f"error: {error}", file=sys.stderr)
+    if was_one_of_many_ranks():
+        _exit_now(code)
     raise SystemExit(code) from None
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the process at once, after flushing what it has written (module docstring: why)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _log_to_files(error: Exception) -> None:

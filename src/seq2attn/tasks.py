@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch.distributed as dist
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
@@ -31,7 +30,7 @@ from seq2attn.loggers import build_loggers, finish_loggers
 from seq2attn.module import build_module
 from seq2attn.precision import resolve_precision
 from seq2attn.quiet import silence_dependency_noise
-from seq2attn.ranks import is_rank_zero
+from seq2attn.ranks import is_rank_zero, leave_process_group
 from seq2attn.run_record import resolved_config, write_run_record
 from seq2attn.run_story import ValidationLog, shown_path, stop_reason, summary
 
@@ -124,10 +123,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("%s", summary(metrics, output_dir, story.progress))
     finally:
         finish_loggers(loggers)
-        # free the process group so that a following run in this process (tests, multirun
-        # with the basic launcher) can start its own
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        leave_process_group()
     return metrics
 
 
