@@ -564,10 +564,10 @@ def settle(
         return
     previous = RESULTS / f"{args.name}.json"
     earlier = json.loads(previous.read_text()).get("runs", {}) if previous.is_file() else {}
-    displaced = {
+    displaced = {  # a run that --resume reused is the same run, not displaced
         name: {**run, "reason": "displaced by a new run of the same key"}
         for name, run in earlier.items()
-        if name in runs and "fingerprint" in run
+        if name in trained_now and name in runs and "fingerprint" in run
     }
     displaced |= {name: run for name, run in earlier.items() if "fingerprint" not in run}
     if displaced:

@@ -237,6 +237,22 @@ def test_failed_runs_go_to_the_rejected_file_and_the_rest_to_the_table(
     assert EPYC in text and XEON in text and text.count("| model | tool |") == 2
 
 
+def test_runs_reused_by_resume_stay_in_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(budget, "RESULTS", tmp_path)
+    reused = {"r2_opennmt": run("r2", "opennmt", XEON, 39.0)}
+    reused["r2_seq2attn_seed1"] = run("r2", "seq2attn", XEON, 39.6, 1)
+    (tmp_path / "trial.json").write_text(json.dumps({"runs": reused}))
+    new = run("r2", "seq2attn", XEON, 39.1, 2)
+    args = argparse.Namespace(name="trial", status="kept", reason="")
+    budget.settle({**reused, "r2_seq2attn_seed2": new}, {"r2_seq2attn_seed2"}, args, 0.0)
+
+    kept = json.loads((tmp_path / "trial.json").read_text())["runs"]
+    assert kept == {**reused, "r2_seq2attn_seed2": new}
+    assert not (tmp_path / "trial-rejected.json").exists()
+
+
 def test_a_rejected_invocation_leaves_the_table_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
