@@ -212,10 +212,12 @@ def test_sigterm_during_validation_stops_after_the_batch(tmp_path: Path) -> None
     assert json.loads((run_dir / "metrics.json").read_text())["trainer/global_step"] == 12
 
 
-# Each rank joins a real two-rank gloo group, leaves it as a training run does, and ends through
-# the commands' fault exit. An atexit handler tells whether the interpreter's shutdown ran.
+# Each rank of a real gloo group (size 0: none) leaves it as a training run does, then ends
+# through the commands' fault exit with a log record and stdout still buffered. An atexit handler
+# tells whether the interpreter's shutdown ran. (No DDP reducer here: the deadlock that the
+# immediate exit avoids is not reproduced, only the exit itself.)
 RANK_ENDING_ON_A_FAULT = """
-import atexit, logging, sys
+import atexit, logging, logging.handlers, sys
 from pathlib import Path
 import torch.distributed as dist
 from omegaconf import OmegaConf
@@ -223,56 +225,91 @@ from seq2attn.cli import run_cli
 from seq2attn.faults import NonFiniteLoss
 from seq2attn.ranks import leave_process_group
 
-rank, size, folder = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
-logging.getLogger().addHandler(logging.FileHandler(folder / f"rank{rank}.log"))
-if size > 1:
-    dist.init_process_group(
-        "gloo", init_method=f"file://{folder / 'store'}", rank=rank, world_size=size
-    )
+rank, size, folder, crash = int(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+root = logging.getLogger()
+root.addHandler(logging.FileHandler(folder / f"rank{rank}.log"))
+buffered = logging.FileHandler(folder / f"rank{rank}.buffered.log")
+root.addHandler(logging.handlers.MemoryHandler(100, logging.CRITICAL, buffered))
+if size:
+    store = f"file://{folder / 'store'}"
+    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=size)
     dist.barrier()
     leave_process_group()
 atexit.register((folder / f"rank{rank}.shutdown").touch)
 
 def task(cfg):
+    logging.getLogger("train").warning("rank %d at step 3", rank)
+    print("written, not flushed", end="")
+    if crash == "crash":
+        raise RuntimeError("a crash at step 3")
     raise NonFiniteLoss("non-finite training loss at step 3")
 
 run_cli(task, OmegaConf.create({}))
 """
+RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "MASTER_PORT")
 
 
-def _end_ranks_on_a_fault(folder: Path, size: int) -> list[tuple[int | None, str]]:
-    """Exit code and stderr of each of ``size`` ranks running ``RANK_ENDING_ON_A_FAULT``."""
+def _end_ranks_on_a_fault(
+    folder: Path, size: int, crash: bool = False
+) -> list[tuple[int | None, str, str]]:
+    """Exit code, stdout and stderr of each rank running ``RANK_ENDING_ON_A_FAULT``."""
+    env = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}  # every rank speaks
     processes = [
         subprocess.Popen(
-            [sys.executable, "-c", RANK_ENDING_ON_A_FAULT, str(rank), str(size), str(folder)],
+            [
+                sys.executable,
+                "-c",
+                RANK_ENDING_ON_A_FAULT,
+                str(rank),
+                str(size),
+                str(folder),
+                "crash" if crash else "fault",
+            ],
             cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
         )
-        for rank in range(size)
+        for rank in range(max(size, 1))
     ]
     try:
-        errors = [p.communicate(timeout=120)[1] for p in processes]
+        outputs = [p.communicate(timeout=120) for p in processes]
     finally:
         for process in processes:
             _kill_group(process)
-    return [(p.returncode, e) for p, e in zip(processes, errors, strict=True)]
+    return [(p.returncode, *o) for p, o in zip(processes, outputs, strict=True)]
 
 
 def test_a_rank_of_a_multi_process_run_ends_on_a_fault_without_the_shutdown(
     tmp_path: Path,
 ) -> None:
     ended = _end_ranks_on_a_fault(tmp_path, 2)
-    assert [code for code, _ in ended] == [1, 1], ended
-    assert all(e.endswith("error: non-finite training loss at step 3\n") for _, e in ended)
+    assert ended == [(1, "written, not flushed", "error: non-finite training loss at step 3\n")] * 2
     for rank in (0, 1):
         assert not (tmp_path / f"rank{rank}.shutdown").exists()  # left at once
-        logged = (tmp_path / f"rank{rank}.log").read_text()  # flushed before that
+        logged = (tmp_path / f"rank{rank}.log").read_text()
         assert logged == "non-finite training loss at step 3\n"
+        assert (tmp_path / f"rank{rank}.buffered.log").read_text() == f"rank {rank} at step 3\n"
 
 
-def test_a_single_process_ends_on_a_fault_through_the_shutdown(tmp_path: Path) -> None:
-    ended = _end_ranks_on_a_fault(tmp_path, 1)
-    assert ended == [(1, "error: non-finite training loss at step 3\n")]
+def test_a_rank_of_a_multi_process_run_ends_on_a_crash_without_the_shutdown(
+    tmp_path: Path,
+) -> None:
+    for code, stdout, stderr in _end_ranks_on_a_fault(tmp_path, 2, crash=True):
+        assert (code, stdout) == (1, "written, not flushed")
+        assert stderr.startswith("Traceback") and stderr.endswith(
+            "RuntimeError: a crash at step 3\n"
+        )
+    for rank in (0, 1):
+        assert not (tmp_path / f"rank{rank}.shutdown").exists()
+        assert (tmp_path / f"rank{rank}.buffered.log").read_text() == f"rank {rank} at step 3\n"
+
+
+@pytest.mark.parametrize("size", [0, 1], ids=["no-group", "group-of-one"])
+def test_a_single_process_ends_on_a_fault_through_the_shutdown(tmp_path: Path, size: int) -> None:
+    ended = _end_ranks_on_a_fault(tmp_path, size)
+    assert ended == [(1, "written, not flushed", "error: non-finite training loss at step 3\n")]
     assert (tmp_path / "rank0.shutdown").exists()
+    assert (tmp_path / "rank0.buffered.log").read_text() == "rank 0 at step 3\n"

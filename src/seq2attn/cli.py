@@ -1,10 +1,14 @@
 """How the ``src/*.py`` commands end on bad input (one line on stderr, exit code 2) and on a
 training fault every rank agreed on (one line, exit code 1).
 
-A rank of a multi-process run that ends this way leaves without the interpreter's shutdown.
-There, torch can destroy the gloo process group while one of its worker threads waits for the
-GIL to free a finished collective's tensors, and the process never ends (a peer that exits
-first fails such a collective at just that moment). Logs and output are flushed first.
+A rank that was in a process group of two or more ranks and ends on an error (bad input, a
+fault, a crash) leaves through ``os._exit`` once its logs, stdout and stderr are flushed: neither
+atexit handlers nor the interpreter's shutdown run. In that shutdown, rank 1 of a two-rank gloo
+run stopped by a non-finite loss hung in 3 of 12 runs. Its main thread, holding the GIL while
+the process ended, freed DDP's reducer and with it the last reference to the gloo process group,
+whose destructor joined a worker thread that waited for the GIL to free a collective's tensors
+(a destructor that blocks while holding the GIL: pytorch/pytorch#56297). What kept the reducer
+alive until then, and which collective it was, are not known.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import os
 import shutil
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TypeVar
@@ -23,7 +28,7 @@ from seq2attn.checkpoints import CheckpointError
 from seq2attn.config import ConfigError
 from seq2attn.data.corpus import CorpusError
 from seq2attn.faults import NonFiniteLoss
-from seq2attn.ranks import is_rank_zero, was_one_of_many_ranks
+from seq2attn.ranks import forget_process_group, is_rank_zero, was_one_of_many_ranks
 
 log = logging.getLogger(__name__)
 INPUT_ERRORS = (ConfigError, CorpusError, CheckpointError)
@@ -33,7 +38,8 @@ T = TypeVar("T")
 def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     """Run a task for a command-line shim: bad input (config, data files, checkpoints) ends the
     process with its message and exit code 2, a non-finite loss with exit code 1, instead of a
-    traceback."""
+    traceback; any error ends a rank of a multi-process run at once (the module says why)."""
+    forget_process_group()
     try:
         return task(cfg)
     except INPUT_ERRORS as error:
@@ -41,6 +47,15 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         _fail(error, 2, log_to_files=not removed)
     except NonFiniteLoss as error:  # every rank agreed on it: rank 0 says it for all
         _fail(error, 1, show=is_rank_zero())
+    except SystemExit as stop:  # Lightning's, on a second Ctrl-C
+        if was_one_of_many_ranks():
+            _exit_now(stop.code if isinstance(stop.code, int) else int(stop.code is not None))
+        raise
+    except BaseException:  # a crash: its traceback, then the same exit as a fault
+        if was_one_of_many_ranks():
+            traceback.print_exc()
+            _exit_now(1)
+        raise
 
 
 # what a run folder holds before any work: Hydra's config, the task's log, the run record
@@ -76,7 +91,7 @@ def _fail(error: Exception, code: int, show: bool = True, log_to_files: bool = T
 
 
 def _exit_now(code: int) -> NoReturn:
-    """End the process at once, after flushing what it has written (module docstring: why)."""
+    """End the process at once, after flushing what it has written (the module says why)."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-_group_size = 1  # ranks of the process group this process last left
+_left_group_size = 1  # ranks of the process group this process left during the current command
 
 
 def is_rank_zero() -> bool:
@@ -18,14 +18,21 @@ def is_rank_zero() -> bool:
 def leave_process_group() -> None:
     """Destroy the default process group, if this process has one, so that a following run in
     the same process (tests, a multirun's basic launcher) can start its own."""
-    global _group_size
+    global _left_group_size
     distributed = sys.modules.get("torch.distributed")
     if distributed is None or not (distributed.is_available() and distributed.is_initialized()):
         return
-    _group_size = distributed.get_world_size()
+    _left_group_size = distributed.get_world_size()
     distributed.destroy_process_group()
 
 
 def was_one_of_many_ranks() -> bool:
-    """True once this process has left a process group of two or more ranks."""
-    return _group_size > 1
+    """True once this process has left a process group of two or more ranks during the current
+    command (since :func:`forget_process_group`)."""
+    return _left_group_size > 1
+
+
+def forget_process_group() -> None:
+    """Start a command (a multirun job) as a process that was in no process group."""
+    global _left_group_size
+    _left_group_size = 1

@@ -5,7 +5,8 @@ when this folder is on PYTHONPATH); each fault is switched on by an environment 
   is NaN in those training steps of this process (0-based; a DDP child rank is known by
   ``LOCAL_RANK``, which Lightning sets before starting it).
 - ``FAULT_COUNT_STEPS``: a file that receives, at exit, how many optimizer steps this process
-  ran (``<file>.rank<N>``).
+  ran (``<file>.rank<N>``); not written by a rank of a multi-process run that ends on an error,
+  which leaves without atexit handlers (seq2attn.cli).
 - ``FAULT_SIGTERM_AT_VAL_BATCH``: SIGTERM to this process during that batch of the first
   validation after training started; the number of validation batches that started after it is
   written to ``FAULT_SIGTERM_AT_VAL_BATCH_LOG`` at exit.
