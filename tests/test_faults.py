@@ -230,14 +230,14 @@ root = logging.getLogger()
 root.addHandler(logging.FileHandler(folder / f"rank{rank}.log"))
 buffered = logging.FileHandler(folder / f"rank{rank}.buffered.log")
 root.addHandler(logging.handlers.MemoryHandler(100, logging.CRITICAL, buffered))
-if size:
-    store = f"file://{folder / 'store'}"
-    dist.init_process_group("gloo", init_method=store, rank=rank, world_size=size)
-    dist.barrier()
-    leave_process_group()
 atexit.register((folder / f"rank{rank}.shutdown").touch)
 
 def task(cfg):
+    if size:  # as training does: join, work, leave, then the error reaches run_cli
+        store = f"file://{folder / 'store'}"
+        dist.init_process_group("gloo", init_method=store, rank=rank, world_size=size)
+        dist.barrier()
+        leave_process_group()
     logging.getLogger("train").warning("rank %d at step 3", rank)
     print("written, not flushed", end="")
     if crash == "crash":
@@ -290,7 +290,7 @@ def test_a_rank_of_a_multi_process_run_ends_on_a_fault_without_the_shutdown(
     for rank in (0, 1):
         assert not (tmp_path / f"rank{rank}.shutdown").exists()  # left at once
         logged = (tmp_path / f"rank{rank}.log").read_text()
-        assert logged == "non-finite training loss at step 3\n"
+        assert logged == f"rank {rank} at step 3\nnon-finite training loss at step 3\n"
         assert (tmp_path / f"rank{rank}.buffered.log").read_text() == f"rank {rank} at step 3\n"
 
 
