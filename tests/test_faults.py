@@ -42,10 +42,9 @@ def _environment(**faults: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(INJECTION), **faults}
 
 
-def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``command`` to completion in its own process group, which a timeout kills whole (the
-    rank Lightning starts included)."""
-    process = subprocess.Popen(
+def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    """``command`` in its own process group (see ``_kill_group``), its output captured."""
+    return subprocess.Popen(
         command,
         cwd=ROOT,
         env=env,
@@ -54,6 +53,12 @@ def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
         text=True,
         start_new_session=True,
     )
+
+
+def _run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """``command`` to completion in its own process group, which a timeout kills whole (the
+    rank Lightning starts included)."""
+    process = _start(command, env)
     try:
         stdout, stderr = process.communicate(timeout=TIMEOUT)
     finally:
@@ -254,25 +259,13 @@ def _end_ranks_on_a_fault(
 ) -> list[tuple[int | None, str, str]]:
     """Exit code, stdout and stderr of each rank running ``RANK_ENDING_ON_A_FAULT``."""
     env = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}  # every rank speaks
+    kind = "crash" if crash else "fault"
     processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                RANK_ENDING_ON_A_FAULT,
-                str(rank),
-                str(size),
-                str(folder),
-                "crash" if crash else "fault",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
+        _start(
+            [sys.executable, "-c", RANK_ENDING_ON_A_FAULT, str(r), str(size), str(folder), kind],
+            env,
         )
-        for rank in range(max(size, 1))
+        for r in range(max(size, 1))
     ]
     try:
         outputs = [p.communicate(timeout=120) for p in processes]
