@@ -41,21 +41,25 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
     traceback; any error ends a rank of a multi-process run at once (the module says why)."""
     forget_process_group()
     try:
+        return _run_reporting_faults(task, cfg)
+    except BaseException as error:
+        if not was_one_of_many_ranks():
+            raise
+        if isinstance(error, SystemExit):  # ours, or Lightning's on a second Ctrl-C
+            _exit_now(error.code if isinstance(error.code, int) else int(error.code is not None))
+        traceback.print_exc()  # a crash: its traceback, then the same exit as a fault
+        _exit_now(1)
+
+
+def _run_reporting_faults(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
+    """The task, with bad input and a non-finite loss turned into one line and SystemExit."""
+    try:
         return task(cfg)
     except INPUT_ERRORS as error:
         removed = is_rank_zero() and remove_unused_run_folder(cfg)
         _fail(error, 2, log_to_files=not removed)
     except NonFiniteLoss as error:  # every rank agreed on it: rank 0 says it for all
         _fail(error, 1, show=is_rank_zero())
-    except SystemExit as stop:  # Lightning's, on a second Ctrl-C
-        if was_one_of_many_ranks():
-            _exit_now(stop.code if isinstance(stop.code, int) else int(stop.code is not None))
-        raise
-    except BaseException:  # a crash: its traceback, then the same exit as a fault
-        if was_one_of_many_ranks():
-            traceback.print_exc()
-            _exit_now(1)
-        raise
 
 
 # what a run folder holds before any work: Hydra's config, the task's log, the run record
@@ -85,8 +89,6 @@ def _fail(error: Exception, code: int, show: bool = True, log_to_files: bool = T
         _log_to_files(error)
     if show:
         print(f"error: {error}", file=sys.stderr)
-    if was_one_of_many_ranks():
-        _exit_now(code)
     raise SystemExit(code) from None
 
 
