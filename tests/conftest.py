@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,10 @@ from omegaconf import DictConfig
 
 from seq2attn.tasks import train
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+# what a user reads and a harness writes; a test writes into its tmp_path, never here
+WATCHED = ("README.md", "docs", "benchmarks/results")
 
 # A small corpus and a tiny network: every fast dev run finishes in seconds on 2 cores.
 TINY = [
@@ -42,6 +46,31 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
         cfg = compose(name, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     return cfg
+
+
+def _watched_files() -> dict[str, str]:
+    """SHA-256 of every file of ``WATCHED``, by path relative to the repository."""
+    digests = {}
+    for name in WATCHED:
+        path = REPO / name
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            digests[str(file.relative_to(REPO))] = hashlib.sha256(file.read_bytes()).hexdigest()
+    return digests
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repository_left_alone() -> Iterator[None]:
+    """Fail the session if a test changed the committed docs or results (as a harness's report
+    would when a test forgets to point it at tmp_path)."""
+    before = _watched_files()
+    yield
+    after = _watched_files()
+    changed = sorted(
+        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
+    )
+    if changed:
+        pytest.fail(f"the tests changed {', '.join(changed)}; tests write into tmp_path", False)
 
 
 @pytest.fixture(autouse=True)

@@ -275,7 +275,10 @@ class FakeTools:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, machine: str) -> None:
         self.trained: list[str] = []
         self.bad: set[str] = set()
+        self.page = tmp_path / "results.md"
+        self.page.write_text("before\n<!-- report:budget -->\n<!-- /report:budget -->\nafter\n")
         monkeypatch.setattr(budget, "RESULTS", tmp_path / "results")
+        monkeypatch.setattr(budget, "PAGE", self.page)
         monkeypatch.setattr(budget, "check_inputs", lambda *paths: None)
         monkeypatch.setattr(budget, "commit", lambda *folder: "abc1234")
         monkeypatch.setattr(budget, "fingerprint", lambda described: machine)
@@ -322,6 +325,9 @@ def test_resume_trains_only_what_is_missing_or_failed(
     kept = json.loads((tmp_path / "results" / "budget.json").read_text())["runs"]
     assert sorted(kept) == ["r2_opennmt", "r2_seq2attn_seed1", "r2_seq2attn_seed3"]
     assert kept["r2_seq2attn_seed3"]["fingerprint"] == EPYC and kept["r2_opennmt"]["seed"] is None
+    page = fake.page.read_text()  # the results page's budget section holds the same table
+    assert page.startswith("before\n") and page.endswith("after\n")
+    assert "| r2_seq2attn_seed3 (abc1234) | 32-true | 2803 |" in page
 
     fake.trained, fake.bad = [], set()
     invoke(tmp_path, "--tools", "seq2attn,opennmt", "--resume")
