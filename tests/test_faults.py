@@ -227,6 +227,7 @@ from pathlib import Path
 import torch.distributed as dist
 from omegaconf import OmegaConf
 from seq2attn.cli import run_cli
+from seq2attn.config import ConfigError
 from seq2attn.faults import NonFiniteLoss
 from seq2attn.ranks import leave_process_group
 
@@ -247,6 +248,10 @@ def task(cfg):
     print("written, not flushed", end="")
     if crash == "crash":
         raise RuntimeError("a crash at step 3")
+    if crash == "input":
+        raise ConfigError("data.max_tokens=0: must be positive")
+    if crash == "exit":
+        sys.exit("stopped at step 3")
     raise NonFiniteLoss("non-finite training loss at step 3")
 
 run_cli(task, OmegaConf.create({}))
@@ -255,11 +260,12 @@ RANK_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "MASTER_PO
 
 
 def _end_ranks_on_a_fault(
-    folder: Path, size: int, crash: bool = False
+    folder: Path, size: int, kind: str = "fault"
 ) -> list[tuple[int | None, str, str]]:
-    """Exit code, stdout and stderr of each rank running ``RANK_ENDING_ON_A_FAULT``."""
+    """Exit code, stdout and stderr of each rank running ``RANK_ENDING_ON_A_FAULT``, whose task
+    ends with a non-finite loss (``fault``), a RuntimeError (``crash``), bad input (``input``)
+    or ``sys.exit`` with a message (``exit``)."""
     env = {k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}  # every rank speaks
-    kind = "crash" if crash else "fault"
     processes = [
         _start(
             [sys.executable, "-c", RANK_ENDING_ON_A_FAULT, str(r), str(size), str(folder), kind],
@@ -290,11 +296,27 @@ def test_a_rank_of_a_multi_process_run_ends_on_a_fault_without_the_shutdown(
 def test_a_rank_of_a_multi_process_run_ends_on_a_crash_without_the_shutdown(
     tmp_path: Path,
 ) -> None:
-    for code, stdout, stderr in _end_ranks_on_a_fault(tmp_path, 2, crash=True):
+    for code, stdout, stderr in _end_ranks_on_a_fault(tmp_path, 2, "crash"):
         assert (code, stdout) == (1, "written, not flushed")
         assert stderr.startswith("Traceback") and stderr.endswith(
             "RuntimeError: a crash at step 3\n"
         )
+    for rank in (0, 1):
+        assert not (tmp_path / f"rank{rank}.shutdown").exists()
+        assert (tmp_path / f"rank{rank}.buffered.log").read_text() == f"rank {rank} at step 3\n"
+
+
+@pytest.mark.parametrize(
+    ("kind", "ended"),
+    [
+        ("input", (2, "written, not flushed", "error: data.max_tokens=0: must be positive\n")),
+        ("exit", (1, "written, not flushed", "stopped at step 3\n")),
+    ],
+)
+def test_a_rank_of_a_multi_process_run_ends_on_bad_input_or_an_exit_without_the_shutdown(
+    tmp_path: Path, kind: str, ended: tuple[int, str, str]
+) -> None:
+    assert _end_ranks_on_a_fault(tmp_path, 2, kind) == [ended] * 2
     for rank in (0, 1):
         assert not (tmp_path / f"rank{rank}.shutdown").exists()
         assert (tmp_path / f"rank{rank}.buffered.log").read_text() == f"rank {rank} at step 3\n"

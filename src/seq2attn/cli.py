@@ -46,8 +46,8 @@ def run_cli(task: Callable[[DictConfig], T], cfg: DictConfig) -> T:
         if not was_one_of_many_ranks():
             raise
         if isinstance(error, SystemExit):  # ours, or Lightning's on a second Ctrl-C
-            _exit_now(error.code if isinstance(error.code, int) else int(error.code is not None))
-        traceback.print_exc()  # a crash: its traceback, then the same exit as a fault
+            _exit_now(_exit_status(error))
+        traceback.print_exc()  # a crash (or an error while reporting one): traceback, exit 1
         _exit_now(1)
 
 
@@ -90,6 +90,17 @@ def _fail(error: Exception, code: int, show: bool = True, log_to_files: bool = T
     if show:
         print(f"error: {error}", file=sys.stderr)
     raise SystemExit(code) from None
+
+
+def _exit_status(stop: SystemExit) -> int:
+    """The status Python gives a SystemExit: None is 0, an integer itself, anything else is
+    printed on stderr and gives 1."""
+    if stop.code is None:
+        return 0
+    if isinstance(stop.code, int):
+        return stop.code
+    print(stop.code, file=sys.stderr)
+    return 1
 
 
 def _exit_now(code: int) -> NoReturn:
