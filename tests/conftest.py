@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from seq2attn.tasks import train
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 # what a user reads and a harness writes; a test writes into its tmp_path, never here
+# (tracked files only: an editor's swap file there is not a test's doing)
 WATCHED = ("README.md", "docs", "benchmarks/results")
 
 # A small corpus and a tiny network: every fast dev run finishes in seconds on 2 cores.
@@ -48,29 +50,47 @@ def compose_config(name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _watched_files() -> dict[str, str]:
-    """SHA-256 of every file of ``WATCHED``, by path relative to the repository."""
-    digests = {}
-    for name in WATCHED:
-        path = REPO / name
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-        for file in files:
-            digests[str(file.relative_to(REPO))] = hashlib.sha256(file.read_bytes()).hexdigest()
+def _tracked(paths: tuple[str, ...]) -> list[str]:
+    """The files under ``paths`` that git tracks (all of them outside a git checkout)."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--", *paths],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+            timeout=30,
+        ).stdout.decode()
+        return sorted(name for name in listed.split("\0") if name)
+    except (OSError, subprocess.SubprocessError):
+        found = [REPO / name for name in paths]
+        files = [p for path in found for p in ([path] if path.is_file() else path.rglob("*"))]
+        return sorted(str(p.relative_to(REPO)) for p in files if p.is_file())
+
+
+WATCHED_FILES = _tracked(WATCHED)
+
+
+def _digests() -> dict[str, str | None]:
+    """SHA-256 of each watched file (None once it is gone)."""
+    digests: dict[str, str | None] = {}
+    for name in WATCHED_FILES:
+        try:
+            digests[name] = hashlib.sha256((REPO / name).read_bytes()).hexdigest()
+        except FileNotFoundError:
+            digests[name] = None
     return digests
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _repository_left_alone() -> Iterator[None]:
-    """Fail the session if a test changed the committed docs or results (as a harness's report
-    would when a test forgets to point it at tmp_path)."""
-    before = _watched_files()
+    """Fail the module whose tests changed a committed doc or result (as a harness's report
+    would, pointed at the repository instead of tmp_path)."""
+    before = _digests()
     yield
-    after = _watched_files()
-    changed = sorted(
-        name for name in before.keys() | after.keys() if before.get(name) != after.get(name)
-    )
+    after = _digests()
+    changed = [name for name in WATCHED_FILES if before[name] != after[name]]
     if changed:
-        pytest.fail(f"the tests changed {', '.join(changed)}; tests write into tmp_path", False)
+        pytest.fail(f"this module's tests changed {', '.join(changed)}; write into tmp_path", False)
 
 
 @pytest.fixture(autouse=True)
