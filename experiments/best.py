@@ -1,21 +1,25 @@
-"""The best configuration of docs/results.md: train it, average its checkpoints, score it.
+"""The best single model of docs/results.md: train it, average its checkpoints, choose its
+decoding on val, score it on test once.
 
-    python -m experiments.best                # train both runs (unless done), then score them
-    python -m experiments.best --report       # only refresh docs/results.md from the result file
+    python -m experiments.best --seed 1    # train seed 1 (unless its folder is done), score it
+    python -m experiments.best --seed 2    # the second seed, in a sitting of its own
+    python -m experiments.best --report    # only refresh docs/results.md from the result file
 
-The configuration is ``experiment=multi30k_best`` trained twice with different seeds
-(``python src/train.py experiment=multi30k_best``, logs/best/multi30k_best/, and the same with
-``seed=2 precision=bf16-mixed``, logs/best/multi30k_best_seed2/; a run folder that already holds
-metrics.json is not trained again). Each run's kept top-5 checkpoints are averaged
-(src/average.py). Then val is decoded with beam 5 at GNMT length penalties 0.6, 1.0 to 1.5 in
-steps of 0.1, and 2.0 (src/eval.py) for the first run's single best checkpoint, each run's
-average, and the ensemble of the two averages; a call again decodes only what an earlier call
-has not. The candidate with the highest val BLEU is the configuration; test_2016_flickr is
-scored once for it, and once for each run's best candidate on val and for the first run's single
-best checkpoint at the default 0.6 (to show what averaging and ensembling add). Everything goes
-to docs/results/multi30k_best.json (scores, signatures, commands, wall times, commit), the table
-of docs/results.md's ``best`` block is generated from it, and the attention maps of the first
-three test sentences under the chosen model go to docs/figures/best_attention_<n>.png.
+A seed's run is ``python src/train.py experiment=multi30k_best seed=<n>`` in
+logs/best/multi30k_best_seed<n>/ (``--runs``); a folder that already holds metrics.json is not
+trained again, and training refuses to start from a working tree with uncommitted changes. Its
+five kept checkpoints are averaged (src/average.py); the average is decoded on val with beam 5
+at every setting of experiments.decoding_grid (the budget harness's grid: length normalisation
+``avg`` or GNMT alpha 0.6 / 1.0 / 1.4, trigram blocking off or on), the simplest setting within
+0.2 BLEU of val's best is chosen, and test_2016_flickr is decoded once with it, then again by a
+fresh ``src/eval.py`` process, which must reproduce the BLEU to 0.1. The run's single best
+checkpoint is decoded on val with the chosen setting too, to show what averaging adds.
+
+Each seed's record goes under ``runs`` in docs/results/multi30k_best.json (scores, repetition
+rate, length ratio, commands, commit, machine, precision, steps, wall time); a run trained from
+a tree with uncommitted changes is refused, not recorded. The ``best`` block of docs/results.md
+is generated from that file, with the mean over the seeds recorded, and seed 1's attention maps
+of the first three test sentences go to docs/figures/best_attention_<n>.png.
 """
 
 from __future__ import annotations
@@ -24,14 +28,14 @@ import argparse
 import gzip
 import json
 import shutil
+import statistics
+import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import (
     REPO,
-    commit,
     corpus,
     describe_machine,
     machine,
@@ -40,73 +44,95 @@ from benchmarks.common import (
     shown,
     table,
 )
-from experiments.scoring import LENGTH_PENALTIES, checkpoint_option, evaluate, run
+from benchmarks.common import commit as tree_commit
+from experiments.decoding_grid import GRID, DecodingSetting, choose
+from experiments.scoring import checkpoint_option, evaluate_with, run
 from seq2attn.checkpoints.loading import resolve_checkpoint
 from seq2attn.report import write_section
 
 RUNS = REPO / "logs" / "best"
-# run folder -> the overrides of experiment=multi30k_best it is trained with
-MEMBERS = {
-    "multi30k_best": (),
-    "multi30k_best_seed2": ("seed=2", "precision=bf16-mixed"),
-}
 RESULT = REPO / "docs" / "results" / "multi30k_best.json"
 PAGE = REPO / "docs" / "results.md"
 FIGURES = REPO / "docs" / "figures"
 AVERAGED = 5
-# the runs' data config with the corpus folder of experiments.scoring.run's SEQ2ATTN_DATA
-DATA = ("data=multi30k",)
+DATA = ("data=multi30k",)  # the corpus folder comes from experiments.scoring.run's SEQ2ATTN_DATA
 HEATMAPS = 3
+REPRODUCE_WITHIN = 0.1  # BLEU
 
 
-def train(run_dir: Path, overrides: tuple[str, ...]) -> dict[str, Any]:
+class RunRefused(RuntimeError):
+    """A run that must not be reported (or trained): the reason, for one line on stderr."""
+
+
+def train(run_dir: Path, seed: int) -> dict[str, Any]:
+    """Train the seed's run unless its folder is done; what the run recorded."""
     command = [
         "python",
         "src/train.py",
         "experiment=multi30k_best",
-        *overrides,
+        f"seed={seed}",
         f"hydra.run.dir={shown(run_dir)}",
         "trainer.enable_progress_bar=false",
     ]
     if not (run_dir / "metrics.json").is_file():
+        if tree_commit().endswith("+"):
+            raise RunRefused(
+                "the working tree has uncommitted changes: commit them first, so that the run "
+                "names the commit that made it"
+            )
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         run(command, run_dir.parent / f"{run_dir.name}.log")
     metrics = json.loads((run_dir / "metrics.json").read_text())
+    record = json.loads((run_dir / "run.json").read_text())
+    git = record.get("git") or {}
+    if git.get("dirty"):
+        raise RunRefused(
+            f"{shown(run_dir)} was trained from a working tree with uncommitted changes "
+            f"(commit {str(git.get('commit'))[:7]}): it is not reported; train it again"
+        )
+    precision = record.get("precision") or {}
     return {
-        "run": run_dir.name,
         "command": " ".join(command),
+        "commit": str(git.get("commit"))[:7],
+        "precision": precision.get("chosen"),
+        "precision_reason": precision.get("reason"),
         "wall_s": metrics["time/wall_s"],
         "steps": metrics.get("trainer/global_step"),
         "params": metrics["params"],
+        "stop_reason": metrics.get("stop_reason"),
         "val_bleu_greedy_best": metrics["val/bleu_best"],
-        "commit": commit(run_dir),
     }
 
 
-def average(run_dir: Path) -> dict[str, Any]:
+def average(run_dir: Path) -> tuple[Path, str]:
+    """The run's kept checkpoints averaged into ``averaged.ckpt``; its path and command."""
     out = run_dir / "averaged.ckpt"
     command = ["python", "src/average.py", shown(run_dir), "--best", str(AVERAGED)]
     command += ["--out", shown(out)]
     if not out.is_file():
         run(command, run_dir / "average.log")
-    return {"command": " ".join(command), "checkpoint": out}
+    return out, " ".join(command)
 
 
-def heatmaps(checkpoints: list[Path], length_penalty: float, work: Path) -> list[str]:
+def decode(checkpoint: Path, split: str, setting: DecodingSetting, folder: Path) -> dict:
+    """Beam-5 scores of ``checkpoint`` on ``split`` with ``setting`` (read back when done)."""
+    return evaluate_with([checkpoint], split, folder, (*DATA, *setting.seq2attn()))
+
+
+def heatmaps(checkpoint: Path, setting: DecodingSetting, work: Path) -> list[str]:
     """Attention maps of the first test sentences, copied to docs/figures/."""
-    source = corpus() / "test_2016_flickr.de.gz"
-    with gzip.open(source, "rt", encoding="utf-8") as text:
+    with gzip.open(corpus() / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as text:
         lines = text.read().splitlines()[:HEATMAPS]
     work.mkdir(parents=True, exist_ok=True)
     (work / "input.de").write_text("".join(line + "\n" for line in lines))
     command = [
         "python",
         "src/translate.py",
-        f"ckpt_path={checkpoint_option(checkpoints)}",
+        f"ckpt_path={checkpoint_option([checkpoint])}",
         f"input={shown(work / 'input.de')}",
         f"output={shown(work / 'output.en')}",
         f"attention_dir={shown(work)}",
-        f"decoding.length_penalty={length_penalty}",
+        *setting.seq2attn(),
         f"hydra.run.dir={shown(work)}",
     ]
     run(command, work / "translate.log")
@@ -118,133 +144,149 @@ def heatmaps(checkpoints: list[Path], length_penalty: float, work: Path) -> list
     return figures
 
 
-@dataclass(frozen=True)
-class Candidate:
-    """A model to score: its checkpoints (several: an ensemble), the folder that keeps its decodes
-    (under eval/) and the prefix of their names there."""
-
-    checkpoints: list[Path]
-    folder: Path
-    prefix: str = ""
-
-    def evaluate(self, split: str, length_penalty: float) -> dict[str, Any]:
-        """Beam-5 scores on ``split`` at ``length_penalty``."""
-        out = self.folder / "eval" / f"{self.prefix}{split}-lp{length_penalty}"
-        return evaluate(self.checkpoints, split, out, length_penalty, overrides=DATA)
-
-
-def score(runs: Path) -> dict[str, Any]:
-    """Train (unless done), average, choose on val, score test once; the result record."""
-    trained: list[dict[str, Any]] = []
-    averaged: list[dict[str, Any]] = []
-    for name, overrides in MEMBERS.items():
-        trained.append(train(runs / name, overrides))
-        averaged.append(average(runs / name))
-    first = runs / next(iter(MEMBERS))
-    single = resolve_checkpoint(first)
-    candidates = {"run 1, single best checkpoint": Candidate([single], first, f"{single.stem}-")}
-    averages = [
-        f"run {n}, average of the {AVERAGED} best checkpoints" for n in range(1, len(MEMBERS) + 1)
-    ]
-    for name, run_dir, member in zip(averages, MEMBERS, averaged, strict=True):
-        candidates[name] = Candidate([member["checkpoint"]], runs / run_dir, "averaged-")
-    candidates["ensemble of the runs' averages"] = Candidate(
-        [member["checkpoint"] for member in averaged], runs / "ensemble"
-    )
-    val = [
-        {"model": name, **candidate.evaluate("val", alpha)}
-        for name, candidate in candidates.items()
-        for alpha in LENGTH_PENALTIES
-    ]
-    best_of = {  # candidate -> its best val entry
-        name: max((entry for entry in val if entry["model"] == name), key=lambda e: e["bleu"])
-        for name in candidates
-    }
-    chosen = max(best_of.values(), key=lambda entry: entry["bleu"])
-    looked_at = [(chosen["model"], chosen["length_penalty"])]
-    looked_at += [(name, best_of[name]["length_penalty"]) for name in averages]
-    looked_at.append((next(iter(candidates)), LENGTH_PENALTIES[0]))
-    test = [
-        {"model": name, **candidates[name].evaluate("test", alpha)}
-        for name, alpha in dict.fromkeys(looked_at)
-    ]
-    figures = heatmaps(
-        candidates[chosen["model"]].checkpoints, chosen["length_penalty"], runs / "heatmaps"
-    )
+def score(run_dir: Path, seed: int) -> dict[str, Any]:
+    """Train (unless done), average, choose the decoding on val, score test once and again;
+    the seed's record."""
+    trained = train(run_dir, seed)
+    averaged, average_command = average(run_dir)
+    evals = run_dir / "eval"
+    val = {s.name: decode(averaged, "val", s, evals / f"averaged-val-{s.name}") for s in GRID}
+    chosen = choose({name: scores["bleu"] for name, scores in val.items()})
+    single = resolve_checkpoint(run_dir)
+    single_val = decode(single, "val", chosen, evals / f"single-val-{chosen.name}")
+    test = decode(averaged, "test", chosen, evals / f"averaged-test-{chosen.name}")
+    again_folder = evals / f"averaged-test-{chosen.name}-again"
+    shutil.rmtree(again_folder, ignore_errors=True)
+    again = decode(averaged, "test", chosen, again_folder)
+    if abs(again["bleu"] - test["bleu"]) > REPRODUCE_WITHIN:
+        raise RunRefused(
+            f"a fresh src/eval.py scored test {again['bleu']:.2f}, not {test['bleu']:.2f} "
+            f"(allowed: {REPRODUCE_WITHIN}): {again['command']}"
+        )
+    figures = heatmaps(averaged, chosen, run_dir / "heatmaps") if seed == 1 else []
     return {
-        "experiment": "multi30k_best",
-        "train": trained,
-        "average": [
-            {k: shown(v) if k == "checkpoint" else v for k, v in m.items()} for m in averaged
-        ],
-        "chosen": {"model": chosen["model"], "length_penalty": chosen["length_penalty"]},
-        "val": val,
-        "test": test,
+        "seed": seed,
+        **trained,
+        "average_command": average_command,
+        "machine": describe_machine(machine()),
+        "decoding": chosen.name,
+        "val_bleu": val[chosen.name]["bleu"],
+        "val_by_decoding": {
+            name: {key: scores[key] for key in ("bleu", "repetition_rate", "length_ratio")}
+            for name, scores in val.items()
+        },
+        "single_checkpoint": {"checkpoint": shown(single), "val_bleu": single_val["bleu"]},
+        "test_bleu": test["bleu"],
+        "test_chrf": test["chrf"],
+        "test_ter": test["ter"],
+        "repetition_rate": test["repetition_rate"],
+        "length_ratio": test["length_ratio"],
+        "reproduced_bleu": again["bleu"],
+        "eval_command": test["command"],
+        "signature": test["signatures"]["bleu"],
         "figures": figures,
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "hardware": f"{describe_machine(machine())}, no GPU",
     }
+
+
+def mean_std(values: list[float]) -> str:
+    """``41.20 ± 0.30`` (sample standard deviation), or the one value."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The scores table of the result file, chosen row first, then how the runs were made."""
-    chosen = result["chosen"]
-    entries = sorted(result["test"], key=lambda e: e["model"] != chosen["model"])
-    entries += sorted(result["val"], key=lambda e: -e["bleu"])
-    rows = []
-    for entry in entries:
-        is_chosen = (entry["model"], entry["length_penalty"]) == (
-            chosen["model"],
-            chosen["length_penalty"],
-        )
+    """The seeds' table (and their mean), the val grid, and how each run was made."""
+    runs = [result["runs"][key] for key in sorted(result["runs"])]
+    rows = [
+        [
+            r["seed"],
+            f"{r['steps']:,.0f}",
+            f"{r['wall_s'] / 60:.0f}",
+            r["precision"],
+            r["decoding"],
+            f"{r['val_bleu']:.2f}",
+            f"{r['test_bleu']:.2f}",
+            f"{r['test_chrf']:.2f}",
+            f"{r['repetition_rate']:.1f}",
+            f"{r['length_ratio']:.3f}",
+        ]
+        for r in runs
+    ]
+    if len(runs) > 1:
         rows.append(
             [
-                f"{entry['model']}{' **(chosen on val)**' if is_chosen else ''}",
-                entry["length_penalty"],
-                "test_2016_flickr" if entry["split"] == "test" else "val",
-                f"{entry['bleu']:.2f}",
-                f"{entry['chrf']:.2f}",
-                f"{entry['ter']:.2f}",
-                f"`{entry['command']}`",
+                f"mean of {len(runs)}",
+                "",
+                "",
+                "",
+                "",
+                mean_std([r["val_bleu"] for r in runs]),
+                mean_std([r["test_bleu"] for r in runs]),
+                mean_std([r["test_chrf"] for r in runs]),
+                mean_std([r["repetition_rate"] for r in runs]),
+                "",
             ]
         )
-    headers = ["model", "length penalty", "split", "BLEU", "chrF", "TER", "command"]
+    headers = ["seed", "steps", "train min", "precision", "decoding (chosen on val)", "val BLEU"]
+    headers += ["test BLEU", "test chrF", "repetition %", "length ratio"]
     lines = [table(headers, rows)]
-    for number, (trained, averaged) in enumerate(
-        zip(result["train"], result["average"], strict=True), 1
-    ):
+    grid = [
+        [s.name]
+        + [
+            f"{r['val_by_decoding'][s.name]['bleu']:.2f} "
+            f"({r['val_by_decoding'][s.name]['repetition_rate']:.1f} %)"
+            for r in runs
+        ]
+        for s in GRID
+    ]
+    grid.append(
+        ["single best checkpoint, chosen setting"]
+        + [f"{r['single_checkpoint']['val_bleu']:.2f}" for r in runs]
+    )
+    lines.append("Val BLEU (repetition rate) of each run's average, by decoding setting:\n")
+    lines.append(table(["decoding", *(f"seed {r['seed']}" for r in runs)], grid))
+    for r in runs:
         lines.append(
-            f"Run {number} trained by `{trained['command']}` in {trained['wall_s'] / 60:.0f} min "
-            f"({trained['steps']:.0f} steps, {trained['params']:,.0f} parameters) on "
-            f"{result['hardware']}, commit {_commit_text(trained)}; averaged by "
-            f"`{averaged['command']}`.\n"
+            f"Seed {r['seed']}: `{r['command']}` at commit {r['commit']} on {r['machine']} "
+            f"({r['precision']}: {r['precision_reason']}), {r['steps']:,.0f} steps in "
+            f"{r['wall_s'] / 60:.0f} min, {r['params']:,.0f} parameters; averaged by "
+            f"`{r['average_command']}`; test scored by `{r['eval_command']}` (a fresh process "
+            f"gave {r['reproduced_bleu']:.2f}).\n"
         )
-    lines.append(f"Signature: `{result['test'][0]['signatures']['bleu']}`.\n")
+    lines.append(f"Signature: `{runs[0]['signature']}`.\n")
     return "\n".join(lines)
 
 
-def _commit_text(trained: dict[str, Any]) -> str:
-    """``abc1234``, or ``abc1234 with uncommitted changes`` (``abc1234+`` in the record; older
-    records hold the full hash and an ``uncommitted_changes`` flag)."""
-    recorded = trained.get("commit") or "unknown"
-    dirty = recorded.endswith("+") or trained.get("uncommitted_changes")
-    return recorded.rstrip("+")[:7] + (" with uncommitted changes" if dirty else "")
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--seed", type=int, help="train (unless done) and score this seed")
+    group.add_argument("--report", action="store_true", help="only refresh the page")
     parser.add_argument(
         "--runs", type=Path, default=RUNS, help=f"the runs' parent folder (default {shown(RUNS)})"
     )
-    parser.add_argument("--report", action="store_true", help="only refresh the page")
-    args = parser.parse_args()
-    if not args.report:
+    args = parser.parse_args(argv)
+    if args.seed is not None:
+        if args.seed < 1:
+            parser.error(f"--seed {args.seed}: must be 1 or more")
         require("python -m experiments.best", corpus() / "train.de.gz")
-        result = score(args.runs.resolve())
-        RESULT.write_text(json.dumps(relative(result), indent=2) + "\n")
+        run_dir = args.runs.resolve() / f"multi30k_best_seed{args.seed}"
+        try:
+            record = score(run_dir, args.seed)
+        except RunRefused as refused:
+            print(f"experiments.best: {refused}", file=sys.stderr)
+            sys.exit(2)
+        result = json.loads(RESULT.read_text()) if RESULT.is_file() else {"runs": {}}
+        result["runs"][f"seed{args.seed}"] = relative(record)
+        RESULT.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {shown(RESULT)}")
+    if not RESULT.is_file():
+        print(f"experiments.best: no {shown(RESULT)} yet: run --seed 1 first", file=sys.stderr)
+        sys.exit(2)
     result = json.loads(RESULT.read_text())
     write_section(markdown(result), PAGE, "best")
     print(markdown(result), end="")

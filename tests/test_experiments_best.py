@@ -1,0 +1,160 @@
+"""experiments.best: one seed's run averaged, its decoding chosen on val by the budget grid's
+rule, test scored once and reproduced, the seeds' records kept side by side in one file, and
+runs that must not be reported refused with one line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments import best, scoring
+from experiments.decoding_grid import GRID
+
+# val BLEU of the averaged model by setting: gnmt1 is best, avg is 0.15 below it (chosen)
+VAL = {"avg": 40.85, "gnmt0.6": 40.7, "gnmt1": 41.0, "gnmt1.4": 40.9}
+
+
+def option(command: list[str], key: str) -> str:
+    return next(part.split("=", 1)[1] for part in command if part.startswith(f"{key}="))
+
+
+class FakeCommands:
+    """Stands in for src/train.py, average.py, eval.py and translate.py: writes the files each
+    would, scores val by :data:`VAL` (blocking costs 0.3) and test at 40.5 + seed / 10."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        self.calls: list[list[str]] = []
+        self.dirty_run = False
+        self.again_offset = 0.0
+        self.page = tmp_path / "results.md"
+        self.page.write_text("before\n<!-- report:best -->\n<!-- /report:best -->\nafter\n")
+        data = tmp_path / "data"
+        data.mkdir()
+        with gzip.open(data / "test_2016_flickr.de.gz", "wt") as text:
+            text.write("ein Hund .\nzwei Hunde .\ndrei Hunde .\nvier\n")
+        (tmp_path / "figures").mkdir()
+        monkeypatch.setattr(best, "RESULT", tmp_path / "multi30k_best.json")
+        monkeypatch.setattr(best, "PAGE", self.page)
+        monkeypatch.setattr(best, "FIGURES", tmp_path / "figures")
+        monkeypatch.setattr(best, "corpus", lambda: data)
+        monkeypatch.setattr(scoring, "corpus", lambda: data)
+        monkeypatch.setattr(best, "require", lambda *args: None)
+        monkeypatch.setattr(best, "tree_commit", lambda: "abc1234")
+        monkeypatch.setattr(best, "machine", lambda: {})
+        monkeypatch.setattr(best, "describe_machine", lambda described: "Xeon (amx_bf16), 2 cores")
+        monkeypatch.setattr(best, "run", self.run)
+        monkeypatch.setattr(scoring, "run", self.run)
+
+    def run(self, command: list[str], log: Path) -> None:
+        self.calls.append(command)
+        script = command[1]
+        if script == "src/train.py":
+            folder = Path(option(command, "hydra.run.dir"))
+            (folder / "checkpoints").mkdir(parents=True)
+            (folder / "checkpoints" / "best-epoch020-bleu39.90.ckpt").write_text("")
+            git = {"commit": "abc1234" + "0" * 33, "dirty": self.dirty_run}
+            precision = {"chosen": "bf16-mixed", "reason": "bf16 products 3.1x faster"}
+            (folder / "run.json").write_text(json.dumps({"git": git, "precision": precision}))
+            metrics = {"time/wall_s": 6000.0, "trainer/global_step": 10500, "params": 26570560}
+            metrics |= {"stop_reason": "time", "val/bleu_best": 39.9}
+            (folder / "metrics.json").write_text(json.dumps(metrics))
+        elif script == "src/average.py":
+            Path(command[command.index("--out") + 1]).write_text("")
+        elif script == "src/eval.py":
+            folder = Path(option(command, "hydra.run.dir"))
+            setting = option(command, "decoding.length_penalty_type")
+            alpha = float(option(command, "decoding.length_penalty"))
+            name = "avg" if setting == "avg" else f"gnmt{alpha:g}"
+            seed = int(folder.parent.parent.name.removeprefix("multi30k_best_seed"))
+            if option(command, "split") == "val":
+                bleu = VAL[name] - 0.3 * (option(command, "decoding.no_repeat_ngram_size") != "0")
+                bleu -= 1.0 * ("single" in folder.name)
+            else:
+                bleu = 40.5 + seed / 10 + self.again_offset * folder.name.endswith("-again")
+            scores = {"bleu": bleu, "chrf": 60.0, "ter": 40.0, "repetition_rate": 0.2}
+            scores |= {"length_ratio": 0.98, "signatures": {"bleu": "nrefs:1|tok:13a"}}
+            (folder / "scores.json").write_text(json.dumps(scores | {"decode_seconds": 1.0}))
+        elif script == "src/translate.py":
+            folder = Path(option(command, "attention_dir"))
+            for number in range(1, best.HEATMAPS + 1):
+                (folder / f"sentence_{number:05d}.png").write_bytes(b"png")
+
+
+def test_a_seed_is_trained_averaged_chosen_on_val_and_scored_on_test_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
+    scripts = [command[1] for command in fake.calls]
+    assert scripts[:2] == ["src/train.py", "src/average.py"]
+    val = [c for c in fake.calls if c[1] == "src/eval.py" and "split=val" in c]
+    assert len(val) == len(GRID) + 1  # the grid for the average, the chosen one for the single
+    test = [c for c in fake.calls if c[1] == "src/eval.py" and "split=test" in c]
+    assert len(test) == 2  # once, and once again by a fresh process
+    assert all("decoding.length_penalty_type=avg" in c for c in test)
+    record = json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]["seed1"]
+    assert (record["decoding"], record["val_bleu"], record["test_bleu"]) == ("avg", 40.85, 40.6)
+    assert record["single_checkpoint"]["val_bleu"] == pytest.approx(39.85)
+    assert record["val_by_decoding"]["gnmt1+block3"]["bleu"] == pytest.approx(40.7)
+    assert (record["commit"], record["precision"]) == ("abc1234", "bf16-mixed")
+    assert record["steps"] == 10500
+    assert record["figures"] == [f"{tmp_path}/figures/best_attention_{n}.png" for n in (1, 2, 3)]
+    page = fake.page.read_text()
+    assert page.startswith("before\n") and page.endswith("after\n")
+    assert "| 1 | 10,500 | 100 | bf16-mixed | avg | 40.85 | 40.60 | 60.00 | 0.2 | 0.980 |" in page
+
+
+def test_the_second_seed_joins_the_first_and_the_page_gives_their_mean(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
+    best.main(["--seed", "2", "--runs", str(tmp_path / "runs")])
+    best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])  # done: nothing trained again
+    assert sum(command[1] == "src/train.py" for command in fake.calls) == 2
+    assert sorted(json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]) == [
+        "seed1",
+        "seed2",
+    ]
+    assert "| mean of 2 |  |  |  |  | 40.85 ± 0.00 | 40.65 ± 0.07 |" in fake.page.read_text()
+
+
+def test_a_run_from_a_tree_with_uncommitted_changes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    fake.dirty_run = True
+    with pytest.raises(SystemExit) as stopped:
+        best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
+    assert stopped.value.code == 2
+    assert "was trained from a working tree with uncommitted changes" in capsys.readouterr().err
+    assert not (tmp_path / "multi30k_best.json").exists()
+    monkeypatch.setattr(best, "tree_commit", lambda: "abc1234+")
+    with pytest.raises(SystemExit):
+        best.main(["--seed", "2", "--runs", str(tmp_path / "runs")])
+    assert "commit them first" in capsys.readouterr().err
+    assert [command[1] for command in fake.calls] == ["src/train.py"]  # seed 2 never started
+
+
+def test_a_test_score_that_a_fresh_process_does_not_reproduce_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    fake.again_offset = 0.2
+    with pytest.raises(SystemExit) as stopped:
+        best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
+    assert stopped.value.code == 2
+    assert "a fresh src/eval.py scored test 40.80, not 40.60" in capsys.readouterr().err
+    assert not (tmp_path / "multi30k_best.json").exists()
+
+
+def test_report_without_a_result_file_says_which_command_makes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    FakeCommands(monkeypatch, tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        best.main(["--report"])
+    assert stopped.value.code == 2 and "run --seed 1 first" in capsys.readouterr().err
