@@ -14,6 +14,7 @@ import platform
 import re
 import shlex
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -48,10 +49,12 @@ def require(script: str, *needed: Path) -> None:
     """Stop ``script`` with a message naming the first of ``needed`` that is missing."""
     for path in needed:
         if not path.exists():
-            sys.exit(
+            print(
                 f"{script} needs {path}; it is not there (Multi30k: set SEQ2ATTN_DATA or put it in "
-                f"{shown(SHARED / 'data' / 'multi30k')})"
+                f"{shown(SHARED / 'data' / 'multi30k')})",
+                file=sys.stderr,
             )
+            sys.exit(2)
 
 
 def shown(path: Path | str) -> str:
@@ -366,6 +369,13 @@ def training_only_trainer(
         logger=False,
     )
     return instantiate(settings, callbacks=list(callbacks))
+
+
+def mean_std(values: Sequence[float], spec: str = ".2f") -> str:
+    """``40.11 ± 0.26`` (sample standard deviation) over several values, the value alone for one."""
+    if len(values) == 1:
+        return format(values[0], spec)
+    return f"{format(statistics.mean(values), spec)} ± {format(statistics.stdev(values), spec)}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

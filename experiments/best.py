@@ -6,20 +6,23 @@ decoding on val, score it on test once.
     python -m experiments.best --report    # only refresh docs/results.md from the result file
 
 A seed's run is ``python src/train.py experiment=multi30k_best seed=<n>`` in
-logs/best/multi30k_best_seed<n>/ (``--runs``); a folder that already holds metrics.json is not
-trained again, and training refuses to start from a working tree with uncommitted changes. Its
-five kept checkpoints are averaged (src/average.py); the average is decoded on val with beam 5
-at every setting of experiments.decoding_grid (the budget harness's grid: length normalisation
-``avg`` or GNMT alpha 0.6 / 1.0 / 1.4, trigram blocking off or on), the simplest setting within
-0.2 BLEU of val's best is chosen, and test_2016_flickr is decoded once with it, then again by a
-fresh ``src/eval.py`` process, which must reproduce the BLEU to 0.1. The run's single best
-checkpoint is decoded on val with the chosen setting too, to show what averaging adds.
+logs/best/multi30k_best_seed<n>/ (``--runs`` changes the parent folder), trained when that folder
+does not exist. The driver refuses, with one line and exit code 2, to start from a working tree
+with uncommitted changes (commit one seed's result files before the next seed), and to report a
+folder that holds no finished run, one trained by another command or from a tree with
+uncommitted changes, or one whose commit's conf/ or src/ differ from the tree's: such a folder
+is deleted and trained again. The five kept checkpoints are averaged (src/average.py); the
+average is decoded on val with beam 5 at every setting of experiments.decoding_grid (the budget
+harness's grid: length normalisation ``avg`` or GNMT alpha 0.6 / 1.0 / 1.4, trigram blocking off
+or on), the simplest setting within 0.2 BLEU of val's best is chosen, and test_2016_flickr is
+decoded once with it, then again by a fresh ``src/eval.py`` process, which must reproduce the
+BLEU to 0.1. The run's single best checkpoint is decoded on val with the chosen setting too, to
+show what averaging adds. Every decode is kept in the run folder and read back by a later call.
 
 Each seed's record goes under ``runs`` in docs/results/multi30k_best.json (scores, repetition
-rate, length ratio, commands, commit, machine, precision, steps, wall time); a run trained from
-a tree with uncommitted changes is refused, not recorded. The ``best`` block of docs/results.md
-is generated from that file, with the mean over the seeds recorded, and seed 1's attention maps
-of the first three test sentences go to docs/figures/best_attention_<n>.png.
+rate, length ratio, commands, commit, machine, precision, steps, wall time). The ``best`` block
+of docs/results.md is generated from that file, with the mean over the seeds recorded, and seed
+1's attention maps of the first three test sentences go to docs/figures/best_attention_<n>.png.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import argparse
 import gzip
 import json
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -39,6 +41,7 @@ from benchmarks.common import (
     corpus,
     describe_machine,
     machine,
+    mean_std,
     relative,
     require,
     shown,
@@ -46,7 +49,14 @@ from benchmarks.common import (
 )
 from benchmarks.common import commit as tree_commit
 from experiments.decoding_grid import GRID, DecodingSetting, choose
-from experiments.scoring import checkpoint_option, evaluate_with, run
+from experiments.scoring import (
+    HarnessError,
+    changed_since,
+    check_clean_tree,
+    checkpoint_option,
+    evaluate_with,
+    run,
+)
 from seq2attn.checkpoints.loading import resolve_checkpoint
 from seq2attn.report import write_section
 
@@ -60,12 +70,10 @@ HEATMAPS = 3
 REPRODUCE_WITHIN = 0.1  # BLEU
 
 
-class RunRefused(RuntimeError):
-    """A run that must not be reported (or trained): the reason, for one line on stderr."""
-
-
 def train(run_dir: Path, seed: int) -> dict[str, Any]:
-    """Train the seed's run unless its folder is done; what the run recorded."""
+    """Train the seed's run unless its folder holds a finished one; what the run recorded, after
+    checking that it is this driver's command, from a clean commit whose recipe (conf/) and code
+    (src/) are still the ones here."""
     command = [
         "python",
         "src/train.py",
@@ -74,29 +82,42 @@ def train(run_dir: Path, seed: int) -> dict[str, Any]:
         f"hydra.run.dir={shown(run_dir)}",
         "trainer.enable_progress_bar=false",
     ]
-    if not (run_dir / "metrics.json").is_file():
-        if tree_commit().endswith("+"):
-            raise RunRefused(
-                "the working tree has uncommitted changes: commit them first, so that the run "
-                "names the commit that made it"
-            )
+    retrain = f"delete {shown(run_dir)} to train it again"
+    process = None
+    if not run_dir.exists():
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        run(command, run_dir.parent / f"{run_dir.name}.log")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+        process = run(command, run_dir.parent / f"{run_dir.name}.log")
+    if not (run_dir / "metrics.json").is_file():
+        raise HarnessError(f"{shown(run_dir)} holds no finished run (no metrics.json): {retrain}")
     record = json.loads((run_dir / "run.json").read_text())
     git = record.get("git") or {}
-    if git.get("dirty"):
-        raise RunRefused(
-            f"{shown(run_dir)} was trained from a working tree with uncommitted changes "
-            f"(commit {str(git.get('commit'))[:7]}): it is not reported; train it again"
+    if git.get("dirty") is not False or not git.get("commit"):
+        raise HarnessError(
+            f"{shown(run_dir)} was not trained from a clean commit (run.json: git {git}): it is "
+            f"not reported; {retrain}"
         )
+    if record.get("argv", [])[1:] != command[2:]:
+        raise HarnessError(
+            f"{shown(run_dir)} was trained by {' '.join(record.get('argv', []))!r}, not by "
+            f"{' '.join(command[1:])!r}: {retrain}"
+        )
+    changed = changed_since(git["commit"], "conf", "src")
+    if changed:
+        raise HarnessError(
+            f"{shown(run_dir)} was trained at {git['commit'][:7]}; {', '.join(changed)} changed "
+            f"since, so its scores would not be this recipe's: {retrain}"
+        )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     precision = record.get("precision") or {}
     return {
-        "command": " ".join(command),
-        "commit": str(git.get("commit"))[:7],
+        "command": f"SEQ2ATTN_DATA={shown(corpus())} {' '.join(command)}",
+        "commit": git["commit"][:7],
         "precision": precision.get("chosen"),
         "precision_reason": precision.get("reason"),
         "wall_s": metrics["time/wall_s"],
+        # start to exit and peak RSS of the training process, when this call trained it
+        "process_wall_s": process.wall_s if process else None,
+        "peak_rss_mb": process.peak_rss_mb if process else None,
         "steps": metrics.get("trainer/global_step"),
         "params": metrics["params"],
         "stop_reason": metrics.get("stop_reason"),
@@ -114,7 +135,7 @@ def average(run_dir: Path) -> tuple[Path, str]:
     return out, " ".join(command)
 
 
-def decode(checkpoint: Path, split: str, setting: DecodingSetting, folder: Path) -> dict:
+def decode(checkpoint: Path, split: str, setting: DecodingSetting, folder: Path) -> dict[str, Any]:
     """Beam-5 scores of ``checkpoint`` on ``split`` with ``setting`` (read back when done)."""
     return evaluate_with([checkpoint], split, folder, (*DATA, *setting.seq2attn()))
 
@@ -125,6 +146,7 @@ def heatmaps(checkpoint: Path, setting: DecodingSetting, work: Path) -> list[str
         lines = text.read().splitlines()[:HEATMAPS]
     work.mkdir(parents=True, exist_ok=True)
     (work / "input.de").write_text("".join(line + "\n" for line in lines))
+    drawn = [work / f"sentence_{number:05d}.png" for number in range(1, HEATMAPS + 1)]
     command = [
         "python",
         "src/translate.py",
@@ -135,11 +157,12 @@ def heatmaps(checkpoint: Path, setting: DecodingSetting, work: Path) -> list[str
         *setting.seq2attn(),
         f"hydra.run.dir={shown(work)}",
     ]
-    run(command, work / "translate.log")
+    if not all(png.is_file() for png in drawn):
+        run(command, work / "translate.log")
     figures = []
-    for number in range(1, HEATMAPS + 1):
+    for number, png in enumerate(drawn, 1):
         target = FIGURES / f"best_attention_{number}.png"
-        shutil.copyfile(work / f"sentence_{number:05d}.png", target)
+        shutil.copyfile(png, target)
         figures.append(shown(target))
     return figures
 
@@ -155,11 +178,9 @@ def score(run_dir: Path, seed: int) -> dict[str, Any]:
     single = resolve_checkpoint(run_dir)
     single_val = decode(single, "val", chosen, evals / f"single-val-{chosen.name}")
     test = decode(averaged, "test", chosen, evals / f"averaged-test-{chosen.name}")
-    again_folder = evals / f"averaged-test-{chosen.name}-again"
-    shutil.rmtree(again_folder, ignore_errors=True)
-    again = decode(averaged, "test", chosen, again_folder)
+    again = decode(averaged, "test", chosen, evals / f"averaged-test-{chosen.name}-again")
     if abs(again["bleu"] - test["bleu"]) > REPRODUCE_WITHIN:
-        raise RunRefused(
+        raise HarnessError(
             f"a fresh src/eval.py scored test {again['bleu']:.2f}, not {test['bleu']:.2f} "
             f"(allowed: {REPRODUCE_WITHIN}): {again['command']}"
         )
@@ -168,7 +189,7 @@ def score(run_dir: Path, seed: int) -> dict[str, Any]:
         "seed": seed,
         **trained,
         "average_command": average_command,
-        "machine": describe_machine(machine()),
+        "machine": describe_machine(machine()),  # that scored it (and trained it, if this call did)
         "decoding": chosen.name,
         "val_bleu": val[chosen.name]["bleu"],
         "val_by_decoding": {
@@ -189,16 +210,9 @@ def score(run_dir: Path, seed: int) -> dict[str, Any]:
     }
 
 
-def mean_std(values: list[float]) -> str:
-    """``41.20 ± 0.30`` (sample standard deviation), or the one value."""
-    if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
 def markdown(result: dict[str, Any]) -> str:
     """The seeds' table (and their mean), the val grid, and how each run was made."""
-    runs = [result["runs"][key] for key in sorted(result["runs"])]
+    runs = sorted(result["runs"].values(), key=lambda r: r["seed"])
     rows = [
         [
             r["seed"],
@@ -225,8 +239,8 @@ def markdown(result: dict[str, Any]) -> str:
                 mean_std([r["val_bleu"] for r in runs]),
                 mean_std([r["test_bleu"] for r in runs]),
                 mean_std([r["test_chrf"] for r in runs]),
-                mean_std([r["repetition_rate"] for r in runs]),
-                "",
+                mean_std([r["repetition_rate"] for r in runs], ".1f"),
+                mean_std([r["length_ratio"] for r in runs], ".3f"),
             ]
         )
     headers = ["seed", "steps", "train min", "precision", "decoding (chosen on val)", "val BLEU"]
@@ -255,6 +269,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"`{r['average_command']}`; test scored by `{r['eval_command']}` (a fresh process "
             f"gave {r['reproduced_bleu']:.2f}).\n"
         )
+    if len({(r["machine"], r["commit"]) for r in runs}) > 1:
+        lines.append(
+            "The seeds ran at different commits or on different machines (below): the time limit "
+            "gives a faster machine more steps.\n"
+        )
     lines.append(f"Signature: `{runs[0]['signature']}`.\n")
     return "\n".join(lines)
 
@@ -276,9 +295,10 @@ def main(argv: list[str] | None = None) -> None:
         require("python -m experiments.best", corpus() / "train.de.gz")
         run_dir = args.runs.resolve() / f"multi30k_best_seed{args.seed}"
         try:
+            check_clean_tree(tree_commit())
             record = score(run_dir, args.seed)
-        except RunRefused as refused:
-            print(f"experiments.best: {refused}", file=sys.stderr)
+        except HarnessError as refusal:
+            print(f"experiments.best: {refusal}", file=sys.stderr)
             sys.exit(2)
         result = json.loads(RESULT.read_text()) if RESULT.is_file() else {"runs": {}}
         result["runs"][f"seed{args.seed}"] = relative(record)

@@ -41,7 +41,6 @@ import csv
 import gzip
 import json
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -58,6 +57,7 @@ from benchmarks.common import (
     corpus,
     describe_machine,
     machine,
+    mean_std,
     relative,
     run_measured,
     shown,
@@ -65,7 +65,7 @@ from benchmarks.common import (
     write_result,
 )
 from experiments.decoding_grid import DecodingSetting, choose, grid_for
-from experiments.scoring import evaluate_with
+from experiments.scoring import HarnessError, check_clean_tree, evaluate_with
 from seq2attn.metrics import corpus_scores, output_scores
 from seq2attn.report import write_section
 
@@ -79,10 +79,6 @@ PEER_SEED = 1234  # benchmarks.peers trains each peer with this seed
 REPRODUCE_BLEU = 0.1  # how far a fresh src/eval.py may land from the recorded test BLEU
 
 
-class HarnessError(RuntimeError):
-    """A refusal that ends the driver with one line and exit code 2."""
-
-
 def run_key(model: str, tool: str, seed: int | None = None) -> str:
     """``r2_seq2attn_seed2``; a peer's single run ``r2_opennmt``."""
     return f"{model}_{tool}" + (f"_seed{seed}" if seed is not None else "")
@@ -91,15 +87,6 @@ def run_key(model: str, tool: str, seed: int | None = None) -> str:
 def fingerprint(described: Mapping[str, Any]) -> str:
     """What decides the speed of a run: ``AMD EPYC 7B13 (avx2, fma), 2 cores``."""
     return describe_machine(described)
-
-
-def check_clean_tree(current: str) -> None:
-    """Refuse a working tree with uncommitted changes (``commit()`` ends with ``+``)."""
-    if current.endswith("+"):
-        raise HarnessError(
-            f"the working tree has uncommitted changes (commit {current}): commit or stash them "
-            "first, so that every result names the commit that made it"
-        )
 
 
 def check_inputs(*needed: Path) -> None:
@@ -306,13 +293,6 @@ def by_machine(runs: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, dict[s
     for name, run in runs.items():
         groups.setdefault(run["fingerprint"], {})[name] = run
     return groups
-
-
-def mean_std(values: Sequence[float], spec: str = ".2f") -> str:
-    """``40.11 ± 0.26`` (sample standard deviation) over several values, the value alone for one."""
-    if len(values) == 1:
-        return format(values[0], spec)
-    return f"{format(statistics.mean(values), spec)} ± {format(statistics.stdev(values), spec)}"
 
 
 def markdown(report: Mapping[str, Any]) -> str:

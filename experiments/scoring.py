@@ -1,19 +1,43 @@
-"""Scores of a checkpoint on val or test by ``src/eval.py``, kept in a folder so that a second
-call reads them instead of decoding again; shared by experiments.best and experiments.budget."""
+"""What experiments.best and experiments.budget share: scores of a checkpoint on val or test by
+``src/eval.py``, kept in a folder so that a second call reads them instead of decoding again, and
+the refusals that keep a result reportable (one line, exit code 2)."""
 
 from __future__ import annotations
 
 import json
 import os
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import REPO, CommandFailed, Measured, corpus, run_measured, shown
 
-# GNMT length penalties tried on val with beam 5; the best one decodes test
-LENGTH_PENALTIES = (0.6, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 2.0)
+
+class HarnessError(RuntimeError):
+    """A refusal that ends the driver with one line and exit code 2."""
+
+
+def check_clean_tree(current: str) -> None:
+    """Refuse a working tree with uncommitted changes (``commit()`` ends with ``+``)."""
+    if current.endswith("+"):
+        raise HarnessError(
+            f"the working tree has uncommitted changes (commit {current}): commit or stash them "
+            "first, so that every result names the commit that made it"
+        )
+
+
+def changed_since(commit: str, *paths: str) -> list[str]:
+    """The files under ``paths`` that differ between ``commit`` and the working tree."""
+    done = subprocess.run(
+        ["git", "-C", str(REPO), "diff", "--name-only", commit, "--", *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return done.stdout.split()
 
 
 def run(command: list[str], log: Path) -> Measured:
@@ -32,21 +56,6 @@ def checkpoint_option(checkpoints: list[Path]) -> str:
     """The ckpt_path value: one path, or a list of them for an ensemble."""
     paths = [shown(checkpoint) for checkpoint in checkpoints]
     return paths[0] if len(paths) == 1 else f"[{','.join(paths)}]"
-
-
-def evaluate(
-    checkpoints: list[Path],
-    split: str,
-    folder: Path,
-    length_penalty: float,
-    overrides: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """Beam-5 scores of the checkpoint (an ensemble if several) on ``split`` at a GNMT length
-    penalty, with the command; ``folder`` holds the decode and its scores.json."""
-    scores = evaluate_with(
-        checkpoints, split, folder, (*overrides, f"decoding.length_penalty={length_penalty}")
-    )
-    return {"length_penalty": length_penalty, **scores}
 
 
 def evaluate_with(

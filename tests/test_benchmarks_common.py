@@ -101,9 +101,13 @@ def test_corpus_is_seq2attn_data_when_set(tmp_path: Path, monkeypatch: pytest.Mo
     assert common.corpus() == common.REPO.parent / "shared" / "data" / "multi30k"
 
 
-def test_require_names_the_missing_folder(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match=f"needs {tmp_path / 'absent'}; it is not there"):
+def test_require_names_the_missing_folder_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
         common.require("python -m benchmarks.x", tmp_path, tmp_path / "absent")
+    assert stopped.value.code == 2
+    assert f"needs {tmp_path / 'absent'}; it is not there" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.common import Measured
 from experiments import best, scoring
 from experiments.decoding_grid import GRID
 
@@ -27,7 +28,9 @@ class FakeCommands:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         self.calls: list[list[str]] = []
-        self.dirty_run = False
+        self.git: dict[str, object] = {"commit": "abc1234" + "0" * 33, "dirty": False}
+        self.changed: list[str] = []
+        self.tree = "abc1234"
         self.again_offset = 0.0
         self.page = tmp_path / "results.md"
         self.page.write_text("before\n<!-- report:best -->\n<!-- /report:best -->\nafter\n")
@@ -42,22 +45,23 @@ class FakeCommands:
         monkeypatch.setattr(best, "corpus", lambda: data)
         monkeypatch.setattr(scoring, "corpus", lambda: data)
         monkeypatch.setattr(best, "require", lambda *args: None)
-        monkeypatch.setattr(best, "tree_commit", lambda: "abc1234")
+        monkeypatch.setattr(best, "tree_commit", lambda: self.tree)
+        monkeypatch.setattr(best, "changed_since", lambda commit, *paths: self.changed)
         monkeypatch.setattr(best, "machine", lambda: {})
         monkeypatch.setattr(best, "describe_machine", lambda described: "Xeon (amx_bf16), 2 cores")
         monkeypatch.setattr(best, "run", self.run)
         monkeypatch.setattr(scoring, "run", self.run)
 
-    def run(self, command: list[str], log: Path) -> None:
+    def run(self, command: list[str], log: Path) -> Measured:
         self.calls.append(command)
         script = command[1]
         if script == "src/train.py":
             folder = Path(option(command, "hydra.run.dir"))
             (folder / "checkpoints").mkdir(parents=True)
             (folder / "checkpoints" / "best-epoch020-bleu39.90.ckpt").write_text("")
-            git = {"commit": "abc1234" + "0" * 33, "dirty": self.dirty_run}
             precision = {"chosen": "bf16-mixed", "reason": "bf16 products 3.1x faster"}
-            (folder / "run.json").write_text(json.dumps({"git": git, "precision": precision}))
+            record = {"git": self.git, "precision": precision, "argv": command[1:]}
+            (folder / "run.json").write_text(json.dumps(record))
             metrics = {"time/wall_s": 6000.0, "trainer/global_step": 10500, "params": 26570560}
             metrics |= {"stop_reason": "time", "val/bleu_best": 39.9}
             (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -81,6 +85,7 @@ class FakeCommands:
             folder = Path(option(command, "attention_dir"))
             for number in range(1, best.HEATMAPS + 1):
                 (folder / f"sentence_{number:05d}.png").write_bytes(b"png")
+        return Measured(returncode=0, wall_s=6020.0, peak_rss_mb=3400.0)
 
 
 def test_a_seed_is_trained_averaged_chosen_on_val_and_scored_on_test_once(
@@ -100,7 +105,11 @@ def test_a_seed_is_trained_averaged_chosen_on_val_and_scored_on_test_once(
     assert record["single_checkpoint"]["val_bleu"] == pytest.approx(39.85)
     assert record["val_by_decoding"]["gnmt1+block3"]["bleu"] == pytest.approx(40.7)
     assert (record["commit"], record["precision"]) == ("abc1234", "bf16-mixed")
-    assert record["steps"] == 10500
+    assert (record["steps"], record["process_wall_s"], record["peak_rss_mb"]) == (10500, 6020, 3400)
+    assert record["command"].endswith(
+        "python src/train.py experiment=multi30k_best seed=1 hydra.run.dir="
+        f"{tmp_path}/runs/multi30k_best_seed1 trainer.enable_progress_bar=false"
+    )
     assert record["figures"] == [f"{tmp_path}/figures/best_attention_{n}.png" for n in (1, 2, 3)]
     page = fake.page.read_text()
     assert page.startswith("before\n") and page.endswith("after\n")
@@ -122,21 +131,63 @@ def test_the_second_seed_joins_the_first_and_the_page_gives_their_mean(
     assert "| mean of 2 |  |  |  |  | 40.85 ± 0.00 | 40.65 ± 0.07 |" in fake.page.read_text()
 
 
-def test_a_run_from_a_tree_with_uncommitted_changes_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    fake = FakeCommands(monkeypatch, tmp_path)
-    fake.dirty_run = True
+def refusal(fake: FakeCommands, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line with which ``--seed 1`` stops, after checking it wrote no result."""
+    page = fake.page.read_text()
     with pytest.raises(SystemExit) as stopped:
         best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
     assert stopped.value.code == 2
-    assert "was trained from a working tree with uncommitted changes" in capsys.readouterr().err
-    assert not (tmp_path / "multi30k_best.json").exists()
-    monkeypatch.setattr(best, "tree_commit", lambda: "abc1234+")
-    with pytest.raises(SystemExit):
-        best.main(["--seed", "2", "--runs", str(tmp_path / "runs")])
-    assert "commit them first" in capsys.readouterr().err
-    assert [command[1] for command in fake.calls] == ["src/train.py"]  # seed 2 never started
+    assert not (tmp_path / "multi30k_best.json").exists() and fake.page.read_text() == page
+    (line,) = capsys.readouterr().err.splitlines()
+    return line
+
+
+@pytest.mark.parametrize(
+    "git", [{"commit": "abc1234" + "0" * 33, "dirty": True}, {"commit": None, "dirty": None}]
+)
+def test_a_run_not_trained_from_a_clean_commit_is_refused(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    git: dict[str, object],
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    fake.git = git
+    line = refusal(fake, tmp_path, capsys)
+    assert "multi30k_best_seed1 was not trained from a clean commit" in line
+    assert line.endswith("multi30k_best_seed1 to train it again")
+
+
+def test_nothing_starts_from_a_tree_with_uncommitted_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
+    fake.calls.clear()
+    (tmp_path / "multi30k_best.json").unlink()
+    fake.tree = "abc1234+"  # scoring a finished run is refused too, not only training one
+    assert "commit or stash them first" in refusal(fake, tmp_path, capsys)
+    assert fake.calls == []
+
+
+def test_an_unfinished_foreign_or_outdated_run_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    folder = tmp_path / "runs" / "multi30k_best_seed1"
+    folder.mkdir(parents=True)  # a run stopped before it wrote metrics.json
+    assert "seed1 holds no finished run (no metrics.json)" in refusal(fake, tmp_path, capsys)
+    assert fake.calls == []  # its checkpoints are not mixed with a new run's
+    folder.rmdir()
+    fake.changed = ["conf/experiment/multi30k_best.yaml"]
+    line = refusal(fake, tmp_path, capsys)
+    assert "trained at abc1234; conf/experiment/multi30k_best.yaml changed since" in line
+    fake.changed = []
+    record = json.loads((folder / "run.json").read_text())
+    record["argv"] = ["src/train.py", "experiment=multi30k_best", "seed=1", "model.dropout=0.1"]
+    (folder / "run.json").write_text(json.dumps(record))
+    line = refusal(fake, tmp_path, capsys)
+    assert "was trained by 'src/train.py experiment=multi30k_best seed=1 model.dropout=0.1'" in line
 
 
 def test_a_test_score_that_a_fresh_process_does_not_reproduce_is_refused(
@@ -144,11 +195,7 @@ def test_a_test_score_that_a_fresh_process_does_not_reproduce_is_refused(
 ) -> None:
     fake = FakeCommands(monkeypatch, tmp_path)
     fake.again_offset = 0.2
-    with pytest.raises(SystemExit) as stopped:
-        best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
-    assert stopped.value.code == 2
-    assert "a fresh src/eval.py scored test 40.80, not 40.60" in capsys.readouterr().err
-    assert not (tmp_path / "multi30k_best.json").exists()
+    assert "a fresh src/eval.py scored test 40.80, not 40.60" in refusal(fake, tmp_path, capsys)
 
 
 def test_report_without_a_result_file_says_which_command_makes_it(

@@ -12,18 +12,11 @@ from typing import Any
 
 import pytest
 
+from benchmarks.common import mean_std
 from experiments import budget
-from experiments.budget import (
-    HarnessError,
-    check_clean_tree,
-    check_run,
-    markdown,
-    mean_logged_tok_s,
-    mean_std,
-    reusable,
-    run_key,
-)
+from experiments.budget import check_run, markdown, mean_logged_tok_s, reusable, run_key
 from experiments.decoding_grid import GRID, DecodingSetting, choose, grid_for
+from experiments.scoring import HarnessError, check_clean_tree
 from seq2attn.config.run import validate_decoding
 from tests.conftest import compose_config
 
