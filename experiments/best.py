@@ -7,17 +7,17 @@ decoding on val, score it on test once.
 
 A seed's run is ``python src/train.py experiment=multi30k_best seed=<n>`` in
 logs/best/multi30k_best_seed<n>/ (``--runs`` changes the parent folder), trained when that folder
-does not exist. The driver refuses, with one line and exit code 2, to start from a working tree
-with uncommitted changes (commit one seed's result files before the next seed), and to report a
-folder that holds no finished run, one trained by another command or from a tree with
-uncommitted changes, or one whose commit's conf/ or src/ differ from the tree's: such a folder
-is deleted and trained again. The five kept checkpoints are averaged (src/average.py); the
-average is decoded on val with beam 5 at every setting of experiments.decoding_grid (the budget
-harness's grid: length normalisation ``avg`` or GNMT alpha 0.6 / 1.0 / 1.4, trigram blocking off
-or on), the simplest setting within 0.2 BLEU of val's best is chosen, and test_2016_flickr is
-decoded once with it, then again by a fresh ``src/eval.py`` process, which must reproduce the
-BLEU to 0.1. The run's single best checkpoint is decoded on val with the chosen setting too, to
-show what averaging adds. Every decode is kept in the run folder and read back by a later call.
+does not exist. The driver refuses, with one line and exit code 2, to start from a working tree with
+uncommitted changes (commit one seed's result files before the next seed), and to report a folder
+that holds no finished run, one trained by another command or from a tree with uncommitted changes,
+or one whose commit's conf/ or src/ differ from the tree's in more than comments: such a folder is
+deleted and trained again. The five kept checkpoints are averaged (src/average.py); the average is
+decoded on val with beam 5 at every setting of experiments.decoding_grid (the budget harness's grid:
+length normalisation ``avg`` or GNMT alpha 0.6 / 1.0 / 1.4, trigram blocking off or on), the
+simplest setting within 0.2 BLEU of val's best is chosen, and test_2016_flickr is decoded once with
+it, then again by a fresh ``src/eval.py`` process, which must reproduce the BLEU to 0.1. The run's
+single best checkpoint is decoded on val with the chosen setting too, to show what averaging adds.
+Every decode is kept in the run folder and read back by a later call.
 
 Each seed's record goes under ``runs`` in docs/results/multi30k_best.json (scores, repetition
 rate, length ratio, commands, commit, machine, precision, steps, wall time). The ``best`` block

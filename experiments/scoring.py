@@ -28,10 +28,21 @@ def check_clean_tree(current: str) -> None:
         )
 
 
-def changed_since(commit: str, *paths: str) -> list[str]:
-    """The files under ``paths`` that differ between ``commit`` and the working tree."""
+def changed_since(commit: str, *paths: str, repo: Path = REPO) -> list[str]:
+    """The files under ``paths`` whose lines other than comments and blank lines differ between
+    ``commit`` and the working tree (a reworded comment changes no recipe)."""
     done = subprocess.run(
-        ["git", "-C", str(REPO), "diff", "--name-only", commit, "--", *paths],
+        [
+            "git",
+            "-C",
+            str(repo),
+            "diff",
+            "--name-only",
+            "-G^[[:space:]]*[^#[:space:]]",
+            commit,
+            "--",
+            *paths,
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,24 @@ def test_report_without_a_result_file_says_which_command_makes_it(
     with pytest.raises(SystemExit) as stopped:
         best.main(["--report"])
     assert stopped.value.code == 2 and "run --seed 1 first" in capsys.readouterr().err
+
+
+def test_a_reworded_comment_is_no_change_of_recipe_but_a_changed_value_is(tmp_path: Path) -> None:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True)
+        return done.stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "conf").mkdir()
+    recipe = tmp_path / "conf" / "best.yaml"
+    recipe.write_text("# a wide model\nmodel:\n  dropout: 0.4  # more than before\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "recipe")
+    trained_at = git("rev-parse", "HEAD")
+    recipe.write_text(
+        "# a wide model, about 9,000 steps\n\nmodel:\n    # regularised\n"
+        "  dropout: 0.4  # more than before\n"
+    )
+    assert scoring.changed_since(trained_at, "conf", repo=tmp_path) == []
+    recipe.write_text("# a wide model\nmodel:\n  dropout: 0.3  # more than before\n")
+    assert scoring.changed_since(trained_at, "conf", repo=tmp_path) == ["conf/best.yaml"]
