@@ -3,7 +3,8 @@ decoding on val, score it on test once.
 
     python -m experiments.best --seed 1    # train seed 1 (unless its folder is done), score it
     python -m experiments.best --seed 2    # the second seed, in a sitting of its own
-    python -m experiments.best --report    # only refresh docs/results.md from the result file
+    python -m experiments.best --seed 1 --rejected "val below the recipe it was to replace"
+    python -m experiments.best --report    # only refresh docs/results.md from the result files
 
 A seed's run is ``python src/train.py experiment=multi30k_best seed=<n>`` in
 logs/best/multi30k_best_seed<n>/ (``--runs`` changes the parent folder), trained when that folder
@@ -20,7 +21,9 @@ single best checkpoint is decoded on val with the chosen setting too, to show wh
 Every decode is kept in the run folder and read back by a later call.
 
 Each seed's record goes under ``runs`` in docs/results/multi30k_best.json (scores, repetition
-rate, length ratio, commands, commit, machine, precision, steps, wall time). The ``best`` block
+rate, length ratio, commands, commit, machine, precision, steps, wall time). With ``--rejected``
+the run is scored on val only (test is not decoded) and its record, with the reason, goes to
+docs/results/multi30k_best-rejected.json under ``<commit>_seed<n>``. The ``best`` block
 of docs/results.md is generated from that file, with the mean over the seeds recorded, and seed
 1's attention maps of the first three test sentences go to docs/figures/best_attention_<n>.png.
 """
@@ -48,7 +51,7 @@ from benchmarks.common import (
     table,
 )
 from benchmarks.common import commit as tree_commit
-from experiments.decoding_grid import GRID, DecodingSetting, choose
+from experiments.decoding_grid import BY_NAME, GRID, DecodingSetting, choose
 from experiments.scoring import (
     HarnessError,
     changed_since,
@@ -62,6 +65,7 @@ from seq2attn.report import write_section
 
 RUNS = REPO / "logs" / "best"
 RESULT = REPO / "docs" / "results" / "multi30k_best.json"
+REJECTED = REPO / "docs" / "results" / "multi30k_best-rejected.json"
 PAGE = REPO / "docs" / "results.md"
 FIGURES = REPO / "docs" / "figures"
 AVERAGED = 5
@@ -167,9 +171,8 @@ def heatmaps(checkpoint: Path, setting: DecodingSetting, work: Path) -> list[str
     return figures
 
 
-def score(run_dir: Path, seed: int) -> dict[str, Any]:
-    """Train (unless done), average, choose the decoding on val, score test once and again;
-    the seed's record."""
+def validate(run_dir: Path, seed: int) -> dict[str, Any]:
+    """Train (unless done), average and choose the decoding on val; the seed's record so far."""
     trained = train(run_dir, seed)
     averaged, average_command = average(run_dir)
     evals = run_dir / "eval"
@@ -177,14 +180,6 @@ def score(run_dir: Path, seed: int) -> dict[str, Any]:
     chosen = choose({name: scores["bleu"] for name, scores in val.items()})
     single = resolve_checkpoint(run_dir)
     single_val = decode(single, "val", chosen, evals / f"single-val-{chosen.name}")
-    test = decode(averaged, "test", chosen, evals / f"averaged-test-{chosen.name}")
-    again = decode(averaged, "test", chosen, evals / f"averaged-test-{chosen.name}-again")
-    if abs(again["bleu"] - test["bleu"]) > REPRODUCE_WITHIN:
-        raise HarnessError(
-            f"a fresh src/eval.py scored test {again['bleu']:.2f}, not {test['bleu']:.2f} "
-            f"(allowed: {REPRODUCE_WITHIN}): {again['command']}"
-        )
-    figures = heatmaps(averaged, chosen, run_dir / "heatmaps") if seed == 1 else []
     return {
         "seed": seed,
         **trained,
@@ -197,6 +192,26 @@ def score(run_dir: Path, seed: int) -> dict[str, Any]:
             for name, scores in val.items()
         },
         "single_checkpoint": {"checkpoint": shown(single), "val_bleu": single_val["bleu"]},
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+
+
+def score(run_dir: Path, seed: int) -> dict[str, Any]:
+    """:func:`validate`, then test scored once with the chosen setting and again by a fresh
+    process; the seed's record."""
+    record = validate(run_dir, seed)
+    chosen = BY_NAME[record["decoding"]]
+    averaged = run_dir / "averaged.ckpt"
+    evals = run_dir / "eval"
+    test = decode(averaged, "test", chosen, evals / f"averaged-test-{chosen.name}")
+    again = decode(averaged, "test", chosen, evals / f"averaged-test-{chosen.name}-again")
+    if abs(again["bleu"] - test["bleu"]) > REPRODUCE_WITHIN:
+        raise HarnessError(
+            f"a fresh src/eval.py scored test {again['bleu']:.2f}, not {test['bleu']:.2f} "
+            f"(allowed: {REPRODUCE_WITHIN}): {again['command']}"
+        )
+    return {
+        **record,
         "test_bleu": test["bleu"],
         "test_chrf": test["chrf"],
         "test_ter": test["ter"],
@@ -205,14 +220,38 @@ def score(run_dir: Path, seed: int) -> dict[str, Any]:
         "reproduced_bleu": again["bleu"],
         "eval_command": test["command"],
         "signature": test["signatures"]["bleu"],
-        "figures": figures,
-        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "figures": heatmaps(averaged, chosen, run_dir / "heatmaps") if seed == 1 else [],
     }
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """The seeds' table (and their mean), the val grid, and how each run was made."""
-    runs = sorted(result["runs"].values(), key=lambda r: r["seed"])
+def markdown(result: dict[str, Any], rejected: dict[str, Any]) -> str:
+    """The seeds' table (and their mean), the val grid, how each run was made, then the
+    rejected recipes' val scores."""
+    lines = seeds_markdown(result["runs"]) if result["runs"] else []
+    if rejected["runs"]:
+        rows = [
+            [
+                f"{r['commit']}, seed {r['seed']}",
+                f"{r['steps']:,.0f}",
+                f"{r['wall_s'] / 60:.0f}",
+                r["precision"],
+                r["decoding"],
+                f"{r['val_bleu']:.2f}",
+                f"{r['val_bleu_greedy_best']:.2f}",
+                r["reason"],
+            ]
+            for r in rejected["runs"].values()
+        ]
+        headers = ["recipe at commit", "steps", "train min", "precision"]
+        headers += ["decoding (chosen on val)", "val BLEU", "best greedy val BLEU", "why rejected"]
+        lines.append("Rejected recipes (scored on val only; test was not decoded):\n")
+        lines.append(table(headers, rows))
+    return "\n".join(lines)
+
+
+def seeds_markdown(seeds: dict[str, Any]) -> list[str]:
+    """The table of the recipe's seeds, their val grid and how each was made."""
+    runs = sorted(seeds.values(), key=lambda r: r["seed"])
     rows = [
         [
             r["seed"],
@@ -275,7 +314,7 @@ def markdown(result: dict[str, Any]) -> str:
             "gives a faster machine more steps.\n"
         )
     lines.append(f"Signature: `{runs[0]['signature']}`.\n")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,9 +325,16 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--seed", type=int, help="train (unless done) and score this seed")
     group.add_argument("--report", action="store_true", help="only refresh the page")
     parser.add_argument(
+        "--rejected",
+        metavar="REASON",
+        help="with --seed: score val only and record the recipe as rejected, for this reason",
+    )
+    parser.add_argument(
         "--runs", type=Path, default=RUNS, help=f"the runs' parent folder (default {shown(RUNS)})"
     )
     args = parser.parse_args(argv)
+    if args.rejected is not None and args.seed is None:
+        parser.error("--rejected goes with --seed")
     if args.seed is not None:
         if args.seed < 1:
             parser.error(f"--seed {args.seed}: must be 1 or more")
@@ -296,20 +342,31 @@ def main(argv: list[str] | None = None) -> None:
         run_dir = args.runs.resolve() / f"multi30k_best_seed{args.seed}"
         try:
             check_clean_tree(tree_commit())
-            record = score(run_dir, args.seed)
+            if args.rejected is None:
+                record = score(run_dir, args.seed)
+                path, key = RESULT, f"seed{args.seed}"
+            else:
+                record = validate(run_dir, args.seed)
+                record |= {"status": "rejected", "reason": args.rejected}
+                path, key = REJECTED, f"{record['commit']}_seed{args.seed}"
         except HarnessError as refusal:
             print(f"experiments.best: {refusal}", file=sys.stderr)
             sys.exit(2)
-        result = json.loads(RESULT.read_text()) if RESULT.is_file() else {"runs": {}}
-        result["runs"][f"seed{args.seed}"] = relative(record)
-        RESULT.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {shown(RESULT)}")
-    if not RESULT.is_file():
+        kept = load(path)
+        kept["runs"][key] = relative(record)
+        path.write_text(json.dumps(kept, indent=2) + "\n")
+        print(f"wrote {shown(path)}")
+    if not (RESULT.is_file() or REJECTED.is_file()):
         print(f"experiments.best: no {shown(RESULT)} yet: run --seed 1 first", file=sys.stderr)
         sys.exit(2)
-    result = json.loads(RESULT.read_text())
-    write_section(markdown(result), PAGE, "best")
-    print(markdown(result), end="")
+    page = markdown(load(RESULT), load(REJECTED))
+    write_section(page, PAGE, "best")
+    print(page, end="")
+
+
+def load(path: Path) -> dict[str, Any]:
+    """A result file's records, or none yet."""
+    return json.loads(path.read_text()) if path.is_file() else {"runs": {}}
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class FakeCommands:
             text.write("ein Hund .\nzwei Hunde .\ndrei Hunde .\nvier\n")
         (tmp_path / "figures").mkdir()
         monkeypatch.setattr(best, "RESULT", tmp_path / "multi30k_best.json")
+        monkeypatch.setattr(best, "REJECTED", tmp_path / "multi30k_best-rejected.json")
         monkeypatch.setattr(best, "PAGE", self.page)
         monkeypatch.setattr(best, "FIGURES", tmp_path / "figures")
         monkeypatch.setattr(best, "corpus", lambda: data)
@@ -130,6 +131,27 @@ def test_the_second_seed_joins_the_first_and_the_page_gives_their_mean(
         "seed2",
     ]
     assert "| mean of 2 |  |  |  |  | 40.85 ± 0.00 | 40.65 ± 0.07 |" in fake.page.read_text()
+
+
+def test_a_rejected_recipe_is_scored_on_val_only_and_kept_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    reason = "val below the recipe it was to replace"
+    best.main(["--seed", "1", "--rejected", reason, "--runs", str(tmp_path / "runs")])
+    assert not any("split=test" in command for command in fake.calls)
+    assert not (tmp_path / "multi30k_best.json").exists()
+    kept = json.loads((tmp_path / "multi30k_best-rejected.json").read_text())["runs"]
+    record = kept["abc1234_seed1"]
+    assert (record["status"], record["reason"], record["val_bleu"]) == ("rejected", reason, 40.85)
+    assert "test_bleu" not in record
+    assert f"| abc1234, seed 1 | 10,500 | 100 | bf16-mixed | avg | 40.85 | 39.90 | {reason} |" in (
+        fake.page.read_text()
+    )
+    best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])  # accepted after all: test once
+    assert sum("split=test" in command for command in fake.calls) == 2
+    page = fake.page.read_text()
+    assert page.index("| 1 | 10,500 |") < page.index("Rejected recipes") < page.index("abc1234,")
 
 
 def refusal(fake: FakeCommands, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
