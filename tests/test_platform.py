@@ -39,6 +39,32 @@ def test_bf16_mixed_trains_an_epoch_with_finite_loss(compose_train: Compose) -> 
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
 
 
+def test_bf16_mixed_validates_and_tests_by_decoding_in_fp32(
+    compose_train: Compose, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searched: list[tuple[bool, torch.dtype]] = []  # autocast on?, the dtype of the first logits
+    search = module_lib.decode
+
+    def recording_decode(model, *args, **kwargs):
+        step = model.step
+
+        def first_step(*step_args):
+            logits, *rest = step(*step_args)
+            searched.append((torch.is_autocast_enabled("cpu"), logits.dtype))
+            model.step = step
+            return (logits, *rest)
+
+        model.step = first_step
+        try:
+            return search(model, *args, **kwargs)
+        finally:
+            model.step = step
+
+    monkeypatch.setattr(module_lib, "decode", recording_decode)
+    train(compose_train("precision=bf16-mixed", "trainer.max_epochs=1"))
+    assert searched and set(searched) == {(False, torch.float32)}  # val batches, then test
+
+
 class _GradientsAtStep(Callback):
     """Whether the optimizer is fused, and the gradients each optimizer step applied (clipped)."""
 

@@ -27,6 +27,7 @@ from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seq2attn.faults import NonFiniteLoss, largest_over_ranks
 from seq2attn.loss import token_nll, training_nll
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
+from seq2attn.models.length_shaped import fp32_on_cpu
 from seq2attn.models.seq2seq import Seq2Seq
 from seq2attn.search import decode
 from seq2attn.teacher_forcing import Feedback, SamplingMode, Schedule
@@ -166,12 +167,11 @@ class Seq2SeqModule(L.LightningModule):
                 batch.src_lengths,
                 [None] * len(batch.indices) if gold is None else [gold[i] for i in batch.indices],
             )
-        best = [
-            nbest[0]
-            for nbest in decode(
-                self.model, batch.src, batch.src_lengths, self.decoding, BOS_ID, EOS_ID
-            )
-        ]
+        # in fp32 on a CPU, as src/eval.py decodes: under bf16 autocast every batch size that the
+        # search shrinks to, times every source length, is a new oneDNN kernel kept in its cache
+        with fp32_on_cpu(batch.src):
+            found = decode(self.model, batch.src, batch.src_lengths, self.decoding, BOS_ID, EOS_ID)
+        best = [nbest[0] for nbest in found]
         texts = attached_datamodule(self.trainer).tgt_tokenizer.decode([hyp.tokens for hyp in best])
         self.translations[split].update(zip(batch.indices.tolist(), texts, strict=True))
 
