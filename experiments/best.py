@@ -11,21 +11,23 @@ logs/best/multi30k_best_seed<n>/ (``--runs`` changes the parent folder), trained
 does not exist. The driver refuses, with one line and exit code 2, to start from a working tree with
 uncommitted changes (commit one seed's result files before the next seed), and to report a folder
 that holds no finished run, one trained by another command or from a tree with uncommitted changes,
-or one whose commit's conf/ or src/ differ from the tree's in more than comments: such a folder is
-deleted and trained again. The five kept checkpoints are averaged (src/average.py); the average is
-decoded on val with beam 5 at every setting of experiments.decoding_grid (the budget harness's grid:
-length normalisation ``avg`` or GNMT alpha 0.6 / 1.0 / 1.4, trigram blocking off or on), the
-simplest setting within 0.2 BLEU of val's best is chosen, and test_2016_flickr is decoded once with
-it, then again by a fresh ``src/eval.py`` process, which must reproduce the BLEU to 0.1. The run's
-single best checkpoint is decoded on val with the chosen setting too, to show what averaging adds.
-Every decode is kept in the run folder and read back by a later call.
+or one whose commit's conf/ or src/ differ from the tree's in more than comments: delete such a
+folder to train it again (and move a rejected recipe's folder aside before the next recipe). The
+five kept checkpoints are averaged (src/average.py); the average is decoded on val with beam 5 at
+every setting of experiments.decoding_grid (the budget harness's grid: length normalisation ``avg``
+or GNMT alpha 0.6 / 1.0 / 1.4, trigram blocking off or on), the simplest setting within 0.2 BLEU of
+val's best is chosen, and test_2016_flickr is decoded once with it, then again by a fresh
+``src/eval.py`` process, which must reproduce the BLEU to 0.1; the only other decode of test is
+src/train.py's own greedy test of the best checkpoint when training ends. The run's single best
+checkpoint is decoded on val with the chosen setting too, to show what averaging adds. Every decode
+is kept in the run folder and read back by a later call.
 
-Each seed's record goes under ``runs`` in docs/results/multi30k_best.json (scores, repetition
-rate, length ratio, commands, commit, machine, precision, steps, wall time). With ``--rejected``
-the run is scored on val only (test is not decoded) and its record, with the reason, goes to
-docs/results/multi30k_best-rejected.json under ``<commit>_seed<n>``. The ``best`` block
-of docs/results.md is generated from that file, with the mean over the seeds recorded, and seed
-1's attention maps of the first three test sentences go to docs/figures/best_attention_<n>.png.
+Each seed's record goes under ``runs`` in docs/results/multi30k_best.json (scores, repetition rate,
+length ratio, commands, commit, machine, precision, steps, wall time). With ``--rejected`` the run
+is scored on val only (the average's test is not decoded) and its record, with the reason, goes to
+docs/results/multi30k_best-rejected.json under ``<commit>_seed<n>``. The ``best`` block of
+docs/results.md is generated from both files, with the mean once two seeds are in, and seed 1's
+attention maps of the first three test sentences go to docs/figures/best_attention_<n>.png.
 """
 
 from __future__ import annotations
@@ -244,7 +246,7 @@ def markdown(result: dict[str, Any], rejected: dict[str, Any]) -> str:
         ]
         headers = ["recipe at commit", "steps", "train min", "precision"]
         headers += ["decoding (chosen on val)", "val BLEU", "best greedy val BLEU", "why rejected"]
-        lines.append("Rejected recipes (scored on val only; test was not decoded):\n")
+        lines.append("Rejected recipes (their averages scored on val only, never on test):\n")
         lines.append(table(headers, rows))
     return "\n".join(lines)
 
