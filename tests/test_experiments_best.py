@@ -232,7 +232,9 @@ def test_report_without_a_result_file_says_which_command_makes_it(
 
 def test_a_reworded_comment_is_no_change_of_recipe_but_a_changed_value_is(tmp_path: Path) -> None:
     def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True)
+        done = subprocess.run(
+            ["git", "-C", str(tmp_path), *args], capture_output=True, text=True, timeout=30
+        )
         return done.stdout.strip()
 
     git("init", "-q")
