@@ -264,16 +264,17 @@ def commit(run_dir: Path | None = None) -> str:
             return "unknown"
         return git["commit"][:7] + ("+" if git.get("dirty") else "")
     try:
-        head = _git("rev-parse", "--short=7", "HEAD")
-        changes = _git("status", "--porcelain")
+        head = git_output("rev-parse", "--short=7", "HEAD")
+        changes = git_output("status", "--porcelain")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + ("+" if changes else "")
 
 
-def _git(*args: str) -> str:
+def git_output(*args: str, repo: Path = REPO) -> str:
+    """What ``git <args>`` prints in ``repo``, stripped (CalledProcessError if it fails)."""
     done = subprocess.run(
-        ["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True, timeout=10
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, timeout=30
     )
     return done.stdout.strip()
 

@@ -7,12 +7,19 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, CommandFailed, Measured, corpus, run_measured, shown
+from benchmarks.common import (
+    REPO,
+    CommandFailed,
+    Measured,
+    corpus,
+    git_output,
+    run_measured,
+    shown,
+)
 
 
 class HarnessError(RuntimeError):
@@ -31,24 +38,8 @@ def check_clean_tree(current: str) -> None:
 def changed_since(commit: str, *paths: str, repo: Path = REPO) -> list[str]:
     """The files under ``paths`` whose lines other than comments and blank lines differ between
     ``commit`` and the working tree (a reworded comment changes no recipe)."""
-    done = subprocess.run(
-        [
-            "git",
-            "-C",
-            str(repo),
-            "diff",
-            "--name-only",
-            "-G^[[:space:]]*[^#[:space:]]",
-            commit,
-            "--",
-            *paths,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return done.stdout.split()
+    pattern = "-G^[[:space:]]*[^#[:space:]]"  # a changed line that is not a comment
+    return git_output("diff", "--name-only", pattern, commit, "--", *paths, repo=repo).split()
 
 
 def run(command: list[str], log: Path) -> Measured:

@@ -167,8 +167,7 @@ class Seq2SeqModule(L.LightningModule):
                 batch.src_lengths,
                 [None] * len(batch.indices) if gold is None else [gold[i] for i in batch.indices],
             )
-        # in fp32 on a CPU, as src/eval.py decodes: under bf16 autocast every batch size that the
-        # search shrinks to, times every source length, is a new oneDNN kernel kept in its cache
+        # in fp32 on a CPU, as src/eval.py decodes a checkpoint: the BLEU a run reports is eval.py's
         with fp32_on_cpu(batch.src):
             found = decode(self.model, batch.src, batch.src_lengths, self.decoding, BOS_ID, EOS_ID)
         best = [nbest[0] for nbest in found]
