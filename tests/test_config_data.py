@@ -69,6 +69,8 @@ SHARED = {  # equal in every option
     "cache_dir": "${paths.cache_dir}",
     "seed": "${seed}",
     "num_workers": 0,
+    "subword_alpha": None,
+    "subword_nbest": -1,
 }
 
 

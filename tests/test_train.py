@@ -185,3 +185,21 @@ def test_a_fast_dev_run_writes_nothing_and_tests_one_batch(
     assert math.isfinite(metrics["train/loss"]) and 0 <= metrics["test/bleu"] <= 100
     assert not out.exists() or not any(out.iterdir())  # no record, checkpoint or outputs
     assert any(m.startswith("fast dev run: one batch of each split ran") for m in caplog.messages)
+
+
+def test_subword_sampling_is_set_from_the_command_line(compose_train: Compose, caplog) -> None:
+    run = validate(compose_train("data.subword_alpha=0.3", "data.subword_nbest=8"))
+    datamodule = build_datamodule(run.data)
+    datamodule.setup("fit")
+    assert (datamodule.sampling.alpha, datamodule.sampling.nbest) == (0.3, 8)
+    batch = _first_batch(datamodule)
+    texts = datamodule.sources("train")
+    decoded = [
+        datamodule.src_tokenizer.decode([row[:n].tolist()])[0]
+        for row, n in zip(batch.src, batch.src_lengths, strict=True)
+    ]
+    assert decoded == [texts[i] for i in batch.indices.tolist()]
+    caplog.set_level(logging.INFO)
+    metrics = train(compose_train("debug=limit", "data.subword_alpha=0.3"))
+    assert "subword sampling of the training pairs: alpha 0.3" in caplog.text
+    assert math.isfinite(metrics["train/loss"])

@@ -185,6 +185,61 @@ def test_workers_give_the_same_batches(tmp_path):
     assert parallel == serial
 
 
+def pieces_by_index(loader) -> dict[int, tuple[list[int], list[int]]]:
+    """Source and target ids (without padding, BOS and EOS) of every example a loader yields."""
+    pieces = {}
+    for batch in loader:
+        for row, index in enumerate(batch.indices.tolist()):
+            n = int(target_lengths(batch)[row])
+            source = batch.src[row, : int(batch.src_lengths[row])].tolist()
+            pieces[index] = source, batch.tgt_out[row, :n].tolist()
+    return pieces
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_subword_sampling_segments_training_pairs_anew_each_epoch(tmp_path, model_type):
+    plain = make(tmp_path, sp_model_type=model_type)
+    sampled = make(tmp_path, sp_model_type=model_type, subword_alpha=0.5)
+    tokenizer, texts = sampled.src_tokenizer, sampled.sources("train")
+    best = pieces_by_index(plain.train_dataloader())
+    loader = sampled.train_dataloader()
+    epochs = []
+    for epoch in (0, 1, 0):
+        loader.batch_sampler.set_epoch(epoch)
+        epochs.append(pieces_by_index(loader))
+    assert sorted(epochs[0]) == sorted(best) == list(range(500))
+    for pieces in epochs[:2]:
+        # every draw spells the same sentence, and most differ from the one best segmentation
+        assert all(tokenizer.decode([pieces[i][0]]) == [texts[i]] for i in pieces)
+        assert sum(pieces[i] != best[i] for i in best) > 250
+    assert sum(epochs[0][i] != epochs[1][i] for i in best) > 250  # a new draw each epoch
+    assert epochs[2] == epochs[0]  # the draw is a function of (seed, epoch, example)
+    # a run resumed mid-epoch gets what the uninterrupted epoch gave from there on
+    loader.load_state_dict({"epoch": 1, "batches_done": 3})
+    assert pieces_by_index(loader).items() <= epochs[1].items()
+    # evaluation keeps the one best segmentation
+    for split in ("val", "test"):
+        assert pieces_by_index(sampled._loader(split, False)) == pieces_by_index(
+            plain._loader(split, False)
+        )
+
+
+def test_subword_sampling_from_the_n_best_and_per_seed(tmp_path):
+    def drawn(**settings) -> dict[int, tuple[list[int], list[int]]]:
+        return pieces_by_index(make(tmp_path, **settings).train_dataloader())
+
+    best, two_best, all_seg = (
+        drawn(),
+        drawn(subword_alpha=1.0, subword_nbest=2),
+        drawn(subword_alpha=1.0),
+    )
+    other_seed = drawn(subword_alpha=1.0, seed=1)
+    # the 2 best segmentations are closer to the best than draws from all of them
+    changed = [sum(d[i] != best[i] for i in best) for d in (two_best, all_seg)]
+    assert 0 < changed[0] < changed[1]
+    assert sum(other_seed[i] != all_seg[i] for i in best) > 100
+
+
 def test_split_access_errors(tmp_path, dm):
     with pytest.raises(KeyError, match="unknown split 'dev'"):
         dm.sources("dev")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler
@@ -22,7 +23,8 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
     the largest batches are halved until the count is a multiple of R (batches are repeated only
     when there are too few examples for that), and rank r takes batches ``r, r + R, ...``: equal
     counts, disjoint ranks, each example once per epoch. Without ``shuffle`` the order stays
-    length-sorted (evaluation).
+    length-sorted (evaluation). With ``with_epoch`` a batch holds ``(epoch, index)`` pairs, for a
+    dataset whose examples change from epoch to epoch (``SampledPairDataset``).
     """
 
     def __init__(
@@ -35,6 +37,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         seed: int,
         num_replicas: int = 1,
         rank: int = 0,
+        with_epoch: bool = False,
     ) -> None:
         if max_tokens is None and max_sentences is None:
             raise ValueError("TokenBudgetBatchSampler needs max_tokens or max_sentences, or both")
@@ -47,7 +50,7 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
         self.sizes = np.maximum(self.src_lengths, self.tgt_lengths + 1)
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-        self.num_replicas, self.rank = num_replicas, rank
+        self.num_replicas, self.rank, self.with_epoch = num_replicas, rank, with_epoch
         self._resume_at = 0
         # Cut points depend only on the sorted sizes, so the count is the same in every epoch.
         self._num_batches = len(self._global_batches()) // num_replicas
@@ -94,9 +97,13 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
             batches = [batches[i] for i in rng.permutation(len(batches))]
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         start, self._resume_at = self._resume_at, 0
-        yield from self._global_batches()[self.rank :: self.num_replicas][start:]
+        batches = self._global_batches()[self.rank :: self.num_replicas][start:]
+        if self.with_epoch:
+            yield from ([(self.epoch, index) for index in batch] for batch in batches)
+        else:
+            yield from batches
 
     def __len__(self) -> int:
         return self._num_batches

@@ -22,7 +22,7 @@ from seq2attn.data.batching import TokenBudgetBatchSampler
 from seq2attn.data.cache import EncodedSplit, cache_key, encode_split, model_key
 from seq2attn.data.cache_entries import cached_split, cached_tokenizer
 from seq2attn.data.corpus import SPLITS, Corpus, CorpusError, ParallelCorpus
-from seq2attn.data.dataset import PairDataset, collate
+from seq2attn.data.dataset import PairDataset, SampledPairDataset, SubwordSampling, collate
 from seq2attn.data.pipeline import DataPipeline, validate_data
 from seq2attn.data.preprocess import LengthFilter, NormalizationForm, TextFilter
 from seq2attn.data.resumable import ResumableDataLoader, own_generator
@@ -42,6 +42,9 @@ class TranslationDataModule(L.LightningDataModule):
     filtered train split only.
     When the tokenizer and the encoded train split are cached, the train text is not even read.
     The piece-length filter is cheap and runs on every setup, so changing it needs no rebuild.
+    With ``subword_alpha`` set, training pairs are segmented anew in every epoch
+    (``SampledPairDataset``; the train text is then always read); val and test keep the one best
+    segmentation.
     ``prepare_data`` (rank 0) fills the cache, so with several ranks ``setup`` only reads it.
     """
 
@@ -64,6 +67,8 @@ class TranslationDataModule(L.LightningDataModule):
         cache_dir: str,
         seed: int,
         num_workers: int,
+        subword_alpha: float | None = None,
+        subword_nbest: int = -1,
     ) -> None:
         super().__init__()
         self.corpus = corpus
@@ -74,6 +79,9 @@ class TranslationDataModule(L.LightningDataModule):
         self.sp_model_type, self.character_coverage = sp_model_type, character_coverage
         self.max_tokens, self.max_sentences = max_tokens, max_sentences
         self.cache_dir, self.seed, self.num_workers = Path(cache_dir), seed, num_workers
+        self.sampling = (
+            None if subword_alpha is None else SubwordSampling(subword_alpha, subword_nbest, seed)
+        )
         self._texts: dict[str, ParallelCorpus] = {}
         self._datasets: dict[str, PairDataset] = {}
         self._gold: dict[str, list[PieceAlignment | None] | None] = {}
@@ -123,6 +131,16 @@ class TranslationDataModule(L.LightningDataModule):
             src = self._encoded(split, "src", cache_key(src_key, text_keys[split]), src_tok, read)
             tgt = self._encoded(split, "tgt", cache_key(tgt_key, text_keys[split]), tgt_tok, read)
             self._datasets[split] = PairDataset(src, tgt, self._keep(split, src, tgt))
+        if self.sampling is not None:
+            train = self._datasets["train"]
+            self._datasets["train"] = SampledPairDataset(
+                train.src, train.tgt, train.keep, read("train")[0], self._tokenizers, self.sampling
+            )
+            log.info(
+                "subword sampling of the training pairs: alpha %g, from %s segmentations",
+                self.sampling.alpha,
+                "all" if self.sampling.nbest < 0 else f"the {self.sampling.nbest} best",
+            )
         if "train" not in texts:
             log.info("train split fully cached: no tokenizer training and no re-tokenising")
         for split in ("val", "test"):  # a bad gold alignment file also shows before work
@@ -278,6 +296,7 @@ class TranslationDataModule(L.LightningDataModule):
             seed=self.seed,
             num_replicas=num_replicas,
             rank=rank,
+            with_epoch=isinstance(dataset, SampledPairDataset),
         )
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:

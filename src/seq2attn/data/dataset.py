@@ -11,7 +11,8 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
 from seq2attn.data.cache import EncodedSplit
-from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2attn.data.corpus import ParallelCorpus
+from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
 
 @dataclass
@@ -76,3 +77,48 @@ class PairDataset(Dataset[Example]):
         index = int(self.keep[j])
         source = self.src[index]
         return index, source if len(source) else EMPTY_SOURCE, self.tgt[index]
+
+
+@dataclass(frozen=True)
+class SubwordSampling:
+    """How training pairs are segmented anew: ``alpha`` and ``nbest`` of :meth:`Tokenizer.sample`,
+    and the run's ``seed``."""
+
+    alpha: float
+    nbest: int
+    seed: int
+
+
+class SampledPairDataset(PairDataset):
+    """Training examples segmented anew in every epoch (subword regularisation, Kudo 2018).
+
+    Item ``(epoch, j)`` is pair ``i = keep[j]``, each side drawn by :meth:`Tokenizer.sample`
+    with a seed fixed by ``(seed, epoch, i)``: each epoch sees other segmentations, and a run
+    resumed mid-epoch draws what an uninterrupted one would. Batches are still cut by the
+    lengths of the one best segmentation (``src``, ``tgt``), so a batch of sampled pieces, a
+    little longer on average, may exceed ``data.max_tokens`` by that much.
+    """
+
+    def __init__(
+        self,
+        src: EncodedSplit,
+        tgt: EncodedSplit,
+        keep: np.ndarray,
+        texts: ParallelCorpus,
+        tokenizers: tuple[Tokenizer, Tokenizer],
+        sampling: SubwordSampling,
+    ) -> None:
+        super().__init__(src, tgt, keep)
+        if len(texts) != len(src):
+            raise ValueError(f"got {len(texts)} training texts for {len(src)} encoded pairs")
+        self.texts, self.tokenizers, self.sampling = texts, tokenizers, sampling
+
+    def __getitem__(self, key: tuple[int, int]) -> Example:  # type: ignore[override]
+        epoch, j = key
+        index = int(self.keep[j])
+        seeds = np.random.SeedSequence([self.sampling.seed, epoch, index]).generate_state(2)
+        alpha, nbest = self.sampling.alpha, self.sampling.nbest
+        src_tokenizer, tgt_tokenizer = self.tokenizers
+        source = src_tokenizer.sample(self.texts.src[index], alpha, nbest, int(seeds[0]))
+        target = tgt_tokenizer.sample(self.texts.tgt[index], alpha, nbest, int(seeds[1]))
+        return index, source, target

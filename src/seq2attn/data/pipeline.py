@@ -51,6 +51,8 @@ class DataPipeline:
     cache_dir: str = MISSING
     seed: int = MISSING
     num_workers: int = MISSING
+    subword_alpha: float | None = MISSING
+    subword_nbest: int = MISSING
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "max_chars", "max_length"):
@@ -75,6 +77,15 @@ class DataPipeline:
             )
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers={self.num_workers}: must be >= 0")
+        if self.subword_alpha is not None and not 0.0 < self.subword_alpha <= 1.0:
+            raise ConfigError(
+                f"data.subword_alpha={self.subword_alpha}: must lie in (0, 1], or null for the "
+                "one best segmentation"
+            )
+        if self.subword_nbest == 0 or self.subword_nbest == 1:
+            raise ConfigError(
+                f"data.subword_nbest={self.subword_nbest}: must be -1 (all segmentations) or >= 2"
+            )
 
     def module_arguments(self) -> dict[str, Any]:
         """The shared keys but ``_target_`` and ``corpus``: the data module's keyword arguments."""

@@ -148,6 +148,20 @@ class Tokenizer:
             return [[i + self._offset for i in ids] for ids in encoded]
         return encoded
 
+    def sample(self, text: str, alpha: float, nbest: int, seed: int) -> list[int]:
+        """One segmentation of ``text`` drawn at random (subword regularisation), without BOS/EOS.
+
+        A unigram model draws segmentation x with probability P(x)^alpha / sum_x' P(x')^alpha
+        over its ``nbest`` best segmentations (-1: all of them; Kudo 2018); a BPE model skips
+        each merge with probability ``alpha`` (BPE-dropout; Provilkov et al. 2020). ``seed``
+        fixes the draw: the same seed gives the same pieces.
+        """
+        spm.set_random_generator_seed(seed)
+        ids = self._processor.encode(
+            text, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=nbest
+        )
+        return [i + self._offset for i in ids] if self._offset else ids
+
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Detokenised texts; PAD/BOS/EOS anywhere are skipped (UNK decodes to " ⁇ ")."""
         special = (PAD_ID, BOS_ID, EOS_ID)
