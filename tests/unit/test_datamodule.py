@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import lightning as L
 import pytest
 import torch
 
@@ -214,9 +215,11 @@ def test_subword_sampling_segments_training_pairs_anew_each_epoch(tmp_path, mode
         assert sum(pieces[i] != best[i] for i in best) > 250
     assert sum(epochs[0][i] != epochs[1][i] for i in best) > 250  # a new draw each epoch
     assert epochs[2] == epochs[0]  # the draw is a function of (seed, epoch, example)
-    # a run resumed mid-epoch gets what the uninterrupted epoch gave from there on
+    # a run resumed mid-epoch gets what the uninterrupted epoch gave from its 4th batch on
+    loader.batch_sampler.set_epoch(1)
+    whole = [pieces_by_index([batch]) for batch in loader]
     loader.load_state_dict({"epoch": 1, "batches_done": 3})
-    assert pieces_by_index(loader).items() <= epochs[1].items()
+    assert [pieces_by_index([batch]) for batch in loader] == whole[3:]
     # evaluation keeps the one best segmentation
     for split in ("val", "test"):
         assert pieces_by_index(sampled._loader(split, False)) == pieces_by_index(
@@ -238,6 +241,50 @@ def test_subword_sampling_from_the_n_best_and_per_seed(tmp_path):
     changed = [sum(d[i] != best[i] for i in best) for d in (two_best, all_seg)]
     assert 0 < changed[0] < changed[1]
     assert sum(other_seed[i] != all_seg[i] for i in best) > 100
+
+
+class EpochRecorder(L.LightningModule):
+    """Records, per epoch, the source pieces of every training example a real fit feeds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.epochs: list[list[tuple[int, list[int]]]] = []
+
+    def on_train_epoch_start(self) -> None:
+        self.epochs.append([])
+
+    def training_step(self, batch: Batch, _: int) -> torch.Tensor:
+        for row, index in enumerate(batch.indices.tolist()):
+            source = batch.src[row, : int(batch.src_lengths[row])].tolist()
+            self.epochs[-1].append((index, source))
+        return self.weight.sum() * 0.0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+@pytest.mark.timeout(120)
+def test_a_real_fit_reorders_and_resegments_every_epoch(tmp_path):
+    datamodule = make(tmp_path, subword_alpha=0.5)
+    recorder = EpochRecorder()
+    trainer = L.Trainer(
+        max_epochs=3,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(recorder, datamodule=datamodule)
+    orders = [[index for index, _ in epoch] for epoch in recorder.epochs]
+    assert len(orders) == 3 and all(sorted(order) == list(range(500)) for order in orders)
+    assert orders[0] != orders[1] != orders[2] != orders[0]  # each epoch its own batch order
+    pieces = [dict(epoch) for epoch in recorder.epochs]
+    assert sum(pieces[0][i] != pieces[1][i] for i in range(500)) > 250  # and its own draw
 
 
 def test_split_access_errors(tmp_path, dm):

@@ -99,9 +99,10 @@ class TokenBudgetBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[Any]]:
         start, self._resume_at = self._resume_at, 0
+        epoch = self.epoch
         batches = self._global_batches()[self.rank :: self.num_replicas][start:]
         if self.with_epoch:
-            yield from ([(self.epoch, index) for index in batch] for batch in batches)
+            yield from ([(epoch, index) for index in batch] for batch in batches)
         else:
             yield from batches
 

@@ -132,19 +132,32 @@ class TranslationDataModule(L.LightningDataModule):
             tgt = self._encoded(split, "tgt", cache_key(tgt_key, text_keys[split]), tgt_tok, read)
             self._datasets[split] = PairDataset(src, tgt, self._keep(split, src, tgt))
         if self.sampling is not None:
-            train = self._datasets["train"]
-            self._datasets["train"] = SampledPairDataset(
-                train.src, train.tgt, train.keep, read("train")[0], self._tokenizers, self.sampling
-            )
-            log.info(
-                "subword sampling of the training pairs: alpha %g, from %s segmentations",
-                self.sampling.alpha,
-                "all" if self.sampling.nbest < 0 else f"the {self.sampling.nbest} best",
-            )
+            self._datasets["train"] = self._sampled(self._datasets["train"], read("train")[0])
         if "train" not in texts:
             log.info("train split fully cached: no tokenizer training and no re-tokenising")
         for split in ("val", "test"):  # a bad gold alignment file also shows before work
             self.gold_alignments(split)
+
+    def _sampled(self, train: PairDataset, texts: ParallelCorpus) -> SampledPairDataset:
+        """The training pairs segmented anew every epoch; a tokenizer that cannot sample (a char
+        or word model given as ``data.spm_model``) is refused before any work."""
+        assert self.sampling is not None
+        dataset = SampledPairDataset(
+            train.src, train.tgt, train.keep, texts, self._built_tokenizers(), self.sampling
+        )
+        try:
+            dataset[0, 0]
+        except RuntimeError as error:
+            raise CorpusError(
+                f"data.subword_alpha={self.sampling.alpha}: the SentencePiece model cannot "
+                f"sample segmentations ({error}); only unigram and bpe models can"
+            ) from None
+        log.info(
+            "subword sampling of the training pairs: alpha %g, nbest %d (unigram models)",
+            self.sampling.alpha,
+            self.sampling.nbest,
+        )
+        return dataset
 
     def _read(self, split: str) -> tuple[ParallelCorpus, ParallelCorpus]:
         """``(tokenizer input, texts)`` of ``split`` after preprocessing."""
@@ -316,8 +329,13 @@ class TranslationDataModule(L.LightningDataModule):
             self._sampler("train", shuffle=True),
             collate,
             self.num_workers,
+            epoch=self._epoch,
             batches_done=self._batches_done,
         )
+
+    def _epoch(self) -> int | None:
+        # the epoch about to be trained (its number also when resumed within it)
+        return None if self.trainer is None else self.trainer.current_epoch
 
     def _batches_done(self) -> int:
         # batches of this epoch already trained on (processed, so including the one whose

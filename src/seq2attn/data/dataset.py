@@ -116,7 +116,9 @@ class SampledPairDataset(PairDataset):
     def __getitem__(self, key: tuple[int, int]) -> Example:  # type: ignore[override]
         epoch, j = key
         index = int(self.keep[j])
+        # SentencePiece takes 2^32 - 1 for "no seed given": one value fewer
         seeds = np.random.SeedSequence([self.sampling.seed, epoch, index]).generate_state(2)
+        seeds %= np.uint32(0xFFFFFFFF)
         alpha, nbest = self.sampling.alpha, self.sampling.nbest
         src_tokenizer, tgt_tokenizer = self.tokenizers
         source = src_tokenizer.sample(self.texts.src[index], alpha, nbest, int(seeds[0]))

@@ -77,14 +77,32 @@ class DataPipeline:
             )
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers={self.num_workers}: must be >= 0")
-        if self.subword_alpha is not None and not 0.0 < self.subword_alpha <= 1.0:
+        self._check_subword_sampling()
+
+    def _check_subword_sampling(self) -> None:
+        alpha, nbest = self.subword_alpha, self.subword_nbest
+        bpe = self.spm_model is None and self.sp_model_type == SentencePieceModel.bpe
+        if nbest == 0 or nbest < -1 or nbest == 1:
+            raise ConfigError(f"data.subword_nbest={nbest}: must be -1 (all segmentations) or >= 2")
+        if alpha is None:
+            if nbest != -1:
+                raise ConfigError(
+                    f"data.subword_nbest={nbest} needs data.subword_alpha (null: no sampling)"
+                )
+        elif bpe and not 0.0 < alpha < 1.0:
             raise ConfigError(
-                f"data.subword_alpha={self.subword_alpha}: must lie in (0, 1], or null for the "
-                "one best segmentation"
+                f"data.subword_alpha={alpha}: a bpe model drops each merge with this "
+                "probability; it must lie in (0, 1)"
             )
-        if self.subword_nbest == 0 or self.subword_nbest == 1:
+        elif bpe and nbest != -1:
             raise ConfigError(
-                f"data.subword_nbest={self.subword_nbest}: must be -1 (all segmentations) or >= 2"
+                f"data.subword_nbest={nbest}: a bpe model samples by dropping merges; "
+                "leave it at -1 (it applies to unigram models)"
+            )
+        elif alpha <= 0.0:
+            raise ConfigError(
+                f"data.subword_alpha={alpha}: must be > 0 (the power of each segmentation's "
+                "probability), or null for the one best segmentation"
             )
 
     def module_arguments(self) -> dict[str, Any]:

@@ -27,8 +27,11 @@ def own_generator() -> torch.Generator:
 class ResumableDataLoader(DataLoader):
     """DataLoader over a :class:`TokenBudgetBatchSampler` that resumes mid-epoch.
 
-    ``batches_done()`` tells how many batches of the current epoch have been trained on; it is
-    read when a checkpoint is written.
+    ``epoch()`` tells which epoch the trainer is in (None outside a trainer: the sampler keeps
+    the epoch it was given); each iteration hands it to the sampler, so
+    every epoch has its own batch order (Lightning sets the epoch of ``batch_sampler.sampler``
+    only, which a batch sampler of its own does not have). ``batches_done()`` tells how many
+    batches of the current epoch have been trained on; it is read when a checkpoint is written.
     """
 
     def __init__(
@@ -37,6 +40,7 @@ class ResumableDataLoader(DataLoader):
         batch_sampler: TokenBudgetBatchSampler,
         collate_fn: Callable[[list[Any]], Any],
         num_workers: int,
+        epoch: Callable[[], int | None],
         batches_done: Callable[[], int],
     ) -> None:
         super().__init__(
@@ -47,7 +51,15 @@ class ResumableDataLoader(DataLoader):
             persistent_workers=num_workers > 0,
             generator=own_generator(),
         )
-        self.batches_done = batches_done
+        self.epoch, self.batches_done = epoch, batches_done
+
+    def __iter__(self) -> Any:
+        sampler = self.batch_sampler
+        assert isinstance(sampler, TokenBudgetBatchSampler)
+        epoch = self.epoch()
+        if epoch is not None:
+            sampler.set_epoch(epoch)
+        return super().__iter__()
 
     def state_dict(self) -> dict[str, int]:
         sampler = self.batch_sampler
