@@ -19,7 +19,7 @@ from seq2attn.data.corpus import CorpusError
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.data.dataset import Batch
 from seq2attn.data.readers import TextPairsCorpus
-from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_sentencepiece
 from seq2attn.data.toy import ToyCorpus
 from seq2attn.tasks import train
 from tests.conftest import Compose
@@ -148,6 +148,13 @@ def test_given_sentencepiece_model_is_used_for_both_sides(tmp_path, dm, caplog):
         next(iter(given.val_dataloader())).src.tolist()
         == next(iter(dm.val_dataloader())).src.tolist()
     )
+
+
+def test_subword_sampling_refuses_a_model_that_cannot_sample(tmp_path, dm):
+    model = tmp_path / "char.model"
+    model.write_bytes(train_sentencepiece(dm.sources("train"), 300, "char", 1.0))
+    with pytest.raises(CorpusError, match=r"data\.subword_alpha=0\.1: .*cannot sample"):
+        make(tmp_path / "other-cache", spm_model=str(model), subword_alpha=0.1)
 
 
 def test_given_sentencepiece_model_must_exist_and_be_one(tmp_path):
