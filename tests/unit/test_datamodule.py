@@ -11,8 +11,10 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from seq2attn.alignment import Alignment
+from seq2attn.callbacks import ResumeCheckpoint
 from seq2attn.config import ConfigError, validate
 from seq2attn.data import datamodule
 from seq2attn.data.corpus import CorpusError
@@ -88,10 +90,10 @@ def test_batches_decode_to_the_references(dm):
 def test_each_training_example_once_per_epoch_in_a_new_order(dm):
     loader = dm.train_dataloader()
     orders = []
-    for number in range(2):
-        loader.batch_sampler.set_epoch(number)
+    for number in range(2):  # each pass over the loader is the next epoch
         orders.append([int(i) for batch in loader for i in batch.indices])
         assert sorted(orders[-1]) == list(range(500))
+        assert loader.batch_sampler.epoch == number
     assert orders[0] != orders[1]
 
 
@@ -211,10 +213,8 @@ def test_subword_sampling_segments_training_pairs_anew_each_epoch(tmp_path, mode
     tokenizer, texts = sampled.src_tokenizer, sampled.sources("train")
     best = pieces_by_index(plain.train_dataloader())
     loader = sampled.train_dataloader()
-    epochs = []
-    for epoch in (0, 1, 0):
-        loader.batch_sampler.set_epoch(epoch)
-        epochs.append(pieces_by_index(loader))
+    epochs = [pieces_by_index(loader), pieces_by_index(loader)]  # epochs 0 and 1
+    epochs.append(pieces_by_index(sampled.train_dataloader()))  # epoch 0 of a new loader
     assert sorted(epochs[0]) == sorted(best) == list(range(500))
     for pieces in epochs[:2]:
         # every draw spells the same sentence, and most differ from the one best segmentation
@@ -222,8 +222,9 @@ def test_subword_sampling_segments_training_pairs_anew_each_epoch(tmp_path, mode
         assert sum(pieces[i] != best[i] for i in best) > 250
     assert sum(epochs[0][i] != epochs[1][i] for i in best) > 250  # a new draw each epoch
     assert epochs[2] == epochs[0]  # the draw is a function of (seed, epoch, example)
-    # a run resumed mid-epoch gets what the uninterrupted epoch gave from its 4th batch on
-    loader.batch_sampler.set_epoch(1)
+    # a loader resumed in epoch 1 gives what the uninterrupted epoch gave from its 4th batch on
+    loader = sampled.train_dataloader()
+    next(iter(loader))
     whole = [pieces_by_index([batch]) for batch in loader]
     loader.load_state_dict({"epoch": 1, "batches_done": 3})
     assert [pieces_by_index([batch]) for batch in loader] == whole[3:]
@@ -292,6 +293,69 @@ def test_a_real_fit_reorders_and_resegments_every_epoch(tmp_path):
     assert orders[0] != orders[1] != orders[2] != orders[0]  # each epoch its own batch order
     pieces = [dict(epoch) for epoch in recorder.epochs]
     assert sum(pieces[0][i] != pieces[1][i] for i in range(500)) > 250  # and its own draw
+
+
+class StepRecorder(L.LightningModule):
+    """Records the example indices of every training step a real fit feeds it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.steps: list[list[int]] = []
+
+    def training_step(self, batch: Batch, _: int) -> torch.Tensor:
+        self.steps.append(batch.indices.tolist())
+        return self.weight.sum() * 0.0
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def fit_steps(
+    cache: Path, max_steps: int, callbacks: list, ckpt_path: Path | None = None
+) -> list[list[int]]:
+    """The batches a fit of ``max_steps`` trains on (resumed from ``ckpt_path`` if given)."""
+    recorder = StepRecorder()
+    trainer = L.Trainer(
+        max_steps=max_steps,
+        max_epochs=-1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        callbacks=callbacks,
+    )
+    trainer.fit(recorder, datamodule=make(cache), ckpt_path=ckpt_path)
+    return recorder.steps
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stops", [(0.5, 1.5), (0.25, 0.75), (1.0, 2.0), (1.5, 2.0)])
+def test_runs_stopped_and_given_more_steps_train_the_uninterrupted_batches(tmp_path, stops):
+    per_epoch = len(make(tmp_path).train_dataloader())
+    total = int(3.5 * per_epoch)
+    whole = fit_steps(tmp_path, total, [])
+    resumed, checkpoint = [], None
+    for number, stop in enumerate([*(int(s * per_epoch) for s in stops), total]):
+        folder = tmp_path / f"part{number}"  # the run's own last.ckpt at its end, as train.py
+        resumed += fit_steps(tmp_path, stop, [ResumeCheckpoint(str(folder))], checkpoint)
+        checkpoint = folder / "last.ckpt"
+    assert resumed == whole
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("every", [19, 14])
+def test_a_run_resumed_from_a_checkpoint_written_during_training_goes_on_as_before(tmp_path, every):
+    per_epoch = len(make(tmp_path).train_dataloader())
+    assert per_epoch == 19  # so that every=19 writes at an epoch's last batch
+    saving = ModelCheckpoint(tmp_path / "ckpt", "{step}", every_n_train_steps=every, save_top_k=-1)
+    whole = fit_steps(tmp_path, 3 * per_epoch, [saving])
+    resumed = fit_steps(tmp_path, 3 * per_epoch, [], tmp_path / "ckpt" / f"step={2 * every}.ckpt")
+    assert resumed == whole[2 * every :]
 
 
 def test_split_access_errors(tmp_path, dm):

@@ -329,13 +329,8 @@ class TranslationDataModule(L.LightningDataModule):
             self._sampler("train", shuffle=True),
             collate,
             self.num_workers,
-            epoch=self._epoch,
             batches_done=self._batches_done,
         )
-
-    def _epoch(self) -> int | None:
-        # the epoch about to be trained (its number also when resumed within it)
-        return None if self.trainer is None else self.trainer.current_epoch
 
     def _batches_done(self) -> int:
         # batches of this epoch already trained on (processed, so including the one whose

@@ -27,11 +27,13 @@ def own_generator() -> torch.Generator:
 class ResumableDataLoader(DataLoader):
     """DataLoader over a :class:`TokenBudgetBatchSampler` that resumes mid-epoch.
 
-    ``epoch()`` tells which epoch the trainer is in (None outside a trainer: the sampler keeps
-    the epoch it was given); each iteration hands it to the sampler, so
-    every epoch has its own batch order (Lightning sets the epoch of ``batch_sampler.sampler``
-    only, which a batch sampler of its own does not have). ``batches_done()`` tells how many
-    batches of the current epoch have been trained on; it is read when a checkpoint is written.
+    Iteration e (from 0) of the loader is epoch e of the sampler, so every epoch has its own batch
+    order. The loader counts the epochs itself: Lightning sets the epoch of
+    ``batch_sampler.sampler`` only, which a batch sampler of its own does not have, and after a
+    resume its count can run ahead of the data (it counts a run stopped mid-epoch by max_steps as
+    one epoch further). ``batches_done()`` tells how many batches of the current epoch have been
+    trained on; it is read when a checkpoint is written. A resumed loader first finishes the saved
+    epoch from the batch after the last one trained on, then goes on with the next epoch.
     """
 
     def __init__(
@@ -40,7 +42,6 @@ class ResumableDataLoader(DataLoader):
         batch_sampler: TokenBudgetBatchSampler,
         collate_fn: Callable[[list[Any]], Any],
         num_workers: int,
-        epoch: Callable[[], int | None],
         batches_done: Callable[[], int],
     ) -> None:
         super().__init__(
@@ -51,14 +52,15 @@ class ResumableDataLoader(DataLoader):
             persistent_workers=num_workers > 0,
             generator=own_generator(),
         )
-        self.epoch, self.batches_done = epoch, batches_done
+        self.batches_done = batches_done
+        self._next_epoch: int | None = 0  # None: the epoch load_state_dict gave the sampler
 
     def __iter__(self) -> Any:
         sampler = self.batch_sampler
         assert isinstance(sampler, TokenBudgetBatchSampler)
-        epoch = self.epoch()
-        if epoch is not None:
-            sampler.set_epoch(epoch)
+        if self._next_epoch is not None:
+            sampler.set_epoch(self._next_epoch)
+        self._next_epoch = sampler.epoch + 1
         return super().__iter__()
 
     def state_dict(self) -> dict[str, int]:
@@ -71,3 +73,4 @@ class ResumableDataLoader(DataLoader):
         assert isinstance(sampler, TokenBudgetBatchSampler)
         sampler.set_epoch(state["epoch"])
         sampler.resume_at(state["batches_done"])
+        self._next_epoch = None
