@@ -25,9 +25,7 @@ def test_ranks_get_disjoint_equal_shares(compose_train: Compose, world_size: int
     seen: list[set[int]] = []
     counts = set()
     for rank in range(world_size):
-        datamodule.trainer = SimpleNamespace(
-            world_size=world_size, global_rank=rank, current_epoch=0
-        )
+        datamodule.trainer = SimpleNamespace(world_size=world_size, global_rank=rank)
         batches = list(datamodule.train_dataloader())
         counts.add(len(batches))
         seen.append({i for batch in batches for i in batch.indices.tolist()})
