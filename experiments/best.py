@@ -310,10 +310,16 @@ def seeds_markdown(seeds: dict[str, Any]) -> list[str]:
             f"`{r['average_command']}`; test scored by `{r['eval_command']}` (a fresh process "
             f"gave {r['reproduced_bleu']:.2f}).\n"
         )
-    if len({(r["machine"], r["commit"]) for r in runs}) > 1:
+    commits, machines = ({r[key] for r in runs} for key in ("commit", "machine"))
+    if len(commits) > 1:
         lines.append(
-            "The seeds ran at different commits or on different machines (below): the time limit "
-            "gives a faster machine more steps.\n"
+            "The seeds were trained at different commits (above): the mean spans whatever "
+            "changed in between.\n"
+        )
+    if len(machines) > 1:
+        lines.append(
+            "The seeds ran on different machines (above): the time limit gives a faster one "
+            "more steps.\n"
         )
     lines.append(f"Signature: `{runs[0]['signature']}`.\n")
     return lines
