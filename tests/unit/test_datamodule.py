@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -251,74 +252,39 @@ def test_subword_sampling_from_the_n_best_and_per_seed(tmp_path):
     assert sum(other_seed[i] != all_seg[i] for i in best) > 100
 
 
-class EpochRecorder(L.LightningModule):
-    """Records, per epoch, the source pieces of every training example a real fit feeds it."""
+class Recorder(L.LightningModule):
+    """Records what a real fit feeds it: each step's (index, source pieces) per example."""
 
     def __init__(self) -> None:
         super().__init__()
         self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.epochs: list[list[tuple[int, list[int]]]] = []
+        self.steps: list[list[tuple[int, list[int]]]] = []
+        self.epoch_starts: list[int] = []
 
     def on_train_epoch_start(self) -> None:
-        self.epochs.append([])
+        self.epoch_starts.append(len(self.steps))
 
     def training_step(self, batch: Batch, _: int) -> torch.Tensor:
-        for row, index in enumerate(batch.indices.tolist()):
-            source = batch.src[row, : int(batch.src_lengths[row])].tolist()
-            self.epochs[-1].append((index, source))
+        examples = zip(batch.indices.tolist(), batch.src, batch.src_lengths.tolist(), strict=True)
+        self.steps.append([(i, row[:n].tolist()) for i, row, n in examples])
         return self.weight.sum() * 0.0
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
-@pytest.mark.timeout(120)
-def test_a_real_fit_reorders_and_resegments_every_epoch(tmp_path):
-    datamodule = make(tmp_path, subword_alpha=0.5)
-    recorder = EpochRecorder()
+def fit(
+    datamodule: TranslationDataModule,
+    callbacks: list[L.Callback] | None = None,
+    ckpt_path: Path | None = None,
+    **limits: int,
+) -> Recorder:
+    """A real fit of the recorder (``limits``: max_epochs or max_steps), resumed if given a
+    checkpoint."""
+    recorder = Recorder()
+    callbacks = callbacks or []
     trainer = L.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-    )
-    trainer.fit(recorder, datamodule=datamodule)
-    orders = [[index for index, _ in epoch] for epoch in recorder.epochs]
-    assert len(orders) == 3 and all(sorted(order) == list(range(500)) for order in orders)
-    assert orders[0] != orders[1] != orders[2] != orders[0]  # each epoch its own batch order
-    pieces = [dict(epoch) for epoch in recorder.epochs]
-    assert sum(pieces[0][i] != pieces[1][i] for i in range(500)) > 250  # and its own draw
-
-
-class StepRecorder(L.LightningModule):
-    """Records the example indices of every training step a real fit feeds it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-        self.steps: list[list[int]] = []
-
-    def training_step(self, batch: Batch, _: int) -> torch.Tensor:
-        self.steps.append(batch.indices.tolist())
-        return self.weight.sum() * 0.0
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.0)
-
-
-def fit_steps(
-    cache: Path, max_steps: int, callbacks: list, ckpt_path: Path | None = None
-) -> list[list[int]]:
-    """The batches a fit of ``max_steps`` trains on (resumed from ``ckpt_path`` if given)."""
-    recorder = StepRecorder()
-    trainer = L.Trainer(
-        max_steps=max_steps,
-        max_epochs=-1,
+        **({"max_epochs": -1} | limits),
         accelerator="cpu",
         devices=1,
         logger=False,
@@ -329,8 +295,23 @@ def fit_steps(
         use_distributed_sampler=False,
         callbacks=callbacks,
     )
-    trainer.fit(recorder, datamodule=make(cache), ckpt_path=ckpt_path)
-    return recorder.steps
+    trainer.fit(recorder, datamodule=datamodule, ckpt_path=ckpt_path)
+    return recorder
+
+
+@pytest.mark.timeout(120)
+def test_a_real_fit_reorders_and_resegments_every_epoch(tmp_path):
+    recorder = fit(make(tmp_path, subword_alpha=0.5), max_epochs=3)
+    starts = [*recorder.epoch_starts, len(recorder.steps)]
+    epochs = [
+        [pair for step in recorder.steps[a:b] for pair in step]
+        for a, b in itertools.pairwise(starts)
+    ]
+    orders = [[index for index, _ in epoch] for epoch in epochs]
+    assert len(orders) == 3 and all(sorted(order) == list(range(500)) for order in orders)
+    assert orders[0] != orders[1] != orders[2] != orders[0]  # each epoch its own batch order
+    pieces = [dict(epoch) for epoch in epochs]
+    assert sum(pieces[0][i] != pieces[1][i] for i in range(500)) > 250  # and its own draw
 
 
 @pytest.mark.timeout(120)
@@ -338,11 +319,13 @@ def fit_steps(
 def test_runs_stopped_and_given_more_steps_train_the_uninterrupted_batches(tmp_path, stops):
     per_epoch = len(make(tmp_path).train_dataloader())
     total = int(3.5 * per_epoch)
-    whole = fit_steps(tmp_path, total, [])
+    whole = fit(make(tmp_path, subword_alpha=0.5), max_steps=total).steps
     resumed, checkpoint = [], None
     for number, stop in enumerate([*(int(s * per_epoch) for s in stops), total]):
         folder = tmp_path / f"part{number}"  # the run's own last.ckpt at its end, as train.py
-        resumed += fit_steps(tmp_path, stop, [ResumeCheckpoint(str(folder))], checkpoint)
+        datamodule = make(tmp_path, subword_alpha=0.5)
+        run = fit(datamodule, [ResumeCheckpoint(str(folder))], checkpoint, max_steps=stop)
+        resumed += run.steps
         checkpoint = folder / "last.ckpt"
     assert resumed == whole
 
@@ -353,8 +336,9 @@ def test_a_run_resumed_from_a_checkpoint_written_during_training_goes_on_as_befo
     per_epoch = len(make(tmp_path).train_dataloader())
     assert per_epoch == 19  # so that every=19 writes at an epoch's last batch
     saving = ModelCheckpoint(tmp_path / "ckpt", "{step}", every_n_train_steps=every, save_top_k=-1)
-    whole = fit_steps(tmp_path, 3 * per_epoch, [saving])
-    resumed = fit_steps(tmp_path, 3 * per_epoch, [], tmp_path / "ckpt" / f"step={2 * every}.ckpt")
+    whole = fit(make(tmp_path), [saving], max_steps=3 * per_epoch).steps
+    written = tmp_path / "ckpt" / f"step={2 * every}.ckpt"
+    resumed = fit(make(tmp_path), [], written, max_steps=3 * per_epoch).steps
     assert resumed == whole[2 * every :]
 
 
