@@ -82,7 +82,7 @@ class DataPipeline:
     def _check_subword_sampling(self) -> None:
         alpha, nbest = self.subword_alpha, self.subword_nbest
         bpe = self.spm_model is None and self.sp_model_type == SentencePieceModel.bpe
-        if nbest == 0 or nbest < -1 or nbest == 1:
+        if nbest < 2 and nbest != -1:
             raise ConfigError(f"data.subword_nbest={nbest}: must be -1 (all segmentations) or >= 2")
         if alpha is None:
             if nbest != -1:

@@ -143,10 +143,7 @@ class Tokenizer:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Piece ids per text, without BOS/EOS."""
-        encoded = self._processor.encode(texts, out_type=int)
-        if self._offset:
-            return [[i + self._offset for i in ids] for ids in encoded]
-        return encoded
+        return [self._shifted(ids) for ids in self._processor.encode(texts, out_type=int)]
 
     def sample(self, text: str, alpha: float, nbest: int, seed: int) -> list[int]:
         """One segmentation of ``text`` drawn at random (subword regularisation), without BOS/EOS.
@@ -160,6 +157,10 @@ class Tokenizer:
         ids = self._processor.encode(
             text, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=nbest
         )
+        return self._shifted(ids)
+
+    def _shifted(self, ids: list[int]) -> list[int]:
+        """SentencePiece's piece ids as the project's ids."""
         return [i + self._offset for i in ids] if self._offset else ids
 
     def decode(self, ids: list[list[int]]) -> list[str]:
