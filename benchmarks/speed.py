@@ -11,9 +11,12 @@ instructions); ``auto`` is the precision ``precision=auto`` picks here. The peer
 their fastest CPU mode. Each tool's last R1 model then decodes test_2016_flickr greedy and with
 beam 5, ``--repeats`` times alternating tools, in batches of 64 sentences under one maximum-length
 rule (100 pieces, no length ratio): decoding time with the model loaded, and the whole process
-from start to the last line written (seq2attn: ``src/translate.py``). Each figure is the median
-of its repetitions, with their min and max. The fraction of the machine's peak is the model's
-FLOPs (seq2attn.flops, from the shapes) per second over a square-GEMM peak measured at the start.
+from start to the last line written (seq2attn: ``src/translate.py``). seq2attn's beam search runs
+OpenNMT-py's default search (``avg`` length normalisation, a sentence ends when its best beam
+ends: ``decoding.early_stop=true``), and once more with its own exact stop (``beam5_exact``).
+Each figure is the median of its repetitions, with their min and max. The fraction of the
+machine's peak is the model's FLOPs (seq2attn.flops, from the shapes) per second over a
+square-GEMM peak measured at the start.
 Writes benchmarks/results/latest.json and latest.md (quick mode: quick.json and quick.md).
 """
 
@@ -54,6 +57,10 @@ MAX_OUTPUT_PIECES = 100
 # bf16-mixed training is timed only where bf16 products reach this share of fp32's speed
 BF16_TIMED_FROM = 0.1
 BEAMS = (("greedy", 1), ("beam5", 5))
+# seq2attn's overrides for OpenNMT-py's default beam search, and for the same ranking with
+# seq2attn's default (exact) stop
+PEER_SEARCH = ("decoding.length_penalty_type=avg", "decoding.early_stop=true")
+EXACT_SEARCH = ("decoding.length_penalty_type=avg",)
 
 
 def gemm_peak_gflops(
@@ -106,9 +113,12 @@ def seq2attn_train(model: str, precision: str, ws: Path, warmup: int, steps: int
     }
 
 
-def seq2attn_translate(checkpoint: str, ws: peers.Workspace, name: str, beam: int) -> dict:
-    """test_2016_flickr through ``src/translate.py`` in batches of 64 sentences: sentences per
-    second of search (its log line), the whole process's wall time, and BLEU."""
+def seq2attn_translate(
+    checkpoint: str, ws: peers.Workspace, name: str, beam: int, options: tuple[str, ...] = ()
+) -> dict:
+    """test_2016_flickr through ``src/translate.py`` in batches of 64 sentences, with the
+    ``decoding`` overrides ``options``: sentences per second of search (its log line), the whole
+    process's wall time, and BLEU."""
     out_dir = ws.root / "decode" / name
     output = out_dir / "hypotheses.en"
     decoding = ["decoding=greedy"] if beam == 1 else ["decoding=beam", f"decoding.beam_size={beam}"]
@@ -119,6 +129,7 @@ def seq2attn_translate(checkpoint: str, ws: peers.Workspace, name: str, beam: in
         f"input={shown(ws.text / f'test.{peers.SRC}')}",
         f"output={shown(output)}",
         *decoding,
+        *options,
         "decoding.max_length_a=0",
         f"decoding.max_length_b={MAX_OUTPUT_PIECES}",
         "max_tokens=null",
@@ -138,6 +149,7 @@ def seq2attn_translate(checkpoint: str, ws: peers.Workspace, name: str, beam: in
         "process_s": process.wall_s,
         "peak_rss_mb": process.peak_rss_mb,
         "bleu": peers.bleu(output, ws.text / f"test.{peers.TGT}"),
+        "words": mean_words(output),
     }
 
 
@@ -149,7 +161,15 @@ def peer_translate(tool: str, checkpoint: str, ws: peers.Workspace, bin_dir: Pat
         "process_s": decoded.wall_s,
         "peak_rss_mb": decoded.peak_rss_mb,
         "bleu": peers.bleu(decoded.hypotheses, ws.text / f"test.{peers.TGT}"),
+        "words": mean_words(decoded.hypotheses),
     }
+
+
+def mean_words(hypotheses: Path) -> float:
+    """Whitespace-separated words per line of a hypotheses file: how long each model's outputs
+    run, which sets how many steps its decoding takes."""
+    lines = hypotheses.read_text(encoding="utf-8").splitlines()
+    return sum(len(line.split()) for line in lines) / max(1, len(lines))
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -183,6 +203,7 @@ ROWS = (  # label, report key, format, lower is better
     ("R2 training, precision=auto (peers: fp32)", "train_r2_auto_tok_s", "{:,.0f}", False),
     ("R1 greedy decoding, sentences/s", "greedy_sent_s", "{:,.1f}", False),
     ("R1 beam-5 decoding, sentences/s", "beam5_sent_s", "{:,.1f}", False),
+    ("R1 beam-5, seq2attn's exact stop, sentences/s", "beam5_exact_sent_s", "{:,.1f}", False),
     ("R1 greedy, whole process, s", "greedy_process_s", "{:,.2f}", True),
     ("R1 beam-5, whole process, s", "beam5_process_s", "{:,.2f}", True),
     ("R1 training peak RSS, MB", "peak_rss_mb", "{:,.0f}", True),
@@ -220,7 +241,14 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['max_output_pieces']} pieces in every tool (no length ratio); BLEU greedy / "
         "beam 5: "
         + ", ".join(f"{tool} {b['greedy']:.2f} / {b['beam5']:.2f}" for tool, b in bleu.items())
-        + ".",
+        + f" (seq2attn's exact stop: {report['bleu_exact_stop']:.2f}); words per hypothesis "
+        "greedy / beam 5: "
+        + ", ".join(
+            f"{tool} {w['greedy']:.1f} / {w['beam5']:.1f}" for tool, w in report["words"].items()
+        )
+        + ". Beam search is "
+        "OpenNMT-py's default in both (avg length normalisation, a sentence ends when its best "
+        "beam ends); seq2attn's exact stop ends it when no live beam can beat its finished ones.",
     ]
     if report["bf16_skipped"]:
         lines.append(f"bf16-mixed training not timed: {report['bf16_skipped']}.")
@@ -346,12 +374,24 @@ def main() -> None:
 
                 def measure_decoding(tool: str = tool, name: str = name, beam: int = beam) -> dict:
                     if tool == "seq2attn":
-                        return seq2attn_translate(checkpoints[tool], ws, f"seq2attn-{name}", beam)
+                        options = PEER_SEARCH if beam > 1 else ()
+                        return seq2attn_translate(
+                            checkpoints[tool], ws, f"seq2attn-{name}", beam, options
+                        )
                     return peer_translate(tool, checkpoints[tool], ws, bins[tool], beam)
 
                 result = once(f"decode_{tool}_{name}_{rep}", measure_decoding)
                 decodes[f"{tool}_{name}_{rep}"] = result
                 say(f"  {result['sent_s']:,.1f} sentences/s, {result['process_s']:.1f} s process")
+        say(f"round {rep}/{repeats}: beam5 decoding with seq2attn's exact stop")
+        result = once(
+            f"decode_seq2attn_beam5_exact_{rep}",
+            lambda: seq2attn_translate(
+                checkpoints["seq2attn"], ws, "seq2attn-beam5-exact", 5, EXACT_SEARCH
+            ),
+        )
+        decodes[f"seq2attn_beam5_exact_{rep}"] = result
+        say(f"  {result['sent_s']:,.1f} sentences/s, {result['process_s']:.1f} s process")
     if not bf16_skipped:
         decodes["seq2attn_bf16_greedy_1"] = once(
             "decode_seq2attn_bf16_greedy_1",
@@ -405,7 +445,7 @@ def main() -> None:
         report[f"train_{model}_auto_tok_s"] = per_tool(
             f"train_{model}_auto_tok_s", train_rates(model, auto_variant)
         )
-    for name, _ in BEAMS:
+    for name in (*(name for name, _ in BEAMS), "beam5_exact"):
         report[f"{name}_sent_s"] = per_tool(f"{name}_sent_s", decode_values(name, "sent_s"))
         report[f"{name}_process_s"] = per_tool(
             f"{name}_process_s", decode_values(name, "process_s")
@@ -437,6 +477,11 @@ def main() -> None:
             "bf16_skipped": bf16_skipped,
             "bleu": {
                 tool: {name: decodes[f"{tool}_{name}_1"]["bleu"] for name, _ in BEAMS}
+                for tool in ("seq2attn", *tools)
+            },
+            "bleu_exact_stop": decodes["seq2attn_beam5_exact_1"]["bleu"],
+            "words": {
+                tool: {name: decodes[f"{tool}_{name}_1"].get("words") for name, _ in BEAMS}
                 for tool in ("seq2attn", *tools)
             },
             "bleu_same_steps": {

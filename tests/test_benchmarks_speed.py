@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +39,11 @@ def report(repeats: int) -> dict:
         "gemm_peak_gflops": {"fp32": 100.0, "bf16": 1.0},
         "machine": {**machine, "threads": 2, "torch": "2.13.0"},
         "bleu": {"seq2attn": {"greedy": 14.0, "beam5": 15.5}},
+        "bleu_exact_stop": 15.9,
+        "words": {
+            "seq2attn": {"greedy": 7.6, "beam5": 6.8},
+            "opennmt": {"greedy": 5.0, "beam5": 4.9},
+        },
         "repeats": repeats,
         "date": "today",
         "commit": "abc1234",
@@ -63,6 +69,9 @@ def test_table_gives_medians_with_their_range_and_the_machine(repeats: int) -> N
     assert "bf16-mixed training not timed" in text
     assert "R2 seq2attn 3,000 MB" in text
     assert f"Median of {repeats} runs per tool" in text
+    assert "seq2attn 14.00 / 15.50 (seq2attn's exact stop: 15.90)" in text
+    assert "words per hypothesis greedy / beam 5: seq2attn 7.6 / 6.8, opennmt 5.0 / 4.9" in text
+    assert "R1 beam-5, seq2attn's exact stop, sentences/s" in rows
 
 
 def test_gemm_peak_is_a_rate_of_square_products() -> None:
@@ -110,3 +119,9 @@ def test_budget_memory_is_the_largest_peak_of_each_tool_on_the_newest_machine(
         "runs": {"r1": {"joeynmt": 1800.0}, "r2": {"seq2attn": 4400.0}},
         "machine": "a CPU",
     }
+
+
+def test_mean_words_counts_whitespace_words_per_line(tmp_path: Path) -> None:
+    hypotheses = tmp_path / "hypotheses.en"
+    hypotheses.write_text("a dog runs .\n\ntwo  men\n", encoding="utf-8")
+    assert speed.mean_words(hypotheses) == pytest.approx(6 / 3)

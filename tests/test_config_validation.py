@@ -120,11 +120,12 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
                 "decoding.coverage_penalty=0.2",
                 "decoding.no_repeat_ngram_size=3",
                 "decoding.min_length_a=0.5",
+                "decoding.early_stop=true",
             ],
         )
     ).decoding
     assert beam.length_penalty_type == LengthPenaltyType.avg and beam.coverage_penalty == 0.2
-    assert (beam.no_repeat_ngram_size, beam.min_length_a) == (3, 0.5)
+    assert (beam.no_repeat_ngram_size, beam.min_length_a, beam.early_stop) == (3, 0.5, True)
     with pytest.raises(ConfigError, match=r"^decoding\.min_length_a=-1\.0: must be >= 0"):
         validate_eval(compose_config("eval", ["ckpt_path=x", "decoding.min_length_a=-1.0"]))
     translation = validate_translate(compose_config("translate", ["ckpt_path=x"]))
@@ -193,6 +194,14 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
         (
             ["decoding.length_penalty_type=avg"],
             r"decoding\.length_penalty_type=avg with decoding=greedy: .*use decoding=beam",
+        ),
+        (
+            ["decoding.early_stop=true"],
+            r"decoding\.early_stop=true with decoding=greedy: .*use decoding=beam",
+        ),
+        (
+            ["decoding=beam", "decoding.early_stop=sometimes"],
+            r"decoding\.early_stop: Value 'sometimes'",
         ),
         (
             ["attention=none", "decoding=beam", "decoding.coverage_penalty=0.2"],

@@ -16,6 +16,12 @@ with the GNMT length penalty lp(Y) = ((5 + |Y|) / 6)^alpha (Wu et al., 2016; alp
 the raw log-probability) or the average lp(Y) = |Y|, |Y| counting the output tokens including
 EOS, and the GNMT coverage penalty cp(X; Y) = beta * sum_i log(min(sum_j p_ij, 1)), where p_ij
 is the attention of output step j (EOS included) on source piece i (beta = 0: none).
+
+A sentence leaves the beam once no live beam can still beat its n best finished hypotheses,
+which makes the search exact under its maximum length; under a length penalty a live beam is
+only bounded at that length, so it often searches on to it. ``early_stop`` ends a sentence as
+soon as its best live beam emits EOS (OpenNMT-py's and JoeyNMT's rule): fewer steps, the same
+result under GNMT alpha = 0 with no coverage penalty and ``n_best`` = 1, not exact otherwise.
 """
 
 from __future__ import annotations
@@ -313,6 +319,7 @@ def beam_search(
     coverage_penalty: float = 0.0,
     min_length_a: float = 0.0,
     no_repeat_ngram_size: int = 0,
+    early_stop: bool = False,
 ) -> list[list[Hypothesis]]:
     """Beam search for src (B, S); the n_best hypotheses per sentence, best s(Y, X) first.
 
@@ -355,6 +362,8 @@ def beam_search(
         )
         beams, reorder = beams.extend(candidates, log_probs, attention)
         state, tokens = state.index_select(reorder), beams.tokens[:, -1]
+        # beam 0 holds each sentence's best extension (extend ranks them)
+        best_ended = (tokens[::beam_size] == eos_id).tolist() if early_stop else None
         beams.scores = _collect_finished(beams, finished, sentences, lengths, eos_id, ranking)
         best_live = beams.scores.max(dim=1).values.tolist()
         going = [
@@ -362,7 +371,10 @@ def beam_search(
             for b, (sentence, live, limit) in enumerate(
                 zip(sentences, best_live, max_lengths.tolist(), strict=True)
             )
-            if not _is_done(finished[sentence], live, limit, ranking, n_best)
+            if not (
+                (best_ended is not None and best_ended[b] and len(finished[sentence]) >= n_best)
+                or _is_done(finished[sentence], live, limit, ranking, n_best)
+            )
         ]
         if not going:
             break
@@ -421,4 +433,5 @@ def decode(
         coverage_penalty=decoding.coverage_penalty,
         min_length_a=decoding.min_length_a,
         no_repeat_ngram_size=decoding.no_repeat_ngram_size,
+        early_stop=decoding.early_stop,
     )

@@ -468,6 +468,75 @@ def test_avg_length_penalty_ranks_by_score_per_token() -> None:
     assert [Ranking(length_penalty="avg").key(h) for h in ranked] == keys
 
 
+def test_early_stop_ends_a_sentence_when_its_best_beam_ends() -> None:
+    """At most two tokens, beam 3, avg. After two steps the best extension is [b, EOS] (0.36),
+    ahead of [a, b] (0.288) and [a, EOS] (0.24): early stop ends the sentence there with [b]
+    (-0.511 per token), while the exact search goes on to [a, b, EOS] (-0.450), as above."""
+    model: Any = AvgTableModel()
+    src, lengths = torch.tensor([[4, 4]]), torch.tensor([2])
+    a, b = TableModel.A, TableModel.B
+    decoding = {
+        "strategy": SearchStrategy.beam,
+        "beam_size": 3,
+        "max_length_a": 0.0,
+        "max_length_b": 2,
+        "length_penalty_type": LengthPenaltyType.avg,
+    }
+    steps, step = [], model.step
+
+    def counting_step(tokens, state, memory):
+        steps.append(tokens.size(0))
+        return step(tokens, state, memory)
+
+    model.step = counting_step
+    exact = decode(model, src, lengths, DecodingSchema(**decoding), BOS, EOS)[0]
+    assert exact[0].tokens == [a, b] and len(steps) == 3
+    steps.clear()
+    early = decode(model, src, lengths, DecodingSchema(**decoding, early_stop=True), BOS, EOS)[0]
+    assert early[0].tokens == [b] and len(steps) == 2
+    assert early[0].score == pytest.approx(math.log(0.36))
+
+
+@pytest.mark.parametrize("wiring", sorted(WIRINGS))
+def test_early_stop_without_a_length_penalty_finds_what_the_exact_search_finds(
+    monkeypatch: pytest.MonkeyPatch, wiring: str
+) -> None:
+    """Ranked by the raw log-probability (alpha = 0), a best beam that ended beats every live
+    beam, so the exact search stops at the same step with the same hypothesis. Under a length
+    penalty early stop steps fewer rows and finds nothing the exact search ranks higher."""
+    model = make_model(wiring)
+    with torch.no_grad():  # sentences end at varied steps
+        model.output_layer.bias[EOS] = {"bahdanau": 2.0, "luong_feed": 2.0, "none": 3.0}[wiring]
+    rows, step = [], model.step
+
+    def counting_step(tokens, state, memory):
+        rows.append(tokens.size(0))
+        return step(tokens, state, memory)
+
+    monkeypatch.setattr(model, "step", counting_step)
+    steps, best = {}, {}
+    for alpha in (0.0, 1.0):
+        for early in (False, True):
+            rows.clear()
+            found = beam_search(model, SRC, LENGTHS, BOS, EOS, 3, alpha, early_stop=early)
+            steps[alpha, early], best[alpha, early] = sum(rows), [s[0] for s in found]
+    exact, early = best[0.0, False], best[0.0, True]
+    assert [h.tokens for h in early] == [h.tokens for h in exact]
+    assert [h.score for h in early] == pytest.approx([h.score for h in exact])
+    assert steps[0.0, True] == steps[0.0, False]
+    assert steps[1.0, True] <= steps[1.0, False]
+    if wiring != "bahdanau":  # its first sentence runs to the limit either way
+        assert steps[1.0, True] < steps[1.0, False]
+    ranking = Ranking(alpha=1.0)
+    for exact_best, early_best in zip(best[1.0, False], best[1.0, True], strict=True):
+        assert ranking.key(exact_best) >= ranking.key(early_best) - 1e-6
+
+
+def test_early_stop_is_refused_with_greedy() -> None:
+    with pytest.raises(ConfigError, match=r"^decoding\.early_stop=true with decoding=greedy"):
+        DecodingSchema(early_stop=True)
+
+
 class AttendingTableModel(TableModel):
     """TableModel with attention over three source pieces that depends on the previous token:
     each of BOS, a and b attends mostly (0.8) to one piece."""

@@ -48,6 +48,7 @@ class DecodingSchema:
     coverage_penalty: float = 0.0
     no_repeat_ngram_size: int = 0
     min_length_a: float = 0.0
+    early_stop: bool = False
 
     def __post_init__(self) -> None:
         positive("decoding.beam_size", self.beam_size)
@@ -72,6 +73,11 @@ class DecodingSchema:
                 raise ConfigError(
                     f"decoding.coverage_penalty={self.coverage_penalty} with decoding=greedy: "
                     "it ranks beam hypotheses; use decoding=beam or coverage_penalty=0"
+                )
+            if self.early_stop:
+                raise ConfigError(
+                    "decoding.early_stop=true with decoding=greedy: it ends a beam search; "
+                    "use decoding=beam or early_stop=false"
                 )
             if self.length_penalty_type == LengthPenaltyType.avg:
                 raise ConfigError(
