@@ -133,8 +133,7 @@ def test_best_configuration_builds_its_tied_two_layer_encoder_model(compose_trai
     assert (cfg.attention.type, cfg.scorer._target_.rsplit(".", 1)[1]) == ("luong", "ConcatScorer")
     assert not cfg.attention.input_feeding  # the decoder runs over the whole target at once
     assert (cfg.trainer.max_steps, cfg.scheduler.total_steps, cfg.label_smoothing) == (
-        12000, 12000, 0.1)  # fmt: skip
-    assert (cfg.data.subword_alpha, cfg.data.subword_nbest) == (0.1, 64)
+        8000, 8000, 0.1)  # fmt: skip
     assert cfg.callbacks.model_checkpoint.save_top_k == 5  # kept for checkpoint averaging
     model = instantiate(cfg.model, src_vocab_size=8000, tgt_vocab_size=8000)
     assert model.output_layer.weight is model.tgt_embedding.weight
