@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser train test test-fast lint format sweep bench bench-quick bench-data bench-decoding bench-onednn clean
+.PHONY: help install browser train test test-fast lint format sweep bench bench-quick bench-data bench-decoding bench-trained bench-onednn clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ bench-data: $(STAMP) ## Data pipeline benchmarks: loading vs. step time on Multi
 CKPT ?= last
 bench-decoding: $(STAMP) ## Greedy/beam speed and scheduled-sampling cost of a Multi30k checkpoint (CKPT=<file, run folder or last>)
 	$(PY) -m benchmarks.decoding --ckpt $(CKPT)
+
+bench-trained: $(STAMP) ## Decoding speed against OpenNMT-py with the budget runs' trained R1 models (~5 min) -> benchmarks/results/trained_decoding.{json,md}
+	$(PY) -m benchmarks.trained_decoding $(ARGS)
 
 bench-onednn: $(STAMP) ## oneDNN's kernel cache against a training run's product shapes (needs Multi30k; ~10 min)
 	$(PY) -m benchmarks.onednn_cache $(ARGS)
