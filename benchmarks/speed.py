@@ -11,9 +11,10 @@ instructions); ``auto`` is the precision ``precision=auto`` picks here. The peer
 their fastest CPU mode. Each tool's last R1 model then decodes test_2016_flickr greedy and with
 beam 5, ``--repeats`` times alternating tools, in batches of 64 sentences under one maximum-length
 rule (100 pieces, no length ratio): decoding time with the model loaded, and the whole process
-from start to the last line written (seq2attn: ``src/translate.py``). seq2attn's beam search runs
-OpenNMT-py's default search (``avg`` length normalisation, a sentence ends when its best beam
-ends: ``decoding.early_stop=true``), and once more with its own exact stop (``beam5_exact``).
+from start to the last line written (seq2attn: ``src/translate.py``). seq2attn's beam search
+stops as OpenNMT-py's default does, with the same ``avg`` length normalisation (a sentence ends
+when its best beam ends: ``decoding.early_stop=true``; OpenNMT-py's ``avg`` also counts BOS in the
+length), and once more with its own exact stop (``beam5_exact``); JoeyNMT keeps its own search.
 Each figure is the median of its repetitions, with their min and max. The fraction of the
 machine's peak is the model's FLOPs (seq2attn.flops, from the shapes) per second over a
 square-GEMM peak measured at the start.
@@ -57,8 +58,8 @@ MAX_OUTPUT_PIECES = 100
 # bf16-mixed training is timed only where bf16 products reach this share of fp32's speed
 BF16_TIMED_FROM = 0.1
 BEAMS = (("greedy", 1), ("beam5", 5))
-# seq2attn's overrides for OpenNMT-py's default beam search, and for the same ranking with
-# seq2attn's default (exact) stop
+# seq2attn's overrides for OpenNMT-py's default beam search (its stop and avg normalisation), and
+# for the same ranking with seq2attn's default (exact) stop
 PEER_SEARCH = ("decoding.length_penalty_type=avg", "decoding.early_stop=true")
 EXACT_SEARCH = ("decoding.length_penalty_type=avg",)
 
@@ -212,6 +213,11 @@ ROWS = (  # label, report key, format, lower is better
 )
 
 
+def _words(value: float | None) -> str:
+    """Words per hypothesis, or n/a for a decode kept from before they were counted."""
+    return "n/a" if value is None else f"{value:.1f}"
+
+
 def markdown(report: dict[str, Any]) -> str:
     rows = []
     for label, key, fmt, lower in ROWS:
@@ -244,11 +250,12 @@ def markdown(report: dict[str, Any]) -> str:
         + f" (seq2attn's exact stop: {report['bleu_exact_stop']:.2f}); words per hypothesis "
         "greedy / beam 5: "
         + ", ".join(
-            f"{tool} {w['greedy']:.1f} / {w['beam5']:.1f}" for tool, w in report["words"].items()
+            f"{tool} {_words(w['greedy'])} / {_words(w['beam5'])}"
+            for tool, w in report["words"].items()
         )
-        + ". Beam search is "
-        "OpenNMT-py's default in both (avg length normalisation, a sentence ends when its best "
-        "beam ends); seq2attn's exact stop ends it when no live beam can beat its finished ones.",
+        + ". seq2attn's beam search stops as OpenNMT-py's default does (avg length "
+        "normalisation, a sentence ends when its best beam ends); its exact stop ends a sentence "
+        "when no live beam can beat its finished ones.",
     ]
     if report["bf16_skipped"]:
         lines.append(f"bf16-mixed training not timed: {report['bf16_skipped']}.")
@@ -380,7 +387,9 @@ def main() -> None:
                         )
                     return peer_translate(tool, checkpoints[tool], ws, bins[tool], beam)
 
-                result = once(f"decode_{tool}_{name}_{rep}", measure_decoding)
+                # seq2attn's beam search ran another search before: not reused by --resume
+                kept = f"{name}_onmt_stop" if tool == "seq2attn" and beam > 1 else name
+                result = once(f"decode_{tool}_{kept}_{rep}", measure_decoding)
                 decodes[f"{tool}_{name}_{rep}"] = result
                 say(f"  {result['sent_s']:,.1f} sentences/s, {result['process_s']:.1f} s process")
         say(f"round {rep}/{repeats}: beam5 decoding with seq2attn's exact stop")

@@ -7,7 +7,7 @@
 write, and that sets how many steps a decoding takes, so its decoding ratios move with the
 models as much as with the code. The budget runs' models write about as long as the references.
 The settings are `make bench`'s: test_2016_flickr in batches of 64 sentences, every hypothesis up
-to 100 pieces, greedy and beam 5 with OpenNMT-py's default search in both tools, the tools
+to 100 pieces, greedy and beam 5 with OpenNMT-py's default stop and avg normalisation, the tools
 alternating, the median (min-max) of ``--repeats`` runs. seq2attn decodes its run's best
 checkpoint (what the budget harness scored), OpenNMT-py its last. Writes
 benchmarks/results/trained_decoding.json and .md.
@@ -118,8 +118,8 @@ def markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{tool} `{path}`" for tool, path in report["models"].items())
         + ".",
         f"test_2016_flickr, batches of 64 sentences, every hypothesis up to "
-        f"{report['max_output_pieces']} pieces; beam 5 is OpenNMT-py's default search in both "
-        "tools (avg length normalisation, a sentence ends when its best beam ends). Greedy / "
+        f"{report['max_output_pieces']} pieces; seq2attn's beam 5 stops as OpenNMT-py's default "
+        "does (avg length normalisation, a sentence ends when its best beam ends). Greedy / "
         f"beam 5: {quality}.",
     ]
     return table(["", *TOOLS, "seq2attn vs OpenNMT-py"], rows) + "\n" + "\n".join(notes) + "\n"

@@ -71,6 +71,8 @@ def test_table_gives_medians_with_their_range_and_the_machine(repeats: int) -> N
     assert f"Median of {repeats} runs per tool" in text
     assert "seq2attn 14.00 / 15.50 (seq2attn's exact stop: 15.90)" in text
     assert "words per hypothesis greedy / beam 5: seq2attn 7.6 / 6.8, opennmt 5.0 / 4.9" in text
+    kept = {**report(repeats), "words": {"seq2attn": {"greedy": 7.6, "beam5": None}}}
+    assert "words per hypothesis greedy / beam 5: seq2attn 7.6 / n/a" in speed.markdown(kept)
     assert "R1 beam-5, seq2attn's exact stop, sentences/s" in rows
 
 

@@ -20,8 +20,9 @@ is the attention of output step j (EOS included) on source piece i (beta = 0: no
 A sentence leaves the beam once no live beam can still beat its n best finished hypotheses,
 which makes the search exact under its maximum length; under a length penalty a live beam is
 only bounded at that length, so it often searches on to it. ``early_stop`` ends a sentence as
-soon as its best live beam emits EOS (OpenNMT-py's and JoeyNMT's rule): fewer steps, the same
-result under GNMT alpha = 0 with no coverage penalty and ``n_best`` = 1, not exact otherwise.
+soon as its best extension is EOS and it has ``n_best`` finished hypotheses (OpenNMT-py's rule):
+under a length penalty that is sooner and not exact. (Under GNMT alpha = 0 with no coverage
+penalty and ``n_best`` = 1 the exact stop ends the sentence at that step too.)
 """
 
 from __future__ import annotations

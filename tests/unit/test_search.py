@@ -471,9 +471,10 @@ def test_avg_length_penalty_ranks_by_score_per_token() -> None:
 def test_early_stop_ends_a_sentence_when_its_best_beam_ends() -> None:
     """At most two tokens, beam 3, avg. After two steps the best extension is [b, EOS] (0.36),
     ahead of [a, b] (0.288) and [a, EOS] (0.24): early stop ends the sentence there with [b]
-    (-0.511 per token), while the exact search goes on to [a, b, EOS] (-0.450), as above."""
+    (-0.511 per token), while the exact search goes on to [a, b, EOS] (-0.450), as above. Two
+    sentences: each is decided by its own best beam, not by a row of the other's."""
     model: Any = AvgTableModel()
-    src, lengths = torch.tensor([[4, 4]]), torch.tensor([2])
+    src, lengths = torch.tensor([[4, 4], [4, 4]]), torch.tensor([2, 2])
     a, b = TableModel.A, TableModel.B
     decoding = {
         "strategy": SearchStrategy.beam,
@@ -489,12 +490,12 @@ def test_early_stop_ends_a_sentence_when_its_best_beam_ends() -> None:
         return step(tokens, state, memory)
 
     model.step = counting_step
-    exact = decode(model, src, lengths, DecodingSchema(**decoding), BOS, EOS)[0]
-    assert exact[0].tokens == [a, b] and len(steps) == 3
+    exact = decode(model, src, lengths, DecodingSchema(**decoding), BOS, EOS)
+    assert [nbest[0].tokens for nbest in exact] == [[a, b], [a, b]] and len(steps) == 3
     steps.clear()
-    early = decode(model, src, lengths, DecodingSchema(**decoding, early_stop=True), BOS, EOS)[0]
-    assert early[0].tokens == [b] and len(steps) == 2
-    assert early[0].score == pytest.approx(math.log(0.36))
+    early = decode(model, src, lengths, DecodingSchema(**decoding, early_stop=True), BOS, EOS)
+    assert [nbest[0].tokens for nbest in early] == [[b], [b]] and len(steps) == 2
+    assert [nbest[0].score for nbest in early] == pytest.approx([math.log(0.36)] * 2)
 
 
 @pytest.mark.parametrize("wiring", sorted(WIRINGS))
@@ -530,6 +531,45 @@ def test_early_stop_without_a_length_penalty_finds_what_the_exact_search_finds(
     ranking = Ranking(alpha=1.0)
     for exact_best, early_best in zip(best[1.0, False], best[1.0, True], strict=True):
         assert ranking.key(exact_best) >= ranking.key(early_best) - 1e-6
+
+
+def test_early_stop_waits_for_n_best_finished_hypotheses() -> None:
+    """Beam 2, n_best 2, avg, at most two tokens: the best extension after two steps is
+    [b, EOS] (0.36), but it is the only finished hypothesis, so the search goes on to
+    [a, b, EOS] (0.2592) and returns both, [a, b] first (-0.450 against -0.511 per token)."""
+    model: Any = AvgTableModel()
+    src, lengths = torch.tensor([[4, 4]]), torch.tensor([2])
+    a, b = TableModel.A, TableModel.B
+    nbest = beam_search(
+        model,
+        src,
+        lengths,
+        BOS,
+        EOS,
+        beam_size=2,
+        n_best=2,
+        max_length_a=0.0,
+        max_length_b=2,
+        length_penalty_type="avg",
+        early_stop=True,
+    )[0]
+    assert [h.tokens for h in nbest] == [[a, b], [b]]
+
+
+@pytest.mark.parametrize("wiring", sorted(WIRINGS))
+def test_early_stop_decides_each_sentence_by_its_own_best_beam(wiring: str) -> None:
+    """Sentences that leave the batch early do not shift which beam is another sentence's
+    best: each sentence decoded in the batch gets what it gets decoded alone."""
+    model = make_model(wiring)
+    with torch.no_grad():
+        model.output_layer.bias[EOS] = 2.0
+    options: dict[str, Any] = {"length_penalty": 1.0, "n_best": 2, "early_stop": True}
+    batched = beam_search(model, SRC, LENGTHS, BOS, EOS, 3, **options)
+    for i, length in enumerate(LENGTHS.tolist()):
+        alone = beam_search(model, SRC[i : i + 1, :length], LENGTHS[i : i + 1], BOS, EOS, 3,
+                            **options)[0]  # fmt: skip
+        assert [h.tokens for h in batched[i]] == [h.tokens for h in alone]
+        assert [h.score for h in batched[i]] == pytest.approx([h.score for h in alone], abs=1e-5)
 
 
 def test_early_stop_is_refused_with_greedy() -> None:
