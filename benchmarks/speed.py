@@ -213,6 +213,14 @@ ROWS = (  # label, report key, format, lower is better
 )
 
 
+def median_cell(fmt: str, median: float, spread: dict[str, Any] | None) -> str:
+    """A median in ``fmt``, with the min–max of its measurements where there were several."""
+    cell = fmt.format(median)
+    if spread and len(spread["values"]) > 1:
+        cell += f" ({fmt.format(spread['min'])}–{fmt.format(spread['max'])})"
+    return cell
+
+
 def _words(value: float | None) -> str:
     """Words per hypothesis, or n/a for a decode kept from before they were counted."""
     return "n/a" if value is None else f"{value:.1f}"
@@ -224,14 +232,8 @@ def markdown(report: dict[str, Any]) -> str:
         values, spread = report[key], report["spread"].get(key, {})
         cells = []
         for tool in TOOLS:
-            if values.get(tool) is None:
-                cells.append("n/a")
-                continue
-            cell = fmt.format(values[tool])
-            if tool in spread and len(spread[tool]["values"]) > 1:
-                low, high = fmt.format(spread[tool]["min"]), fmt.format(spread[tool]["max"])
-                cell += f" ({low}–{high})"
-            cells.append(cell)
+            value = values.get(tool)
+            cells.append("n/a" if value is None else median_cell(fmt, value, spread.get(tool)))
         rows.append([label, *cells, ratio(values, lower)])
     peak, host = report["gemm_peak_gflops"], report["machine"]
     bleu = report["bleu"]

@@ -40,6 +40,7 @@ from benchmarks.speed import (
     BEAMS,
     MAX_OUTPUT_PIECES,
     PEER_SEARCH,
+    median_cell,
     peer_translate,
     ratio,
     seq2attn_translate,
@@ -95,14 +96,9 @@ ROWS = (  # label, key, format, lower is better
 def markdown(report: dict[str, Any]) -> str:
     rows = []
     for label, key, fmt, lower in ROWS:
-        cells = []
-        for tool in TOOLS:
-            spread = report["spread"][key][tool]
-            cell = fmt.format(spread["median"])
-            if len(spread["values"]) > 1:
-                cell += f" ({fmt.format(spread['min'])}–{fmt.format(spread['max'])})"
-            cells.append(cell)
-        medians = {tool: report["spread"][key][tool]["median"] for tool in TOOLS}
+        spread = report["spread"][key]
+        cells = [median_cell(fmt, spread[tool]["median"], spread[tool]) for tool in TOOLS]
+        medians = {tool: spread[tool]["median"] for tool in TOOLS}
         rows.append([label, *cells, ratio(medians, lower)])
     host = report["machine"]
     quality = ", ".join(
