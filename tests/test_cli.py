@@ -55,6 +55,31 @@ def test_eval_matches_sacrebleu_command_line(trained_run: Path, tmp_path: Path) 
         scores["repetition_rate"],
         scores["length_ratio"],
     )
+    assert saved["decoding"]["output_precision"] in ("fp32", "bf16")  # auto, resolved
+
+
+@pytest.mark.parametrize("search", ["decoding=greedy", "decoding=beam"])
+def test_eval_writes_the_same_translations_with_a_bf16_output_layer(
+    trained_run: Path, tmp_path: Path, search: str
+) -> None:
+    texts = []
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        evaluate(
+            compose_config(
+                "eval",
+                [
+                    f"ckpt_path={trained_run}",
+                    f"paths.output_dir={out}",
+                    search,
+                    f"decoding.output_precision={precision}",
+                ],
+            )
+        )
+        saved = json.loads((out / "scores.json").read_text())
+        assert saved["decoding"]["output_precision"] == precision
+        texts.append((out / "test.hyp.txt").read_text())
+    assert texts[0] == texts[1] and len(texts[0].splitlines()) == 100
 
 
 def test_eval_bleu_equals_training_test_bleu_under_greedy(

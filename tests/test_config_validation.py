@@ -19,7 +19,7 @@ from seq2attn.config import (
     validate_eval,
     validate_translate,
 )
-from seq2attn.config.run import LengthPenaltyType, SearchStrategy
+from seq2attn.config.run import LengthPenaltyType, OutputPrecision, SearchStrategy
 from seq2attn.config.trainer import check_validation_interval
 from seq2attn.cpu_tuning import CpuSettings
 from seq2attn.data.pipeline import DataPipeline, SentencePieceModel
@@ -126,6 +126,7 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
     ).decoding
     assert beam.length_penalty_type == LengthPenaltyType.avg and beam.coverage_penalty == 0.2
     assert (beam.no_repeat_ngram_size, beam.min_length_a, beam.early_stop) == (3, 0.5, True)
+    assert beam.output_precision == OutputPrecision.auto  # the decoding configs' default
     with pytest.raises(ConfigError, match=r"^decoding\.min_length_a=-1\.0: must be >= 0"):
         validate_eval(compose_config("eval", ["ckpt_path=x", "decoding.min_length_a=-1.0"]))
     translation = validate_translate(compose_config("translate", ["ckpt_path=x"]))
@@ -170,6 +171,10 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
         (
             ["decoding=beam", "decoding.length_penalty_type=wu"],
             r"decoding\.length_penalty_type: .*'wu', expected one of \[gnmt, avg\]",
+        ),
+        (
+            ["decoding.output_precision=fp16"],
+            r"decoding\.output_precision: .*'fp16', expected one of \[auto, fp32, bf16\]",
         ),
         (
             ["decoding=beam", "decoding.coverage_penalty=-0.2"],

@@ -140,7 +140,7 @@ def choose_precision(
             f"{cpu.model} lists no bf16 instructions ({', '.join(BF16_FLAGS)}) in its CPU "
             "flags, so bf16 products are emulated, far slower than fp32"
         )
-    speedup, path, fresh = _cached_speedup(Path(cache_dir), cpu, probe)
+    speedup, path, fresh = cached_speedup(Path(cache_dir), cpu, probe)
     measured = f"bf16 products {speedup:.2f}x the speed of fp32 on {cpu.model}"
     source = f"probe {'run now' if fresh else 'from an earlier run'}, cached in {path}"
     if speedup >= MARGIN:
@@ -148,11 +148,12 @@ def choose_precision(
     return "32-true", f"{measured}, under the {MARGIN}x that pays for autocast's casts; {source}"
 
 
-def _cached_speedup(
+def cached_speedup(
     cache_dir: Path, cpu: Cpu, probe: Callable[[], float]
 ) -> tuple[float, Path, bool]:
-    """The speedup cached for this machine, or a fresh probe's (then cached): value, cache file,
-    whether the probe ran. A missing, damaged or foreign file is probed again."""
+    """bf16 products' speed over fp32's on this machine: the value cached under ``cache_dir``, or
+    a fresh probe's (then cached); the value, the cache file and whether the probe ran. A missing,
+    damaged or foreign file is probed again."""
     key = {
         "cpu": cpu.model,
         "flags": None if cpu.flags is None else sorted(cpu.flags),

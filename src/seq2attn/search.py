@@ -23,15 +23,20 @@ only bounded at that length, so it often searches on to it. ``early_stop`` ends 
 soon as its best extension is EOS and it has ``n_best`` finished hypotheses (OpenNMT-py's rule):
 under a length penalty that is sooner and not exact. (Under GNMT alpha = 0 with no coverage
 penalty and ``n_best`` = 1 the exact stop ends the sentence at that step too.)
+
+``decoding.output_precision`` can run a step's output layer in bf16 through a shortlist that fp32
+scores again (:mod:`seq2attn.shortlist`); the tokens stay those of fp32.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, cast, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from seq2attn.shortlist import Bf16Shortlist, exact_top_logits, process_choice, shortlist_for
 
 if TYPE_CHECKING:
     from seq2attn.config import DecodingSchema
@@ -53,6 +58,18 @@ class Decodable(Protocol):
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Any, Any]: ...
 
     def step(self, prev_tokens: Tensor, state: Any, memory: Any) -> tuple[Tensor, Any, Any]: ...
+
+
+@runtime_checkable
+class FeatureDecodable(Decodable, Protocol):
+    """A model whose step can stop before its output layer (``Seq2Seq``; not ``Ensemble``,
+    which averages whole distributions), so that a :class:`Bf16Shortlist` can take over."""
+
+    output_layer: nn.Linear
+
+    def step_features(
+        self, prev_tokens: Tensor, state: Any, memory: Any
+    ) -> tuple[Tensor, Any, Any]: ...
 
 
 @dataclass
@@ -137,6 +154,7 @@ def _top_k_step(
     eos_id: int,
     bans: Bans | None,
     k: int,
+    shortlist: Bf16Shortlist | None,
 ) -> tuple[Tensor, Tensor, Rows, Tensor | None]:
     """The k most likely next tokens of each row (N, k) with their log-probabilities (N, k),
     best first, the ``bans`` at -inf; where force_eos (N,) is True only EOS, the other k - 1 at
@@ -145,18 +163,22 @@ def _top_k_step(
     The K best extensions of K beams lie among each beam's k = K best tokens, so beam search
     ranks K * K candidates per sentence instead of K * V, and greedy (k = 1) takes the argmax of
     the logits. Log-probs are the top logits minus one logsumexp per row; the vocabulary is never
-    normalised as a whole.
+    normalised as a whole. With a ``shortlist`` (a :class:`FeatureDecodable` model) the output
+    layer runs through it (:mod:`seq2attn.shortlist`).
     """
-    logits, state, attention = model.step(tokens, state, memory)
-    logits = logits.float()
-    normaliser = logits.logsumexp(dim=-1, keepdim=True)
-    allowed = logits if bans is None else logits.index_put(bans, logits.new_tensor(float("-inf")))
-    top_logits, top_tokens = allowed.topk(min(k, logits.size(-1)), dim=-1)
-    log_probs = top_logits - normaliser
+    if shortlist is None:
+        logits, state, attention = model.step(tokens, state, memory)
+        top = exact_top_logits(logits, k, bans, eos_id)
+    else:
+        features, state, attention = cast(FeatureDecodable, model).step_features(
+            tokens, state, memory
+        )
+        top = shortlist.top_logits(features, k, bans, eos_id)
+    top_tokens, log_probs = top.tokens, top.logits - top.normaliser
     if bool(force_eos.any()):
         forced = force_eos.unsqueeze(1)
         eos_only = torch.full_like(log_probs, float("-inf"))
-        eos_only[:, 0] = logits[:, eos_id] - normaliser[:, 0]
+        eos_only[:, 0] = top.eos - top.normaliser[:, 0]
         log_probs = torch.where(forced, eos_only, log_probs)
         top_tokens = top_tokens.masked_fill(forced, eos_id)
     return top_tokens, log_probs, state, attention
@@ -185,6 +207,7 @@ def greedy_decode(
     max_length_b: int = 10,
     min_length_a: float = 0.0,
     no_repeat_ngram_size: int = 0,
+    shortlist: Bf16Shortlist | None = None,
 ) -> list[Hypothesis]:
     """Batched greedy decoding of src (B, S).
 
@@ -209,7 +232,7 @@ def greedy_decode(
             else None
         )
         best, best_scores, state, step_attention = _top_k_step(
-            model, tokens, state, memory, t >= max_lengths[live], eos_id, bans, 1
+            model, tokens, state, memory, t >= max_lengths[live], eos_id, bans, 1, shortlist
         )
         tokens, step_scores = best[:, 0], best_scores[:, 0]
         scores[live] += step_scores
@@ -321,6 +344,7 @@ def beam_search(
     min_length_a: float = 0.0,
     no_repeat_ngram_size: int = 0,
     early_stop: bool = False,
+    shortlist: Bf16Shortlist | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for src (B, S); the n_best hypotheses per sentence, best s(Y, X) first.
 
@@ -359,7 +383,7 @@ def beam_search(
             else None
         )
         candidates, log_probs, state, attention = _top_k_step(
-            model, tokens, state, memory, force_eos, eos_id, bans, beam_size
+            model, tokens, state, memory, force_eos, eos_id, bans, beam_size, shortlist
         )
         beams, reorder = beams.extend(candidates, log_probs, attention)
         state, tokens = state.index_select(reorder), beams.tokens[:, -1]
@@ -406,6 +430,7 @@ def decode(
     eos_id: int,
 ) -> list[list[Hypothesis]]:
     """The n-best hypotheses of each sentence of src (B, S) under the configured search."""
+    shortlist = _shortlist(model, decoding, src.device)
     if decoding.strategy == "greedy":
         hypotheses = greedy_decode(
             model,
@@ -417,6 +442,7 @@ def decode(
             decoding.max_length_b,
             decoding.min_length_a,
             decoding.no_repeat_ngram_size,
+            shortlist,
         )
         return [[hypothesis] for hypothesis in hypotheses]
     return beam_search(
@@ -435,4 +461,19 @@ def decode(
         min_length_a=decoding.min_length_a,
         no_repeat_ngram_size=decoding.no_repeat_ngram_size,
         early_stop=decoding.early_stop,
+        shortlist=shortlist,
     )
+
+
+def _shortlist(
+    model: Decodable, decoding: DecodingSchema, device: torch.device
+) -> Bf16Shortlist | None:
+    """The output layer's shortlist where ``decoding.output_precision`` asks for bf16 (``auto``:
+    where :func:`~seq2attn.shortlist.process_choice` says so) and the model has one, on a CPU
+    (a GPU may reduce bf16 products in bf16, beyond the shortlist's bound)."""
+    precision = decoding.output_precision.value
+    if precision == "auto":
+        precision = process_choice()
+    if precision != "bf16" or device.type != "cpu" or not isinstance(model, FeatureDecodable):
+        return None
+    return shortlist_for(model.output_layer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from seq2attn.quiet import silence_dependency_noise
 from seq2attn.ranks import is_rank_zero, leave_process_group
 from seq2attn.run_record import resolved_config, write_run_record
 from seq2attn.run_story import ValidationLog, shown_path, stop_reason, summary
+from seq2attn.shortlist import resolve_output_precision
 
 log = logging.getLogger(__name__)
 silence_dependency_noise()
@@ -49,6 +51,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run = validate(cfg)
     configure_cpu(run.cpu)
     precision = resolve_precision(cfg)
+    run = replace(run, decoding=resolve_output_precision(run.decoding, cfg.paths.cache_dir))
     L.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)

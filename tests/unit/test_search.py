@@ -284,7 +284,7 @@ def test_beam_over_top_k_tokens_equals_beam_over_the_whole_vocabulary(
     pruned = beam_search(model, SRC, LENGTHS, BOS, EOS, beam_size, **options)
     top_k_step = search._top_k_step
     monkeypatch.setattr(
-        search, "_top_k_step", lambda *args: top_k_step(*args[:-1], k=V)
+        search, "_top_k_step", lambda *args: top_k_step(*args[:-2], V, args[-1])
     )  # every token a candidate: the full K * V ranking
     full = beam_search(model, SRC, LENGTHS, BOS, EOS, beam_size, **options)
     assert [[h.tokens for h in s] for s in pruned] == [[h.tokens for h in s] for s in full]

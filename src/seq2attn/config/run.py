@@ -33,6 +33,14 @@ class LengthPenaltyType(str, Enum):
     avg = "avg"
 
 
+class OutputPrecision(str, Enum):
+    """How a decoding step multiplies its output layer (:mod:`seq2attn.shortlist`)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
 @dataclass
 class DecodingSchema:
     """The search (:mod:`seq2attn.search`); every option after ``max_length_b`` is off by
@@ -49,6 +57,7 @@ class DecodingSchema:
     no_repeat_ngram_size: int = 0
     min_length_a: float = 0.0
     early_stop: bool = False
+    output_precision: OutputPrecision = OutputPrecision.fp32
 
     def __post_init__(self) -> None:
         positive("decoding.beam_size", self.beam_size)

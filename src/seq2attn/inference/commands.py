@@ -27,6 +27,7 @@ from seq2attn.inference.outputs import (
 )
 from seq2attn.inference.translator import Translator
 from seq2attn.metrics import corpus_scores, output_scores
+from seq2attn.shortlist import resolve_output_precision
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     rate and length ratio) and write the outputs."""
     settings = validate_eval(cfg)
     configure_cpu(settings.cpu)
+    settings = dataclasses.replace(
+        settings, decoding=resolve_output_precision(settings.decoding, cfg.paths.cache_dir)
+    )
     split = settings.split.value
     translator = load(checkpoint_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
@@ -120,6 +124,9 @@ def translate(cfg: DictConfig) -> None:
     """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
     settings = validate_translate(cfg)
     configure_cpu(settings.cpu)
+    settings = dataclasses.replace(
+        settings, decoding=resolve_output_precision(settings.decoding, cfg.paths.cache_dir)
+    )
     translator = load(checkpoint_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
     page: list[PageSentence] = []

@@ -177,8 +177,15 @@ class Seq2Seq(nn.Module):
         self, prev_tokens: Tensor, state: DecoderState, memory: Memory
     ) -> tuple[Tensor, DecoderState, Tensor | None]:
         """One decoder step from prev_tokens (B,): logits (B, V), new state, attention (B, S)."""
+        features, state, attention = self.step_features(prev_tokens, state, memory)
+        return self.output_layer(features), state, attention
+
+    def step_features(
+        self, prev_tokens: Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[Tensor, DecoderState, Tensor | None]:
+        """``step`` up to the output layer: its input (B, D), the new state, attention (B, S)."""
         out = self.decoder.step(self._embed_target(prev_tokens), state, memory)
-        return self._logits(out.features), out.state, out.attention
+        return self.output_projection(out.features), out.state, out.attention
 
     def forward(
         self,
@@ -272,9 +279,6 @@ class Seq2Seq(nn.Module):
 
     def _embed_target(self, tokens: Tensor) -> Tensor:
         return self.dropout(self.target_word_dropout(self.tgt_embedding(tokens)))
-
-    def _logits(self, features: Tensor) -> Tensor:
-        return self.output_layer(self.output_projection(features))
 
 
 def _predict(logits: Tensor, sample: bool) -> Tensor:

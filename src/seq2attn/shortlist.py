@@ -1,0 +1,246 @@
+"""The k best next tokens through a bf16 shortlist of the output layer, certified against fp32.
+
+For decoder features h (N, D) the output layer gives z = W h + b (W: V x D). Its product is the
+largest of a decoding step, and CPUs with AMX multiply bf16 several times faster than fp32. So the
+product runs in bf16 first, giving z~ with, for every token j,
+
+    |z~_j - z_j| <= delta = 4 u ||h|| max_j ||W_j|| + 2^-22 |z_j|,    u = 2^-8
+
+(u is bf16's unit roundoff. Rounding h and W to bf16 costs at most (2u + u^2) sum_i |h_i W_ji|
+<= (2u + u^2) ||h|| ||W_j||, rounding the fp32-accumulated product back to bf16 u (1 + u)^2
+||h|| ||W_j|| more, and fp32's own rounding of a 512-term sum, in this path and in the fp32 one,
+under 0.01 u each: under 3.1 u in all. Adding the bias in fp32 rounds by 2^-24 |z_j| in each of
+the three sums.) Each row's k + SPARE best tokens under z~ are then scored in fp32, and their
+exact k best are the vocabulary's k best whenever the k-th of them exceeds delta plus the best z~
+outside the shortlist: no token outside can then reach it. Rows that this bound cannot certify are
+scored in fp32 over the whole vocabulary. So the tokens are those of the fp32 path, except where
+two logits tie within fp32's rounding: the shortlist's fp32 scores come from another kernel than
+the full product, which rounds in another order.
+
+The log-probabilities use one logsumexp per row over the exact scores of the shortlist and z~
+elsewhere: with P the probability outside the shortlist, the normaliser is off by at most
+log(1 + P (e^delta - 1)), about delta P.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+from seq2attn.precision import Cpu, cached_speedup, probe_speedup, read_cpu
+
+if TYPE_CHECKING:
+    from seq2attn.config import DecodingSchema
+
+log = logging.getLogger(__name__)
+
+# the output layer is about half a decoding step's work and the shortlist adds its own, so bf16
+# products must be well ahead of fp32's for the whole step to gain
+MARGIN = 2.0
+UNIT_ROUNDOFF = 2.0**-8
+BOUND_FACTOR = 4.0  # the 3.1 u of the module docstring, rounded up
+SUM_ROUNDOFF = 2.0**-22  # three fp32 roundings of a sum with the bias, 2^-24 |z| each
+SPARE = 8
+PACKED_ROWS = 64  # the batch size oneDNN packs the weight for (any batch size works)
+
+
+@dataclass
+class TopLogits:
+    """Each row's k best allowed tokens (N, k) with their logits (N, k), best first, the
+    logsumexp over the whole vocabulary (N, 1) and the EOS logit (N,)."""
+
+    tokens: Tensor
+    logits: Tensor
+    normaliser: Tensor
+    eos: Tensor
+
+
+def choose_output_precision(
+    cache_dir: str | Path | None,
+    cpu: Cpu | None = None,
+    probe: Callable[[], float] = probe_speedup,
+) -> tuple[str, str]:
+    """What ``decoding.output_precision=auto`` stands for on this CPU, and the reason: bf16 where
+    ``precision=auto``'s probe (cached under ``cache_dir``; None: not cached) finds bf16 products
+    at least ``MARGIN`` times as fast as fp32's."""
+    cpu = cpu or read_cpu()
+    if cpu.has_bf16 is False:
+        return "fp32", f"{cpu.model} lists no bf16 instructions, so bf16 products are emulated"
+    if cache_dir is None:
+        speedup, source = probe(), "probed now"
+    else:
+        speedup, path, _ = cached_speedup(Path(cache_dir), cpu, probe)
+        source = f"cached in {path}"
+    measured = f"bf16 products {speedup:.2f}x the speed of fp32 on {cpu.model} ({source})"
+    if speedup >= MARGIN:
+        return "bf16", measured
+    return "fp32", f"{measured}, under the {MARGIN}x that pays for the shortlist"
+
+
+def resolve_output_precision(decoding: DecodingSchema, cache_dir: str | Path) -> DecodingSchema:
+    """``decoding`` with ``output_precision=auto`` replaced by this machine's choice (logged)."""
+    if decoding.output_precision != "auto":
+        return decoding
+    chosen, reason = choose_output_precision(cache_dir)
+    log.info("decoding.output_precision=auto: chose %s (%s)", chosen, reason)
+    return replace(decoding, output_precision=type(decoding.output_precision)(chosen))
+
+
+@cache
+def process_choice() -> str:
+    """:func:`choose_output_precision` once per process, its probe not kept on disk: what a
+    search given ``auto`` (not resolved by its entry point) uses."""
+    return choose_output_precision(None)[0]
+
+
+def exact_top_logits(
+    logits: Tensor, k: int, bans: tuple[Tensor, Tensor] | None, eos_id: int
+) -> TopLogits:
+    """:class:`TopLogits` of full logits (N, V); ``bans`` (rows, tokens) are at -inf."""
+    logits = logits.float()
+    normaliser = logits.logsumexp(dim=-1, keepdim=True)
+    allowed = logits if bans is None else logits.index_put(bans, logits.new_tensor(float("-inf")))
+    top, tokens = allowed.topk(min(k, logits.size(-1)), dim=-1)
+    return TopLogits(tokens, top, normaliser, logits[:, eos_id])
+
+
+class Bf16Shortlist:
+    """The output layer ``layer`` (V x D) prepared for :meth:`top_logits`: its weight in bf16 and
+    the largest row norm. :func:`shortlist_for` keeps one per layer while its weights stay as
+    they are. ``rows`` counts the rows scored and ``fallback_rows`` those the bound did not
+    certify."""
+
+    def __init__(self, layer: nn.Linear) -> None:
+        self.weight = layer.weight.detach().float()
+        self.bias = None if layer.bias is None else layer.bias.detach().float()
+        self._product = _bf16_product(self.weight)
+        self.max_row_norm = float(self.weight.norm(dim=1).max())
+        self.fallback_rows = 0
+        self.rows = 0
+
+    def exact_logits(self, features: Tensor) -> Tensor:
+        """z = W h + b in fp32 for features (N, D)."""
+        return torch.nn.functional.linear(features, self.weight, self.bias)
+
+    def top_logits(
+        self, features: Tensor, k: int, bans: tuple[Tensor, Tensor] | None, eos_id: int
+    ) -> TopLogits:
+        """:class:`TopLogits` of the layer's logits for features (N, D), whose tokens are those
+        of :func:`exact_top_logits` on the fp32 logits."""
+        with torch.autocast(features.device.type, enabled=False):
+            return self._top_logits(features.float(), k, bans, eos_id)
+
+    def _top_logits(
+        self, h: Tensor, k: int, bans: tuple[Tensor, Tensor] | None, eos_id: int
+    ) -> TopLogits:
+        listed = min(k + SPARE, self.weight.size(0) - 1)
+        if k > listed:
+            return exact_top_logits(self.exact_logits(h), k, bans, eos_id)
+        approximate = self._product(h.to(torch.bfloat16)).float()
+        if self.bias is not None:
+            approximate += self.bias
+        candidates, tokens = approximate.topk(listed + 1, dim=-1)
+        tokens, outside_best = tokens[:, :listed], candidates[:, listed]
+        exact = torch.einsum("nd,nkd->nk", h, self.weight[tokens])
+        if self.bias is not None:
+            exact += self.bias[tokens]
+        normaliser = approximate.scatter(1, tokens, exact).logsumexp(dim=-1, keepdim=True)
+        if bans is not None:
+            banned = torch.zeros_like(approximate, dtype=torch.bool).index_put_(
+                bans, torch.tensor(True, device=h.device)
+            )
+            exact = exact.masked_fill(banned.gather(1, tokens), float("-inf"))
+        exact, order = exact.sort(dim=-1, descending=True)
+        kth_best = exact[:, k - 1]
+        delta = BOUND_FACTOR * UNIT_ROUNDOFF * self.max_row_norm * h.norm(dim=-1)
+        delta += SUM_ROUNDOFF * torch.maximum(kth_best, outside_best).abs()
+        certified = kth_best > outside_best + delta
+        eos = h @ self.weight[eos_id] + (0.0 if self.bias is None else self.bias[eos_id])
+        top = TopLogits(tokens.gather(1, order[:, :k]), exact[:, :k], normaliser, eos)
+        self.rows += h.size(0)
+        if bool(certified.all()):
+            return top
+        doubtful = (~certified).nonzero().squeeze(1)
+        self.fallback_rows += doubtful.numel()
+        redone = exact_top_logits(
+            self.exact_logits(h[doubtful]),
+            k,
+            None if bans is None else _select_bans(bans, doubtful, h.size(0)),
+            eos_id,
+        )
+        top.tokens[doubtful], top.logits[doubtful] = redone.tokens, redone.logits
+        top.normaliser[doubtful], top.eos[doubtful] = redone.normaliser, redone.eos
+        return top
+
+
+@dataclass
+class _Prepared:
+    """A layer's shortlist and what its parameters were when it was made."""
+
+    parameters: list[weakref.ref[Tensor]]
+    stamps: list[tuple[int, int, torch.dtype, torch.device]]
+    shortlist: Bf16Shortlist
+
+    def holds(self, parameters: list[Tensor]) -> bool:
+        return len(parameters) == len(self.parameters) and all(
+            kept() is parameter and _stamp(parameter) == stamp
+            for kept, parameter, stamp in zip(self.parameters, parameters, self.stamps, strict=True)
+        )
+
+
+_PREPARED: weakref.WeakKeyDictionary[nn.Linear, _Prepared] = weakref.WeakKeyDictionary()
+
+
+def shortlist_for(layer: nn.Linear) -> Bf16Shortlist:
+    """``Bf16Shortlist(layer)``, made again when the layer's weight or bias is another tensor,
+    lives elsewhere or was changed in place (an optimizer step, a loaded state dict, ``.to()``):
+    preparing it (packing an 8,001 x 512 weight) takes several milliseconds, as long as a few
+    decoding steps. A write that autograd does not see (``weight.data.copy_``) goes unnoticed."""
+    parameters = [p for p in (layer.weight, layer.bias) if p is not None]
+    kept = _PREPARED.get(layer)
+    if kept is None or not kept.holds(parameters):
+        kept = _Prepared(
+            [weakref.ref(p) for p in parameters],
+            [_stamp(p) for p in parameters],
+            Bf16Shortlist(layer),
+        )
+        _PREPARED[layer] = kept
+    return kept.shortlist
+
+
+def _stamp(parameter: Tensor) -> tuple[int, int, torch.dtype, torch.device]:
+    return (parameter.data_ptr(), parameter._version, parameter.dtype, parameter.device)
+
+
+def _bf16_product(weight: Tensor) -> Callable[[Tensor], Tensor]:
+    """x (N, D) in bf16 -> x W^T in bf16. The weight is packed once into oneDNN's blocked layout
+    (``torch.ops.mkldnn``, what ``torch.compile`` uses when it freezes a model): a plain bf16
+    product repacks the whole V x D weight at every call, which costs a decoding step's small
+    batches more than the product (0.6 against 1.5 ms for 64 x 512 x 8,001 on a Xeon with AMX).
+    Where the packed product is missing or fails a trial, it is a plain product."""
+    plain = weight.to(torch.bfloat16)
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(plain, PACKED_ROWS)
+        trial = plain.new_zeros(1, plain.size(1))
+        torch.ops.mkldnn._linear_pointwise(trial, packed, None, "none", [], "")
+    except (AttributeError, RuntimeError):
+        return lambda x: x @ plain.t()
+    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+
+def _select_bans(bans: tuple[Tensor, Tensor], rows: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """The bans (rows, tokens) of ``rows`` (R,) out of ``count`` rows, renumbered 0..R-1."""
+    banned_rows, banned_tokens = bans
+    position = torch.full((count,), -1, dtype=torch.long, device=rows.device)
+    position[rows] = torch.arange(rows.numel(), device=rows.device)
+    new_rows = position[banned_rows]
+    kept = new_rows >= 0
+    return new_rows[kept], banned_tokens[kept]
