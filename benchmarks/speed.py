@@ -140,11 +140,13 @@ def seq2attn_translate(
     out_dir.mkdir(parents=True, exist_ok=True)
     log = out_dir / "translate.log"
     process = run_measured(command, log, cwd=REPO)
-    found = re.search(r"translated (\d+) sentences in ([\d.]+) s of search", log.read_text())
+    text = log.read_text()
+    found = re.search(r"translated (\d+) sentences in ([\d.]+) s of search", text)
     if found is None:
         raise RuntimeError(f"{shown(log)} has no 'translated N sentences in S s' line")
     sentences, seconds = int(found[1]), float(found[2])
     return {
+        "output_precision": output_precision(text, options),
         "sent_s": sentences / seconds,
         "decode_s": seconds,
         "process_s": process.wall_s,
@@ -152,6 +154,16 @@ def seq2attn_translate(
         "bleu": peers.bleu(output, ws.text / f"test.{peers.TGT}"),
         "words": mean_words(output),
     }
+
+
+def output_precision(log: str, options: tuple[str, ...]) -> str:
+    """The output layer's precision a ``src/translate.py`` run used: what its log says ``auto``
+    chose, else the one given in ``options``."""
+    chosen = re.search(r"decoding\.output_precision=auto: chose (\w+)", log)
+    if chosen:
+        return chosen[1]
+    given = [o.split("=", 1)[1] for o in options if o.startswith("decoding.output_precision=")]
+    return given[-1] if given else "auto"
 
 
 def peer_translate(tool: str, checkpoint: str, ws: peers.Workspace, bin_dir: Path, beam: int):
@@ -226,6 +238,12 @@ def _words(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+OUTPUT_LAYER_NOTE = (
+    "seq2attn decoded with its output layer in {} (`decoding.output_precision=auto`; bf16 "
+    "ranks a shortlist that fp32 scores, with the tokens of fp32)."
+)
+
+
 def markdown(report: dict[str, Any]) -> str:
     rows = []
     for label, key, fmt, lower in ROWS:
@@ -259,6 +277,8 @@ def markdown(report: dict[str, Any]) -> str:
         "normalisation, a sentence ends when its best beam ends); its exact stop ends a sentence "
         "when no live beam can beat its finished ones.",
     ]
+    if report.get("output_precision"):
+        lines.append(OUTPUT_LAYER_NOTE.format(report["output_precision"]))
     if report["bf16_skipped"]:
         lines.append(f"bf16-mixed training not timed: {report['bf16_skipped']}.")
     budget = report.get("budget_peak_rss_mb")
@@ -389,14 +409,17 @@ def main() -> None:
                         )
                     return peer_translate(tool, checkpoints[tool], ws, bins[tool], beam)
 
-                # seq2attn's beam search ran another search before: not reused by --resume
-                kept = f"{name}_onmt_stop" if tool == "seq2attn" and beam > 1 else name
+                # seq2attn decoded otherwise before (another beam stop; the output layer in
+                # fp32 only): such decodes are not reused by --resume
+                kept = name
+                if tool == "seq2attn":
+                    kept = f"{name}_onmt_stop_auto" if beam > 1 else f"{name}_auto"
                 result = once(f"decode_{tool}_{kept}_{rep}", measure_decoding)
                 decodes[f"{tool}_{name}_{rep}"] = result
                 say(f"  {result['sent_s']:,.1f} sentences/s, {result['process_s']:.1f} s process")
         say(f"round {rep}/{repeats}: beam5 decoding with seq2attn's exact stop")
         result = once(
-            f"decode_seq2attn_beam5_exact_{rep}",
+            f"decode_seq2attn_beam5_exact_auto_{rep}",
             lambda: seq2attn_translate(
                 checkpoints["seq2attn"], ws, "seq2attn-beam5-exact", 5, EXACT_SEARCH
             ),
@@ -491,6 +514,7 @@ def main() -> None:
                 for tool in ("seq2attn", *tools)
             },
             "bleu_exact_stop": decodes["seq2attn_beam5_exact_1"]["bleu"],
+            "output_precision": decodes["seq2attn_greedy_1"].get("output_precision"),
             "words": {
                 tool: {name: decodes[f"{tool}_{name}_1"].get("words") for name, _ in BEAMS}
                 for tool in ("seq2attn", *tools)

@@ -49,6 +49,9 @@ from benchmarks.speed import (
 
 BUDGET = RESULTS / "budget.json"
 TOOLS = ("seq2attn", "opennmt")
+# seq2attn again with its output layer in fp32, to show what the bf16 shortlist gives
+FP32 = "seq2attn_fp32"
+FP32_OPTIONS = ("decoding.output_precision=fp32",)
 
 
 def budget_models(seed: int, budget: Path = BUDGET) -> dict[str, Path]:
@@ -99,7 +102,9 @@ def markdown(report: dict[str, Any]) -> str:
         spread = report["spread"][key]
         cells = [median_cell(fmt, spread[tool]["median"], spread[tool]) for tool in TOOLS]
         medians = {tool: spread[tool]["median"] for tool in TOOLS}
-        rows.append([label, *cells, ratio(medians, lower)])
+        fp32 = spread.get(FP32)
+        fp32_cell = "n/a" if fp32 is None else median_cell(fmt, fp32["median"], fp32)
+        rows.append([label, *cells, ratio(medians, lower), fp32_cell])
     host = report["machine"]
     quality = ", ".join(
         f"{tool} {q['greedy']['bleu']:.2f} / {q['beam5']['bleu']:.2f} BLEU, "
@@ -118,7 +123,14 @@ def markdown(report: dict[str, Any]) -> str:
         "does (avg length normalisation, a sentence ends when its best beam ends). Greedy / "
         f"beam 5: {quality}.",
     ]
-    return table(["", *TOOLS, "seq2attn vs OpenNMT-py"], rows) + "\n" + "\n".join(notes) + "\n"
+    if report.get("output_precision"):
+        notes.append(
+            f"seq2attn decoded with its output layer in {report['output_precision']} "
+            "(`decoding.output_precision=auto`; bf16 ranks a shortlist that fp32 scores, with "
+            f"the tokens of fp32); the last column is seq2attn with `{FP32_OPTIONS[0]}`."
+        )
+    header = ["", *TOOLS, "seq2attn vs OpenNMT-py", "seq2attn, fp32 output layer"]
+    return table(header, rows) + "\n" + "\n".join(notes) + "\n"
 
 
 def main() -> None:
@@ -135,12 +147,15 @@ def main() -> None:
     decodes: dict[str, dict[str, Any]] = {}
     for rep in range(1, args.repeats + 1):
         for name, beam in BEAMS:
-            for tool in TOOLS:
+            for tool in (*TOOLS, FP32):
                 print(f"[{time.perf_counter() - started:5.0f} s] round {rep}: {name}, {tool}")
-                if tool == "seq2attn":
-                    options = PEER_SEARCH if beam > 1 else ()
+                if tool in ("seq2attn", FP32):
+                    options = (
+                        *(PEER_SEARCH if beam > 1 else ()),
+                        *(FP32_OPTIONS if tool == FP32 else ()),
+                    )
                     result = seq2attn_translate(
-                        shown(models[tool]), ws, f"seq2attn-{name}", beam, options
+                        shown(models["seq2attn"]), ws, f"{tool}-{name}", beam, options
                     )
                 else:
                     result = peer_translate(tool, str(models[tool]), ws, bin_dir, beam)
@@ -154,7 +169,7 @@ def main() -> None:
         return [run[measure] for run in runs]
 
     spread = {
-        f"{name}_{measure}": {tool: summary(values(tool, name, measure)) for tool in TOOLS}
+        f"{name}_{measure}": {tool: summary(values(tool, name, measure)) for tool in (*TOOLS, FP32)}
         for name, _ in BEAMS
         for measure in ("sent_s", "words_s", "process_s")
     }
@@ -166,8 +181,9 @@ def main() -> None:
                 name: {k: decodes[f"{tool}_{name}_1"][k] for k in ("bleu", "words")}
                 for name, _ in BEAMS
             }
-            for tool in TOOLS
+            for tool in (*TOOLS, FP32)
         },
+        "output_precision": decodes["seq2attn_greedy_1"].get("output_precision"),
         "models": {tool: shown(path) for tool, path in models.items()},
         "max_output_pieces": MAX_OUTPUT_PIECES,
         "decoding": decodes,

@@ -71,6 +71,9 @@ def test_table_gives_medians_with_their_range_and_the_machine(repeats: int) -> N
     assert f"Median of {repeats} runs per tool" in text
     assert "seq2attn 14.00 / 15.50 (seq2attn's exact stop: 15.90)" in text
     assert "words per hypothesis greedy / beam 5: seq2attn 7.6 / 6.8, opennmt 5.0 / 4.9" in text
+    assert "output layer in" not in text  # a report written before the option
+    with_choice = speed.markdown({**report(repeats), "output_precision": "bf16"})
+    assert "seq2attn decoded with its output layer in bf16" in with_choice
     kept = {**report(repeats), "words": {"seq2attn": {"greedy": 7.6, "beam5": None}}}
     assert "words per hypothesis greedy / beam 5: seq2attn 7.6 / n/a" in speed.markdown(kept)
     assert "R1 beam-5, seq2attn's exact stop, sentences/s" in rows
@@ -127,3 +130,10 @@ def test_mean_words_counts_whitespace_words_per_line(tmp_path: Path) -> None:
     hypotheses = tmp_path / "hypotheses.en"
     hypotheses.write_text("a dog runs .\n\ntwo  men\n", encoding="utf-8")
     assert speed.mean_words(hypotheses) == pytest.approx(6 / 3)
+
+
+def test_the_output_precision_is_what_auto_chose_else_what_was_given() -> None:
+    log = "decoding.output_precision=auto: chose bf16 (bf16 products 5.50x ...)"
+    assert speed.output_precision(log, ()) == "bf16"
+    assert speed.output_precision("", ("decoding.output_precision=fp32",)) == "fp32"
+    assert speed.output_precision("", ("decoding.early_stop=true",)) == "auto"
