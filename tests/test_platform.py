@@ -42,23 +42,31 @@ def test_bf16_mixed_trains_an_epoch_with_finite_loss(compose_train: Compose) -> 
 def test_bf16_mixed_validates_and_tests_by_decoding_in_fp32(
     compose_train: Compose, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    searched: list[tuple[bool, torch.dtype]] = []  # autocast on?, the dtype of the first logits
+    # autocast on?, the dtype of the first step's logits (or features, where the bf16 output
+    # layer takes over from them: decoding.output_precision)
+    searched: list[tuple[bool, torch.dtype]] = []
     search = module_lib.decode
 
     def recording_decode(model, *args, **kwargs):
-        step = model.step
+        steps = {name: getattr(model, name) for name in ("step", "step_features")}
 
-        def first_step(*step_args):
-            logits, *rest = step(*step_args)
-            searched.append((torch.is_autocast_enabled("cpu"), logits.dtype))
-            model.step = step
-            return (logits, *rest)
+        def recording(name):
+            def first_step(*step_args):
+                out, *rest = steps[name](*step_args)
+                searched.append((torch.is_autocast_enabled("cpu"), out.dtype))
+                for kept, function in steps.items():
+                    setattr(model, kept, function)
+                return (out, *rest)
 
-        model.step = first_step
+            return first_step
+
+        for name in steps:
+            setattr(model, name, recording(name))
         try:
             return search(model, *args, **kwargs)
         finally:
-            model.step = step
+            for name in steps:
+                model.__dict__.pop(name, None)
 
     monkeypatch.setattr(module_lib, "decode", recording_decode)
     train(compose_train("precision=bf16-mixed", "trainer.max_epochs=1"))
