@@ -29,6 +29,7 @@ from seq2attn.shortlist import (
     resolve_output_precision,
     shortlist_for,
 )
+from tests.unit.test_seq2seq import make_model as make_seq2seq
 
 PAD, BOS, EOS = 0, 2, 3
 V, D = 300, 32
@@ -50,25 +51,14 @@ def features(rows: int, seed: int = 1, scale: float = 3.0) -> torch.Tensor:
 
 
 def make_model(wiring: str = "bahdanau") -> Seq2Seq:
-    torch.manual_seed(0)
-    model = Seq2Seq(
+    model = make_seq2seq(
         src_vocab_size=V,
         tgt_vocab_size=V,
-        cell="gru",
         attention=wiring,
         scorer=AdditiveScorer if wiring == "bahdanau" else GeneralScorer,
-        input_feeding=False,
         embedding_size=16,
         hidden_size=D,
-        encoder_hidden_size=None,
-        encoder_layers=1,
         decoder_layers=1,
-        bidirectional=True,
-        dropout=0.0,
-        bridge="linear",
-        tie_embeddings=False,
-        reverse_source=False,
-        pad_id=PAD,
     )
     with torch.no_grad():
         for parameter in model.parameters():
