@@ -471,9 +471,9 @@ def _shortlist(
     """The output layer's shortlist where ``decoding.output_precision`` asks for bf16 (``auto``:
     where :func:`~seq2attn.shortlist.process_choice` says so) and the model has one, on a CPU
     (a GPU may reduce bf16 products in bf16, beyond the shortlist's bound)."""
+    if device.type != "cpu" or not isinstance(model, FeatureDecodable):
+        return None
     precision = decoding.output_precision.value
     if precision == "auto":
         precision = process_choice()
-    if precision != "bf16" or device.type != "cpu" or not isinstance(model, FeatureDecodable):
-        return None
-    return shortlist_for(model.output_layer)
+    return shortlist_for(model.output_layer) if precision == "bf16" else None
