@@ -9,6 +9,7 @@ extras); it drives the installed driver and downloads nothing."""
 from __future__ import annotations
 
 import argparse
+import base64
 import shutil
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,16 @@ def headless_chromium(width: int = 1200, height: int = 900) -> Any:
     return driver
 
 
+def screenshot_png(driver: Any) -> bytes:
+    """The visible page as PNG bytes, asked of the browser through the DevTools protocol.
+
+    Selenium's own screenshot command first waits for navigations chromedriver still believes
+    pending, and on a loaded machine it has timed out there ("aborted by navigation") with the
+    page long loaded; ``Page.captureScreenshot`` renders the page as it is."""
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    return base64.b64decode(shot["data"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("page", type=Path, help="an attention.html")
@@ -62,7 +73,7 @@ def main() -> None:
         target = section.find_elements(By.CSS_SELECTOR, "div.hyp th.t")[args.target - 1]
         ActionChains(driver).move_to_element(target).perform()
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_bytes(driver.get_screenshot_as_png())
+        args.out.write_bytes(screenshot_png(driver))
     finally:
         driver.quit()
     print(f"wrote {args.out}")

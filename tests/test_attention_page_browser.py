@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments.page_screenshot import CHROMIUM, DRIVER, headless_chromium
+from experiments.page_screenshot import CHROMIUM, DRIVER, headless_chromium, screenshot_png
 from seq2attn.attention_page import PageHeader, PageHypothesis, PageSentence, render
 
 pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
@@ -62,7 +62,7 @@ def test_hovering_a_target_piece_shows_its_row_of_weights(browser: object, page:
 
     driver = browser
     driver.get(page.as_uri())  # type: ignore[attr-defined]
-    png = driver.get_screenshot_as_png()  # type: ignore[attr-defined]
+    png = screenshot_png(driver)
     with Image.open(io.BytesIO(png)) as image:
         assert image.size[0] >= 800 and image.size[1] >= 600
         pixels = np.asarray(image.convert("L"), dtype=float)
