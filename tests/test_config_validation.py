@@ -133,6 +133,10 @@ def test_decoding_eval_and_translate_keys_are_checked() -> None:
     assert (translation.chunk_size, translation.max_tokens) == (2000, 4000)
     with pytest.raises(ConfigError, match=r"^chunk_size=0: must be a positive number"):
         validate_translate(compose_config("translate", ["ckpt_path=x", "chunk_size=0"]))
+    for command, validate_command in (("eval", validate_eval), ("translate", validate_translate)):
+        assert validate_command(compose_config(command, ["ckpt_path=x"])).parallel_batches == 2
+        with pytest.raises(ConfigError, match=r"^parallel_batches=0: must be a positive number"):
+            validate_command(compose_config(command, ["ckpt_path=x", "parallel_batches=0"]))
 
 
 @pytest.mark.parametrize(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seq2attn.checkpoints.loading import resolve_checkpoint
 from seq2attn.config import DecodingSchema, validate_decoding
 from seq2attn.inference import load
+from seq2attn.inference import translator as translator_module
 from seq2attn.inference.commands import evaluate
 from tests.conftest import compose_config
 
@@ -62,3 +65,29 @@ def test_load_translates_as_eval_does_for_a_folder_a_file_and_a_list(
         assert first.attention_map is not None
         rows, columns = first.attention_map.weights.shape
         assert (rows, columns) == (len(first.target_pieces), len(first.source_pieces))
+
+
+def test_batches_searched_side_by_side_translate_as_one_at_a_time(
+    trained_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    translator = load(trained_run)
+    corpus = instantiate(OmegaConf.create(translator.config["data"]["corpus"]))
+    sources = corpus.splits()["test"].src
+    searching: set[str] = set()
+    search = translator_module.decode
+
+    def recording(*args: object, **kwargs: object) -> object:
+        searching.add(threading.current_thread().name)
+        return search(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(translator_module, "decode", recording)
+    for decoding in (DecodingSchema(), DecodingSchema(strategy="beam", beam_size=3, n_best=2)):
+        alone = translator.translate(sources, decoding, max_sentences=8)
+        searching.clear()
+        side_by_side = translator.translate(sources, decoding, max_sentences=8, parallel_batches=2)
+        assert len(searching) == 2 and threading.current_thread().name not in searching
+        assert side_by_side.texts == alone.texts
+        assert side_by_side.stats.batches == alone.stats.batches >= 13
+        for one, other in zip(alone, side_by_side, strict=True):
+            assert [h.tokens for h in one.nbest] == [h.tokens for h in other.nbest]
+            assert [h.score for h in one.nbest] == pytest.approx([h.score for h in other.nbest])

@@ -465,6 +465,12 @@ def decode(
     )
 
 
+def prepare(model: Decodable, decoding: DecodingSchema, device: torch.device) -> None:
+    """Make what :func:`decode` keeps between calls (the output layer's shortlist, the ``auto``
+    probe) once, before threads that search side by side would each make it."""
+    _shortlist(model, decoding, device)
+
+
 def _shortlist(
     model: Decodable, decoding: DecodingSchema, device: torch.device
 ) -> Bf16Shortlist | None:

@@ -25,6 +25,7 @@ log(1 + P (e^delta - 1)), about delta P.
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -116,7 +117,7 @@ class Bf16Shortlist:
     """The output layer ``layer`` (V x D) prepared for :meth:`top_logits`: its weight in bf16 and
     the largest row norm. :func:`shortlist_for` keeps one per layer while its weights stay as
     they are. ``rows`` counts the rows scored and ``fallback_rows`` those the bound did not
-    certify."""
+    certify (under a lock: threads may search with one shortlist side by side)."""
 
     def __init__(self, layer: nn.Linear) -> None:
         self.weight = layer.weight.detach().float()
@@ -125,6 +126,7 @@ class Bf16Shortlist:
         self.max_row_norm = float(self.weight.norm(dim=1).max())
         self.fallback_rows = 0
         self.rows = 0
+        self._counting = threading.Lock()
 
     def exact_logits(self, features: Tensor) -> Tensor:
         """z = W h + b in fp32 for features (N, D)."""
@@ -165,11 +167,12 @@ class Bf16Shortlist:
         certified = kth_best > outside_best + delta
         eos = h @ self.weight[eos_id] + (0.0 if self.bias is None else self.bias[eos_id])
         top = TopLogits(tokens.gather(1, order[:, :k]), exact[:, :k], normaliser, eos)
-        self.rows += h.size(0)
-        if bool(certified.all()):
-            return top
         doubtful = (~certified).nonzero().squeeze(1)
-        self.fallback_rows += doubtful.numel()
+        with self._counting:
+            self.rows += h.size(0)
+            self.fallback_rows += doubtful.numel()
+        if not doubtful.numel():
+            return top
         redone = exact_top_logits(
             self.exact_logits(h[doubtful]),
             k,

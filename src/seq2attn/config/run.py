@@ -147,11 +147,13 @@ class InferenceSchema:
     max_tokens: int | None = 4000
     max_sentences: int | None = None
     max_source_length: int = 250
+    parallel_batches: int = 1
 
     def __post_init__(self) -> None:
         positive("max_tokens", self.max_tokens, allow_none=True)
         positive("max_sentences", self.max_sentences, allow_none=True)
         positive("max_source_length", self.max_source_length)
+        positive("parallel_batches", self.parallel_batches)
         if self.max_tokens is None and self.max_sentences is None:
             raise ConfigError("max_tokens and max_sentences cannot both be null: set one")
 

@@ -69,6 +69,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         max_sentences=settings.max_sentences,
         max_source_length=settings.max_source_length,
         progress=True,
+        parallel_batches=settings.parallel_batches,
     )
     scores, signatures = corpus_scores(translations.texts, pairs.tgt)
     output = output_scores(translations.texts, pairs.tgt)
@@ -145,6 +146,7 @@ def translate(cfg: DictConfig) -> None:
                 max_tokens=settings.max_tokens,
                 max_sentences=settings.max_sentences,
                 max_source_length=settings.max_source_length,
+                parallel_batches=settings.parallel_batches,
             )
             sink.writelines(text + "\n" for text in translations.texts)
             sink.flush()

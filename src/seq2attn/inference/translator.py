@@ -23,9 +23,10 @@ from seq2attn.data.batching import TokenBudgetBatchSampler
 from seq2attn.data.dataset import collate
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 from seq2attn.ensemble import Ensemble
+from seq2attn.inference.parallel import in_parallel
 from seq2attn.models.seq2seq import Seq2Seq
 from seq2attn.plotting import AttentionMap
-from seq2attn.search import Hypothesis, decode
+from seq2attn.search import Hypothesis, decode, prepare
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +119,10 @@ class Translator:
         max_sentences: int | None = None,
         max_source_length: int = 250,
         progress: bool = False,
+        parallel_batches: int = 1,
     ) -> Translations:
-        """Translations of ``sentences`` in input order (greedy search unless ``decoding``).
+        """Translations of ``sentences`` in input order (greedy search unless ``decoding``),
+        ``parallel_batches`` batches searched at a time on a CPU (:mod:`.parallel`).
 
         Raises:
             ConfigError: a coverage penalty for a model (or ensemble member) without attention.
@@ -130,7 +133,13 @@ class Translator:
         self.model.eval()
         try:
             return self._translate(
-                sentences, decoding, max_tokens, max_sentences, max_source_length, progress
+                sentences,
+                decoding,
+                max_tokens,
+                max_sentences,
+                max_source_length,
+                progress,
+                parallel_batches,
             )
         finally:
             self.model.train(was_training)
@@ -220,6 +229,7 @@ class Translator:
         max_sentences: int | None,
         max_source_length: int,
         progress: bool,
+        parallel_batches: int,
     ) -> Translations:
         device = next(self.model.parameters()).device
         stats = TranslationStats(sentences=len(sentences))
@@ -244,16 +254,30 @@ class Translator:
         sampler = TokenBudgetBatchSampler(
             lengths, lengths, max_tokens, max_sentences, shuffle=False, seed=0
         )
-        began = time.perf_counter()
-        for batch in tqdm(list(sampler), disable=not progress, desc="translating", unit="batch"):
+        batches = list(sampler)
+
+        def search(batch: list[int]) -> list[list[Hypothesis]]:
             rows = [encoded[todo[j]] for j in batch]
             src = torch.full((len(rows), max(map(len, rows))), PAD_ID, dtype=torch.long)
             for r, ids in enumerate(rows):
                 src[r, : len(ids)] = torch.tensor(ids)
             src_lengths = torch.tensor([len(ids) for ids in rows])
-            nbests = decode(
-                self.model, src.to(device), src_lengths.to(device), decoding, BOS_ID, EOS_ID
-            )
+            with torch.no_grad():  # grad mode is per thread
+                return decode(
+                    self.model, src.to(device), src_lengths.to(device), decoding, BOS_ID, EOS_ID
+                )
+
+        began = time.perf_counter()
+        prepare(self.model, decoding, device)
+        searched = in_parallel(search, batches, parallel_batches if device.type == "cpu" else 1)
+        for batch, nbests in tqdm(
+            zip(batches, searched, strict=True),
+            total=len(batches),
+            disable=not progress,
+            desc="translating",
+            unit="batch",
+        ):
+            rows = [encoded[todo[j]] for j in batch]
             texts = self.tgt_tokenizer.decode([nbest[0].tokens for nbest in nbests])
             for j, ids, nbest, text in zip(batch, rows, nbests, texts, strict=True):
                 results[todo[j]] = Translation(
