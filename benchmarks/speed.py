@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 
 from benchmarks import peers
 from benchmarks.common import (
@@ -112,6 +113,11 @@ def seq2attn_train(model: str, precision: str, ws: Path, warmup: int, steps: int
         "peak_rss_mb": process.peak_rss_mb,
         "checkpoint": shown(ckpt),
     }
+
+
+def parallel_batches() -> int:
+    """Batches src/translate.py searches at a time by default (what seq2attn_translate runs)."""
+    return int(OmegaConf.load(REPO / "conf" / "translate.yaml").parallel_batches)
 
 
 def seq2attn_translate(
@@ -238,6 +244,10 @@ def _words(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+PARALLEL_NOTE = (
+    "seq2attn searched {} batches at a time (`parallel_batches`, the default of src/translate.py: "
+    "each in its own thread on its share of the cores)."
+)
 OUTPUT_LAYER_NOTE = (
     "seq2attn decoded with its output layer in {} (`decoding.output_precision=auto`; bf16 "
     "ranks a shortlist that fp32 scores, with the tokens of fp32)."
@@ -279,6 +289,8 @@ def markdown(report: dict[str, Any]) -> str:
     ]
     if report.get("output_precision"):
         lines.append(OUTPUT_LAYER_NOTE.format(report["output_precision"]))
+    if report.get("parallel_batches"):
+        lines.append(PARALLEL_NOTE.format(report["parallel_batches"]))
     if report["bf16_skipped"]:
         lines.append(f"bf16-mixed training not timed: {report['bf16_skipped']}.")
     budget = report.get("budget_peak_rss_mb")
@@ -515,6 +527,7 @@ def main() -> None:
             },
             "bleu_exact_stop": decodes["seq2attn_beam5_exact_1"]["bleu"],
             "output_precision": decodes["seq2attn_greedy_1"].get("output_precision"),
+            "parallel_batches": parallel_batches(),
             "words": {
                 tool: {name: decodes[f"{tool}_{name}_1"].get("words") for name, _ in BEAMS}
                 for tool in ("seq2attn", *tools)

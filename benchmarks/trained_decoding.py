@@ -39,8 +39,10 @@ from benchmarks.common import commit as current_commit
 from benchmarks.speed import (
     BEAMS,
     MAX_OUTPUT_PIECES,
+    PARALLEL_NOTE,
     PEER_SEARCH,
     median_cell,
+    parallel_batches,
     peer_translate,
     ratio,
     seq2attn_translate,
@@ -129,6 +131,8 @@ def markdown(report: dict[str, Any]) -> str:
             "(`decoding.output_precision=auto`; bf16 ranks a shortlist that fp32 scores, with "
             f"the tokens of fp32); the last column is seq2attn with `{FP32_OPTIONS[0]}`."
         )
+    if report.get("parallel_batches"):
+        notes.append(PARALLEL_NOTE.format(report["parallel_batches"]))
     header = ["", *TOOLS, "seq2attn vs OpenNMT-py", "seq2attn, fp32 output layer"]
     return table(header, rows) + "\n" + "\n".join(notes) + "\n"
 
@@ -184,6 +188,7 @@ def main() -> None:
             for tool in (*TOOLS, FP32)
         },
         "output_precision": decodes["seq2attn_greedy_1"].get("output_precision"),
+        "parallel_batches": parallel_batches(),
         "models": {tool: shown(path) for tool, path in models.items()},
         "max_output_pieces": MAX_OUTPUT_PIECES,
         "decoding": decodes,

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from benchmarks import speed
+from benchmarks.common import REPO
 
 
 def test_summary_is_the_median_with_min_and_max() -> None:
@@ -72,8 +74,12 @@ def test_table_gives_medians_with_their_range_and_the_machine(repeats: int) -> N
     assert "seq2attn 14.00 / 15.50 (seq2attn's exact stop: 15.90)" in text
     assert "words per hypothesis greedy / beam 5: seq2attn 7.6 / 6.8, opennmt 5.0 / 4.9" in text
     assert "output layer in" not in text  # a report written before the option
-    with_choice = speed.markdown({**report(repeats), "output_precision": "bf16"})
+    assert "batches at a time" not in text
+    with_choice = speed.markdown(
+        {**report(repeats), "output_precision": "bf16", "parallel_batches": 2}
+    )
     assert "seq2attn decoded with its output layer in bf16" in with_choice
+    assert "seq2attn searched 2 batches at a time" in with_choice
     kept = {**report(repeats), "words": {"seq2attn": {"greedy": 7.6, "beam5": None}}}
     assert "words per hypothesis greedy / beam 5: seq2attn 7.6 / n/a" in speed.markdown(kept)
     assert "R1 beam-5, seq2attn's exact stop, sentences/s" in rows
@@ -130,6 +136,11 @@ def test_mean_words_counts_whitespace_words_per_line(tmp_path: Path) -> None:
     hypotheses = tmp_path / "hypotheses.en"
     hypotheses.write_text("a dog runs .\n\ntwo  men\n", encoding="utf-8")
     assert speed.mean_words(hypotheses) == pytest.approx(6 / 3)
+
+
+def test_parallel_batches_is_translates_default() -> None:
+    default = OmegaConf.load(REPO / "conf" / "translate.yaml").parallel_batches
+    assert speed.parallel_batches() == default == 2
 
 
 def test_the_output_precision_is_what_auto_chose_else_what_was_given() -> None:

@@ -80,6 +80,7 @@ def test_table_gives_medians_ranges_ratios_and_both_models() -> None:
         "max_output_pieces": 100,
         "quality": {"seq2attn": quality, "opennmt": quality},
         "output_precision": "bf16",
+        "parallel_batches": 2,
     }
     text = trained_decoding.markdown(report)
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
@@ -93,6 +94,7 @@ def test_table_gives_medians_ranges_ratios_and_both_models() -> None:
         rows["R1 greedy, whole process, s"].rstrip().endswith("| 2.00x | 100.00 (90.00–120.00) |")
     )
     assert "output layer in bf16" in text and "`decoding.output_precision=fp32`" in text
+    assert "seq2attn searched 2 batches at a time" in text
     for key in spread:
         del spread[key]["seq2attn_fp32"]
     del report["output_precision"]  # a report written before the fp32 column
