@@ -115,8 +115,12 @@ def seq2attn_train(model: str, precision: str, ws: Path, warmup: int, steps: int
     }
 
 
-def parallel_batches() -> int:
-    """Batches src/translate.py searches at a time by default (what seq2attn_translate runs)."""
+def parallel_batches(options: tuple[str, ...]) -> int:
+    """Batches src/translate.py searched at a time under the overrides ``options``: the one
+    given there, else its default."""
+    for option in options:
+        if option.startswith("parallel_batches="):
+            return int(option.split("=", 1)[1])
     return int(OmegaConf.load(REPO / "conf" / "translate.yaml").parallel_batches)
 
 
@@ -153,6 +157,7 @@ def seq2attn_translate(
     sentences, seconds = int(found[1]), float(found[2])
     return {
         "output_precision": output_precision(text, options),
+        "parallel_batches": parallel_batches(options),
         "sent_s": sentences / seconds,
         "decode_s": seconds,
         "process_s": process.wall_s,
@@ -245,8 +250,8 @@ def _words(value: float | None) -> str:
 
 
 PARALLEL_NOTE = (
-    "seq2attn searched {} batches at a time (`parallel_batches`, the default of src/translate.py: "
-    "each in its own thread on its share of the cores)."
+    "seq2attn searched {} batches at a time (`parallel_batches`: each batch in its own thread on "
+    "its share of the cores)."
 )
 OUTPUT_LAYER_NOTE = (
     "seq2attn decoded with its output layer in {} (`decoding.output_precision=auto`; bf16 "
@@ -527,7 +532,7 @@ def main() -> None:
             },
             "bleu_exact_stop": decodes["seq2attn_beam5_exact_1"]["bleu"],
             "output_precision": decodes["seq2attn_greedy_1"].get("output_precision"),
-            "parallel_batches": parallel_batches(),
+            "parallel_batches": decodes["seq2attn_greedy_1"].get("parallel_batches"),
             "words": {
                 tool: {name: decodes[f"{tool}_{name}_1"].get("words") for name, _ in BEAMS}
                 for tool in ("seq2attn", *tools)

@@ -42,7 +42,6 @@ from benchmarks.speed import (
     PARALLEL_NOTE,
     PEER_SEARCH,
     median_cell,
-    parallel_batches,
     peer_translate,
     ratio,
     seq2attn_translate,
@@ -51,9 +50,13 @@ from benchmarks.speed import (
 
 BUDGET = RESULTS / "budget.json"
 TOOLS = ("seq2attn", "opennmt")
-# seq2attn again with its output layer in fp32, to show what the bf16 shortlist gives
-FP32 = "seq2attn_fp32"
-FP32_OPTIONS = ("decoding.output_precision=fp32",)
+# seq2attn again with one default changed, to show what that default gives: its column's header
+# and the override
+VARIANTS = {
+    "seq2attn_fp32": ("seq2attn, fp32 output layer", "decoding.output_precision=fp32"),
+    "seq2attn_one_batch": ("seq2attn, one batch at a time", "parallel_batches=1"),
+}
+SEQ2ATTN_RUNS = ("seq2attn", *VARIANTS)
 
 
 def budget_models(seed: int, budget: Path = BUDGET) -> dict[str, Path]:
@@ -104,9 +107,11 @@ def markdown(report: dict[str, Any]) -> str:
         spread = report["spread"][key]
         cells = [median_cell(fmt, spread[tool]["median"], spread[tool]) for tool in TOOLS]
         medians = {tool: spread[tool]["median"] for tool in TOOLS}
-        fp32 = spread.get(FP32)
-        fp32_cell = "n/a" if fp32 is None else median_cell(fmt, fp32["median"], fp32)
-        rows.append([label, *cells, ratio(medians, lower), fp32_cell])
+        variants = [
+            "n/a" if spread.get(v) is None else median_cell(fmt, spread[v]["median"], spread[v])
+            for v in VARIANTS
+        ]
+        rows.append([label, *cells, ratio(medians, lower), *variants])
     host = report["machine"]
     quality = ", ".join(
         f"{tool} {q['greedy']['bleu']:.2f} / {q['beam5']['bleu']:.2f} BLEU, "
@@ -129,11 +134,16 @@ def markdown(report: dict[str, Any]) -> str:
         notes.append(
             f"seq2attn decoded with its output layer in {report['output_precision']} "
             "(`decoding.output_precision=auto`; bf16 ranks a shortlist that fp32 scores, with "
-            f"the tokens of fp32); the last column is seq2attn with `{FP32_OPTIONS[0]}`."
+            "the tokens of fp32)."
         )
     if report.get("parallel_batches"):
         notes.append(PARALLEL_NOTE.format(report["parallel_batches"]))
-    header = ["", *TOOLS, "seq2attn vs OpenNMT-py", "seq2attn, fp32 output layer"]
+    notes.append(
+        "The last columns are seq2attn again in the same run with one default changed: "
+        + "; ".join(f"{header} `{override}`" for header, override in VARIANTS.values())
+        + "."
+    )
+    header = ["", *TOOLS, "seq2attn vs OpenNMT-py", *(h for h, _ in VARIANTS.values())]
     return table(header, rows) + "\n" + "\n".join(notes) + "\n"
 
 
@@ -151,12 +161,12 @@ def main() -> None:
     decodes: dict[str, dict[str, Any]] = {}
     for rep in range(1, args.repeats + 1):
         for name, beam in BEAMS:
-            for tool in (*TOOLS, FP32):
+            for tool in (*TOOLS, *VARIANTS):
                 print(f"[{time.perf_counter() - started:5.0f} s] round {rep}: {name}, {tool}")
-                if tool in ("seq2attn", FP32):
+                if tool in SEQ2ATTN_RUNS:
                     options = (
                         *(PEER_SEARCH if beam > 1 else ()),
-                        *(FP32_OPTIONS if tool == FP32 else ()),
+                        *((VARIANTS[tool][1],) if tool in VARIANTS else ()),
                     )
                     result = seq2attn_translate(
                         shown(models["seq2attn"]), ws, f"{tool}-{name}", beam, options
@@ -173,7 +183,9 @@ def main() -> None:
         return [run[measure] for run in runs]
 
     spread = {
-        f"{name}_{measure}": {tool: summary(values(tool, name, measure)) for tool in (*TOOLS, FP32)}
+        f"{name}_{measure}": {
+            tool: summary(values(tool, name, measure)) for tool in (*TOOLS, *VARIANTS)
+        }
         for name, _ in BEAMS
         for measure in ("sent_s", "words_s", "process_s")
     }
@@ -185,10 +197,10 @@ def main() -> None:
                 name: {k: decodes[f"{tool}_{name}_1"][k] for k in ("bleu", "words")}
                 for name, _ in BEAMS
             }
-            for tool in (*TOOLS, FP32)
+            for tool in (*TOOLS, *VARIANTS)
         },
         "output_precision": decodes["seq2attn_greedy_1"].get("output_precision"),
-        "parallel_batches": parallel_batches(),
+        "parallel_batches": decodes["seq2attn_greedy_1"].get("parallel_batches"),
         "models": {tool: shown(path) for tool, path in models.items()},
         "max_output_pieces": MAX_OUTPUT_PIECES,
         "decoding": decodes,

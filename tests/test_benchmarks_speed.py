@@ -138,9 +138,10 @@ def test_mean_words_counts_whitespace_words_per_line(tmp_path: Path) -> None:
     assert speed.mean_words(hypotheses) == pytest.approx(6 / 3)
 
 
-def test_parallel_batches_is_translates_default() -> None:
+def test_parallel_batches_is_the_override_else_translates_default() -> None:
     default = OmegaConf.load(REPO / "conf" / "translate.yaml").parallel_batches
-    assert speed.parallel_batches() == default == 2
+    assert speed.parallel_batches(("decoding.early_stop=true",)) == default == 2
+    assert speed.parallel_batches(("parallel_batches=1", "decoding.early_stop=true")) == 1
 
 
 def test_the_output_precision_is_what_auto_chose_else_what_was_given() -> None:

@@ -62,12 +62,13 @@ def test_words_per_second_is_sentences_per_second_times_words_per_hypothesis() -
 
 def test_table_gives_medians_ranges_ratios_and_both_models() -> None:
     fast, slow = summary([90.0, 100.0, 120.0]), summary([45.0, 50.0, 52.0])
+    middle = summary([70.0, 80.0, 85.0])
+    rates = {"seq2attn": fast, "opennmt": slow, "seq2attn_fp32": slow}
+    times = {"seq2attn": slow, "opennmt": fast, "seq2attn_fp32": fast}
     spread = {
-        key: ({"seq2attn": fast, "opennmt": slow, "seq2attn_fp32": slow}
-              if not key.endswith("process_s")
-              else {"seq2attn": slow, "opennmt": fast, "seq2attn_fp32": fast})
+        key: {**(times if key.endswith("process_s") else rates), "seq2attn_one_batch": middle}
         for _, key, _, _ in trained_decoding.ROWS
-    }  # fmt: skip
+    }
     machine = {"cpu": "Test CPU", "flags": ["avx2"], "cores": 2, "threads": 2, "torch": "2.13.0"}
     quality = {name: {"bleu": 38.0, "words": 12.0} for name in ("greedy", "beam5")}
     report = {
@@ -83,22 +84,26 @@ def test_table_gives_medians_ranges_ratios_and_both_models() -> None:
         "parallel_batches": 2,
     }
     text = trained_decoding.markdown(report)
+    assert "| seq2attn, fp32 output layer | seq2attn, one batch at a time |" in text
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
     assert (
         rows["R1 beam-5 decoding, sentences/s"]
         .rstrip()
-        .endswith("| 100.0 (90.0–120.0) | 50.0 (45.0–52.0) | 2.00x | 50.0 (45.0–52.0) |")
+        .endswith("| 50.0 (45.0–52.0) | 2.00x | 50.0 (45.0–52.0) | 80.0 (70.0–85.0) |")
     )
     # 50 s against 100 s
     assert (
-        rows["R1 greedy, whole process, s"].rstrip().endswith("| 2.00x | 100.00 (90.00–120.00) |")
+        rows["R1 greedy, whole process, s"]
+        .rstrip()
+        .endswith("| 2.00x | 100.00 (90.00–120.00) | 80.00 (70.00–85.00) |")
     )
     assert "output layer in bf16" in text and "`decoding.output_precision=fp32`" in text
-    assert "seq2attn searched 2 batches at a time" in text
+    assert "seq2attn searched 2 batches at a time" in text and "`parallel_batches=1`" in text
     for key in spread:
-        del spread[key]["seq2attn_fp32"]
-    del report["output_precision"]  # a report written before the fp32 column
+        del spread[key]["seq2attn_fp32"], spread[key]["seq2attn_one_batch"]
+    del report["output_precision"], report["parallel_batches"]  # a report before the variants
     text = trained_decoding.markdown(report)
-    assert "| 2.00x | n/a |" in text and "output layer in" not in text
+    assert "| 2.00x | n/a | n/a |" in text and "output layer in" not in text
+    assert "batches at a time" not in text
     assert "seq2attn `runs/r1_seed1`, opennmt `peers/model_step_2500.pt`" in text
     assert "seq2attn 38.00 / 38.00 BLEU, 12.0 / 12.0 words per hypothesis" in text

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from seq2attn.checkpoints.loading import resolve_checkpoint
 from seq2attn.config import DecodingSchema, validate_decoding
+from seq2attn.config.run import OutputPrecision, SearchStrategy
 from seq2attn.inference import load
 from seq2attn.inference import translator as translator_module
 from seq2attn.inference.commands import evaluate
+from seq2attn.shortlist import shortlist_for
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,8 +74,8 @@ def test_load_translates_as_eval_does_for_a_folder_a_file_and_a_list(
 def test_batches_searched_side_by_side_translate_as_one_at_a_time(
     trained_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    translator = load(trained_run)
-    corpus = instantiate(OmegaConf.create(translator.config["data"]["corpus"]))
+    single, ensemble = load(trained_run), load([trained_run, trained_run])
+    corpus = instantiate(OmegaConf.create(single.config["data"]["corpus"]))
     sources = corpus.splits()["test"].src
     searching: set[str] = set()
     search = translator_module.decode
@@ -81,13 +85,29 @@ def test_batches_searched_side_by_side_translate_as_one_at_a_time(
         return search(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(translator_module, "decode", recording)
-    for decoding in (DecodingSchema(), DecodingSchema(strategy="beam", beam_size=3, n_best=2)):
-        alone = translator.translate(sources, decoding, max_sentences=8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # as on a 2-core machine
+    monkeypatch.setattr(torch, "set_num_threads", lambda threads: None)
+    fp32, bf16 = OutputPrecision.fp32, OutputPrecision.bf16
+    beam = DecodingSchema(SearchStrategy.beam, beam_size=3, n_best=2, output_precision=fp32)
+    cases = [
+        ("greedy", single, DecodingSchema(output_precision=fp32)),
+        ("beam", single, beam),
+        ("greedy, bf16 output layer", single, DecodingSchema(output_precision=bf16)),
+        ("beam, bf16 output layer", single, dataclasses.replace(beam, output_precision=bf16)),
+        ("ensemble", ensemble, beam),
+    ]
+    for name, translator, decoding in cases:
+        shortlist = shortlist_for(single.model.output_layer)  # type: ignore[union-attr]
+        rows = shortlist.rows
+        alone = translator.translate(sources, decoding, max_sentences=8, parallel_batches=1)
+        rows_alone, rows = shortlist.rows - rows, shortlist.rows
         searching.clear()
         side_by_side = translator.translate(sources, decoding, max_sentences=8, parallel_batches=2)
-        assert len(searching) == 2 and threading.current_thread().name not in searching
-        assert side_by_side.texts == alone.texts
-        assert side_by_side.stats.batches == alone.stats.batches >= 13
+        assert len(searching) == 2 and threading.current_thread().name not in searching, name
+        assert shortlist.rows - rows == rows_alone, name  # every row counted, under threads too
+        assert (rows_alone > 0) == ("bf16" in name), name
+        assert side_by_side.texts == alone.texts, name
+        assert side_by_side.stats.batches == alone.stats.batches >= 13, name
         for one, other in zip(alone, side_by_side, strict=True):
-            assert [h.tokens for h in one.nbest] == [h.tokens for h in other.nbest]
+            assert [h.tokens for h in one.nbest] == [h.tokens for h in other.nbest], name
             assert [h.score for h in one.nbest] == pytest.approx([h.score for h in other.nbest])

@@ -147,7 +147,7 @@ class InferenceSchema:
     max_tokens: int | None = 4000
     max_sentences: int | None = None
     max_source_length: int = 250
-    parallel_batches: int = 1
+    parallel_batches: int = 2
 
     def __post_init__(self) -> None:
         positive("max_tokens", self.max_tokens, allow_none=True)

@@ -254,30 +254,26 @@ class Translator:
         sampler = TokenBudgetBatchSampler(
             lengths, lengths, max_tokens, max_sentences, shuffle=False, seed=0
         )
-        batches = list(sampler)
+        order = list(sampler)
+        batches = [[encoded[todo[j]] for j in batch] for batch in order]
 
-        def search(batch: list[int]) -> list[list[Hypothesis]]:
-            rows = [encoded[todo[j]] for j in batch]
+        def search(rows: list[list[int]]) -> list[list[Hypothesis]]:
             src = torch.full((len(rows), max(map(len, rows))), PAD_ID, dtype=torch.long)
             for r, ids in enumerate(rows):
                 src[r, : len(ids)] = torch.tensor(ids)
             src_lengths = torch.tensor([len(ids) for ids in rows])
-            with torch.no_grad():  # grad mode is per thread
-                return decode(
-                    self.model, src.to(device), src_lengths.to(device), decoding, BOS_ID, EOS_ID
-                )
+            return decode(
+                self.model, src.to(device), src_lengths.to(device), decoding, BOS_ID, EOS_ID
+            )
 
         began = time.perf_counter()
         prepare(self.model, decoding, device)
-        searched = in_parallel(search, batches, parallel_batches if device.type == "cpu" else 1)
-        for batch, nbests in tqdm(
-            zip(batches, searched, strict=True),
-            total=len(batches),
-            disable=not progress,
-            desc="translating",
-            unit="batch",
-        ):
-            rows = [encoded[todo[j]] for j in batch]
+        with tqdm(
+            total=len(batches), disable=not progress, desc="translating", unit="batch"
+        ) as bar:
+            threads = parallel_batches if device.type == "cpu" else 1
+            searched = in_parallel(search, batches, threads, done=bar.update)
+        for batch, rows, nbests in zip(order, batches, searched, strict=True):
             texts = self.tgt_tokenizer.decode([nbest[0].tokens for nbest in nbests])
             for j, ids, nbest, text in zip(batch, rows, nbests, texts, strict=True):
                 results[todo[j]] = Translation(
