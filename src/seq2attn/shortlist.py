@@ -120,13 +120,21 @@ class Bf16Shortlist:
     certify (under a lock: threads may search with one shortlist side by side)."""
 
     def __init__(self, layer: nn.Linear) -> None:
-        self.weight = layer.weight.detach().float()
-        self.bias = None if layer.bias is None else layer.bias.detach().float()
+        # copies: the shortlist scores with the weights it was made from, whatever the layer
+        # becomes
+        self.weight = layer.weight.detach().float().clone()
+        self.bias = None if layer.bias is None else layer.bias.detach().float().clone()
         self._product = _bf16_product(self.weight)
         self.max_row_norm = float(self.weight.norm(dim=1).max())
         self.fallback_rows = 0
         self.rows = 0
         self._counting = threading.Lock()
+
+    def holds(self, layer: nn.Linear) -> bool:
+        """Whether ``layer``'s weight and bias are the ones this shortlist was made from."""
+        return _same(self.weight, layer.weight) and (
+            _same(self.bias, layer.bias) if layer.bias is not None else self.bias is None
+        )
 
     def exact_logits(self, features: Tensor) -> Tensor:
         """z = W h + b in fp32 for features (N, D)."""
@@ -184,43 +192,29 @@ class Bf16Shortlist:
         return top
 
 
-@dataclass
-class _Prepared:
-    """A layer's shortlist and what its parameters were when it was made."""
-
-    parameters: list[weakref.ref[Tensor]]
-    stamps: list[tuple[int, int, torch.dtype, torch.device]]
-    shortlist: Bf16Shortlist
-
-    def holds(self, parameters: list[Tensor]) -> bool:
-        return len(parameters) == len(self.parameters) and all(
-            kept() is parameter and _stamp(parameter) == stamp
-            for kept, parameter, stamp in zip(self.parameters, parameters, self.stamps, strict=True)
-        )
-
-
-_PREPARED: weakref.WeakKeyDictionary[nn.Linear, _Prepared] = weakref.WeakKeyDictionary()
+_PREPARED: weakref.WeakKeyDictionary[nn.Linear, Bf16Shortlist] = weakref.WeakKeyDictionary()
 
 
 def shortlist_for(layer: nn.Linear) -> Bf16Shortlist:
-    """``Bf16Shortlist(layer)``, made again when the layer's weight or bias is another tensor,
-    lives elsewhere or was changed in place (an optimizer step, a loaded state dict, ``.to()``):
-    preparing it (packing an 8,001 x 512 weight) takes several milliseconds, as long as a few
-    decoding steps. A write that autograd does not see (``weight.data.copy_``) goes unnoticed."""
-    parameters = [p for p in (layer.weight, layer.bias) if p is not None]
+    """``Bf16Shortlist(layer)``, kept per layer and made again when the layer's weight or bias
+    differs from the copy the shortlist holds: preparing it (packing an 8,001 x 512 weight) takes
+    several milliseconds, as long as a few decoding steps, while comparing the weights takes
+    about one. The comparison is of contents, so every change counts, including those that
+    leave the tensor's version counter alone (the fused Adam update, ``weight.data.copy_``)."""
     kept = _PREPARED.get(layer)
-    if kept is None or not kept.holds(parameters):
-        kept = _Prepared(
-            [weakref.ref(p) for p in parameters],
-            [_stamp(p) for p in parameters],
-            Bf16Shortlist(layer),
-        )
+    if kept is None or not kept.holds(layer):
+        kept = Bf16Shortlist(layer)
         _PREPARED[layer] = kept
-    return kept.shortlist
+    return kept
 
 
-def _stamp(parameter: Tensor) -> tuple[int, int, torch.dtype, torch.device]:
-    return (parameter.data_ptr(), parameter._version, parameter.dtype, parameter.device)
+def _same(kept: Tensor | None, parameter: Tensor) -> bool:
+    return (
+        kept is not None
+        and kept.shape == parameter.shape
+        and kept.device == parameter.device
+        and torch.equal(kept, parameter.detach().float())
+    )
 
 
 def _bf16_product(weight: Tensor) -> Callable[[Tensor], Tensor]:

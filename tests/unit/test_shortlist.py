@@ -235,8 +235,17 @@ def test_a_layer_keeps_its_shortlist_until_its_weights_change() -> None:
     layer = output_layer()
     kept = shortlist_for(layer)
     assert shortlist_for(layer) is kept
+    with torch.no_grad():
+        layer.weight.add_(0.0)  # a new version, the same weights
+    assert shortlist_for(layer) is kept
+    for parameter in layer.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    fused_adam = torch.optim.Adam(layer.parameters(), lr=1e-2, fused=True)
     changes = [
         lambda: layer.weight.add_(1.0),  # an optimizer step
+        fused_adam.step,  # in place without a version bump: what training runs
+        lambda: layer.bias.add_(0.5),
+        lambda: layer.weight.data.copy_(layer.weight.data.flip(0)),  # unseen by autograd
         lambda: setattr(layer.weight, "data", layer.weight.data * 2),  # new storage
         lambda: layer.load_state_dict(output_layer(seed=3).state_dict(), assign=True),
         lambda: layer.load_state_dict(output_layer(seed=4).state_dict()),  # copied in place
