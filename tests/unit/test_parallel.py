@@ -40,11 +40,11 @@ def test_results_come_in_the_order_of_the_items_whatever_finishes_first(
 def test_items_run_side_by_side_each_on_its_share_of_torchs_threads(
     two_torch_threads: None,
 ) -> None:
-    meeting = threading.Barrier(2, timeout=20)  # passes only with two items running at once
+    meeting = threading.Barrier(2)  # passes only with two items running at once
     seen: list[tuple[str, int]] = []
 
     def work(item: int) -> int:
-        meeting.wait()
+        meeting.wait(timeout=20)
         seen.append((threading.current_thread().name, torch.get_num_threads()))
         return item
 
