@@ -1,33 +1,46 @@
-"""The best single model of docs/results.md: train it, average its checkpoints, choose its
-decoding on val, score it on test once.
+"""The best single model of docs/results.md: a teacher trained, averaged and made to translate
+the training set, a student of the same size trained on the original and the translated pairs
+(sequence-level distillation, experiments.distill), the student averaged, its decoding chosen on
+val and test scored once.
 
-    python -m experiments.best --seed 1    # train seed 1 (unless its folder is done), score it
+    python -m experiments.best --seed 1    # train seed 1 (unless its folders are done), score it
     python -m experiments.best --seed 2    # the second seed, in a sitting of its own
     python -m experiments.best --seed 1 --rejected "val below the recipe it was to replace"
     python -m experiments.best --report    # only refresh docs/results.md from the result files
 
-A seed's run is ``python src/train.py experiment=multi30k_best seed=<n>`` in
-logs/best/multi30k_best_seed<n>/ (``--runs`` changes the parent folder), trained when that folder
-does not exist. The driver refuses, with one line and exit code 2, to start from a working tree with
-uncommitted changes (commit one seed's result files before the next seed), and to report a folder
+A seed's folder, logs/best/seed<n>/ (``--runs`` changes the parent folder), holds three stages,
+each done unless its folder is there:
+
+- ``teacher/``: ``python src/train.py experiment=multi30k_best seed=<n>``; its five kept
+  checkpoints averaged (src/average.py) and the average scored on val (beam 5, ``avg``);
+- ``distill/``: the average's beam-5 translations of train.de and the union files;
+- ``student/``: the same recipe on the union files (``data=text_pairs``, val and test still
+  Multi30k's), validated every half epoch, since an epoch is twice as long.
+
+Each stage's ``trainer.max_time`` (the recipe's, 55 minutes) stops a slow CPU in time for the
+whole to fit two hours; a 2-core Xeon with AMX needs about 40 minutes a stage and 3 to translate.
+The driver refuses, with one line and exit code 2, to start from a working tree with uncommitted
+changes (commit one seed's result files before the next seed), and to report a training folder
 that holds no finished run, one trained by another command or from a tree with uncommitted changes,
 or one whose commit's conf/ or src/ differ from the tree's in more than comments: delete such a
-folder to train it again (and move a rejected recipe's folder aside before the next recipe). The
-five kept checkpoints are averaged (src/average.py); the average is decoded on val with beam 5 at
-every setting of experiments.decoding_grid (the budget harness's grid: length normalisation ``avg``
-or GNMT alpha 0.6 / 1.0 / 1.4, trigram blocking off or on), the simplest setting within 0.2 BLEU of
-val's best is chosen, and test_2016_flickr is decoded once with it, then again by a fresh
-``src/eval.py`` process, which must reproduce the BLEU to 0.1; the only other decode of test is
-src/train.py's own greedy test of the best checkpoint when training ends. The run's single best
-checkpoint is decoded on val with the chosen setting too, to show what averaging adds. Every decode
-is kept in the run folder and read back by a later call.
+folder to train it again (and move a rejected recipe's seed folder aside before the next recipe).
+The student's average is decoded on val with beam 5 at every setting of
+experiments.decoding_grid (the budget harness's grid: length normalisation ``avg`` or GNMT alpha
+0.6 / 1.0 / 1.4, trigram blocking off or on), the simplest setting within 0.2 BLEU of val's best
+is chosen, and test_2016_flickr is decoded once with it, then again by a fresh ``src/eval.py``
+process, which must reproduce the BLEU to 0.1; the only other decodes of test are src/train.py's
+own greedy tests of each stage's best checkpoint when it ends. The student's single best
+checkpoint is decoded on val with the chosen setting too, to show what averaging adds. Every
+decode is kept in the seed's folder and read back by a later call.
 
-Each seed's record goes under ``runs`` in docs/results/multi30k_best.json (scores, repetition rate,
-length ratio, commands, commit, machine, precision, steps, wall time). With ``--rejected`` the run
-is scored on val only (the average's test is not decoded) and its record, with the reason, goes to
-docs/results/multi30k_best-rejected.json under ``<commit>_seed<n>``. The ``best`` block of
-docs/results.md is generated from both files, with the mean once two seeds are in, and seed 1's
-attention maps of the first three test sentences go to docs/figures/best_attention_<n>.png.
+Each seed's record goes under ``runs`` in docs/results/multi30k_best.json, keyed
+``distilled_seed<n>`` (scores, repetition rate, length ratio, the commands of every stage, commits,
+machine, precision, steps, wall times); records without a ``recipe`` are the teacher recipe alone,
+from before distillation. With ``--rejected`` the run is scored on val only (the average's test is
+not decoded) and its record, with the reason, goes to docs/results/multi30k_best-rejected.json
+under ``<commit>_seed<n>``. The ``best`` block of docs/results.md is generated from both files, a
+table per recipe with the mean once two seeds are in, and seed 1's attention maps of the first
+three test sentences go to docs/figures/best_attention_<n>.png.
 """
 
 from __future__ import annotations
@@ -54,6 +67,7 @@ from benchmarks.common import (
 )
 from benchmarks.common import commit as tree_commit
 from experiments.decoding_grid import BY_NAME, GRID, DecodingSetting, choose
+from experiments.distill import TEACHER_DECODING, distil
 from experiments.scoring import (
     HarnessError,
     changed_since,
@@ -66,6 +80,7 @@ from seq2attn.checkpoints.loading import resolve_checkpoint
 from seq2attn.report import write_section
 
 RUNS = REPO / "logs" / "best"
+RECIPE = "distilled"  # records without a recipe are the teacher recipe alone
 RESULT = REPO / "docs" / "results" / "multi30k_best.json"
 REJECTED = REPO / "docs" / "results" / "multi30k_best-rejected.json"
 PAGE = REPO / "docs" / "results.md"
@@ -73,14 +88,14 @@ FIGURES = REPO / "docs" / "figures"
 AVERAGED = 5
 DATA = ("data=multi30k",)  # the corpus folder comes from experiments.scoring.run's SEQ2ATTN_DATA
 HEATMAPS = 3
+TEST = "test_2016_flickr"
+SIDES = ("src", "tgt")
 REPRODUCE_WITHIN = 0.1  # BLEU
 
 
-def train(run_dir: Path, seed: int) -> dict[str, Any]:
-    """Train the seed's run unless its folder holds a finished one; what the run recorded, after
-    checking that it is this driver's command, from a clean commit whose recipe (conf/) and code
-    (src/) are still the ones here."""
-    command = [
+def teacher_command(seed: int, run_dir: Path) -> list[str]:
+    """The recipe on Multi30k."""
+    return [
         "python",
         "src/train.py",
         "experiment=multi30k_best",
@@ -88,6 +103,36 @@ def train(run_dir: Path, seed: int) -> dict[str, Any]:
         f"hydra.run.dir={shown(run_dir)}",
         "trainer.enable_progress_bar=false",
     ]
+
+
+def student_command(seed: int, run_dir: Path, distilled: dict[str, Any]) -> list[str]:
+    """The recipe on the distillation's union files, scored on Multi30k's val and test, and
+    validated every half epoch (an epoch is twice the teacher's)."""
+    data = {"train": (distilled["union_src"], distilled["union_tgt"])}
+    for split, name in (("val", "val"), ("test", TEST)):
+        data[split] = (shown(corpus() / f"{name}.de.gz"), shown(corpus() / f"{name}.en.gz"))
+    files = [
+        f"data.{split}_{side}={path}"
+        for split, paths in data.items()
+        for side, path in zip(SIDES, paths, strict=True)
+    ]
+    return [
+        "python",
+        "src/train.py",
+        "experiment=multi30k_best",
+        f"seed={seed}",
+        "data=text_pairs",
+        *files,
+        "trainer.val_check_interval=0.5",
+        f"hydra.run.dir={shown(run_dir)}",
+        "trainer.enable_progress_bar=false",
+    ]
+
+
+def train(run_dir: Path, command: list[str]) -> dict[str, Any]:
+    """Train ``command`` in ``run_dir`` unless it holds a finished run; what the run recorded,
+    after checking that it is this command, from a clean commit whose recipe (conf/) and code
+    (src/) are still the ones here."""
     retrain = f"delete {shown(run_dir)} to train it again"
     process = None
     if not run_dir.exists():
@@ -148,7 +193,7 @@ def decode(checkpoint: Path, split: str, setting: DecodingSetting, folder: Path)
 
 def heatmaps(checkpoint: Path, setting: DecodingSetting, work: Path) -> list[str]:
     """Attention maps of the first test sentences, copied to docs/figures/."""
-    with gzip.open(corpus() / "test_2016_flickr.de.gz", "rt", encoding="utf-8") as text:
+    with gzip.open(corpus() / f"{TEST}.de.gz", "rt", encoding="utf-8") as text:
         lines = text.read().splitlines()[:HEATMAPS]
     work.mkdir(parents=True, exist_ok=True)
     (work / "input.de").write_text("".join(line + "\n" for line in lines))
@@ -173,19 +218,43 @@ def heatmaps(checkpoint: Path, setting: DecodingSetting, work: Path) -> list[str
     return figures
 
 
-def validate(run_dir: Path, seed: int) -> dict[str, Any]:
-    """Train (unless done), average and choose the decoding on val; the seed's record so far."""
-    trained = train(run_dir, seed)
+def teacher(seed_dir: Path, seed: int) -> tuple[Path, dict[str, Any]]:
+    """The teacher trained (unless done), averaged and scored on val with the beam it
+    translates with; its average and its record."""
+    run_dir = seed_dir / "teacher"
+    trained = train(run_dir, teacher_command(seed, run_dir))
+    averaged, average_command = average(run_dir)
+    val = decode(averaged, "val", TEACHER_DECODING, run_dir / "eval" / "averaged-val-avg")
+    record = {**trained, "average_command": average_command, "val_bleu": val["bleu"]}
+    return averaged, record
+
+
+def validate(seed_dir: Path, seed: int) -> dict[str, Any]:
+    """Teacher, distillation and student (each unless done); the student averaged and its
+    decoding chosen on val; the seed's record so far."""
+    teacher_average, teacher_record = teacher(seed_dir, seed)
+    data = corpus()
+    distilled = distil(
+        teacher_average, data / "train.de.gz", data / "train.en.gz", seed_dir / "distill", run
+    )
+    run_dir = seed_dir / "student"
+    trained = train(run_dir, student_command(seed, run_dir, distilled))
     averaged, average_command = average(run_dir)
     evals = run_dir / "eval"
     val = {s.name: decode(averaged, "val", s, evals / f"averaged-val-{s.name}") for s in GRID}
     chosen = choose({name: scores["bleu"] for name, scores in val.items()})
     single = resolve_checkpoint(run_dir)
     single_val = decode(single, "val", chosen, evals / f"single-val-{chosen.name}")
+    stages = [teacher_record["wall_s"], distilled["translate_wall_s"], trained["wall_s"]]
     return {
         "seed": seed,
+        "recipe": RECIPE,
         **trained,
         "average_command": average_command,
+        "teacher": teacher_record,
+        "distillation": distilled,
+        # training the teacher, translating the training set, training the student
+        "total_wall_s": sum(stages) if None not in stages else None,
         "machine": describe_machine(machine()),  # that scored it (and trained it, if this call did)
         "decoding": chosen.name,
         "val_bleu": val[chosen.name]["bleu"],
@@ -198,11 +267,12 @@ def validate(run_dir: Path, seed: int) -> dict[str, Any]:
     }
 
 
-def score(run_dir: Path, seed: int) -> dict[str, Any]:
+def score(seed_dir: Path, seed: int) -> dict[str, Any]:
     """:func:`validate`, then test scored once with the chosen setting and again by a fresh
     process; the seed's record."""
-    record = validate(run_dir, seed)
+    record = validate(seed_dir, seed)
     chosen = BY_NAME[record["decoding"]]
+    run_dir = seed_dir / "student"
     averaged = run_dir / "averaged.ckpt"
     evals = run_dir / "eval"
     test = decode(averaged, "test", chosen, evals / f"averaged-test-{chosen.name}")
@@ -229,7 +299,15 @@ def score(run_dir: Path, seed: int) -> dict[str, Any]:
 def markdown(result: dict[str, Any], rejected: dict[str, Any]) -> str:
     """The seeds' table (and their mean), the val grid, how each run was made, then the
     rejected recipes' val scores."""
-    lines = seeds_markdown(result["runs"]) if result["runs"] else []
+    lines = []
+    distilled = [r for r in result["runs"].values() if r.get("recipe") == RECIPE]
+    alone = [r for r in result["runs"].values() if r.get("recipe") is None]
+    if distilled:
+        lines.append("The distilled students (the recipe):\n")
+        lines += seeds_markdown(distilled)
+    if alone:
+        lines.append("The teacher recipe alone, before distillation (its seeds' own runs):\n")
+        lines += seeds_markdown(alone)
     if rejected["runs"]:
         rows = [
             [
@@ -251,14 +329,14 @@ def markdown(result: dict[str, Any], rejected: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def seeds_markdown(seeds: dict[str, Any]) -> list[str]:
-    """The table of the recipe's seeds, their val grid and how each was made."""
-    runs = sorted(seeds.values(), key=lambda r: r["seed"])
+def seeds_markdown(seeds: list[dict[str, Any]]) -> list[str]:
+    """The table of one recipe's seeds, their val grid and how each was made."""
+    runs = sorted(seeds, key=lambda r: r["seed"])
     rows = [
         [
             r["seed"],
             f"{r['steps']:,.0f}",
-            f"{r['wall_s'] / 60:.0f}",
+            f"{(r.get('total_wall_s') or r['wall_s']) / 60:.0f}",
             r["precision"],
             r["decoding"],
             f"{r['val_bleu']:.2f}",
@@ -303,6 +381,8 @@ def seeds_markdown(seeds: dict[str, Any]) -> list[str]:
     lines.append("Val BLEU (repetition rate) of each run's average, by decoding setting:\n")
     lines.append(table(["decoding", *(f"seed {r['seed']}" for r in runs)], grid))
     for r in runs:
+        if "teacher" in r:
+            lines.append(distillation_markdown(r))
         lines.append(
             f"Seed {r['seed']}: `{r['command']}` at commit {r['commit']} on {r['machine']} "
             f"({r['precision']}: {r['precision_reason']}), {r['steps']:,.0f} steps in "
@@ -323,6 +403,21 @@ def seeds_markdown(seeds: dict[str, Any]) -> list[str]:
         )
     lines.append(f"Signature: `{runs[0]['signature']}`.\n")
     return lines
+
+
+def distillation_markdown(r: dict[str, Any]) -> str:
+    """How a seed's teacher was trained and made the student's data."""
+    teacher, distilled = r["teacher"], r["distillation"]
+    return (
+        f"Seed {r['seed']}'s teacher: `{teacher['command']}` at commit {teacher['commit']} "
+        f"({teacher['precision']}), {teacher['steps']:,.0f} steps in "
+        f"{teacher['wall_s'] / 60:.0f} min; averaged by `{teacher['average_command']}`, which "
+        f"scores val {teacher['val_bleu']:.2f} (beam 5, `avg`) and translated the training "
+        f"sources in {distilled['translate_wall_s'] / 60:.1f} min by "
+        f"`{distilled['translate_command']}`; the student trains on {distilled['pairs']:,} "
+        f"pairs. The train minutes above add the teacher's, the translation's and the "
+        f"student's.\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -347,14 +442,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.seed < 1:
             parser.error(f"--seed {args.seed}: must be 1 or more")
         require("python -m experiments.best", corpus() / "train.de.gz")
-        run_dir = args.runs.resolve() / f"multi30k_best_seed{args.seed}"
+        seed_dir = args.runs.resolve() / f"seed{args.seed}"
         try:
             check_clean_tree(tree_commit())
             if args.rejected is None:
-                record = score(run_dir, args.seed)
-                path, key = RESULT, f"seed{args.seed}"
+                record = score(seed_dir, args.seed)
+                path, key = RESULT, f"{RECIPE}_seed{args.seed}"
             else:
-                record = validate(run_dir, args.seed)
+                record = validate(seed_dir, args.seed)
                 record |= {"status": "rejected", "reason": args.rejected}
                 path, key = REJECTED, f"{record['commit']}_seed{args.seed}"
         except HarnessError as refusal:

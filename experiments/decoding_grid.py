@@ -48,7 +48,7 @@ class DecodingSetting:
         """A peer's decoding options (onmt_translate flags, JoeyNMT ``testing`` keys); None
         where the tool cannot decode with this setting."""
         if tool == "opennmt":
-            penalty = {"length_penalty": "avg"}
+            penalty: dict[str, Any] = {"length_penalty": "avg"}
             if self.length_penalty == "gnmt":
                 penalty = {"length_penalty": "wu", "alpha": self.alpha}
             return {**penalty, "block_ngram_repeat": self.block_ngram}

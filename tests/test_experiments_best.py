@@ -1,6 +1,7 @@
-"""experiments.best: one seed's run averaged, its decoding chosen on val by the budget grid's
-rule, test scored once and reproduced, the seeds' records kept side by side in one file, and
-runs that must not be reported refused with one line."""
+"""experiments.best: one seed's teacher trained, averaged and made to translate the training set,
+its student trained on the union and averaged, the student's decoding chosen on val by the budget
+grid's rule, test scored once and reproduced, the seeds' records kept side by side in one file,
+and runs that must not be reported refused with one line."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def option(command: list[str], key: str) -> str:
 
 class FakeCommands:
     """Stands in for src/train.py, average.py, eval.py and translate.py: writes the files each
-    would, scores val by :data:`VAL` (blocking costs 0.3) and test at 40.5 + seed / 10."""
+    would, scores the student's val by :data:`VAL` (blocking costs 0.3), the teacher's val at
+    40.0, test at 40.5 + seed / 10, and translates every source as ``teacher: <source>``."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         self.calls: list[list[str]] = []
@@ -39,6 +41,10 @@ class FakeCommands:
         data.mkdir()
         with gzip.open(data / "test_2016_flickr.de.gz", "wt") as text:
             text.write("ein Hund .\nzwei Hunde .\ndrei Hunde .\nvier\n")
+        for lang, lines in (("de", "ein Hund .\nzwei\n"), ("en", "a dog .\ntwo\n")):
+            with gzip.open(data / f"train.{lang}.gz", "wt") as text:
+                text.write(lines)
+        self.translations = 2  # lines the fake translate.py writes
         (tmp_path / "figures").mkdir()
         monkeypatch.setattr(best, "RESULT", tmp_path / "multi30k_best.json")
         monkeypatch.setattr(best, "REJECTED", tmp_path / "multi30k_best-rejected.json")
@@ -74,8 +80,10 @@ class FakeCommands:
             setting = option(command, "decoding.length_penalty_type")
             alpha = float(option(command, "decoding.length_penalty"))
             name = "avg" if setting == "avg" else f"gnmt{alpha:g}"
-            seed = int(folder.parent.parent.name.removeprefix("multi30k_best_seed"))
-            if option(command, "split") == "val":
+            stage, seed = folder.parent.parent.name, int(folder.parents[2].name[len("seed") :])
+            if stage == "teacher":
+                bleu = 40.0
+            elif option(command, "split") == "val":
                 bleu = VAL[name] - 0.3 * (option(command, "decoding.no_repeat_ngram_size") != "0")
                 bleu -= 1.0 * ("single" in folder.name)
             else:
@@ -83,6 +91,10 @@ class FakeCommands:
             scores = {"bleu": bleu, "chrf": 60.0, "ter": 40.0, "repetition_rate": 0.2}
             scores |= {"length_ratio": 0.98, "signatures": {"bleu": "nrefs:1|tok:13a"}}
             (folder / "scores.json").write_text(json.dumps(scores | {"decode_seconds": 1.0}))
+        elif script == "src/translate.py" and "attention_dir" not in " ".join(command):
+            sources = Path(option(command, "input")).read_text().splitlines()
+            lines = [f"teacher: {line}\n" for line in sources][: self.translations]
+            Path(option(command, "output")).write_text("".join(lines))
         elif script == "src/translate.py":
             folder = Path(option(command, "attention_dir"))
             for number in range(1, best.HEATMAPS + 1):
@@ -90,32 +102,97 @@ class FakeCommands:
         return Measured(returncode=0, wall_s=6020.0, peak_rss_mb=3400.0)
 
 
-def test_a_seed_is_trained_averaged_chosen_on_val_and_scored_on_test_once(
+def test_a_seed_trains_a_teacher_distils_a_student_chooses_on_val_and_scores_test_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = FakeCommands(monkeypatch, tmp_path)
     best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
-    scripts = [command[1] for command in fake.calls]
-    assert scripts[:2] == ["src/train.py", "src/average.py"]
+    seed = tmp_path / "runs" / "seed1"
+    steps = [(c[1], c[-2] if c[1] == "src/train.py" else "") for c in fake.calls]
+    assert steps[:5] == [
+        ("src/train.py", f"hydra.run.dir={seed}/teacher"),
+        ("src/average.py", ""),
+        ("src/eval.py", ""),  # the teacher's average on val
+        ("src/translate.py", ""),
+        ("src/train.py", f"hydra.run.dir={seed}/student"),
+    ]
+    translate = fake.calls[3]
+    assert option(translate, "ckpt_path") == f"{seed}/teacher/averaged.ckpt"
+    assert "decoding.beam_size=5" in translate and "decoding.length_penalty_type=avg" in translate
+    union = (seed / "distill" / "union.de", seed / "distill" / "union.en")
+    assert union[0].read_text() == "ein Hund .\nzwei\nein Hund .\nzwei\n"
+    assert union[1].read_text() == "a dog .\ntwo\nteacher: ein Hund .\nteacher: zwei\n"
+    student = fake.calls[4]
+    assert (option(student, "data"), option(student, "trainer.val_check_interval")) == (
+        "text_pairs",
+        "0.5",
+    )
+    assert (option(student, "data.train_src"), option(student, "data.train_tgt")) == (
+        str(union[0]),
+        str(union[1]),
+    )
+    assert option(student, "data.test_tgt") == f"{tmp_path}/data/test_2016_flickr.en.gz"
     val = [c for c in fake.calls if c[1] == "src/eval.py" and "split=val" in c]
-    assert len(val) == len(GRID) + 1  # the grid for the average, the chosen one for the single
+    assert len(val) == 1 + len(GRID) + 1  # the teacher; the student's grid; its single best
+    assert all(f"{seed}/student/" in option(c, "ckpt_path") for c in val[1:])
     test = [c for c in fake.calls if c[1] == "src/eval.py" and "split=test" in c]
     assert len(test) == 2  # once, and once again by a fresh process
+    assert all(option(c, "ckpt_path") == f"{seed}/student/averaged.ckpt" for c in test)
     assert all("decoding.length_penalty_type=avg" in c for c in test)
-    record = json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]["seed1"]
+    record = json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]["distilled_seed1"]
+    assert record["recipe"] == "distilled"
     assert (record["decoding"], record["val_bleu"], record["test_bleu"]) == ("avg", 40.85, 40.6)
     assert record["single_checkpoint"]["val_bleu"] == pytest.approx(39.85)
     assert record["val_by_decoding"]["gnmt1+block3"]["bleu"] == pytest.approx(40.7)
     assert (record["commit"], record["precision"]) == ("abc1234", "bf16-mixed")
     assert (record["steps"], record["process_wall_s"], record["peak_rss_mb"]) == (10500, 6020, 3400)
-    assert record["command"].endswith(
+    assert record["teacher"]["val_bleu"] == 40.0
+    assert record["teacher"]["command"].endswith(
         "python src/train.py experiment=multi30k_best seed=1 hydra.run.dir="
-        f"{tmp_path}/runs/multi30k_best_seed1 trainer.enable_progress_bar=false"
+        f"{seed}/teacher trainer.enable_progress_bar=false"
     )
+    assert record["distillation"]["pairs"] == 4
+    assert record["total_wall_s"] == 6000 + 6020 + 6000  # teacher, translation, student
     assert record["figures"] == [f"{tmp_path}/figures/best_attention_{n}.png" for n in (1, 2, 3)]
     page = fake.page.read_text()
     assert page.startswith("before\n") and page.endswith("after\n")
-    assert "| 1 | 10,500 | 100 | bf16-mixed | avg | 40.85 | 40.60 | 60.00 | 0.2 | 0.980 |" in page
+    assert "| 1 | 10,500 | 300 | bf16-mixed | avg | 40.85 | 40.60 | 60.00 | 0.2 | 0.980 |" in page
+    assert "which scores val 40.00 (beam 5, `avg`)" in page
+
+
+def test_a_teacher_that_does_not_translate_every_source_stops_the_seed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    fake.translations = 1
+    line = refusal(fake, tmp_path, capsys)
+    assert "train.teacher.en holds 1 translations of 2 sources: delete" in line
+    distill = tmp_path / "runs" / "seed1" / "distill"
+    assert not (distill / "union.en").exists() and not (distill / "translate.json").exists()
+    assert not any("seed1/student" in " ".join(c) for c in fake.calls)
+    fake.translations = 2  # a second call translates again rather than trusting the half file
+    best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
+    translations = [c for c in fake.calls if "decoding=beam" in c and "src/translate.py" in c]
+    assert len(translations) == 2
+    assert (distill / "union.en").read_text().count("teacher:") == 2
+
+
+def test_old_teacher_only_records_keep_their_own_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
+    kept = json.loads((tmp_path / "multi30k_best.json").read_text())
+    before = {key: value for key, value in kept["runs"]["distilled_seed1"].items()}
+    for key in ("recipe", "teacher", "distillation", "total_wall_s"):
+        del before[key]
+    kept["runs"]["seed1"] = before | {"test_bleu": 39.0}
+    (tmp_path / "multi30k_best.json").write_text(json.dumps(kept))
+    best.main(["--report"])
+    page = fake.page.read_text()
+    assert page.index("The distilled students") < page.index("40.60") < page.index("before distil")
+    assert page.index("before distil") < page.index("| 1 | 10,500 | 100 |") < page.index("39.00")
+    assert "mean of" not in page  # one seed of each recipe: no mean across recipes
 
 
 def test_the_second_seed_joins_the_first_and_the_page_gives_their_mean(
@@ -125,10 +202,10 @@ def test_the_second_seed_joins_the_first_and_the_page_gives_their_mean(
     best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
     best.main(["--seed", "2", "--runs", str(tmp_path / "runs")])
     best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])  # done: nothing trained again
-    assert sum(command[1] == "src/train.py" for command in fake.calls) == 2
+    assert sum(command[1] == "src/train.py" for command in fake.calls) == 4  # 2 per seed
     assert sorted(json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]) == [
-        "seed1",
-        "seed2",
+        "distilled_seed1",
+        "distilled_seed2",
     ]
     assert "| mean of 2 |  |  |  |  | 40.85 ± 0.00 | 40.65 ± 0.07 |" in fake.page.read_text()
 
@@ -177,8 +254,8 @@ def test_a_run_not_trained_from_a_clean_commit_is_refused(
     fake = FakeCommands(monkeypatch, tmp_path)
     fake.git = git
     line = refusal(fake, tmp_path, capsys)
-    assert "multi30k_best_seed1 was not trained from a clean commit" in line
-    assert line.endswith("multi30k_best_seed1 to train it again")
+    assert "seed1/teacher was not trained from a clean commit" in line
+    assert line.endswith("seed1/teacher to train it again")
 
 
 def test_nothing_starts_from_a_tree_with_uncommitted_changes(
@@ -197,9 +274,10 @@ def test_an_unfinished_foreign_or_outdated_run_folder_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = FakeCommands(monkeypatch, tmp_path)
-    folder = tmp_path / "runs" / "multi30k_best_seed1"
+    folder = tmp_path / "runs" / "seed1" / "teacher"
     folder.mkdir(parents=True)  # a run stopped before it wrote metrics.json
-    assert "seed1 holds no finished run (no metrics.json)" in refusal(fake, tmp_path, capsys)
+    line = refusal(fake, tmp_path, capsys)
+    assert "seed1/teacher holds no finished run (no metrics.json)" in line
     assert fake.calls == []  # its checkpoints are not mixed with a new run's
     folder.rmdir()
     fake.changed = ["conf/experiment/multi30k_best.yaml"]

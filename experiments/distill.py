@@ -1,0 +1,102 @@
+"""Sequence-level knowledge distillation (Kim and Rush, 2016): a teacher translates the training
+sources with beam search, and a student of the same size trains on the original pairs together
+with the teacher's (source, translation) pairs. The teacher's outputs are simpler and more
+consistent than human references, so the student learns them more easily than the references
+alone.
+
+    union.de = train.de + train.de
+    union.en = train.en + teacher(train.de)
+
+The files go to one folder: ``train.de`` (the sources, unzipped for src/translate.py),
+``train.teacher.en`` (the teacher's beam-5 translations, length normalised by ``avg``),
+``union.de`` and ``union.en``, and ``translate.json`` (the command and its wall time). Each file is
+written whole under a temporary name and then renamed, so a stopped call leaves no half file that
+a later call would take for a finished one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import Measured, shown
+from experiments.decoding_grid import DecodingSetting
+from experiments.scoring import HarnessError
+
+TEACHER_DECODING = DecodingSetting("avg")  # beam 5, score divided by length
+Run = Callable[[list[str], Path], Measured]
+
+
+def read_lines(path: Path) -> list[str]:
+    """The lines of a plain or gzipped UTF-8 text file, split at line feeds only (as the corpus
+    readers and src/translate.py split them), without their line ends."""
+    raw = path.read_bytes()
+    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
+    return text.removesuffix("\n").split("\n") if text else []
+
+
+def write_whole(path: Path, lines: list[str]) -> None:
+    """``lines`` into ``path``, which appears only once it is complete."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    partial.replace(path)
+
+
+def translate_command(teacher: Path, source: Path, output: Path, folder: Path) -> list[str]:
+    """src/translate.py writing the teacher's beam-5 translations of ``source`` to ``output``."""
+    return [
+        "python",
+        "src/translate.py",
+        f"ckpt_path={shown(teacher)}",
+        f"input={shown(source)}",
+        f"output={shown(output)}",
+        "decoding=beam",
+        "decoding.beam_size=5",
+        *TEACHER_DECODING.seq2attn(),
+        f"hydra.run.dir={shown(folder / 'translate')}",
+    ]
+
+
+def distil(teacher: Path, sources: Path, targets: Path, folder: Path, run: Run) -> dict[str, Any]:
+    """The union training files of the student in ``folder`` (made unless there), built from the
+    ``teacher`` checkpoint's translations of ``sources``; what was run and how long it took."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source_lines, target_lines = read_lines(sources), read_lines(targets)
+    if len(source_lines) != len(target_lines):
+        raise HarnessError(
+            f"{shown(sources)} has {len(source_lines)} lines, {shown(targets)} "
+            f"{len(target_lines)}: they must be line-aligned"
+        )
+    plain, translated = folder / "train.de", folder / "train.teacher.en"
+    record_path = folder / "translate.json"
+    command = translate_command(teacher, plain, translated, folder)
+    if not record_path.is_file():
+        write_whole(plain, source_lines)
+        translated.unlink(missing_ok=True)  # a stopped translation is done again, not reused
+        process = run(command, folder / "translate.log")
+        record = {"translate_command": " ".join(command), "translate_wall_s": process.wall_s}
+        teacher_lines = checked(read_lines(translated), len(source_lines), translated)
+        write_whole(folder / "union.de", source_lines + source_lines)
+        write_whole(folder / "union.en", target_lines + teacher_lines)
+        record_path.write_text(json.dumps(record, indent=2) + "\n")
+    record = json.loads(record_path.read_text())
+    return {
+        **record,
+        "pairs": 2 * len(source_lines),
+        "union_src": shown(folder / "union.de"),
+        "union_tgt": shown(folder / "union.en"),
+    }
+
+
+def checked(lines: list[str], expected: int, path: Path) -> list[str]:
+    """The teacher's lines, refused unless there is one per source (an empty one is dropped with
+    its pair by the training filter, ``data.drop_empty``)."""
+    if len(lines) != expected:
+        raise HarnessError(
+            f"{shown(path)} holds {len(lines)} translations of {expected} sources: delete "
+            f"{shown(path.parent)} to translate them again"
+        )
+    return lines
