@@ -4,6 +4,7 @@ the training set, a student of the same size trained on the original and the tra
 val and test scored once.
 
     python -m experiments.best --seed 1    # train seed 1 (unless its folders are done), score it
+    python -m experiments.best --seed 1 --val-gate 40.45  # test only if val reaches 40.45
     python -m experiments.best --seed 2    # the second seed, in a sitting of its own
     python -m experiments.best --seed 1 --rejected "val below the recipe it was to replace"
     python -m experiments.best --report    # only refresh docs/results.md from the result files
@@ -36,8 +37,9 @@ decode is kept in the seed's folder and read back by a later call.
 Each seed's record goes under ``runs`` in docs/results/multi30k_best.json, keyed
 ``distilled_seed<n>`` (scores, repetition rate, length ratio, the commands of every stage, commits,
 machine, precision, steps, wall times); records without a ``recipe`` are the teacher recipe alone,
-from before distillation. With ``--rejected`` the run is scored on val only (the average's test is
-not decoded) and its record, with the reason, goes to docs/results/multi30k_best-rejected.json
+from before distillation. With ``--rejected``, or when the student's val BLEU falls below
+``--val-gate`` (a rule fixed before training), the run is scored on val only (the average's test
+is not decoded) and its record, with the reason, goes to docs/results/multi30k_best-rejected.json
 under ``<commit>_seed<n>``. The ``best`` block of docs/results.md is generated from both files, a
 table per recipe with the mean once two seeds are in, and seed 1's attention maps of the first
 three test sentences go to docs/figures/best_attention_<n>.png.
@@ -267,10 +269,10 @@ def validate(seed_dir: Path, seed: int) -> dict[str, Any]:
     }
 
 
-def score(seed_dir: Path, seed: int) -> dict[str, Any]:
-    """:func:`validate`, then test scored once with the chosen setting and again by a fresh
-    process; the seed's record."""
-    record = validate(seed_dir, seed)
+def score(seed_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """The seed's record from :func:`validate` with test scored once by the chosen setting and
+    again by a fresh process."""
+    seed = record["seed"]
     chosen = BY_NAME[record["decoding"]]
     run_dir = seed_dir / "student"
     averaged = run_dir / "averaged.ckpt"
@@ -433,11 +435,18 @@ def main(argv: list[str] | None = None) -> None:
         help="with --seed: score val only and record the recipe as rejected, for this reason",
     )
     parser.add_argument(
+        "--val-gate",
+        type=float,
+        metavar="BLEU",
+        help="with --seed: decode test only if the student's val BLEU reaches BLEU, else record "
+        "the recipe as rejected (the rule, fixed before training)",
+    )
+    parser.add_argument(
         "--runs", type=Path, default=RUNS, help=f"the runs' parent folder (default {shown(RUNS)})"
     )
     args = parser.parse_args(argv)
-    if args.rejected is not None and args.seed is None:
-        parser.error("--rejected goes with --seed")
+    if args.seed is None and (args.rejected is not None or args.val_gate is not None):
+        parser.error("--rejected and --val-gate go with --seed")
     if args.seed is not None:
         if args.seed < 1:
             parser.error(f"--seed {args.seed}: must be 1 or more")
@@ -445,12 +454,16 @@ def main(argv: list[str] | None = None) -> None:
         seed_dir = args.runs.resolve() / f"seed{args.seed}"
         try:
             check_clean_tree(tree_commit())
-            if args.rejected is None:
-                record = score(seed_dir, args.seed)
+            record = validate(seed_dir, args.seed)
+            reason, gate = args.rejected, args.val_gate
+            val = record["val_bleu"]
+            if reason is None and gate is not None and val < gate:
+                reason = f"val {val:.2f} below the gate {gate:.2f} set before training"
+            if reason is None:
+                record = score(seed_dir, record)
                 path, key = RESULT, f"{RECIPE}_seed{args.seed}"
             else:
-                record = validate(seed_dir, args.seed)
-                record |= {"status": "rejected", "reason": args.rejected}
+                record |= {"status": "rejected", "reason": reason}
                 path, key = REJECTED, f"{record['commit']}_seed{args.seed}"
         except HarnessError as refusal:
             print(f"experiments.best: {refusal}", file=sys.stderr)

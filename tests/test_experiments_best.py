@@ -231,6 +231,23 @@ def test_a_rejected_recipe_is_scored_on_val_only_and_kept_apart(
     assert page.index("| 1 | 10,500 |") < page.index("Rejected recipes") < page.index("abc1234,")
 
 
+def test_a_val_gate_fixed_before_training_decides_whether_test_is_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    runs = ["--runs", str(tmp_path / "runs")]
+    best.main(["--seed", "1", "--val-gate", "40.9", *runs])  # chosen val 40.85: below
+    assert not any("split=test" in command for command in fake.calls)
+    record = json.loads((tmp_path / "multi30k_best-rejected.json").read_text())["runs"]
+    assert record["abc1234_seed1"]["reason"] == "val 40.85 below the gate 40.90 set before training"
+    assert not (tmp_path / "multi30k_best.json").exists()
+    best.main(["--seed", "2", "--val-gate", "40.85", *runs])  # reached: test decoded
+    assert sum("split=test" in command for command in fake.calls) == 2
+    assert list(json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]) == [
+        "distilled_seed2"
+    ]
+
+
 def refusal(fake: FakeCommands, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
     """The one line with which ``--seed 1`` stops, after checking it wrote no result."""
     page = fake.page.read_text()
