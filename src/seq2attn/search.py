@@ -304,15 +304,23 @@ def _collect_finished(
     ranking: Ranking,
 ) -> Tensor:
     """Move beams that just emitted EOS into ``finished`` (row b of the beams is sentence
-    ``sentences[b]``); returns scores with them dead."""
+    ``sentences[b]``); returns scores with them dead.
+
+    A live beam (finite score) holds no EOS before its last token: the step that wrote one
+    killed it. So a finished hypothesis is its row's tokens but the last, and the rows that
+    ended this step are read in one batch rather than one at a time."""
     batch, beam = beams.scores.shape
     ended = (beams.tokens[:, -1] == eos_id).view(batch, beam) & beams.scores.isfinite()
-    for b, k in ended.nonzero().tolist():
-        row, sentence = b * beam + k, sentences[b]
-        attention = None if beams.attention is None else beams.attention[row]
-        hypothesis = _hypothesis(
-            beams.tokens[row], beams.scores[b, k], attention, src_lengths[sentence], eos_id
-        )
+    rows = ended.view(-1).nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return beams.scores
+    tokens = beams.tokens[rows, :-1].tolist()
+    scores = beams.scores.view(-1)[rows].tolist()
+    attention = None if beams.attention is None else beams.attention[rows]  # (n, t, S)
+    for n, row in enumerate(rows.tolist()):
+        sentence = sentences[row // beam]
+        weights = None if attention is None else attention[n, :, : src_lengths[sentence]]
+        hypothesis = Hypothesis(tokens=tokens[n], score=scores[n], attention=weights)
         finished[sentence].append((ranking.key(hypothesis), hypothesis))
     return beams.scores.masked_fill(ended, float("-inf"))
 

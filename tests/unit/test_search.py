@@ -102,6 +102,29 @@ def test_greedy_score_is_the_sum_of_log_probs_of_the_chosen_tokens() -> None:
     assert hyp.score == pytest.approx(total, abs=1e-5)
 
 
+def test_every_beam_hypothesis_is_its_own_forced_decode() -> None:
+    """Each n-best hypothesis, read back from the finished beams, holds its tokens without EOS,
+    their log-probability sum with EOS, and the attention of each of those steps over its own
+    source pieces, as stepping the model through them gives."""
+    model = make_model()
+    results = beam_search(model, SRC, LENGTHS, BOS, EOS, 4, 0.0, 3, **LIMIT)
+    for sentence, nbest in enumerate(results):
+        length = int(LENGTHS[sentence])
+        src = SRC[sentence : sentence + 1, :length]
+        for hyp in nbest:
+            assert EOS not in hyp.tokens
+            memory, state = model.encode(src, LENGTHS[sentence : sentence + 1])
+            total, prev, weights = 0.0, BOS, []
+            for token in [*hyp.tokens, EOS]:
+                logits, state, attention = model.step(torch.tensor([prev]), state, memory)
+                total += logits.log_softmax(-1)[0, token].item()
+                weights.append(attention[0])
+                prev = token
+            assert hyp.score == pytest.approx(total, abs=1e-5)
+            assert hyp.attention is not None
+            torch.testing.assert_close(hyp.attention, torch.stack(weights), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_n_best_is_sorted_by_normalised_score(alpha: float) -> None:
     model = make_model()
