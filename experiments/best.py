@@ -10,7 +10,8 @@ val and test scored once.
     python -m experiments.best --report    # only refresh docs/results.md from the result files
 
 A seed's folder, logs/best/seed<n>/ (``--runs`` changes the parent folder), holds three stages,
-each done unless its folder is there:
+each made unless it is done (a training folder exists; ``distill/translate.json`` exists), and
+never made again while a later stage made from it is kept:
 
 - ``teacher/``: ``python src/train.py experiment=multi30k_best seed=<n>``; its five kept
   checkpoints averaged (src/average.py) and the average scored on val (beam 5, ``avg``);
@@ -18,8 +19,8 @@ each done unless its folder is there:
 - ``student/``: the same recipe on the union files (``data=text_pairs``, val and test still
   Multi30k's), validated every half epoch, since an epoch is twice as long.
 
-Each stage's ``trainer.max_time`` (the recipe's, 55 minutes) stops a slow CPU in time for the
-whole to fit two hours; a 2-core Xeon with AMX needs about 40 minutes a stage and 3 to translate.
+A 2-core Xeon with AMX needs about 40 minutes a training stage and 3 to translate; on a slower
+CPU each training stage stops at the recipe's ``trainer.max_time`` of 55 minutes.
 The driver refuses, with one line and exit code 2, to start from a working tree with uncommitted
 changes (commit one seed's result files before the next seed), and to report a training folder
 that holds no finished run, one trained by another command or from a tree with uncommitted changes,
@@ -38,7 +39,8 @@ Each seed's record goes under ``runs`` in docs/results/multi30k_best.json, keyed
 ``distilled_seed<n>`` (scores, repetition rate, length ratio, the commands of every stage, commits,
 machine, precision, steps, wall times); records without a ``recipe`` are the teacher recipe alone,
 from before distillation. With ``--rejected``, or when the student's val BLEU falls below
-``--val-gate`` (a rule fixed before training), the run is scored on val only (the average's test
+the gate (``--val-gate``, a rule fixed when the seed's folder is made, kept in its gate.json
+and binding on every later call), the run is scored on val only (the average's test
 is not decoded) and its record, with the reason, goes to docs/results/multi30k_best-rejected.json
 under ``<commit>_seed<n>``. The ``best`` block of docs/results.md is generated from both files, a
 table per recipe with the mean once two seeds are in, and seed 1's attention maps of the first
@@ -231,9 +233,43 @@ def teacher(seed_dir: Path, seed: int) -> tuple[Path, dict[str, Any]]:
     return averaged, record
 
 
+def check_stage_order(seed_dir: Path) -> None:
+    """Refuse to make a stage again while a later stage, made from its earlier output, is kept."""
+    stages = [
+        ("teacher", seed_dir / "teacher"),
+        ("distill", seed_dir / "distill" / "translate.json"),
+        ("student", seed_dir / "student"),
+    ]
+    for position, (name, done) in enumerate(stages):
+        later = [shown(seed_dir / after) for after, path in stages[position + 1 :] if path.exists()]
+        if not done.exists() and later:
+            raise HarnessError(
+                f"{shown(seed_dir / name)} is not done, but {' and '.join(later)} were made from "
+                f"an earlier one: delete them too, to make them again from the new {name}"
+            )
+
+
+def fix_gate(seed_dir: Path, requested: float | None) -> float | None:
+    """The seed's val gate: ``requested``, kept in gate.json when the seed's folder is made;
+    afterwards the kept one, which no call can change."""
+    kept = seed_dir / "gate.json"
+    if not seed_dir.exists():
+        seed_dir.mkdir(parents=True)
+        kept.write_text(json.dumps({"val_gate": requested}) + "\n")
+    stored = json.loads(kept.read_text())["val_gate"] if kept.is_file() else None
+    if requested is not None and requested != stored:
+        raise HarnessError(
+            f"--val-gate {requested:g}: {shown(seed_dir)} was started with "
+            f"{'no gate' if stored is None else f'the gate {stored:g}'}, fixed before training; "
+            "it cannot change"
+        )
+    return stored
+
+
 def validate(seed_dir: Path, seed: int) -> dict[str, Any]:
     """Teacher, distillation and student (each unless done); the student averaged and its
     decoding chosen on val; the seed's record so far."""
+    check_stage_order(seed_dir)
     teacher_average, teacher_record = teacher(seed_dir, seed)
     data = corpus()
     distilled = distil(
@@ -315,7 +351,7 @@ def markdown(result: dict[str, Any], rejected: dict[str, Any]) -> str:
             [
                 f"{r['commit']}, seed {r['seed']}",
                 f"{r['steps']:,.0f}",
-                f"{r['wall_s'] / 60:.0f}",
+                f"{(r.get('total_wall_s') or r['wall_s']) / 60:.0f}",
                 r["precision"],
                 r["decoding"],
                 f"{r['val_bleu']:.2f}",
@@ -416,9 +452,9 @@ def distillation_markdown(r: dict[str, Any]) -> str:
         f"{teacher['wall_s'] / 60:.0f} min; averaged by `{teacher['average_command']}`, which "
         f"scores val {teacher['val_bleu']:.2f} (beam 5, `avg`) and translated the training "
         f"sources in {distilled['translate_wall_s'] / 60:.1f} min by "
-        f"`{distilled['translate_command']}`; the student trains on {distilled['pairs']:,} "
-        f"pairs. The train minutes above add the teacher's, the translation's and the "
-        f"student's.\n"
+        f"`{distilled['translate_command']}`; {distilled['pairs']:,} pairs were written for the "
+        "student (before its length filters). The train minutes above add the teacher's, the "
+        "translation's and the student's; the steps and precision are the student's.\n"
     )
 
 
@@ -438,8 +474,9 @@ def main(argv: list[str] | None = None) -> None:
         "--val-gate",
         type=float,
         metavar="BLEU",
-        help="with --seed: decode test only if the student's val BLEU reaches BLEU, else record "
-        "the recipe as rejected (the rule, fixed before training)",
+        help="with --seed, before its folder exists: score the student's average on test only "
+        "if its val BLEU reaches BLEU, else record the recipe as rejected (the rule, fixed "
+        "before training and kept with the seed)",
     )
     parser.add_argument(
         "--runs", type=Path, default=RUNS, help=f"the runs' parent folder (default {shown(RUNS)})"
@@ -454,9 +491,9 @@ def main(argv: list[str] | None = None) -> None:
         seed_dir = args.runs.resolve() / f"seed{args.seed}"
         try:
             check_clean_tree(tree_commit())
-            record = validate(seed_dir, args.seed)
-            reason, gate = args.rejected, args.val_gate
-            val = record["val_bleu"]
+            gate = fix_gate(seed_dir, args.val_gate)
+            record = validate(seed_dir, args.seed) | {"val_gate": gate}
+            reason, val = args.rejected, round(record["val_bleu"], 2)
             if reason is None and gate is not None and val < gate:
                 reason = f"val {val:.2f} below the gate {gate:.2f} set before training"
             if reason is None:

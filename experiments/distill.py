@@ -9,14 +9,17 @@ alone.
 
 The files go to one folder: ``train.de`` (the sources, unzipped for src/translate.py),
 ``train.teacher.en`` (the teacher's beam-5 translations, length normalised by ``avg``),
-``union.de`` and ``union.en``, and ``translate.json`` (the command and its wall time). Each file is
-written whole under a temporary name and then renamed, so a stopped call leaves no half file that
-a later call would take for a finished one.
+``union.de`` and ``union.en``, and ``translate.json`` (the command, its wall time, and the SHA-256
+of the teacher checkpoint and of the union files), whose presence marks the stage done. Each file
+is written whole under a temporary name and then renamed, so a stopped call leaves no half file
+that a later call would take for a finished one; a later call refuses files made from another
+teacher checkpoint or changed since.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +48,15 @@ def write_whole(path: Path, lines: list[str]) -> None:
     partial.replace(path)
 
 
+def sha256(path: Path) -> str:
+    """The file's SHA-256, in hex."""
+    digest = hashlib.sha256()
+    with path.open("rb") as data:
+        for block in iter(lambda: data.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def translate_command(teacher: Path, source: Path, output: Path, folder: Path) -> list[str]:
     """src/translate.py writing the teacher's beam-5 translations of ``source`` to ``output``."""
     return [
@@ -61,8 +73,9 @@ def translate_command(teacher: Path, source: Path, output: Path, folder: Path) -
 
 
 def distil(teacher: Path, sources: Path, targets: Path, folder: Path, run: Run) -> dict[str, Any]:
-    """The union training files of the student in ``folder`` (made unless there), built from the
-    ``teacher`` checkpoint's translations of ``sources``; what was run and how long it took."""
+    """The union training files of the student in ``folder`` (made unless ``translate.json``
+    says they are), built from the ``teacher`` checkpoint's translations of ``sources``; what was
+    run and how long it took. Files made from another teacher, or changed since, are refused."""
     folder.mkdir(parents=True, exist_ok=True)
     source_lines, target_lines = read_lines(sources), read_lines(targets)
     if len(source_lines) != len(target_lines):
@@ -71,24 +84,32 @@ def distil(teacher: Path, sources: Path, targets: Path, folder: Path, run: Run) 
             f"{len(target_lines)}: they must be line-aligned"
         )
     plain, translated = folder / "train.de", folder / "train.teacher.en"
+    union = {"union_src": folder / "union.de", "union_tgt": folder / "union.en"}
     record_path = folder / "translate.json"
     command = translate_command(teacher, plain, translated, folder)
     if not record_path.is_file():
         write_whole(plain, source_lines)
         translated.unlink(missing_ok=True)  # a stopped translation is done again, not reused
         process = run(command, folder / "translate.log")
-        record = {"translate_command": " ".join(command), "translate_wall_s": process.wall_s}
         teacher_lines = checked(read_lines(translated), len(source_lines), translated)
-        write_whole(folder / "union.de", source_lines + source_lines)
-        write_whole(folder / "union.en", target_lines + teacher_lines)
-        record_path.write_text(json.dumps(record, indent=2) + "\n")
+        write_whole(union["union_src"], source_lines + source_lines)
+        write_whole(union["union_tgt"], target_lines + teacher_lines)
+        record = {
+            "translate_command": " ".join(command),
+            "translate_wall_s": process.wall_s,
+            "teacher_sha256": sha256(teacher),
+            "pairs": 2 * len(source_lines),  # as written, before the training filters
+            **{f"{key}_sha256": sha256(path) for key, path in union.items()},
+        }
+        write_whole(record_path, json.dumps(record, indent=2).splitlines())
     record = json.loads(record_path.read_text())
-    return {
-        **record,
-        "pairs": 2 * len(source_lines),
-        "union_src": shown(folder / "union.de"),
-        "union_tgt": shown(folder / "union.en"),
-    }
+    redo = f"delete {shown(folder)} and the student trained on it to distil again"
+    if record.get("teacher_sha256") != sha256(teacher):
+        raise HarnessError(f"{shown(folder)} was translated by another {shown(teacher)}: {redo}")
+    for key, path in union.items():
+        if not path.is_file() or record.get(f"{key}_sha256") != sha256(path):
+            raise HarnessError(f"{shown(path)} is missing or changed since it was made: {redo}")
+    return record | {key: shown(path) for key, path in union.items()}
 
 
 def checked(lines: list[str], expected: int, path: Path) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -222,7 +223,7 @@ def test_a_rejected_recipe_is_scored_on_val_only_and_kept_apart(
     record = kept["abc1234_seed1"]
     assert (record["status"], record["reason"], record["val_bleu"]) == ("rejected", reason, 40.85)
     assert "test_bleu" not in record
-    assert f"| abc1234, seed 1 | 10,500 | 100 | bf16-mixed | avg | 40.85 | 39.90 | {reason} |" in (
+    assert f"| abc1234, seed 1 | 10,500 | 300 | bf16-mixed | avg | 40.85 | 39.90 | {reason} |" in (
         fake.page.read_text()
     )
     best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])  # accepted after all: test once
@@ -232,7 +233,7 @@ def test_a_rejected_recipe_is_scored_on_val_only_and_kept_apart(
 
 
 def test_a_val_gate_fixed_before_training_decides_whether_test_is_decoded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = FakeCommands(monkeypatch, tmp_path)
     runs = ["--runs", str(tmp_path / "runs")]
@@ -240,12 +241,50 @@ def test_a_val_gate_fixed_before_training_decides_whether_test_is_decoded(
     assert not any("split=test" in command for command in fake.calls)
     record = json.loads((tmp_path / "multi30k_best-rejected.json").read_text())["runs"]
     assert record["abc1234_seed1"]["reason"] == "val 40.85 below the gate 40.90 set before training"
+    assert record["abc1234_seed1"]["val_gate"] == 40.9
+    best.main(["--seed", "1", *runs])  # the kept gate binds a call that names none
+    assert not any("split=test" in command for command in fake.calls)
     assert not (tmp_path / "multi30k_best.json").exists()
-    best.main(["--seed", "2", "--val-gate", "40.85", *runs])  # reached: test decoded
-    assert sum("split=test" in command for command in fake.calls) == 2
-    assert list(json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]) == [
-        "distilled_seed2"
+    for gate in ("40.0", "40.9"):  # no call can change it, nor gate a seed already started
+        seed = "1" if gate == "40.0" else "2"
+        if seed == "2":
+            best.main(["--seed", "2", *runs])
+        with pytest.raises(SystemExit) as stopped:
+            best.main(["--seed", seed, "--val-gate", gate, *runs])
+        assert stopped.value.code == 2
+        assert "fixed before training; it cannot change" in capsys.readouterr().err
+    best.main(["--seed", "3", "--val-gate", "40.85", *runs])  # reached: test decoded
+    assert sum(
+        "seed3/student/averaged.ckpt" in " ".join(c) for c in fake.calls if "split=test" in c
+    )
+    assert sorted(json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]) == [
+        "distilled_seed2",
+        "distilled_seed3",
     ]
+
+
+def test_a_stage_is_not_made_again_under_later_stages_made_from_the_old_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeCommands(monkeypatch, tmp_path)
+    best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
+    (tmp_path / "multi30k_best.json").unlink()
+    seed = tmp_path / "runs" / "seed1"
+    fake.calls.clear()
+    shutil.move(seed / "teacher", tmp_path / "teacher")
+    line = refusal(fake, tmp_path, capsys)
+    assert f"{seed}/teacher is not done, but {seed}/distill and {seed}/student were made" in line
+    shutil.move(tmp_path / "teacher", seed / "teacher")
+    (seed / "distill" / "translate.json").rename(tmp_path / "translate.json")
+    assert f"but {seed}/student were made from an earlier one" in refusal(fake, tmp_path, capsys)
+    (tmp_path / "translate.json").rename(seed / "distill" / "translate.json")
+    (seed / "teacher" / "averaged.ckpt").write_text("another average")
+    line = refusal(fake, tmp_path, capsys)
+    assert f"{seed}/distill was translated by another {seed}/teacher/averaged.ckpt" in line
+    (seed / "teacher" / "averaged.ckpt").write_text("")
+    (seed / "distill" / "union.en").write_text("edited\n")
+    assert "union.en is missing or changed since it was made" in refusal(fake, tmp_path, capsys)
+    assert fake.calls == [c for c in fake.calls if c[1] == "src/eval.py"]  # nothing trained
 
 
 def refusal(fake: FakeCommands, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:

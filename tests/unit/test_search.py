@@ -102,12 +102,17 @@ def test_greedy_score_is_the_sum_of_log_probs_of_the_chosen_tokens() -> None:
     assert hyp.score == pytest.approx(total, abs=1e-5)
 
 
-def test_every_beam_hypothesis_is_its_own_forced_decode() -> None:
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"min_length_a": 5.0}, {"no_repeat_ngram_size": 1}, {"early_stop": True}],
+    ids=["plain", "eos_forced_past_the_minimum", "blocking_every_repeat", "early_stop"],
+)
+def test_every_beam_hypothesis_is_its_own_forced_decode(options: dict[str, Any]) -> None:
     """Each n-best hypothesis, read back from the finished beams, holds its tokens without EOS,
     their log-probability sum with EOS, and the attention of each of those steps over its own
     source pieces, as stepping the model through them gives."""
     model = make_model()
-    results = beam_search(model, SRC, LENGTHS, BOS, EOS, 4, 0.0, 3, **LIMIT)
+    results = beam_search(model, SRC, LENGTHS, BOS, EOS, 4, 0.0, 3, **LIMIT, **options)
     for sentence, nbest in enumerate(results):
         length = int(LENGTHS[sentence])
         src = SRC[sentence : sentence + 1, :length]
