@@ -18,8 +18,6 @@ teacher checkpoint or changed since.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -28,33 +26,25 @@ from typing import Any
 from benchmarks.common import Measured, shown
 from experiments.decoding_grid import DecodingSetting
 from experiments.scoring import HarnessError
+from seq2attn.data.cache import atomic_write_bytes, file_sha256
+from seq2attn.data.corpus import CorpusError
+from seq2attn.data.lines import read_lines
 
 TEACHER_DECODING = DecodingSetting("avg")  # beam 5, score divided by length
 Run = Callable[[list[str], Path], Measured]
 
 
-def read_lines(path: Path) -> list[str]:
-    """The lines of a plain or gzipped UTF-8 text file, split at line feeds only (as the corpus
-    readers and src/translate.py split them), without their line ends."""
-    raw = path.read_bytes()
-    text = (gzip.decompress(raw) if path.suffix == ".gz" else raw).decode("utf-8")
-    return text.removesuffix("\n").split("\n") if text else []
+def lines_of(path: Path) -> list[str]:
+    """The lines of a plain or gzipped UTF-8 text file as the corpus readers read them."""
+    try:
+        return list(read_lines(path, "strict"))
+    except CorpusError as error:
+        raise HarnessError(str(error)) from None
 
 
 def write_whole(path: Path, lines: list[str]) -> None:
     """``lines`` into ``path``, which appears only once it is complete."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    partial.replace(path)
-
-
-def sha256(path: Path) -> str:
-    """The file's SHA-256, in hex."""
-    digest = hashlib.sha256()
-    with path.open("rb") as data:
-        for block in iter(lambda: data.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
 def translate_command(teacher: Path, source: Path, output: Path, folder: Path) -> list[str]:
@@ -77,7 +67,7 @@ def distil(teacher: Path, sources: Path, targets: Path, folder: Path, run: Run) 
     says they are), built from the ``teacher`` checkpoint's translations of ``sources``; what was
     run and how long it took. Files made from another teacher, or changed since, are refused."""
     folder.mkdir(parents=True, exist_ok=True)
-    source_lines, target_lines = read_lines(sources), read_lines(targets)
+    source_lines, target_lines = lines_of(sources), lines_of(targets)
     if len(source_lines) != len(target_lines):
         raise HarnessError(
             f"{shown(sources)} has {len(source_lines)} lines, {shown(targets)} "
@@ -91,23 +81,23 @@ def distil(teacher: Path, sources: Path, targets: Path, folder: Path, run: Run) 
         write_whole(plain, source_lines)
         translated.unlink(missing_ok=True)  # a stopped translation is done again, not reused
         process = run(command, folder / "translate.log")
-        teacher_lines = checked(read_lines(translated), len(source_lines), translated)
+        teacher_lines = checked(lines_of(translated), len(source_lines), translated)
         write_whole(union["union_src"], source_lines + source_lines)
         write_whole(union["union_tgt"], target_lines + teacher_lines)
         record = {
             "translate_command": " ".join(command),
             "translate_wall_s": process.wall_s,
-            "teacher_sha256": sha256(teacher),
+            "teacher_sha256": file_sha256(teacher),
             "pairs": 2 * len(source_lines),  # as written, before the training filters
-            **{f"{key}_sha256": sha256(path) for key, path in union.items()},
+            **{f"{key}_sha256": file_sha256(path) for key, path in union.items()},
         }
         write_whole(record_path, json.dumps(record, indent=2).splitlines())
     record = json.loads(record_path.read_text())
     redo = f"delete {shown(folder)} and the student trained on it to distil again"
-    if record.get("teacher_sha256") != sha256(teacher):
+    if record.get("teacher_sha256") != file_sha256(teacher):
         raise HarnessError(f"{shown(folder)} was translated by another {shown(teacher)}: {redo}")
     for key, path in union.items():
-        if not path.is_file() or record.get(f"{key}_sha256") != sha256(path):
+        if not path.is_file() or record.get(f"{key}_sha256") != file_sha256(path):
             raise HarnessError(f"{shown(path)} is missing or changed since it was made: {redo}")
     return record | {key: shown(path) for key, path in union.items()}
 

@@ -81,7 +81,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 # --- entries: files plus a manifest written last ---------------------------------------------
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the file's contents, in hex, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as file:
         while block := file.read(HASH_BLOCK):
@@ -99,7 +100,7 @@ def _write_entry(stem: Path, writes: Sequence[tuple[Path, Callable[[BinaryIO], o
     try:
         for path, write in writes:
             _atomic_write(path, write)
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)} for p, _ in writes}
+        files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p, _ in writes}
         atomic_write_bytes(_manifest_path(stem), json.dumps({"files": files}, indent=1).encode())
     except BaseException:
         for path, _ in writes:
@@ -135,7 +136,7 @@ def _check_entry(stem: Path, paths: Sequence[Path]) -> bool:
             raise DamagedEntry(f"{path.name}: missing")
         if (found := path.stat().st_size) != size:
             raise DamagedEntry(f"{path.name}: {found} bytes, the manifest records {size}")
-        if _sha256(path) != sha256:
+        if file_sha256(path) != sha256:
             raise DamagedEntry(f"{path.name}: content differs from its sha256 in the manifest")
     return True
 
