@@ -135,6 +135,20 @@ def test_free_running_loss_scores_the_decoder_fed_its_own_argmax(compose_train: 
     assert "val/free_running_loss" not in train(compose_train("debug=fdr"))
 
 
+def test_compile_loop_trains_the_compiled_step_to_the_eager_losses(
+    compose_train: Compose, caplog: pytest.LogCaptureFixture
+) -> None:
+    """compile_loop=true compiles Bahdanau's per-position step when fitting starts; one step of
+    training, then validation and test, give the eager run's losses."""
+    overrides = ("debug=fdr", "attention=bahdanau", "scorer=additive")
+    eager = train(compose_train(*overrides))
+    with caplog.at_level(logging.INFO, logger="seq2attn.module"):
+        compiled = train(compose_train(*overrides, "compile_loop=true"))
+    assert "the decoder's per-position function is compiled" in caplog.text
+    for key in ("train/loss", "val/loss", "test/loss"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-4), key
+
+
 def test_the_log_tells_each_validation_and_sums_up_the_run(
     compose_train: Compose, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -53,8 +53,10 @@ class Seq2SeqModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         anneal_to_time_limit: bool = False,
         free_running_loss: bool = False,
+        compile_loop: bool = False,
     ) -> None:
         super().__init__()
+        self.compile_loop = compile_loop
         self.free_running_loss = free_running_loss
         self._free_nll = {"val": 0.0, "test": 0.0}
         self.nonfinite_loss = nonfinite_loss
@@ -72,6 +74,16 @@ class Seq2SeqModule(L.LightningModule):
         self._alignment = {"val": AttentionAsAlignment(), "test": AttentionAsAlignment()}
         self._skip_update = False
         self.skipped_batches = 0
+
+    def on_fit_start(self) -> None:
+        """``compile_loop``: the decoder's per-position function compiled in every process
+        (``ddp_spawn`` hands its workers the model pickled, before this hook compiles it)."""
+        if not self.compile_loop:
+            return
+        if self.model.decoder.compile_loop():
+            log.info("compile_loop=true: the decoder's per-position function is compiled")
+        else:
+            log.info("compile_loop=true: this decoder has no per-position loop; nothing to compile")
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         ratio = self.teacher_forcing(self.global_step)
@@ -328,4 +340,5 @@ def build_module(
         label_smoothing=run.label_smoothing,
         nonfinite_loss=run.nonfinite_loss,
         free_running_loss=run.free_running_loss,
+        compile_loop=run.compile_loop,
     )

@@ -133,6 +133,7 @@ class TrainingSchema:
     nonfinite_loss: NonfiniteLoss = NonfiniteLoss.stop
     resume_to: ResumeTo = ResumeTo.same_folder
     free_running_loss: bool = False
+    compile_loop: bool = False
 
     def __post_init__(self) -> None:
         unit_interval("label_smoothing", self.label_smoothing)
@@ -208,7 +209,8 @@ class RunConfig:
     ``teacher_forcing`` is the built schedule; ``scheduler_interval`` is when the learning-rate
     scheduler steps (``epoch`` or ``step``) and ``anneal_to_time_limit`` whether it reads the
     time spent (``scheduler.*``); ``nonfinite_loss`` is ``stop`` or ``skip``;
-    ``free_running_loss`` whether validation also scores the decoder fed its own argmax.
+    ``free_running_loss`` whether validation also scores the decoder fed its own argmax;
+    ``compile_loop`` whether training compiles the decoder's per-position function.
     """
 
     model: ModelSchema
@@ -222,6 +224,7 @@ class RunConfig:
     label_smoothing: float
     nonfinite_loss: str
     free_running_loss: bool = False
+    compile_loop: bool = False
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -257,6 +260,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         label_smoothing=own.label_smoothing,
         nonfinite_loss=own.nonfinite_loss.value,
         free_running_loss=own.free_running_loss,
+        compile_loop=own.compile_loop,
     )
 
 

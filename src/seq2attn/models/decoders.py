@@ -9,7 +9,8 @@ Each exposes ``init_memory(enc)`` (key-only attention work, once per batch),
 for a teacher-forced sequence. ``forward`` runs one batched RNN call where the wiring allows
 (NoAttention, Luong without input feeding); Bahdanau's loops over the recurrence and computes its
 readout for all positions after the loop; Luong with input feeding loops over ``step``. A single
-position goes through the RNN's cells directly, without the module call.
+position goes through the RNN's cells directly, without the module call. ``compile_loop()``
+compiles the function such a loop runs at each position (``torch.compile``).
 
 Shapes: B batch, S source, T target, E embedding, H decoder hidden, Hk memory, L layers.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -131,9 +133,31 @@ class _RNNDecoder(nn.Module):
         self.rnn = make_rnn(cell, input_size, hidden_size, num_layers, dropout)
         self.dropout = nn.Dropout(dropout)
         self.output_size = hidden_size
+        self._compiled: Callable[..., Any] | None = None  # see compile_loop
 
     def init_memory(self, enc: EncoderOutput) -> Memory:
         return Memory(enc.memory, None, enc.src_pad_mask, enc.summary)
+
+    def compile_loop(self) -> bool:
+        """Compile the function that teacher-forced ``forward`` runs at each target position
+        (``torch.compile`` with dynamic shapes: one graph for every batch and source length),
+        which fuses its element-wise work into fewer kernels; ``step``, which decoding runs,
+        stays eager. False where ``forward`` has no such loop."""
+        if self.parallel:
+            return False
+        # Dynamo keeps what it compiled per function, across instances: a model built before in
+        # this process (a multirun's earlier job) would leave its shapes' guards to this one
+        torch._dynamo.reset()
+        compiled = torch.compile(self._position, dynamic=True)
+        # the step reads the RNN module's weights (never its forward); Dynamo stops tracing at
+        # any RNN module unless allowed, and would leave the cell out of the graph
+        self._compiled = torch._dynamo.config.patch(allow_rnn=True)(compiled)
+        return True
+
+    @property
+    def _position(self) -> Callable[..., Any]:
+        """What the teacher-forced loop calls at each position."""
+        return self.step
 
     def step(self, prev_emb: Tensor, state: DecoderState, memory: Memory) -> StepOutput:
         raise NotImplementedError
@@ -141,8 +165,9 @@ class _RNNDecoder(nn.Module):
     def forward(self, tgt_emb: Tensor, state: DecoderState, memory: Memory) -> DecoderOutput:
         """Teacher-forced decoding of tgt_emb (B, T, E), one ``step`` per position."""
         steps = []
+        step = self._compiled or self.step
         for prev_emb in tgt_emb.unbind(dim=1):
-            out = self.step(prev_emb, state, memory)
+            out = step(prev_emb, state, memory)
             state = out.state
             steps.append(out)
         return DecoderOutput(
@@ -271,14 +296,19 @@ class BahdanauDecoder(_AttentionDecoder):
         """Teacher-forced decoding of tgt_emb (B, T, E): the loop computes s_t and c_t, and the
         readout of all T positions is one product after it (it feeds nothing back)."""
         outputs, contexts, weights = [], [], []
+        recur = self._compiled or self._recur
         for prev_emb in tgt_emb.unbind(dim=1):
-            output, context, state, step_weights = self._recur(prev_emb, state, memory)
+            output, context, state, step_weights = recur(prev_emb, state, memory)
             outputs.append(output)
             contexts.append(context)
             weights.append(step_weights)
         features = torch.cat([torch.stack(outputs, 1), torch.stack(contexts, 1), tgt_emb], -1)
         readout = torch.tanh(self.readout(features))
         return DecoderOutput(self.dropout(readout), torch.stack(weights, 1), state)
+
+    @property
+    def _position(self) -> Callable[..., Any]:
+        return self._recur
 
     def _recur(
         self, prev_emb: Tensor, state: DecoderState, memory: Memory
