@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch._dynamo.utils import counters
 
 from seq2attn.config import ConfigError, validate
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
@@ -141,10 +142,13 @@ def test_compile_loop_trains_the_compiled_step_to_the_eager_losses(
     """compile_loop=true compiles Bahdanau's per-position step when fitting starts; one step of
     training, then validation and test, give the eager run's losses."""
     overrides = ("debug=fdr", "attention=bahdanau", "scorer=additive")
+    counters.clear()
     eager = train(compose_train(*overrides))
+    assert not counters["frames"]
     with caplog.at_level(logging.INFO, logger="seq2attn.module"):
         compiled = train(compose_train(*overrides, "compile_loop=true"))
     assert "the decoder's per-position function is compiled" in caplog.text
+    assert counters["frames"]["ok"] > 0  # the training step ran the compiled function
     for key in ("train/loss", "val/loss", "test/loss"):
         assert compiled[key] == pytest.approx(eager[key], rel=1e-4), key
 

@@ -56,7 +56,7 @@ class Seq2SeqModule(L.LightningModule):
         compile_loop: bool = False,
     ) -> None:
         super().__init__()
-        self.compile_loop = compile_loop
+        self._compile_loop = compile_loop
         self.free_running_loss = free_running_loss
         self._free_nll = {"val": 0.0, "test": 0.0}
         self.nonfinite_loss = nonfinite_loss
@@ -78,7 +78,7 @@ class Seq2SeqModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """``compile_loop``: the decoder's per-position function compiled in every process
         (``ddp_spawn`` hands its workers the model pickled, before this hook compiles it)."""
-        if not self.compile_loop:
+        if not self._compile_loop:
             return
         if self.model.decoder.compile_loop():
             log.info("compile_loop=true: the decoder's per-position function is compiled")

@@ -272,6 +272,10 @@ def test_single_step_cell_path_drops_out_between_layers_only_when_training() -> 
     assert not torch.allclose(first, decoder._step_rnn(inputs, state)[0])
 
 
+def memory_of(decoder) -> Memory:
+    return decoder.init_memory(encoder_output("gru"))
+
+
 def _teacher_forced_with_grads(decoder, batch_size: int, source: int) -> list[torch.Tensor]:
     """Features, final state, attention and every gradient of one teacher-forced pass."""
     torch.manual_seed(batch_size * 10 + source)
@@ -298,7 +302,8 @@ def _teacher_forced_with_grads(decoder, batch_size: int, source: int) -> list[to
 )
 def test_the_compiled_position_loop_equals_the_eager_one(make) -> None:
     """compile_loop changes kernels, not math: outputs and gradients match the eager loop, for
-    batches and sources of other sizes through the one dynamic-shape graph."""
+    batches and sources of other sizes, and the position is traced whole; validation (no
+    gradients) runs the eager loop."""
     torch.manual_seed(0)
     eager = make()
     compiled = make()
@@ -313,6 +318,11 @@ def test_the_compiled_position_loop_equals_the_eager_one(make) -> None:
     # the whole position (attention and cell) is traced: no graph break leaves a part eager
     assert counters["frames"]["total"] == counters["frames"]["ok"] > 0
     assert not counters["graph_break"]
+    counters.clear()
+    compiled.eval()  # validation's loss: the eager loop, no compile for another mode
+    with torch.no_grad():
+        compiled(torch.randn(3, 6, E), DecoderState(torch.randn(2, 3, H)), memory_of(compiled))
+    assert not counters["frames"]
 
 
 def test_decoders_without_a_position_loop_have_nothing_to_compile() -> None:

@@ -139,15 +139,16 @@ class _RNNDecoder(nn.Module):
         return Memory(enc.memory, None, enc.src_pad_mask, enc.summary)
 
     def compile_loop(self) -> bool:
-        """Compile the function that teacher-forced ``forward`` runs at each target position
-        (``torch.compile`` with dynamic shapes: one graph for every batch and source length),
-        which fuses its element-wise work into fewer kernels; ``step``, which decoding runs,
-        stays eager. False where ``forward`` has no such loop."""
+        """Compile the function that teacher-forced ``forward`` runs at each target position in
+        training (``torch.compile`` with dynamic shapes, so batches and sources of new sizes
+        reuse the compiled code), which fuses its element-wise work into fewer kernels; the
+        loss of validation and test (no gradients) and decoding (``step``) stay eager. False
+        where ``forward`` has no such loop. Clears everything compiled before in the process."""
         if self.parallel:
             return False
         # Dynamo keeps what it compiled per function, across instances: a model built before in
         # this process (a multirun's earlier job) would leave its shapes' guards to this one
-        torch._dynamo.reset()
+        torch.compiler.reset()
         compiled = torch.compile(self._position, dynamic=True)
         # the step reads the RNN module's weights (never its forward); Dynamo stops tracing at
         # any RNN module unless allowed, and would leave the cell out of the graph
@@ -159,13 +160,19 @@ class _RNNDecoder(nn.Module):
         """What the teacher-forced loop calls at each position."""
         return self.step
 
+    def _loop_function(self) -> Callable[..., Any]:
+        """``_position``, compiled when ``compile_loop`` was called and gradients are taken."""
+        if self._compiled is not None and self.training and torch.is_grad_enabled():
+            return self._compiled
+        return self._position
+
     def step(self, prev_emb: Tensor, state: DecoderState, memory: Memory) -> StepOutput:
         raise NotImplementedError
 
     def forward(self, tgt_emb: Tensor, state: DecoderState, memory: Memory) -> DecoderOutput:
         """Teacher-forced decoding of tgt_emb (B, T, E), one ``step`` per position."""
         steps = []
-        step = self._compiled or self.step
+        step = self._loop_function()
         for prev_emb in tgt_emb.unbind(dim=1):
             out = step(prev_emb, state, memory)
             state = out.state
@@ -296,7 +303,7 @@ class BahdanauDecoder(_AttentionDecoder):
         """Teacher-forced decoding of tgt_emb (B, T, E): the loop computes s_t and c_t, and the
         readout of all T positions is one product after it (it feeds nothing back)."""
         outputs, contexts, weights = [], [], []
-        recur = self._compiled or self._recur
+        recur = self._loop_function()
         for prev_emb in tgt_emb.unbind(dim=1):
             output, context, state, step_weights = recur(prev_emb, state, memory)
             outputs.append(output)
