@@ -272,10 +272,6 @@ def test_single_step_cell_path_drops_out_between_layers_only_when_training() -> 
     assert not torch.allclose(first, decoder._step_rnn(inputs, state)[0])
 
 
-def memory_of(decoder) -> Memory:
-    return decoder.init_memory(encoder_output("gru"))
-
-
 def _teacher_forced_with_grads(decoder, batch_size: int, source: int) -> list[torch.Tensor]:
     """Features, final state, attention and every gradient of one teacher-forced pass."""
     torch.manual_seed(batch_size * 10 + source)
@@ -321,7 +317,8 @@ def test_the_compiled_position_loop_equals_the_eager_one(make) -> None:
     counters.clear()
     compiled.eval()  # validation's loss: the eager loop, no compile for another mode
     with torch.no_grad():
-        compiled(torch.randn(3, 6, E), DecoderState(torch.randn(2, 3, H)), memory_of(compiled))
+        memory = compiled.init_memory(encoder_output("gru"))
+        compiled(torch.randn(3, 6, E), DecoderState(torch.randn(2, 3, H)), memory)
     assert not counters["frames"]
 
 
