@@ -38,11 +38,12 @@ def test_importing_inference_leaves_lightning_out() -> None:
 
 
 def _eval_hypotheses(ckpt_path: str, output_dir: Path) -> tuple[list[str], DecodingSchema]:
-    """eval.py's test hypotheses under beam 3, and that decoding."""
-    cfg = compose_config(
-        "eval",
-        [f"ckpt_path={ckpt_path}", f"paths.output_dir={output_dir}", "decoding.beam_size=3"],
-    )
+    """eval.py's test hypotheses under beam 3 with the fp32 output layer, and that decoding.
+    (``auto`` would time bf16 against fp32 in each process, and on a loaded machine two probes
+    can choose differently; the two paths then differ where logits tie within rounding.)"""
+    overrides = [f"ckpt_path={ckpt_path}", f"paths.output_dir={output_dir}"]
+    overrides += ["decoding.beam_size=3", "decoding.output_precision=fp32"]
+    cfg = compose_config("eval", overrides)
     evaluate(cfg)
     hypotheses = (output_dir / "test.hyp.txt").read_text().splitlines()
     return hypotheses, validate_decoding(cfg.decoding)
