@@ -3,6 +3,7 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from seq2attn.allocator import exit_unless_allocator
 from seq2attn.overrides import exit_on_override_error
 
 
@@ -29,4 +30,5 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     exit_on_override_error("train")
+    exit_unless_allocator("train")
     main()

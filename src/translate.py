@@ -3,6 +3,8 @@
 import hydra
 from omegaconf import DictConfig
 
+from seq2attn.allocator import exit_unless_allocator
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="translate")
 def main(cfg: DictConfig) -> None:
@@ -14,4 +16,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_unless_allocator("translate")
     main()

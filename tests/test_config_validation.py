@@ -49,7 +49,9 @@ def test_default_config_comes_back_typed(compose_train: Compose) -> None:
     assert run.data.sp_model_type == SentencePieceModel.unigram
     assert run.data.corpus["_target_"] == "seq2attn.data.toy.ToyCorpus"
     assert run.decoding.strategy == SearchStrategy.greedy and run.decoding.beam_size == 1
-    assert run.cpu == CpuSettings(flush_denormal=True, keep_freed_memory=True, num_threads=None)
+    assert run.cpu == CpuSettings(
+        flush_denormal=True, keep_freed_memory=True, num_threads=None, allocator="system"
+    )
     assert isinstance(run.teacher_forcing, AlwaysSchedule)
     assert (run.scheduler_interval, run.anneal_to_time_limit) == ("epoch", False)
     assert (run.label_smoothing, run.nonfinite_loss) == (0.0, "stop")

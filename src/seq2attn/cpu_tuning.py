@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from seq2attn.schema import check, positive
+from seq2attn.allocator import ALLOCATORS, SYSTEM, mapped_allocator
+from seq2attn.schema import ConfigError, check, positive
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +34,20 @@ class CpuSettings:
     block above 32 MiB afresh and returns it on free, so each training step page-faults its large
     activations (the logits) in again; measured 2,790 -> 3,160 tokens/s on the same model.
     ``num_threads`` (null: torch's default, one per core) sets the intra-op threads.
+    ``allocator`` is ``system`` (the C library's malloc) or ``tcmalloc`` / ``jemalloc``, which
+    the command preloads by starting itself again (:mod:`seq2attn.allocator`); with either,
+    ``keep_freed_memory`` does nothing (it tunes glibc's malloc).
     """
 
     flush_denormal: bool = False
     keep_freed_memory: bool = False
     num_threads: int | None = None
+    allocator: str = SYSTEM
 
     def __post_init__(self) -> None:
         positive("cpu.num_threads", self.num_threads, allow_none=True)
+        if self.allocator not in ALLOCATORS:
+            raise ConfigError(f"cpu.allocator={self.allocator}: not one of {', '.join(ALLOCATORS)}")
 
 
 def configure_cpu(cpu: CpuSettings | DictConfig | None) -> None:
@@ -53,6 +60,12 @@ def configure_cpu(cpu: CpuSettings | DictConfig | None) -> None:
         return
     if isinstance(cpu, DictConfig):
         cpu = check(CpuSettings, cpu, "cpu")
+    if cpu.allocator != SYSTEM and mapped_allocator() != cpu.allocator:
+        raise ConfigError(
+            f"cpu.allocator={cpu.allocator}: this process runs without it; it is preloaded by "
+            "src/train.py, src/eval.py and src/translate.py when they start (or start Python "
+            "with the library in LD_PRELOAD)"
+        )
     if cpu.keep_freed_memory:
         keep_freed_memory()
     if cpu.flush_denormal and not torch.set_flush_denormal(True):

@@ -15,6 +15,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from seq2attn.allocator import SYSTEM, mapped_allocator
 from seq2attn.data.cache import atomic_write_bytes
 from seq2attn.inference.outputs import write_json
 from seq2attn.precision import PrecisionChoice
@@ -48,10 +49,10 @@ def write_run_record(
     precision: PrecisionChoice,
 ) -> None:
     """``config.yaml`` (the composed config) and ``run.json`` (argv, overrides, the checkpoint
-    resumed from, git commit and dirtiness, the precision asked for and chosen, package
-    versions, Python version). A run resumed in its own folder keeps its ``config.yaml`` and the
-    first invocation's record, and appends this invocation to ``resumes`` with the config keys
-    it changed (``config_changes``, dotted key -> new value)."""
+    resumed from, git commit and dirtiness, the precision asked for and chosen, the allocator in
+    use, package versions, Python version). A run resumed in its own folder keeps its
+    ``config.yaml`` and the first invocation's record, and appends this invocation to
+    ``resumes`` with the config keys it changed (``config_changes``, dotted key -> new value)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     invocation: dict[str, Any] = {
         "argv": sys.argv,
@@ -59,6 +60,7 @@ def write_run_record(
         "resumed_from": None if resumed_from is None else str(resumed_from),
         "git": git_state(),
         "precision": dataclasses.asdict(precision),
+        "allocator": mapped_allocator() or SYSTEM,
     }
     record: dict[str, Any] = {
         **invocation,

@@ -49,6 +49,7 @@ def test_every_task_composes_the_cpu_group(compose_train: Compose, name: str) ->
         "flush_denormal": True,
         "keep_freed_memory": True,
         "num_threads": None,
+        "allocator": "system",
     }
     assert cfg.hydra.runtime.choices.cpu == "default"
 
