@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser train test test-fast lint format sweep bench bench-quick bench-data bench-decoding bench-trained bench-onednn clean
+.PHONY: help install browser allocators train test test-fast lint format sweep bench bench-quick bench-data bench-decoding bench-trained bench-onednn clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,6 +26,10 @@ install: $(STAMP) ## Create .venv and install seq2attn with its dev extras
 browser: ## Install Debian's headless Chromium and chromedriver (apt, as root) for the attention page's browser test
 	apt-get install -y --no-install-recommends chromium chromium-driver \
 		|| (apt-get update -qq && apt-get install -y --no-install-recommends chromium chromium-driver)
+
+allocators: ## Install Debian's tcmalloc and jemalloc (apt, as root) for cpu.allocator=tcmalloc / jemalloc
+	apt-get install -y --no-install-recommends libtcmalloc-minimal4 libjemalloc2 \
+		|| (apt-get update -qq && apt-get install -y --no-install-recommends libtcmalloc-minimal4 libjemalloc2)
 
 train: $(STAMP) ## Train the default model on the built-in corpus (ARGS="key=value ...")
 	$(PY) src/train.py $(ARGS)
