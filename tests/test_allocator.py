@@ -97,24 +97,23 @@ def test_a_sweep_of_allocators_ends_train_py_with_one_line_and_exit_2(tmp_path: 
     assert not (tmp_path / "sweep").exists()
 
 
-def train(tmp_path: Path, *overrides: str) -> dict:
-    run_dir = tmp_path / "run"
+def run(script: str, *args: str) -> str:
+    """``python src/<script>.py args`` in the repository; its stdout, after it succeeded."""
     result = subprocess.run(
-        [
-            sys.executable,
-            "src/train.py",
-            *TINY,
-            "trainer.max_epochs=1",
-            f"paths.root_dir={tmp_path}",
-            f"hydra.run.dir={run_dir}",
-            *overrides,
-        ],
+        [sys.executable, f"src/{script}.py", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+def train(tmp_path: Path, *overrides: str) -> dict:
+    run_dir = tmp_path / "run"
+    run("train", *TINY, "trainer.max_epochs=1", f"paths.root_dir={tmp_path}",
+        f"hydra.run.dir={run_dir}", *overrides)  # fmt: skip
     return json.loads((run_dir / "run.json").read_text())
 
 
@@ -148,22 +147,8 @@ def test_translate_gives_the_same_lines_on_another_allocator(
     source.write_text("\n".join(ToyCorpus(num_train=3000, num_val=100).splits()["test"].src[:8]))
 
     def translate(*overrides: str) -> str:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "src/translate.py",
-                f"ckpt_path={trained_run}",
-                f"input={source}",
-                f"hydra.run.dir={tmp_path / 'out'}",
-                *overrides,
-            ],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=300,
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
-        return result.stdout
+        return run("translate", f"ckpt_path={trained_run}", f"input={source}",
+                   f"hydra.run.dir={tmp_path / 'out'}", *overrides)  # fmt: skip
 
     glibc = translate()
     assert glibc.count("\n") == 8
@@ -173,12 +158,8 @@ def test_translate_gives_the_same_lines_on_another_allocator(
 @needs("tcmalloc")
 def test_eval_scores_the_same_on_another_allocator(trained_run: Path, tmp_path: Path) -> None:
     def bleu(name: str, *overrides: str) -> float:
-        result = subprocess.run(
-            [sys.executable, "src/eval.py", f"ckpt_path={trained_run}", "split=val",
-             "decoding=greedy", f"hydra.run.dir={tmp_path / name}", *overrides],
-            capture_output=True, text=True, cwd=ROOT, timeout=300,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr[-2000:]
+        run("eval", f"ckpt_path={trained_run}", "split=val", "decoding=greedy",
+            f"hydra.run.dir={tmp_path / name}", *overrides)  # fmt: skip
         return json.loads((tmp_path / name / "scores.json").read_text())["bleu"]
 
     assert bleu("tcmalloc", "cpu.allocator=tcmalloc") == bleu("system")
