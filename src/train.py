@@ -3,8 +3,7 @@
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from seq2attn.allocator import exit_unless_allocator
-from seq2attn.overrides import exit_on_override_error
+from seq2attn.overrides import exit_on_override_error, exit_unless_allocator
 
 
 def run_folder(ckpt_path: str | None, resume_to: str, log_dir: str, new_folder: str) -> str:

@@ -3,7 +3,7 @@
 import hydra
 from omegaconf import DictConfig
 
-from seq2attn.allocator import exit_unless_allocator
+from seq2attn.overrides import exit_unless_allocator
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="translate")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from seq2attn.allocator import ALLOCATORS, SYSTEM, mapped_allocator
+from seq2attn.allocator import ALLOCATORS, SYSTEM, active_allocator
 from seq2attn.schema import ConfigError, check, positive
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,13 @@ def configure_cpu(cpu: CpuSettings | DictConfig | None) -> None:
         return
     if isinstance(cpu, DictConfig):
         cpu = check(CpuSettings, cpu, "cpu")
-    if cpu.allocator != SYSTEM and mapped_allocator() != cpu.allocator:
+    if cpu.allocator != SYSTEM and active_allocator() != cpu.allocator:
         raise ConfigError(
-            f"cpu.allocator={cpu.allocator}: this process runs without it; it is preloaded by "
-            "src/train.py, src/eval.py and src/translate.py when they start (or start Python "
-            "with the library in LD_PRELOAD)"
+            f"cpu.allocator={cpu.allocator}: this process does not run on it ({active_allocator()} "
+            f"serves malloc); give cpu.allocator={cpu.allocator} on the command line, which the "
+            "command reads before Hydra runs, or start Python with its library in LD_PRELOAD"
         )
-    if cpu.keep_freed_memory:
+    if cpu.keep_freed_memory and active_allocator() == SYSTEM:  # it tunes glibc's malloc
         keep_freed_memory()
     if cpu.flush_denormal and not torch.set_flush_denormal(True):
         log.warning("cpu.flush_denormal=true: this CPU cannot flush denormals (no SSE3)")

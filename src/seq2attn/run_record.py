@@ -15,7 +15,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from seq2attn.allocator import SYSTEM, mapped_allocator
+from seq2attn.allocator import active_allocator
 from seq2attn.data.cache import atomic_write_bytes
 from seq2attn.inference.outputs import write_json
 from seq2attn.precision import PrecisionChoice
@@ -60,7 +60,7 @@ def write_run_record(
         "resumed_from": None if resumed_from is None else str(resumed_from),
         "git": git_state(),
         "precision": dataclasses.asdict(precision),
-        "allocator": mapped_allocator() or SYSTEM,
+        "allocator": active_allocator(),
     }
     record: dict[str, Any] = {
         **invocation,
