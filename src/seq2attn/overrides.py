@@ -162,8 +162,9 @@ def configured_allocator(config_name: str, argv: Sequence[str], conf: Path = CON
             return SYSTEM
 
     chosen = allocator(first)
+    could_change_it = {"cpu.allocator", *groups(conf)}
     for i, o in enumerate(parsed):
-        swept = o.is_sweep_override() and o.key_or_group in ("cpu.allocator", *groups(conf))
+        swept = o.is_sweep_override() and o.key_or_group in could_change_it
         for value in list(o.sweep_string_iterator())[1:] if swept else []:
             other = allocator([*first[:i], f"{o.get_key_element()}={value}", *first[i + 1 :]])
             if other != chosen:
