@@ -42,7 +42,8 @@ tables (:data:`RECIPES`). With ``--rejected``, or when the student's val BLEU fa
 the gate (``--val-gate``, a rule fixed when the seed's folder is made, kept in its gate.json
 and binding on every later call), the run is scored on val only (the average's test
 is not decoded) and its record, with the reason, goes to docs/results/multi30k_best-rejected.json
-under ``<commit>_seed<n>``. The ``best`` block of docs/results.md is generated from both files, a
+under ``<commit>_seed<n>``. Recipes tried by hand are recorded there in the same schema, with
+``status`` ``rejected``, or ``candidate`` while a rule passed on one seed waits for the other. The ``best`` block of docs/results.md is generated from both files, a
 table per recipe with the mean once two seeds are in, and seed 1's attention maps of the first
 three test sentences go to docs/figures/best_attention_<n>.png.
 """
@@ -344,33 +345,43 @@ def score(seed_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any], rejected: dict[str, Any]) -> str:
-    """The seeds' table (and their mean), the val grid, how each run was made, then the
-    rejected recipes' val scores."""
+    """The seeds' table (and their mean), the val grid, how each run was made, then the val
+    scores of the recipes tried by hand that wait for another seed, and of the rejected ones."""
     lines = []
     for recipe, title in RECIPES.items():
         seeds = [r for r in result["runs"].values() if r.get("recipe") == recipe]
         if seeds:
             lines.append(f"{title}\n")
             lines += seeds_markdown(seeds)
-    if rejected["runs"]:
-        rows = [
-            [
-                f"{r['commit']}, seed {r['seed']}",
-                f"{r['steps']:,.0f}",
-                f"{(r.get('total_wall_s') or r['wall_s']) / 60:.0f}",
-                r["precision"],
-                r["decoding"],
-                f"{r['val_bleu']:.2f}",
-                f"{r['val_bleu_greedy_best']:.2f}",
-                r["reason"],
-            ]
-            for r in rejected["runs"].values()
-        ]
-        headers = ["recipe at commit", "steps", "train min", "precision"]
-        headers += ["decoding (chosen on val)", "val BLEU", "best greedy val BLEU", "why rejected"]
-        lines.append("Rejected recipes (their averages scored on val only, never on test):\n")
-        lines.append(table(headers, rows))
+    for status, title, why in TRIED:
+        runs = [r for r in rejected["runs"].values() if r.get("status", "rejected") == status]
+        if runs:
+            lines.append(f"{title} (their averages scored on val only, never on test):\n")
+            lines.append(table([*TRIED_HEADERS, why], [tried_row(r) for r in runs]))
     return "\n".join(lines)
+
+
+# the records of multi30k_best-rejected.json by status: the table's title and last column
+TRIED = (
+    ("candidate", "Candidates that passed their rule on one seed, waiting for the other", "rule"),
+    ("rejected", "Rejected recipes", "why rejected"),
+)
+TRIED_HEADERS = ["recipe at commit", "steps", "train min", "precision"]
+TRIED_HEADERS += ["decoding (chosen on val)", "val BLEU", "best greedy val BLEU"]
+
+
+def tried_row(r: dict[str, Any]) -> list[Any]:
+    """A row of :data:`TRIED`'s tables."""
+    return [
+        f"{r['commit']}, seed {r['seed']}",
+        f"{r['steps']:,.0f}",
+        f"{(r.get('total_wall_s') or r['wall_s']) / 60:.0f}",
+        r["precision"],
+        r["decoding"],
+        f"{r['val_bleu']:.2f}",
+        f"{r['val_bleu_greedy_best']:.2f}",
+        r["reason"],
+    ]
 
 
 def seeds_markdown(seeds: list[dict[str, Any]]) -> list[str]:
