@@ -43,9 +43,10 @@ the gate (``--val-gate``, a rule fixed when the seed's folder is made, kept in i
 and binding on every later call), the run is scored on val only (the average's test
 is not decoded) and its record, with the reason, goes to docs/results/multi30k_best-rejected.json
 under ``<commit>_seed<n>``. Recipes tried by hand are recorded there in the same schema, with
-``status`` ``rejected``, or ``candidate`` while a rule passed on one seed waits for the other. The ``best`` block of docs/results.md is generated from both files, a
-table per recipe with the mean once two seeds are in, and seed 1's attention maps of the first
-three test sentences go to docs/figures/best_attention_<n>.png.
+``status`` ``rejected``, or ``candidate`` while a rule passed on one seed waits for the other.
+The ``best`` block of docs/results.md is generated from both files, a table per recipe with the
+mean once two seeds are in, and seed 1's attention maps of the first three test sentences go to
+docs/figures/best_attention_<n>.png.
 """
 
 from __future__ import annotations
