@@ -53,6 +53,13 @@ def library(allocator: str) -> str:
     return found
 
 
+def _preloaded() -> list[str]:
+    """The libraries ``LD_PRELOAD`` names, in order (the linker takes colons or spaces)."""
+    return [
+        entry for entry in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":") if entry
+    ]
+
+
 def _allocator_of(path: str) -> str | None:
     name = Path(path).name
     return next((a for a, (lib, _) in LIBRARIES.items() if name.startswith(f"lib{lib}.")), None)
@@ -67,7 +74,7 @@ def active_allocator() -> str:
     except OSError:
         return SYSTEM
     loaded = {_allocator_of(line.split()[-1]) for line in maps if line.split()} - {None}
-    for entry in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":"):
+    for entry in _preloaded():
         allocator = _allocator_of(entry)
         if allocator is not None and allocator in loaded:
             return allocator
@@ -92,11 +99,7 @@ def preload_allocator(allocator: str) -> None:
             f"cpu.allocator={allocator}: {preload} was preloaded but does not serve malloc "
             f"(LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r})"
         )
-    others = [
-        entry
-        for entry in os.environ.get("LD_PRELOAD", "").replace(" ", ":").split(":")
-        if entry and _allocator_of(entry) is None
-    ]
+    others = [entry for entry in _preloaded() if _allocator_of(entry) is None]
     env = {**os.environ, RESTARTED: allocator, "LD_PRELOAD": ":".join([preload, *others])}
     sys.stdout.flush()
     sys.stderr.flush()

@@ -36,7 +36,7 @@ class CpuSettings:
     ``num_threads`` (null: torch's default, one per core) sets the intra-op threads.
     ``allocator`` is ``system`` (the C library's malloc) or ``tcmalloc`` / ``jemalloc``, which
     the command preloads by starting itself again (:mod:`seq2attn.allocator`); with either,
-    ``keep_freed_memory`` does nothing (it tunes glibc's malloc).
+    ``keep_freed_memory`` is not applied (it tunes glibc's malloc).
     """
 
     flush_denormal: bool = False
@@ -60,13 +60,14 @@ def configure_cpu(cpu: CpuSettings | DictConfig | None) -> None:
         return
     if isinstance(cpu, DictConfig):
         cpu = check(CpuSettings, cpu, "cpu")
-    if cpu.allocator != SYSTEM and active_allocator() != cpu.allocator:
+    active = active_allocator()
+    if cpu.allocator != SYSTEM and active != cpu.allocator:
         raise ConfigError(
-            f"cpu.allocator={cpu.allocator}: this process does not run on it ({active_allocator()} "
+            f"cpu.allocator={cpu.allocator}: this process does not run on it ({active} "
             f"serves malloc); give cpu.allocator={cpu.allocator} on the command line, which the "
             "command reads before Hydra runs, or start Python with its library in LD_PRELOAD"
         )
-    if cpu.keep_freed_memory and active_allocator() == SYSTEM:  # it tunes glibc's malloc
+    if cpu.keep_freed_memory and active == SYSTEM:  # it tunes glibc's malloc
         keep_freed_memory()
     if cpu.flush_denormal and not torch.set_flush_denormal(True):
         log.warning("cpu.flush_denormal=true: this CPU cannot flush denormals (no SSE3)")
