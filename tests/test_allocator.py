@@ -1,5 +1,6 @@
 """``cpu.allocator``: tcmalloc or jemalloc preloaded by the commands that start, glibc's malloc by
-default, and one line with exit code 2 when the allocator cannot be had."""
+default, ``auto`` (tcmalloc where installed), and one line with exit code 2 when the allocator
+cannot be had."""
 
 from __future__ import annotations
 
@@ -115,6 +116,46 @@ def test_the_command_starts_again_with_the_library_first_in_ld_preload(
     assert len(restarts) == 1
 
 
+def test_auto_restarts_with_tcmalloc_only_where_it_is_installed(
+    restarts: list[tuple], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert allocator.resolved("auto") == "tcmalloc"
+    assert allocator.resolved("jemalloc") == "jemalloc"
+    preload_allocator("auto")
+    [(_, _, env)] = restarts
+    assert env["LD_PRELOAD"].split(":")[0] == TCMALLOC and env[RESTARTED] == "tcmalloc"
+
+    def missing(name: str) -> str:
+        raise AllocatorError(f"lib{name} is not installed")
+
+    monkeypatch.setattr(allocator, "library", missing)
+    assert allocator.resolved("auto") == "system"
+    preload_allocator("auto")
+    assert len(restarts) == 1  # nothing to preload: the command goes on as it is
+
+
+def test_auto_accepts_the_allocator_a_process_runs_on_and_says_which(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(allocator, "library", lambda name: TCMALLOC)
+    for active, said in [
+        ("tcmalloc", "cpu.allocator=auto: tcmalloc, preloaded when the command started"),
+        ("system", "cpu.allocator=auto: system serves malloc, not tcmalloc: only src/train.py"),
+    ]:
+        monkeypatch.setattr(cpu_tuning, "active_allocator", lambda active=active: active)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="seq2attn.cpu_tuning"):
+            configure_cpu(CpuSettings(allocator="auto"))  # never refused
+        assert caplog.messages[0].startswith(said)
+    monkeypatch.setattr(allocator, "library", lambda name: (_ for _ in ()).throw(AllocatorError()))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="seq2attn.cpu_tuning"):
+        configure_cpu(CpuSettings(allocator="auto"))
+    assert caplog.messages == [
+        "cpu.allocator=auto: the system's malloc (tcmalloc is not installed: make allocators)"
+    ]
+
+
 def test_a_restart_that_did_not_take_ends_instead_of_looping(
     restarts: list[tuple], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,7 +192,8 @@ def test_an_allocator_that_cannot_be_had_is_one_line_and_exit_2(
 
 
 def test_an_unknown_allocator_lists_the_allowed_ones() -> None:
-    with pytest.raises(ConfigError, match="cpu.allocator=tcmallc: not one of system, tcmalloc"):
+    allowed = "not one of system, auto, tcmalloc, jemalloc"
+    with pytest.raises(ConfigError, match=f"cpu.allocator=tcmallc: {allowed}"):
         configure_cpu(OmegaConf.create({"allocator": "tcmallc"}))
 
 
@@ -224,6 +266,11 @@ def train(tmp_path: Path, *line: str) -> dict:
 )
 def test_training_runs_on_the_preloaded_allocator(tmp_path: Path, name: str) -> None:
     assert train(tmp_path, f"cpu.allocator={name}")["allocator"] == name
+
+
+@needs("tcmalloc")
+def test_training_on_auto_runs_on_tcmalloc_where_installed(tmp_path: Path) -> None:
+    assert train(tmp_path, "cpu.allocator=auto")["allocator"] == "tcmalloc"
 
 
 @needs("jemalloc")

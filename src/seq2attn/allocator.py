@@ -17,13 +17,17 @@ import sys
 from pathlib import Path
 
 SYSTEM = "system"
+# tcmalloc where it is installed, else the system's: in budget_r2 runs on a Xeon with AMX it kept
+# about 400 MB less than glibc at the same speed, while jemalloc made 18 % fewer steps
+AUTO = "auto"
+AUTO_PREFERS = "tcmalloc"
 # allocator -> (its library's name for ctypes.util.find_library, its Debian package); tcmalloc
 # is gperftools' minimal build (no heap profiler), jemalloc runs with its default options
 LIBRARIES = {
     "tcmalloc": ("tcmalloc_minimal", "libtcmalloc-minimal4"),
     "jemalloc": ("jemalloc", "libjemalloc2"),
 }
-ALLOCATORS = (SYSTEM, *LIBRARIES)
+ALLOCATORS = (SYSTEM, AUTO, *LIBRARIES)
 # set on the restarted process only: if the library is still not in use then, preloading failed
 RESTARTED = "SEQ2ATTN_ALLOCATOR_RESTARTED"
 
@@ -51,6 +55,18 @@ def library(allocator: str) -> str:
             f"{package}, or `make allocators`); or use cpu.allocator={SYSTEM}"
         )
     return found
+
+
+def resolved(allocator: str) -> str:
+    """The allocator that ``allocator`` names: for ``auto``, tcmalloc where its library can be
+    preloaded, else ``system``; any other value as it is."""
+    if allocator != AUTO:
+        return allocator
+    try:
+        library(AUTO_PREFERS)
+    except AllocatorError:
+        return SYSTEM
+    return AUTO_PREFERS
 
 
 def _preloaded() -> list[str]:
@@ -84,13 +100,15 @@ def active_allocator() -> str:
 def preload_allocator(allocator: str) -> None:
     """Start this command again with ``allocator``'s library first in ``LD_PRELOAD`` (any other
     allocator of :data:`LIBRARIES` taken out) unless it is already the one in use; nothing for
-    ``system`` or a value the config's schema will reject.
+    ``system``, for ``auto`` where tcmalloc is not installed, or for a value the config's schema
+    will reject.
 
     Raises:
         AllocatorError: the library cannot be found, or the restarted command still runs
             without it.
     """
     restarted = os.environ.pop(RESTARTED, None)
+    allocator = resolved(allocator)
     if allocator not in LIBRARIES or active_allocator() == allocator:
         return
     preload = library(allocator)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
-from seq2attn.allocator import ALLOCATORS, SYSTEM, active_allocator
+from seq2attn.allocator import ALLOCATORS, AUTO, SYSTEM, active_allocator, resolved
 from seq2attn.schema import ConfigError, check, positive
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,10 @@ class CpuSettings:
     activations (the logits) in again; measured 2,790 -> 3,160 tokens/s on the same model.
     ``num_threads`` (null: torch's default, one per core) sets the intra-op threads.
     ``allocator`` is ``system`` (the C library's malloc) or ``tcmalloc`` / ``jemalloc``, which
-    the command preloads by starting itself again (:mod:`seq2attn.allocator`); with either,
-    ``keep_freed_memory`` is not applied (it tunes glibc's malloc).
+    the command preloads by starting itself again (:mod:`seq2attn.allocator`), or ``auto``:
+    tcmalloc where it is installed, else the system's, whichever a process runs on being
+    accepted and logged; with either library, ``keep_freed_memory`` is not applied (it tunes
+    glibc's malloc).
     """
 
     flush_denormal: bool = False
@@ -61,7 +63,9 @@ def configure_cpu(cpu: CpuSettings | DictConfig | None) -> None:
     if isinstance(cpu, DictConfig):
         cpu = check(CpuSettings, cpu, "cpu")
     active = active_allocator()
-    if cpu.allocator != SYSTEM and active != cpu.allocator:
+    if cpu.allocator == AUTO:
+        log.info("cpu.allocator=auto: %s", auto_allocator_note(active))
+    elif cpu.allocator != SYSTEM and active != cpu.allocator:
         raise ConfigError(
             f"cpu.allocator={cpu.allocator}: this process does not run on it ({active} "
             f"serves malloc); give cpu.allocator={cpu.allocator} on the command line, which the "
@@ -73,6 +77,19 @@ def configure_cpu(cpu: CpuSettings | DictConfig | None) -> None:
         log.warning("cpu.flush_denormal=true: this CPU cannot flush denormals (no SSE3)")
     if cpu.num_threads is not None:
         torch.set_num_threads(cpu.num_threads)
+
+
+def auto_allocator_note(active: str) -> str:
+    """What ``cpu.allocator=auto`` gave this process, and why."""
+    wanted = resolved(AUTO)
+    if active == wanted == SYSTEM:
+        return "the system's malloc (tcmalloc is not installed: make allocators)"
+    if active == wanted:
+        return f"{active}, preloaded when the command started"
+    return (
+        f"{active} serves malloc, not {wanted}: only src/train.py, eval.py and translate.py "
+        "preload it when they start"
+    )
 
 
 def keep_freed_memory() -> bool:
