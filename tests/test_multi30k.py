@@ -87,6 +87,8 @@ def test_benchmark_reference_models(compose_train: Compose, experiment: str):
     )
     # bench_r* (the speed recipe, like the peers') have none; budget_r2's 0.2 beat 0.1 on val
     assert cfg.label_smoothing == {"budget_r1": 0.1, "budget_r2": 0.2}.get(experiment, 0.0)
+    # the budget runs take tcmalloc where installed; in this process, whatever serves malloc
+    assert cfg.cpu.allocator == ("auto" if experiment.startswith("budget") else "system")
     module = build_datamodule(cfg.data)
     module.setup("fit")
     assert module.src_tokenizer.vocab_size == 8001  # the shared 8000 pieces + padding
