@@ -152,7 +152,8 @@ def test_auto_accepts_the_allocator_a_process_runs_on_and_says_which(
     with caplog.at_level("INFO", logger="seq2attn.cpu_tuning"):
         configure_cpu(CpuSettings(allocator="auto"))
     assert caplog.messages == [
-        "cpu.allocator=auto: the system's malloc (tcmalloc is not installed: make allocators)"
+        "cpu.allocator=auto: the system's malloc (tcmalloc cannot be preloaded here; on Debian: "
+        "make allocators)"
     ]
 
 

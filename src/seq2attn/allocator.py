@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 SYSTEM = "system"
-# tcmalloc where it is installed, else the system's: in budget_r2 runs on a Xeon with AMX it kept
-# about 400 MB less than glibc at the same speed, while jemalloc made 18 % fewer steps
+# tcmalloc where it is installed, else the system's: in 4-minute budget_r2 runs on a Xeon with
+# AMX it kept about 400 MB less than glibc in as many steps, while jemalloc made 18 % fewer
 AUTO = "auto"
 AUTO_PREFERS = "tcmalloc"
 # allocator -> (its library's name for ctypes.util.find_library, its Debian package); tcmalloc

@@ -83,7 +83,7 @@ def auto_allocator_note(active: str) -> str:
     """What ``cpu.allocator=auto`` gave this process, and why."""
     wanted = resolved(AUTO)
     if active == wanted == SYSTEM:
-        return "the system's malloc (tcmalloc is not installed: make allocators)"
+        return "the system's malloc (tcmalloc cannot be preloaded here; on Debian: make allocators)"
     if active == wanted:
         return f"{active}, preloaded when the command started"
     return (
