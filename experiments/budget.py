@@ -144,6 +144,7 @@ def seq2attn_run(
         "steps": metrics.get("trainer/global_step"),
         "train_test_bleu": metrics.get("test/bleu"),  # training's own decode: beam 5, gnmt 0.6
         "precision": (record.get("precision") or {}).get("chosen"),
+        "allocator": record.get("allocator"),  # that served malloc (cpu.allocator)
         "commit": commit(folder),
         "dirty": bool(git.get("dirty")),
         "tok_s": mean_logged_tok_s(folder),
@@ -225,6 +226,7 @@ def peer_train(tool: str, model: str, minutes: float, ws: peers.Workspace, bin_d
         "seed": PEER_SEED,
         "steps": trained.steps,
         "precision": "32-true",
+        "allocator": "system",  # the harness preloads nothing for the peers
         "commit": current,
         "dirty": current.endswith("+"),
         "tok_s": trained.tok_s,
@@ -363,6 +365,8 @@ def machine_tables(
             f"{run['steps']:.0f}",
             f"{run['tok_s']:,.0f}",
             f"{run['wall_s']:.0f}",
+            f"{run['peak_rss_mb']:,.0f}" if run.get("peak_rss_mb") else "",
+            run.get("allocator") or "",
             f"{run['test_bleu']:.2f}",
             f"{run['reproduced_bleu']:.2f}" if "reproduced_bleu" in run else "",
             f"`{run['command']}`",
@@ -375,6 +379,8 @@ def machine_tables(
         "steps",
         "training tokens/s",
         "wall s",
+        "peak RSS, MB",
+        "allocator",
         "test BLEU",
         "again by src/eval.py",
         "command",

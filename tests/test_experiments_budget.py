@@ -109,6 +109,8 @@ def run(model: str, tool: str, machine: str, bleu: float, seed: int | None = Non
         "steps": 2800.0 + (seed or 0),
         "tok_s": 2500.0,
         "wall_s": 1250.0,
+        "peak_rss_mb": 1500.0 + (seed or 0),
+        "allocator": "tcmalloc" if tool == "seq2attn" else "system",
         "test_bleu": bleu,
         "test_chrf": 60.0,
         "repetition_rate": 0.5,
@@ -145,6 +147,31 @@ def test_a_table_holds_the_runs_of_one_machine_only() -> None:
     assert "| R1 | seq2attn | 1 | 20 | 38.00 |" in xeon and "| R2 |" not in xeon.split(XEON)[0]
     assert text.count("| model | tool | runs |") == 2
     assert "| r2_seq2attn_seed2 (abc1234) | 32-true | 2802 |" in text
+    # each run's peak RSS and the allocator that served it; none recorded: an empty cell
+    assert "| 1250 | 1,502 | tcmalloc | 41.50 | 41.50 |" in text
+    assert "| 1250 | 1,500 | system | 39.30 |  |" in text
+    del runs["r1_seq2attn_seed1"]["allocator"]
+    assert "| 1250 | 1,501 |  | 38.00 | 38.00 |" in markdown({"runs": runs, "goals": budget.GOALS})
+
+
+def test_a_seq2attn_run_records_what_its_run_json_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def trained(command: list[str], log: Path, cwd: Path) -> argparse.Namespace:
+        folder = Path(next(a for a in command if a.startswith("hydra.run.dir=")).split("=")[1])
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps({"trainer/global_step": 7762.0}))
+        record = {"precision": {"chosen": "bf16-mixed"}, "allocator": "tcmalloc"}
+        (folder / "run.json").write_text(json.dumps(record | {"git": {"dirty": False}}))
+        return argparse.Namespace(wall_s=1224.0, peak_rss_mb=1619.2)
+
+    monkeypatch.setattr(budget, "run_measured", trained)
+    monkeypatch.setattr(budget, "mean_logged_tok_s", lambda folder: 6407.0)
+    monkeypatch.setattr(budget, "commit", lambda *folder: "abc1234")
+    entry = budget.seq2attn_run("r2", 20.0, tmp_path, [], seed=1)
+    assert (entry["precision"], entry["allocator"]) == ("bf16-mixed", "tcmalloc")
+    assert (entry["steps"], entry["peak_rss_mb"], entry["wall_s"]) == (7762.0, 1619.2, 1224.0)
+    assert "trainer.max_time=00:00:20:00" in entry["command"]
 
 
 def test_resume_reuses_only_the_runs_of_this_machine_and_recipe(
