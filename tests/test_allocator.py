@@ -116,6 +116,11 @@ def test_the_command_starts_again_with_the_library_first_in_ld_preload(
     assert len(restarts) == 1
 
 
+def not_installed(name: str) -> str:
+    """Stands in for :func:`allocator.library` on a machine without the library."""
+    raise AllocatorError(f"lib{name} is not installed")
+
+
 def test_auto_restarts_with_tcmalloc_only_where_it_is_installed(
     restarts: list[tuple], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -125,10 +130,7 @@ def test_auto_restarts_with_tcmalloc_only_where_it_is_installed(
     [(_, _, env)] = restarts
     assert env["LD_PRELOAD"].split(":")[0] == TCMALLOC and env[RESTARTED] == "tcmalloc"
 
-    def missing(name: str) -> str:
-        raise AllocatorError(f"lib{name} is not installed")
-
-    monkeypatch.setattr(allocator, "library", missing)
+    monkeypatch.setattr(allocator, "library", not_installed)
     assert allocator.resolved("auto") == "system"
     preload_allocator("auto")
     assert len(restarts) == 1  # nothing to preload: the command goes on as it is
@@ -147,7 +149,7 @@ def test_auto_accepts_the_allocator_a_process_runs_on_and_says_which(
         with caplog.at_level("INFO", logger="seq2attn.cpu_tuning"):
             configure_cpu(CpuSettings(allocator="auto"))  # never refused
         assert caplog.messages[0].startswith(said)
-    monkeypatch.setattr(allocator, "library", lambda name: (_ for _ in ()).throw(AllocatorError()))
+    monkeypatch.setattr(allocator, "library", not_installed)
     caplog.clear()
     with caplog.at_level("INFO", logger="seq2attn.cpu_tuning"):
         configure_cpu(CpuSettings(allocator="auto"))
