@@ -6,18 +6,21 @@ For rows x_i (features) with targets y_i, logits z_i = W x_i + b and p_i = softm
     dloss/dz_i = p_i - (1 - eps) onehot(y_i) - eps / V
 
 which is F.cross_entropy(z, y, label_smoothing=eps, reduction="sum") over rows whose target is
-not ``ignore_index``. The gradient of the logits is formed in the forward pass, in place of the
-logits, so one (rows x V) buffer lives instead of four (logits, log-probabilities and their two
-gradients), padding rows are never multiplied out, and under autocast the products run in the
-autocast dtype while the softmax runs in fp32.
+not ``ignore_index``; the other rows are never multiplied out. The kept rows go through the layer
+in chunks of :data:`CHUNK_ROWS`: each chunk's logits become its gradient in place (under
+autocast the product runs in the autocast dtype, the softmax in fp32), and only the gradients
+are kept for the backward pass, which multiplies them chunk by chunk as well, scaled by the
+loss's gradient at the end. So one (rows x V) set of gradients lives, in the product's dtype,
+instead of the logits, the log-probabilities and their gradients for all rows at once.
 
 Where the products run in bf16 or fp16 on a CPU (oneDNN), the kept rows are padded with zero
 rows to a multiple of :data:`ROW_MULTIPLE`. oneDNN compiles a kernel for each distinct product
 shape and caches the last 1,024, and the row count follows each batch's number of target
 tokens, so without the padding nearly every batch compiles three new kernels, the weight
 gradient's holding about a copy of the weight: on a Xeon with AMX, 300 distinct counts for an
-8,001 x 512 layer kept 2.4 GB (a microbenchmark made by hand). Zero rows add nothing to the
-loss or to any gradient.
+8,001 x 512 layer kept 2.4 GB (a microbenchmark made by hand). With the chunks, the products see
+at most ``CHUNK_ROWS / ROW_MULTIPLE`` distinct row counts. Zero rows add nothing to the loss or
+to any gradient.
 
 :func:`token_nll` and :func:`training_nll` are the summed token-level losses the training module
 and the benchmarks use.
@@ -35,6 +38,7 @@ from seq2attn.data.tokenizer import PAD_ID
 from seq2attn.models.seq2seq import Seq2Seq, Seq2SeqOutput
 
 ROW_MULTIPLE = 64
+CHUNK_ROWS = 512  # a multiple of ROW_MULTIPLE
 
 
 def _product_dtype(rows: Tensor, weight: Tensor) -> torch.dtype:
@@ -54,6 +58,15 @@ def _rows_padding(rows: Tensor, weight: Tensor) -> int:
     return -rows.size(0) % ROW_MULTIPLE
 
 
+def _chunk_loss(z: Tensor, lse: Tensor, gold: Tensor, label_smoothing: float) -> Tensor:
+    """The summed smoothed cross-entropy of fp32 logits ``z`` whose rows have these log-sum-exps."""
+    nll = lse - z.gather(1, gold.unsqueeze(1)).squeeze(1)
+    loss = (1 - label_smoothing) * nll.sum()
+    if label_smoothing:
+        loss = loss + label_smoothing * (lse - z.mean(dim=-1)).sum()
+    return loss
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -71,23 +84,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
         padding = _rows_padding(rows, weight)
         if padding:
             rows = torch.cat([rows, rows.new_zeros(padding, rows.size(1))])
-        logits = F.linear(rows, weight, bias)  # autocast picks the dtype of the product
-        z = logits.float()
-        lse = z.logsumexp(dim=-1)
-        real_z, real_lse = z[:kept], lse[:kept]
-        nll = real_lse - real_z.gather(1, gold.unsqueeze(1)).squeeze(1)
-        loss = (1 - label_smoothing) * nll.sum()
-        if label_smoothing:
-            loss = loss + label_smoothing * (real_lse - real_z.mean(dim=-1)).sum()
-        grad_logits = z.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
-        grad_logits[kept:] = 0  # the padding rows
-        real_grad = grad_logits[:kept]
-        real_grad.scatter_add_(
-            1, gold.unsqueeze(1), real_grad.new_full((kept, 1), label_smoothing - 1)
-        )
-        if label_smoothing:
-            real_grad.sub_(label_smoothing / z.size(1))
-        ctx.save_for_backward(rows, weight, grad_logits.to(logits.dtype), keep)
+        product_dtype = _product_dtype(rows, weight)
+        loss = rows.new_zeros((), dtype=torch.float32)
+        grads = []
+        for start in range(0, rows.size(0), CHUNK_ROWS) or [0]:
+            stop = min(start + CHUNK_ROWS, rows.size(0))
+            real = max(min(stop, kept) - start, 0)  # the chunk's rows that are not padding
+            z = F.linear(rows[start:stop], weight, bias).float()  # the product in autocast's dtype
+            lse = z.logsumexp(dim=-1)
+            chunk_gold = gold[start : start + real]
+            loss += _chunk_loss(z[:real], lse[:real], chunk_gold, label_smoothing)
+            grad = z.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
+            grad[real:] = 0  # the padding rows
+            grad[:real].scatter_add_(
+                1, chunk_gold.unsqueeze(1), grad.new_full((real, 1), label_smoothing - 1)
+            )
+            if label_smoothing:
+                grad[:real].sub_(label_smoothing / z.size(1))
+            grads.append(grad.to(product_dtype))
+        ctx.save_for_backward(rows, weight, keep, *grads)
         ctx.has_bias = bias is not None
         ctx.kept = kept
         ctx.features_dtype = features.dtype
@@ -95,17 +110,22 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
-        rows, weight, grad_logits, keep = ctx.saved_tensors
-        grad_logits = grad_logits * grad_loss.to(grad_logits.dtype)
-        grad_rows = grad_logits @ weight.to(grad_logits.dtype)
-        grad_features = grad_rows.new_zeros(keep.shape + grad_rows.shape[-1:])
-        grad_features[keep] = grad_rows[: ctx.kept]
-        grad_weight = (grad_logits.t() @ rows.to(grad_logits.dtype)).to(weight.dtype)
-        grad_bias = grad_logits.sum(dim=0).to(weight.dtype) if ctx.has_bias else None
+        rows, weight, keep, *grads = ctx.saved_tensors
+        product_weight = weight.to(grads[0].dtype)
+        grad_rows = torch.cat([grad @ product_weight for grad in grads])
+        grad_weight = torch.zeros_like(weight)
+        grad_bias = weight.new_zeros(weight.size(0)) if ctx.has_bias else None
+        for grad, chunk in zip(grads, rows.split(CHUNK_ROWS), strict=True):
+            grad_weight += grad.t() @ chunk.to(grad.dtype)
+            if grad_bias is not None:
+                grad_bias += grad.sum(dim=0)
+        grad_features = rows.new_zeros(keep.shape + rows.shape[-1:], dtype=ctx.features_dtype)
+        grad_features[keep] = grad_rows[: ctx.kept].to(ctx.features_dtype)
+        scale = grad_loss.to(weight.dtype)
         return (
-            grad_features.to(ctx.features_dtype),
-            grad_weight,
-            grad_bias,
+            grad_features.mul_(scale.to(grad_features.dtype)),
+            grad_weight.mul_(scale),
+            grad_bias.mul_(scale) if grad_bias is not None else None,
             None,
             None,
             None,

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2attn import loss as loss_module
-from seq2attn.loss import ROW_MULTIPLE, linear_cross_entropy
+from seq2attn.loss import CHUNK_ROWS, ROW_MULTIPLE, linear_cross_entropy
 
 PAD = 0
 
@@ -131,3 +131,36 @@ def test_zero_padding_rows_change_neither_the_loss_nor_any_gradient(
     torch.testing.assert_close(padded, unpadded)
     for got, want in zip(_grads(padded, features, layer), expected, strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_rows_go_through_the_layer_in_chunks_that_change_nothing(
+    smoothing: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 9 kept rows in chunks of 4 (fp32, where chunking is exact up to summation order)
+    features, layer, targets = _inputs()
+    whole = linear_cross_entropy(features, layer, targets, smoothing)
+    expected = _grads(whole, features, layer)
+    monkeypatch.setattr(loss_module, "CHUNK_ROWS", 4)
+    rows, chunked, grads = _product_rows(smoothing, autocast=False)
+    assert rows - {8, 11} == {4, 1}  # 4 + 4 + 1 rows (8 and 11 are the layer's sizes)
+    torch.testing.assert_close(chunked, whole)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_bf16_chunks_are_multiples_of_the_row_multiple_and_the_last_holds_the_padding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert CHUNK_ROWS % ROW_MULTIPLE == 0
+    monkeypatch.setattr(loss_module, "ROW_MULTIPLE", 2)
+    monkeypatch.setattr(loss_module, "CHUNK_ROWS", 6)
+    rows, loss, grads = _product_rows(0.1, autocast=True)  # 9 kept rows: 6, then 3 + 1 zero
+    assert rows - {8, 11} == {6, 4}
+    features, layer, targets = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        reference = _reference(features, layer, targets, 0.1)
+    torch.testing.assert_close(loss, reference.float(), rtol=2e-2, atol=0)
+    for got, want in zip(grads, _grads(reference, features, layer), strict=True):
+        torch.testing.assert_close(got, want.to(got.dtype), rtol=5e-2, atol=5e-3)
+    assert grads[0].reshape(-1, 8)[(targets == PAD).flatten()].abs().sum() == 0
