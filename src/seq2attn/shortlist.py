@@ -51,6 +51,7 @@ BOUND_FACTOR = 4.0  # the 3.1 u of the module docstring, rounded up
 SUM_ROUNDOFF = 2.0**-22  # three fp32 roundings of a sum with the bias, 2^-24 |z| each
 SPARE = 8
 PACKED_ROWS = 64  # the batch size oneDNN packs the weight for (any batch size works)
+ROW_MULTIPLE = 16  # rows of the packed product are padded to it: AMX multiplies 16-row tiles
 
 
 @dataclass
@@ -222,15 +223,28 @@ def _bf16_product(weight: Tensor) -> Callable[[Tensor], Tensor]:
     (``torch.ops.mkldnn``, what ``torch.compile`` uses when it freezes a model): a plain bf16
     product repacks the whole V x D weight at every call, which costs a decoding step's small
     batches more than the product (0.6 against 1.5 ms for 64 x 512 x 8,001 on a Xeon with AMX).
-    Where the packed product is missing or fails a trial, it is a plain product."""
+    Where the packed product is missing or fails a trial, it is a plain product.
+
+    oneDNN compiles and caches a kernel for every row count it sees, and a beam search's live
+    rows take most counts up to beam x batch, each kernel holding megabytes (a closing beam-5
+    validation and test kept about 200 MB more than in fp32). So the rows are padded with zero
+    rows to a multiple of :data:`ROW_MULTIPLE` and the padding's products dropped."""
     plain = weight.to(torch.bfloat16)
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(plain, PACKED_ROWS)
-        trial = plain.new_zeros(1, plain.size(1))
+        trial = plain.new_zeros(ROW_MULTIPLE, plain.size(1))
         torch.ops.mkldnn._linear_pointwise(trial, packed, None, "none", [], "")
     except (AttributeError, RuntimeError):
         return lambda x: x @ plain.t()
-    return lambda x: torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+
+    def product(x: Tensor) -> Tensor:
+        rows = x.size(0)
+        padding = -rows % ROW_MULTIPLE
+        if padding:
+            x = torch.cat([x, x.new_zeros(padding, x.size(1))])
+        return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")[:rows]
+
+    return product
 
 
 def _select_bans(bans: tuple[Tensor, Tensor], rows: Tensor, count: int) -> tuple[Tensor, Tensor]:

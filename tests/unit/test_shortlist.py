@@ -21,6 +21,7 @@ from seq2attn.precision import Cpu
 from seq2attn.search import beam_search, decode, greedy_decode
 from seq2attn.shortlist import (
     BOUND_FACTOR,
+    ROW_MULTIPLE,
     SPARE,
     UNIT_ROUNDOFF,
     Bf16Shortlist,
@@ -94,6 +95,33 @@ def test_bf16_logits_lie_within_the_bound_of_fp32_logits() -> None:
         error = (approximate - exact).abs().max(dim=-1).values
         assert bool((error <= delta).all())
         assert float(error.max()) > 0  # the product really ran in bf16
+
+
+def test_the_packed_product_sees_rows_padded_to_a_multiple_and_drops_the_padding() -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[int] = []
+
+    class PackedRows(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ == "_linear_pointwise":
+                seen.append(args[0].size(0))
+            return func(*args, **(kwargs or {}))
+
+    shortlist = Bf16Shortlist(output_layer())
+    h = features(2 * ROW_MULTIPLE + 8).to(torch.bfloat16)
+    counts = (1, 5, ROW_MULTIPLE, ROW_MULTIPLE + 1, h.size(0))
+    with PackedRows():
+        products = {rows: shortlist._product(h[:rows]) for rows in counts}
+    if not seen:
+        pytest.skip("this CPU has no packed bf16 product (oneDNN), only the plain one")
+    assert set(seen) == {ROW_MULTIPLE, 2 * ROW_MULTIPLE, 3 * ROW_MULTIPLE}
+    exact = h.float() @ shortlist.weight.t()
+    delta = BOUND_FACTOR * UNIT_ROUNDOFF * shortlist.max_row_norm * h.float().norm(dim=-1)
+    for rows, product in products.items():
+        assert product.shape == (rows, V)  # the padding's rows are dropped
+        error = (product.float() - exact[:rows]).abs().max(dim=-1).values
+        assert bool((error <= delta[:rows]).all())
 
 
 @pytest.mark.parametrize("k", [1, 5])
