@@ -4,6 +4,7 @@ kept checkpoints, checkpoint averaging."""
 from __future__ import annotations
 
 import os
+from io import BufferedWriter
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,35 @@ def test_failed_save_keeps_the_previous_checkpoint(
         io.save_checkpoint({"step": torch.tensor(2)}, path)
     assert torch.load(path, weights_only=True)["step"].item() == 1
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # no temporary left
+
+
+def test_a_save_streams_into_the_file_and_a_load_maps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved_into, load_options = [], []
+    save, load = torch.save, torch.load
+
+    def recording_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        saved_into.append(f)
+        save(obj, f, *args, **kwargs)
+
+    def recording_load(f: Any, *args: Any, **kwargs: Any) -> Any:
+        load_options.append(kwargs)
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", recording_save)
+    monkeypatch.setattr(torch, "load", recording_load)
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    weights = {"w": torch.arange(6.0).reshape(2, 3), "step": 7}
+    io.save_checkpoint(weights, path)
+    assert len(saved_into) == 1 and isinstance(saved_into[0], BufferedWriter)  # not BytesIO
+    loaded = io.load_checkpoint(path, weights_only=True)
+    assert load_options == [{"map_location": None, "weights_only": True, "mmap": True}]
+    torch.testing.assert_close(loaded["w"], weights["w"])
+    assert loaded["step"] == 7
+    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+        io.load_checkpoint(tmp_path / "missing.ckpt")
 
 
 def _checkpoint(

@@ -7,13 +7,12 @@ and averaging in :mod:`seq2attn.checkpoints.averaging`. Reading never imports Li
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from seq2attn.data.cache import atomic_write_bytes
+from seq2attn.data.cache import atomic_write
 from seq2attn.data.tokenizer import Tokenizer
 
 CHECKPOINT_FORMAT = "seq2attn-checkpoint"
@@ -38,7 +37,6 @@ def describe(config: dict[str, Any], src: Tokenizer, tgt: Tokenizer) -> dict[str
 
 def save_checkpoint(contents: dict[str, Any], path: str | Path) -> None:
     """Write a checkpoint to a temporary file beside ``path``, then rename it into place, so a
-    process killed during a save leaves the previous checkpoint intact."""
-    buffer = io.BytesIO()
-    torch.save(contents, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    process killed during a save leaves the previous checkpoint intact. ``torch.save`` writes
+    straight to the file: no serialised copy of the whole checkpoint is held in memory."""
+    atomic_write(Path(path), lambda file: torch.save(contents, file))

@@ -60,7 +60,9 @@ def atomic_temporary(path: Path) -> tuple[int, str]:
     return fd, tmp
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Let ``write`` fill a temporary file beside ``path``, then rename it onto ``path``: the
+    file is either complete or absent, and the contents never need to sit whole in memory."""
     fd, tmp = atomic_temporary(path)
     try:
         with os.fdopen(fd, "wb") as file:
@@ -75,7 +77,7 @@ def _atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` so that the file is either complete or absent."""
-    _atomic_write(Path(path), lambda file: file.write(data))
+    atomic_write(Path(path), lambda file: file.write(data))
 
 
 # --- entries: files plus a manifest written last ---------------------------------------------
@@ -99,7 +101,7 @@ def _write_entry(stem: Path, writes: Sequence[tuple[Path, Callable[[BinaryIO], o
     _manifest_path(stem).unlink(missing_ok=True)  # a rebuild is incomplete until it ends
     try:
         for path, write in writes:
-            _atomic_write(path, write)
+            atomic_write(path, write)
         files = {p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for p, _ in writes}
         atomic_write_bytes(_manifest_path(stem), json.dumps({"files": files}, indent=1).encode())
     except BaseException:
