@@ -118,7 +118,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         for grad, chunk in zip(grads, rows.split(CHUNK_ROWS), strict=True):
             grad_weight += grad.t() @ chunk.to(grad.dtype)
             if grad_bias is not None:
-                grad_bias += grad.sum(dim=0)
+                grad_bias += grad.sum(dim=0, dtype=grad_bias.dtype)
         grad_features = rows.new_zeros(keep.shape + rows.shape[-1:], dtype=ctx.features_dtype)
         grad_features[keep] = grad_rows[: ctx.kept].to(ctx.features_dtype)
         scale = grad_loss.to(weight.dtype)
