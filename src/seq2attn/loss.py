@@ -6,21 +6,20 @@ For rows x_i (features) with targets y_i, logits z_i = W x_i + b and p_i = softm
     dloss/dz_i = p_i - (1 - eps) onehot(y_i) - eps / V
 
 which is F.cross_entropy(z, y, label_smoothing=eps, reduction="sum") over rows whose target is
-not ``ignore_index``; the other rows are never multiplied out. The kept rows go through the layer
-in chunks of :data:`CHUNK_ROWS`: each chunk's logits become its gradient in place (under
-autocast the product runs in the autocast dtype, the softmax in fp32), and only the gradients
-are kept for the backward pass, which multiplies them chunk by chunk as well, scaled by the
-loss's gradient at the end. So one (rows x V) set of gradients lives, in the product's dtype,
-instead of the logits, the log-probabilities and their gradients for all rows at once.
+not ``ignore_index``; the other rows are never multiplied out. The forward pass multiplies the
+kept rows in chunks of :data:`CHUNK_ROWS` and turns each chunk's logits into their gradient in
+place (under autocast the product runs in the autocast dtype, the softmax in fp32), into one
+(rows x V) buffer in the product's dtype: the only one kept for the backward pass, which
+multiplies it whole and scales the products by the loss's gradient. So the fp32 logits of all
+rows, their log-probabilities and a scaled copy of the gradient never exist at once.
 
 Where the products run in bf16 or fp16 on a CPU (oneDNN), the kept rows are padded with zero
 rows to a multiple of :data:`ROW_MULTIPLE`. oneDNN compiles a kernel for each distinct product
 shape and caches the last 1,024, and the row count follows each batch's number of target
 tokens, so without the padding nearly every batch compiles three new kernels, the weight
 gradient's holding about a copy of the weight: on a Xeon with AMX, 300 distinct counts for an
-8,001 x 512 layer kept 2.4 GB (a microbenchmark made by hand). With the chunks, the products see
-at most ``CHUNK_ROWS / ROW_MULTIPLE`` distinct row counts. Zero rows add nothing to the loss or
-to any gradient.
+8,001 x 512 layer kept 2.4 GB (a microbenchmark made by hand). Zero rows add nothing to the
+loss or to any gradient.
 
 :func:`token_nll` and :func:`training_nll` are the summed token-level losses the training module
 and the benchmarks use.
@@ -84,10 +83,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         padding = _rows_padding(rows, weight)
         if padding:
             rows = torch.cat([rows, rows.new_zeros(padding, rows.size(1))])
-        product_dtype = _product_dtype(rows, weight)
+        grad_logits = rows.new_empty(
+            rows.size(0), weight.size(0), dtype=_product_dtype(rows, weight)
+        )
         loss = rows.new_zeros((), dtype=torch.float32)
-        grads = []
-        for start in range(0, rows.size(0), CHUNK_ROWS) or [0]:
+        for start in range(0, rows.size(0), CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, rows.size(0))
             real = max(min(stop, kept) - start, 0)  # the chunk's rows that are not padding
             z = F.linear(rows[start:stop], weight, bias).float()  # the product in autocast's dtype
@@ -101,8 +101,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             )
             if label_smoothing:
                 grad[:real].sub_(label_smoothing / z.size(1))
-            grads.append(grad.to(product_dtype))
-        ctx.save_for_backward(rows, weight, keep, *grads)
+            grad_logits[start:stop] = grad
+        ctx.save_for_backward(rows, weight, grad_logits, keep)
         ctx.has_bias = bias is not None
         ctx.kept = kept
         ctx.features_dtype = features.dtype
@@ -110,22 +110,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
-        rows, weight, keep, *grads = ctx.saved_tensors
-        product_weight = weight.to(grads[0].dtype)
-        grad_rows = torch.cat([grad @ product_weight for grad in grads])
-        grad_weight = torch.zeros_like(weight)
-        grad_bias = weight.new_zeros(weight.size(0)) if ctx.has_bias else None
-        for grad, chunk in zip(grads, rows.split(CHUNK_ROWS), strict=True):
-            grad_weight += grad.t() @ chunk.to(grad.dtype)
-            if grad_bias is not None:
-                grad_bias += grad.sum(dim=0, dtype=grad_bias.dtype)
-        grad_features = rows.new_zeros(keep.shape + rows.shape[-1:], dtype=ctx.features_dtype)
-        grad_features[keep] = grad_rows[: ctx.kept].to(ctx.features_dtype)
-        scale = grad_loss.to(weight.dtype)
+        rows, weight, grad_logits, keep = ctx.saved_tensors
+        scale = grad_loss.to(weight.dtype)  # applied to the products, not to grad_logits
+        grad_rows = grad_logits @ weight.to(grad_logits.dtype)
+        grad_features = grad_rows.new_zeros(keep.shape + grad_rows.shape[-1:])
+        grad_features[keep] = grad_rows[: ctx.kept]
+        grad_weight = (grad_logits.t() @ rows.to(grad_logits.dtype)).to(weight.dtype).mul_(scale)
+        grad_bias = None
+        if ctx.has_bias:
+            grad_bias = grad_logits.sum(dim=0, dtype=weight.dtype).mul_(scale)
         return (
-            grad_features.mul_(scale.to(grad_features.dtype)),
-            grad_weight.mul_(scale),
-            grad_bias.mul_(scale) if grad_bias is not None else None,
+            grad_features.to(ctx.features_dtype).mul_(scale),
+            grad_weight,
+            grad_bias,
             None,
             None,
             None,

@@ -134,7 +134,7 @@ def test_zero_padding_rows_change_neither_the_loss_nor_any_gradient(
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_rows_go_through_the_layer_in_chunks_that_change_nothing(
+def test_the_forward_multiplies_the_rows_in_chunks_that_change_nothing(
     smoothing: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 9 kept rows in chunks of 4 (fp32, where chunking is exact up to summation order)
@@ -143,7 +143,8 @@ def test_rows_go_through_the_layer_in_chunks_that_change_nothing(
     expected = _grads(whole, features, layer)
     monkeypatch.setattr(loss_module, "CHUNK_ROWS", 4)
     rows, chunked, grads = _product_rows(smoothing, autocast=False)
-    assert rows - {8, 11} == {4, 1}  # 4 + 4 + 1 rows (8 and 11 are the layer's sizes)
+    # forward: 4 + 4 + 1 rows; backward: all 9 (8 and 11 are the layer's sizes)
+    assert rows - {8, 11} == {4, 1, 9}
     torch.testing.assert_close(chunked, whole)
     for got, want in zip(grads, expected, strict=True):
         torch.testing.assert_close(got, want)
@@ -155,8 +156,8 @@ def test_bf16_chunks_are_multiples_of_the_row_multiple_and_the_last_holds_the_pa
     assert CHUNK_ROWS % ROW_MULTIPLE == 0
     monkeypatch.setattr(loss_module, "ROW_MULTIPLE", 2)
     monkeypatch.setattr(loss_module, "CHUNK_ROWS", 6)
-    rows, loss, grads = _product_rows(0.1, autocast=True)  # 9 kept rows: 6, then 3 + 1 zero
-    assert rows - {8, 11} == {6, 4}
+    rows, loss, grads = _product_rows(0.1, autocast=True)  # 9 kept rows and 1 zero row
+    assert rows - {8, 11} == {6, 4, 10}  # forward: 6, then 3 + the zero row; backward: all 10
     features, layer, targets = _inputs()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         reference = _reference(features, layer, targets, 0.1)
