@@ -9,9 +9,10 @@ which is F.cross_entropy(z, y, label_smoothing=eps, reduction="sum") over rows w
 not ``ignore_index``; the other rows are never multiplied out. The forward pass multiplies the
 kept rows in chunks of :data:`CHUNK_ROWS` and turns each chunk's logits into their gradient in
 place (under autocast the product runs in the autocast dtype, the softmax in fp32), into one
-(rows x V) buffer in the product's dtype: the only one kept for the backward pass, which
-multiplies it whole and scales the products by the loss's gradient. So the fp32 logits of all
-rows, their log-probabilities and a scaled copy of the gradient never exist at once.
+(rows x V) buffer in the product's dtype: the only one kept for the backward pass, which scales
+it by the loss's gradient in place (so it runs once per forward) and multiplies it whole. So the
+fp32 logits of all rows, their log-probabilities and a scaled copy of the gradient never exist
+at once.
 
 Where the products run in bf16 or fp16 on a CPU (oneDNN), the kept rows are padded with zero
 rows to a multiple of :data:`ROW_MULTIPLE`. oneDNN compiles a kernel for each distinct product
@@ -106,21 +107,26 @@ class _LinearCrossEntropy(torch.autograd.Function):
         ctx.has_bias = bias is not None
         ctx.kept = kept
         ctx.features_dtype = features.dtype
+        ctx.backward_done = False
         return loss
 
     @staticmethod
     def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        if ctx.backward_done:
+            raise RuntimeError(
+                "linear_cross_entropy's backward runs once per forward: it scales its saved "
+                "gradient in place (do not retain its graph for a second backward)"
+            )
+        ctx.backward_done = True
         rows, weight, grad_logits, keep = ctx.saved_tensors
-        scale = grad_loss.to(weight.dtype)  # applied to the products, not to grad_logits
+        grad_logits.mul_(grad_loss.to(grad_logits.dtype))
         grad_rows = grad_logits @ weight.to(grad_logits.dtype)
         grad_features = grad_rows.new_zeros(keep.shape + grad_rows.shape[-1:])
         grad_features[keep] = grad_rows[: ctx.kept]
-        grad_weight = (grad_logits.t() @ rows.to(grad_logits.dtype)).to(weight.dtype).mul_(scale)
-        grad_bias = None
-        if ctx.has_bias:
-            grad_bias = grad_logits.sum(dim=0, dtype=weight.dtype).mul_(scale)
+        grad_weight = (grad_logits.t() @ rows.to(grad_logits.dtype)).to(weight.dtype)
+        grad_bias = grad_logits.sum(dim=0).to(weight.dtype) if ctx.has_bias else None
         return (
-            grad_features.to(ctx.features_dtype).mul_(scale),
+            grad_features.to(ctx.features_dtype),
             grad_weight,
             grad_bias,
             None,

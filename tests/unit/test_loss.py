@@ -165,3 +165,12 @@ def test_bf16_chunks_are_multiples_of_the_row_multiple_and_the_last_holds_the_pa
     for got, want in zip(grads, _grads(reference, features, layer), strict=True):
         torch.testing.assert_close(got, want.to(got.dtype), rtol=5e-2, atol=5e-3)
     assert grads[0].reshape(-1, 8)[(targets == PAD).flatten()].abs().sum() == 0
+
+
+def test_a_second_backward_through_a_retained_graph_is_refused() -> None:
+    # the backward scales its saved gradient in place
+    features, layer, targets = _inputs()
+    loss = linear_cross_entropy(features, layer, targets)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once per forward"):
+        loss.backward()
