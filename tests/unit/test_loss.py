@@ -95,6 +95,19 @@ def _product_rows(smoothing: float, autocast: bool) -> tuple[set[int], torch.Ten
     return seen, loss, grads
 
 
+def _loss_and_grads(smoothing: float) -> tuple[torch.Tensor, tuple]:
+    """The fused loss of _inputs() in fp32 and its gradients."""
+    features, layer, targets = _inputs()
+    loss = linear_cross_entropy(features, layer, targets, smoothing)
+    return loss, _grads(loss, features, layer)
+
+
+def _assert_same(loss: torch.Tensor, grads, expected_loss: torch.Tensor, expected_grads) -> None:
+    torch.testing.assert_close(loss, expected_loss)
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
 def _assert_close_to_the_bf16_reference(loss: torch.Tensor, grads: list, smoothing: float) -> None:
     """The fused loss and gradients of _inputs() under bf16 autocast against the reference's."""
     features, layer, targets = _inputs()
@@ -128,14 +141,9 @@ def test_zero_padding_rows_change_neither_the_loss_nor_any_gradient(
     smoothing: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # padding forced in fp32, where it is exact up to summation order: 55 zero rows
-    features, layer, targets = _inputs()
-    unpadded = linear_cross_entropy(features, layer, targets, smoothing)
-    expected = _grads(unpadded, features, layer)
+    unpadded = _loss_and_grads(smoothing)
     monkeypatch.setattr(loss_module, "_rows_padding", lambda rows, weight: 55)
-    padded = linear_cross_entropy(features, layer, targets, smoothing)
-    torch.testing.assert_close(padded, unpadded)
-    for got, want in zip(_grads(padded, features, layer), expected, strict=True):
-        torch.testing.assert_close(got, want)
+    _assert_same(*_loss_and_grads(smoothing), *unpadded)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
@@ -143,16 +151,12 @@ def test_the_forward_multiplies_the_rows_in_chunks_that_change_nothing(
     smoothing: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 9 kept rows in chunks of 4 (fp32, where chunking is exact up to summation order)
-    features, layer, targets = _inputs()
-    whole = linear_cross_entropy(features, layer, targets, smoothing)
-    expected = _grads(whole, features, layer)
+    whole = _loss_and_grads(smoothing)
     monkeypatch.setattr(loss_module, "CHUNK_ROWS", 4)
     rows, chunked, grads = _product_rows(smoothing, autocast=False)
     # forward: 4 + 4 + 1 rows; backward: all 9 (8 and 11 are the layer's sizes)
     assert rows - {8, 11} == {4, 1, 9}
-    torch.testing.assert_close(chunked, whole)
-    for got, want in zip(grads, expected, strict=True):
-        torch.testing.assert_close(got, want)
+    _assert_same(chunked, grads, *whole)
 
 
 def test_bf16_chunks_are_multiples_of_the_row_multiple_and_the_last_holds_the_padding(
