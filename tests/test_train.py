@@ -6,7 +6,9 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -18,7 +20,7 @@ from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.data.dataset import Batch
 from seq2attn.loss import token_nll
 from seq2attn.module import build_module
-from seq2attn.tasks import train
+from seq2attn.tasks import checkpoint_to_restore, train
 from tests.conftest import Compose
 
 WIRINGS = ["none", "bahdanau", "luong"]
@@ -116,6 +118,57 @@ def test_training_run_leaves_its_outputs(compose_train: Compose) -> None:
     stored = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert stored["seq2attn"]["config"]["model"]["attention"] == "bahdanau"
     assert isinstance(stored["seq2attn"]["tgt_spm"], bytes)
+
+
+class StateAtTest(L.Callback):
+    """Records, when the closing test starts, the training state still held, the checkpoint
+    Lightning restored, and whether the weights are the best checkpoint's."""
+
+    seen: list[dict[str, Any]] = []
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        best = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=True)
+        weights = pl_module.state_dict()
+        same = all(torch.equal(weights[k], v) for k, v in best["state_dict"].items())
+        self.seen.append(
+            {
+                "moments": sum(len(optimizer.state) for optimizer in trainer.optimizers),
+                "grads": sum(p.grad is not None for p in pl_module.parameters()),
+                "restored": trainer.ckpt_path,
+                "best_step": best["global_step"],
+                "best_weights": same,
+            }
+        )
+
+
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_the_closing_test_runs_on_the_best_weights_without_training_state(
+    compose_train: Compose, epochs: int
+) -> None:
+    StateAtTest.seen.clear()
+    probe = "+callbacks.state._target_=tests.test_train.StateAtTest"
+    cfg = compose_train("debug=limit", f"trainer.max_epochs={epochs}", probe)
+    metrics = train(cfg)
+    (seen,) = StateAtTest.seen
+    assert (seen["moments"], seen["grads"]) == (0, 0)
+    assert seen["best_weights"]
+    # restored only when the best validation was not the last step's, whose weights are in memory
+    last_step_was_best = seen["best_step"] == metrics["trainer/global_step"]
+    assert (seen["restored"] is None) == last_step_was_best
+    if epochs == 1:  # one validation: the best
+        assert last_step_was_best
+    # what was freed had been saved for a resume: Adam's moments for every parameter
+    last = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    (optimizer,) = last["optimizer_states"]
+    assert optimizer["state"] and all("exp_avg" in s for s in optimizer["state"].values())
+
+
+def test_the_closing_test_restores_a_best_checkpoint_from_an_earlier_step(tmp_path: Path) -> None:
+    saved = tmp_path / "best.ckpt"
+    torch.save({"global_step": 40, "state_dict": {}}, saved)
+    assert checkpoint_to_restore(str(saved), 40) is None
+    assert checkpoint_to_restore(str(saved), 55) == str(saved)
+    assert checkpoint_to_restore("", 55) is None
 
 
 def test_monitored_metric_is_one_key_everywhere(compose_train: Compose) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
@@ -97,6 +98,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             if stopped:
                 return {"preempted": float(stopped)}
             reason = stop_reason(trainer)
+            release_training_state(trainer, module)
             metrics = _test_best(trainer, module, datamodule, output_dir)
         except Preempted as stop:
             return {"preempted": float(stop.signum)}
@@ -141,6 +143,16 @@ def _resume_point(cfg: DictConfig, output_dir: Path) -> Path | None:
     return resume_checkpoint(cfg.get("ckpt_path"), Path(cfg.paths.log_dir))
 
 
+def release_training_state(trainer: L.Trainer, module: L.LightningModule) -> None:
+    """Free what only training needs before the closing test: the gradients and the optimizers'
+    state (Adam's two moments), three times the weights' size, which the test's decoding can then
+    reuse. ``last.ckpt`` already holds them for a resume, and a signal during a test writes no
+    checkpoint (:class:`ResumeCheckpoint`)."""
+    module.zero_grad(set_to_none=True)
+    for optimizer in trainer.optimizers:
+        optimizer.state.clear()
+
+
 def _test_best(
     trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, run_dir: Path
 ) -> dict[str, Any]:
@@ -156,13 +168,28 @@ def _test_best(
     best_path = kept.best_model_path if isinstance(kept, ModelCheckpoint) else ""
     # no table of 18-digit test metrics: the run summary gives them
     trainer.test(
-        module, datamodule=datamodule, ckpt_path=best_path or None, weights_only=True, verbose=False
+        module,
+        datamodule=datamodule,
+        ckpt_path=checkpoint_to_restore(best_path, trainer.global_step),
+        weights_only=True,
+        verbose=False,
     )
     metrics.update(_scalars(trainer.callback_metrics))
     best = kept.best_model_score if isinstance(kept, ModelCheckpoint) else None
     metrics["val/bleu_best"] = metrics.get("val/bleu", math.nan) if best is None else float(best)
     metrics["best_checkpoint"] = _relative(Path(best_path), run_dir) if best_path else None
     return metrics
+
+
+def checkpoint_to_restore(best_path: str, global_step: int) -> str | None:
+    """The checkpoint whose weights the closing test restores: ``best_path``, unless it was saved
+    at ``global_step``, the step the weights in memory come from (no optimizer step has run
+    since), or there is none. Restoring the same weights again would only map the file's pages
+    in beside them: the weights' size on top of the run's memory."""
+    if not best_path:
+        return None
+    saved = torch.load(best_path, map_location="cpu", weights_only=True, mmap=True)
+    return None if saved.get("global_step") == global_step else best_path
 
 
 def _relative(path: Path, folder: Path) -> str:
