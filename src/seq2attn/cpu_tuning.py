@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 # glibc mallopt parameters and the size below which freed blocks stay in the process
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 MALLOC_CACHE_BYTES = 1 << 30
+# how many compiled kernels oneDNN keeps; it reads the variable when it compiles its first one
+ONEDNN_CACHE_VARIABLE = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
 @dataclass
@@ -38,16 +41,27 @@ class CpuSettings:
     the command preloads by starting itself again (:mod:`seq2attn.allocator`), or ``auto``:
     tcmalloc where it is installed, else the system's, whichever a process runs on being
     accepted and logged; with either library, ``keep_freed_memory`` is not applied (it tunes
-    glibc's malloc).
+    glibc's malloc). ``onednn_kernel_cache`` is how many compiled kernels oneDNN keeps (its
+    least-recently-used primitive cache; null: ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` if set, else
+    oneDNN's 1,024). oneDNN runs the bf16 products and compiles a kernel for each new shape;
+    some kernels hold buffers, so a smaller cache holds less memory but compiles again the
+    shapes it evicted. It takes effect only before the process's first oneDNN product, which is
+    why the commands apply it before any work.
     """
 
     flush_denormal: bool = False
     keep_freed_memory: bool = False
     num_threads: int | None = None
     allocator: str = SYSTEM
+    onednn_kernel_cache: int | None = None
 
     def __post_init__(self) -> None:
         positive("cpu.num_threads", self.num_threads, allow_none=True)
+        if self.onednn_kernel_cache is not None and self.onednn_kernel_cache < 0:
+            raise ConfigError(
+                f"cpu.onednn_kernel_cache={self.onednn_kernel_cache}: must be 0 (no cache), a "
+                "positive number of kernels, or null (oneDNN's default)"
+            )
         if self.allocator not in ALLOCATORS:
             raise ConfigError(f"cpu.allocator={self.allocator}: not one of {', '.join(ALLOCATORS)}")
 
@@ -77,6 +91,8 @@ def configure_cpu(cpu: CpuSettings | DictConfig | None) -> None:
         log.warning("cpu.flush_denormal=true: this CPU cannot flush denormals (no SSE3)")
     if cpu.num_threads is not None:
         torch.set_num_threads(cpu.num_threads)
+    if cpu.onednn_kernel_cache is not None:  # inherited by the processes the run starts
+        os.environ[ONEDNN_CACHE_VARIABLE] = str(cpu.onednn_kernel_cache)
 
 
 def auto_allocator_note(active: str) -> str:
