@@ -144,10 +144,10 @@ def _resume_point(cfg: DictConfig, output_dir: Path) -> Path | None:
 
 
 def release_training_state(trainer: L.Trainer, module: L.LightningModule) -> None:
-    """Free what only training needs before the closing test: the gradients and the optimizers'
-    state (Adam's two moments), three times the weights' size, which the test's decoding can then
-    reuse. ``last.ckpt`` already holds them for a resume, and a signal during a test writes no
-    checkpoint (:class:`ResumeCheckpoint`)."""
+    """Free what only training needs before the closing test: the optimizers' state (Adam's two
+    moments, twice the weights' size) and any gradients left, memory that the test's decoding
+    can then take. ``last.ckpt`` already holds them for a resume, and a signal during a test
+    writes no checkpoint (:class:`ResumeCheckpoint`)."""
     module.zero_grad(set_to_none=True)
     for optimizer in trainer.optimizers:
         optimizer.state.clear()
