@@ -10,13 +10,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from seq2attn.callbacks import ProgressBar, ResumeCheckpoint, TokenThroughput
-from seq2attn.checkpoints.loading import NEWEST_RUN, check_resumable, resume_checkpoint
+from seq2attn.checkpoints.loading import (
+    NEWEST_RUN,
+    check_resumable,
+    mapped_checkpoint,
+    resume_checkpoint,
+)
 from seq2attn.checkpoints.saving import AtomicCheckpointIO, SelfDescribingCheckpoint
 from seq2attn.config import validate
 from seq2attn.config.trainer import check_validation_interval
@@ -188,8 +192,8 @@ def checkpoint_to_restore(best_path: str, global_step: int) -> str | None:
     in beside them: the weights' size on top of the run's memory."""
     if not best_path:
         return None
-    saved = torch.load(best_path, map_location="cpu", weights_only=True, mmap=True)
-    return None if saved.get("global_step") == global_step else best_path
+    saved_at = mapped_checkpoint(best_path).get("global_step")
+    return None if saved_at == global_step else best_path
 
 
 def _relative(path: Path, folder: Path) -> str:

@@ -92,11 +92,16 @@ def ranked_checkpoints(folder: Path) -> list[Path]:
     return sorted(files, key=lambda f: -_monitored_score(f))
 
 
+def mapped_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's contents (weights-only), memory-mapped: reading its small entries (the
+    step, the callbacks' states) does not read the weights or the optimizer's state."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
 def _monitored_score(path: Path) -> float:
     """The score the top-k checkpoint callback saved the file for; -inf when it has none."""
     try:
-        # memory-mapped: only the small callback states are read, not the weights
-        contents = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        contents = mapped_checkpoint(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError):
         return -math.inf
     for state in contents.get("callbacks", {}).values():
