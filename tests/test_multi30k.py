@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
 
+from seq2attn.cpu_tuning import ONEDNN_CACHE_VARIABLE
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.data.readers import Multi30kCorpus
 from seq2attn.tasks import train
@@ -96,6 +98,10 @@ def test_benchmark_reference_models(compose_train: Compose, experiment: str):
     assert batch.src.size(0) == 64  # batches of 64 sentences
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"])
+    if experiment.startswith("budget"):  # a quarter of oneDNN's 1,024 compiled bf16 kernels
+        assert os.environ[ONEDNN_CACHE_VARIABLE] == "256"
+    else:
+        assert cfg.cpu.onednn_kernel_cache is None
     sizes = {"r1": 12_403_009, "r2": 11_222_337}  # emb 256, enc 2x256, dec 512
     # budget_r2 keeps R2's shapes with one 8,001 x 256 table for both sides
     shared = 8001 * 256 if experiment == "budget_r2" else 0
