@@ -59,7 +59,7 @@ sweep: $(STAMP) ## Small attention x cell x seed grid on the toy corpus (2 jobs 
 		hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PY) src/report.py $(SWEEP_DIR) --out $(SWEEP_DIR)/report.md --chart $(SWEEP_DIR)/report.png
 
-bench: $(STAMP) ## Speed vs OpenNMT-py and JoeyNMT, 3 runs each (needs ../shared; ~1 h) -> benchmarks/results/latest.{json,md}
+bench: $(STAMP) ## Speed vs OpenNMT-py and JoeyNMT, 3 runs each (needs ../shared; 20-60 min) -> benchmarks/results/latest.{json,md}
 	$(PY) -m benchmarks.speed $(ARGS)
 
 bench-quick: $(STAMP) ## A few steps against OpenNMT-py only, for iterating -> benchmarks/results/quick.{json,md}
