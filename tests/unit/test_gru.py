@@ -67,6 +67,7 @@ def test_matches_nn_gru_in_values_and_gradients(
     h0.requires_grad_(True)
     ref_out, ref_last, ref_grads = run(reference, x, h0, packed)
     out, last, grads = run(ours, x, h0, packed)
+    assert "_RecurrenceBackward" in graph_names(out) & graph_names(last)
     torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
     torch.testing.assert_close(last, ref_last, rtol=0, atol=1e-12)
     assert len(grads) == 2 + 4 * layers * (2 if bidirectional else 1)
@@ -81,19 +82,33 @@ def test_training_pass_runs_the_recurrence_and_inference_runs_nn_gru() -> None:
     assert "_RecurrenceBackward" in graph_names(out)
     with torch.no_grad():
         assert not ours._takes_recurrence(x)
+    with torch.no_grad():
+        assert not ours._takes_recurrence(x[0])  # unbatched: nn.GRU's own path
+    assert not ours._takes_recurrence(x.to(torch.bfloat16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not ours._takes_recurrence(x)
         out, _ = ours(x)
     assert "_RecurrenceBackward" not in graph_names(out)
 
 
-def test_dropout_between_layers_draws_as_nn_gru() -> None:
+@pytest.mark.parametrize("packed", [True, False])
+def test_dropout_between_layers_draws_as_nn_gru(packed: bool) -> None:
     reference, ours = pair(2, True, dropout=0.5)
-    x = torch.randn(5, 6, 5, dtype=torch.double)
+    x = torch.randn(5, 6, 5, dtype=torch.double, requires_grad=True)
+    h0 = torch.zeros(4, 5, 7, dtype=torch.double, requires_grad=True)
     torch.manual_seed(3)
-    ref_out, _ = reference.train()(x)
+    ref_out, _, ref_grads = run(reference.train(), x, h0, packed)
     torch.manual_seed(3)
-    out, _ = ours.train()(x)
+    out, _, grads = run(ours.train(), x, h0, packed)
     torch.testing.assert_close(out, ref_out, rtol=0, atol=1e-12)
+    for ours_grad, ref_grad in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(ours_grad, ref_grad, rtol=0, atol=1e-12)
     torch.manual_seed(4)
-    assert not torch.allclose(ours(x)[0], out)
+    assert not torch.allclose(run(ours, x, h0, packed)[0], out)
+
+
+def test_checks_the_initial_state_as_nn_gru() -> None:
+    _, ours = pair(1, False)
+    x, wrong_batch = torch.randn(5, 6, 5, dtype=torch.double), torch.zeros(1, 4, 7).double()
+    with pytest.raises(RuntimeError, match=r"Expected hidden size \(1, 5, 7\), got \[1, 4, 7\]"):
+        ours(x, wrong_batch)
