@@ -31,7 +31,7 @@ def make_rnn(
     bidirectional: bool = False,
 ) -> nn.RNNBase:
     """A batch-first RNN/GRU/LSTM with ``dropout`` between stacked layers (the GRU is
-    :class:`seq2attn.models.gru.GRU`, nn.GRU with a faster training pass on a CPU)."""
+    :class:`seq2attn.models.gru.GRU`, nn.GRU with its own training pass on a CPU)."""
     if cell not in _RNN_CLASSES:
         raise ValueError(f"cell must be one of {sorted(_RNN_CLASSES)}, got {cell!r}")
     return _RNN_CLASSES[cell](
