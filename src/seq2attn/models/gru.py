@@ -24,6 +24,7 @@ position sorted by decreasing length, so position t's rows are a prefix of posit
 
 from __future__ import annotations
 
+from itertools import accumulate
 from typing import Any
 
 import torch
@@ -35,11 +36,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 def _offsets(batch_sizes: list[int]) -> list[int]:
     """The first packed row of each position."""
-    starts, total = [], 0
-    for size in batch_sizes:
-        starts.append(total)
-        total += size
-    return starts
+    return list(accumulate(batch_sizes[:-1], initial=0))
 
 
 def reversal_index(batch_sizes: Tensor) -> Tensor:
@@ -72,8 +69,9 @@ class _Recurrence(torch.autograd.Function):
         candidate = gates_in.new_empty(rows_total, hidden)  # n_t
         hidden_candidate = gates_in.new_empty(rows_total, hidden)  # g^n_t
         weight_t = weight_hh.t()
+        offsets = _offsets(batch_sizes)
         h_prev, steps = h0, []
-        for start, size in zip(_offsets(batch_sizes), batch_sizes, strict=True):
+        for start, size in zip(offsets, batch_sizes, strict=True):
             rows = slice(start, start + size)
             h_prev = h_prev[:size]
             gates_h = torch.addmm(bias_hh, h_prev, weight_t)
@@ -93,8 +91,8 @@ class _Recurrence(torch.autograd.Function):
             + [step[:size] for step, size in zip(steps, batch_sizes[1:], strict=False)]
         )
         ctx.save_for_backward(weight_hh, previous, reset_update, candidate, hidden_candidate)
-        ctx.batch_sizes = batch_sizes
-        return outputs, _last_states(outputs, batch_sizes)
+        ctx.batch_sizes, ctx.offsets = batch_sizes, offsets
+        return outputs, _last_states(outputs, batch_sizes, offsets)
 
     @staticmethod
     @once_differentiable
@@ -103,11 +101,12 @@ class _Recurrence(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, None]:
         weight_hh, previous, reset_update, candidate, hidden_candidate = ctx.saved_tensors
         batch_sizes: list[int] = ctx.batch_sizes
+        offsets: list[int] = ctx.offsets
         hidden = weight_hh.size(1)
         grad_gates_in = previous.new_empty(previous.size(0), 3 * hidden)
         grad_gates_h = torch.empty_like(grad_gates_in)
         grad_h = grad_last.clone()
-        for start, size in reversed(list(zip(_offsets(batch_sizes), batch_sizes, strict=True))):
+        for start, size in reversed(list(zip(offsets, batch_sizes, strict=True))):
             rows = slice(start, start + size)
             dh = grad_h[:size] + grad_outputs[rows]
             rz, n = reset_update[rows], candidate[rows]
@@ -130,11 +129,11 @@ class _Recurrence(torch.autograd.Function):
         return grad_gates_in, grad_h, grad_weight, grad_bias, None
 
 
-def _last_states(outputs: Tensor, batch_sizes: list[int]) -> Tensor:
+def _last_states(outputs: Tensor, batch_sizes: list[int], offsets: list[int]) -> Tensor:
     """Each row's h at its last position (rows sorted by decreasing length, packed outputs)."""
     pieces = []
     ends = [*batch_sizes[1:], 0]
-    for start, size, next_size in zip(_offsets(batch_sizes), batch_sizes, ends, strict=True):
+    for start, size, next_size in zip(offsets, batch_sizes, ends, strict=True):
         if next_size < size:  # rows next_size .. size - 1 end at this position
             pieces.append(outputs[start + next_size : start + size])
     return torch.cat(pieces[::-1])
