@@ -29,6 +29,7 @@ from seq2attn.config import validate
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.data.tokenizer import PAD_ID
+from seq2attn.distillation import load_teacher
 from seq2attn.flops import count_flops
 from seq2attn.module import build_module
 from seq2attn.run_record import resolved_config
@@ -54,9 +55,11 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     run = validate(cfg)
     configure_cpu(run.cpu)
     L.seed_everything(cfg.seed)
-    datamodule = build_datamodule(run.data)
+    teacher = load_teacher(run.distillation, Path(cfg.paths.log_dir), run.model.share_embeddings)
+    tokenizers = None if teacher is None else teacher.tokenizers
+    datamodule = build_datamodule(run.data, tokenizers)
     datamodule.setup("fit")
-    module = build_module(cfg, run, datamodule)
+    module = build_module(cfg, run, datamodule, teacher)
     timer = StepTimer()
     config = resolved_config(cfg)
     trainer = training_only_trainer(

@@ -6,7 +6,15 @@ For rows x_i (features) with targets y_i, logits z_i = W x_i + b and p_i = softm
     dloss/dz_i = p_i - (1 - eps) onehot(y_i) - eps / V
 
 which is F.cross_entropy(z, y, label_smoothing=eps, reduction="sum") over rows whose target is
-not ``ignore_index``; the other rows are never multiplied out. The forward pass multiplies the
+not ``ignore_index``; the other rows are never multiplied out. Word-level knowledge
+distillation (Kim and Rush, 2016) mixes a teacher's distribution q_i into the targets with
+weight alpha:
+
+    loss = sum_i (1 - alpha) smoothed_ce_i + alpha (lse(z_i) - q_i . z_i)
+    dloss/dz_i = p_i - (1 - alpha) ((1 - eps) onehot(y_i) + eps / V) - alpha q_i
+
+the cross-entropy against the mixed targets (the teacher's term is KL(q_i || p_i) plus q_i's
+entropy, a constant). The forward pass multiplies the
 kept rows in chunks of :data:`CHUNK_ROWS` and turns each chunk's logits into their gradient in
 place (under autocast the product runs in the autocast dtype, the softmax in fp32), into one
 (rows x V) buffer in the product's dtype: the only one kept for the backward pass, which scales
@@ -28,7 +36,7 @@ and the benchmarks use.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +47,13 @@ from seq2attn.models.seq2seq import Seq2Seq, Seq2SeqOutput
 
 ROW_MULTIPLE = 64
 CHUNK_ROWS = 512  # a multiple of ROW_MULTIPLE
+
+
+class SoftTargets(NamedTuple):
+    """A teacher's next-piece distributions (..., V) and the weight they get in the targets."""
+
+    probs: Tensor
+    weight: float
 
 
 def _product_dtype(rows: Tensor, weight: Tensor) -> torch.dtype:
@@ -58,13 +73,18 @@ def _rows_padding(rows: Tensor, weight: Tensor) -> int:
     return -rows.size(0) % ROW_MULTIPLE
 
 
-def _chunk_loss(z: Tensor, lse: Tensor, gold: Tensor, label_smoothing: float) -> Tensor:
-    """The summed smoothed cross-entropy of fp32 logits ``z`` whose rows have these log-sum-exps."""
+def _chunk_loss(
+    z: Tensor, lse: Tensor, gold: Tensor, label_smoothing: float, soft: Tensor | None, alpha: float
+) -> Tensor:
+    """The summed cross-entropy of fp32 logits ``z`` whose rows have these log-sum-exps, against
+    the smoothed one-hot targets mixed with ``soft`` (rows' distributions) at weight ``alpha``."""
     nll = lse - z.gather(1, gold.unsqueeze(1)).squeeze(1)
     loss = (1 - label_smoothing) * nll.sum()
     if label_smoothing:
         loss = loss + label_smoothing * (lse - z.mean(dim=-1)).sum()
-    return loss
+    if soft is None:
+        return loss
+    return (1 - alpha) * loss + alpha * (lse - (soft * z).sum(dim=-1)).sum()
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -77,9 +97,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
         targets: Tensor,
         label_smoothing: float,
         ignore_index: int,
+        soft: Tensor | None,
+        alpha: float,
     ) -> Tensor:
         keep = targets != ignore_index
         rows, gold = features[keep], targets[keep]
+        soft = None if soft is None else soft[keep].float()
+        hard = 1 - alpha if soft is not None else 1.0  # the one-hot targets' share
         kept = rows.size(0)
         padding = _rows_padding(rows, weight)
         if padding:
@@ -94,14 +118,18 @@ class _LinearCrossEntropy(torch.autograd.Function):
             z = F.linear(rows[start:stop], weight, bias).float()  # the product in autocast's dtype
             lse = z.logsumexp(dim=-1)
             chunk_gold = gold[start : start + real]
-            loss += _chunk_loss(z[:real], lse[:real], chunk_gold, label_smoothing)
+            chunk_soft = None if soft is None else soft[start : start + real]
+            smoothing = label_smoothing
+            loss += _chunk_loss(z[:real], lse[:real], chunk_gold, smoothing, chunk_soft, alpha)
             grad = z.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
             grad[real:] = 0  # the padding rows
             grad[:real].scatter_add_(
-                1, chunk_gold.unsqueeze(1), grad.new_full((real, 1), label_smoothing - 1)
+                1, chunk_gold.unsqueeze(1), grad.new_full((real, 1), hard * (label_smoothing - 1))
             )
             if label_smoothing:
-                grad[:real].sub_(label_smoothing / z.size(1))
+                grad[:real].sub_(hard * label_smoothing / z.size(1))
+            if chunk_soft is not None:
+                grad[:real].sub_(alpha * chunk_soft)
             grad_logits[start:stop] = grad
         ctx.save_for_backward(rows, weight, grad_logits, keep)
         ctx.has_bias = bias is not None
@@ -132,6 +160,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             None,
             None,
             None,
+            None,
+            None,
         )
 
 
@@ -141,8 +171,10 @@ def linear_cross_entropy(
     targets: Tensor,
     label_smoothing: float = 0.0,
     ignore_index: int = 0,
+    soft: SoftTargets | None = None,
 ) -> Tensor:
-    """Summed cross-entropy of ``layer(features)`` (..., H) against targets (...)."""
+    """Summed cross-entropy of ``layer(features)`` (..., H) against targets (...), mixed with
+    ``soft`` targets when given."""
     return _LinearCrossEntropy.apply(
         features.reshape(-1, features.size(-1)),
         layer.weight,
@@ -150,28 +182,44 @@ def linear_cross_entropy(
         targets.reshape(-1),
         label_smoothing,
         ignore_index,
+        None if soft is None else soft.probs.reshape(-1, soft.probs.size(-1)),
+        0.0 if soft is None else soft.weight,
     )
 
 
-def token_nll(logits: Tensor, targets: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Summed cross-entropy over non-padding target positions: logits (B, T, V), targets (B, T)."""
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(),
-        targets.flatten(),
-        ignore_index=PAD_ID,
-        label_smoothing=label_smoothing,
-        reduction="sum",
+def token_nll(
+    logits: Tensor,
+    targets: Tensor,
+    label_smoothing: float = 0.0,
+    soft: SoftTargets | None = None,
+) -> Tensor:
+    """Summed cross-entropy over non-padding target positions: logits (B, T, V), targets
+    (B, T); mixed with ``soft`` targets (B, T, V) when given, as :func:`linear_cross_entropy`."""
+    z, gold = logits.flatten(0, 1).float(), targets.flatten()
+    loss = F.cross_entropy(
+        z, gold, ignore_index=PAD_ID, label_smoothing=label_smoothing, reduction="sum"
     )
+    if soft is None:
+        return loss
+    keep = gold != PAD_ID
+    probs = soft.probs.flatten(0, 1)[keep].float()
+    teacher_term = -(probs * z[keep].log_softmax(dim=-1)).sum()
+    return (1 - soft.weight) * loss + soft.weight * teacher_term
 
 
 def training_nll(
-    model: Seq2Seq, output: Seq2SeqOutput, targets: Tensor, label_smoothing: float
+    model: Seq2Seq,
+    output: Seq2SeqOutput,
+    targets: Tensor,
+    label_smoothing: float,
+    soft: SoftTargets | None = None,
 ) -> Tensor:
     """Summed cross-entropy of a training forward: fused with the output layer when the forward
-    left the logits to the loss (``compute_logits=False``), else from the logits."""
+    left the logits to the loss (``compute_logits=False``), else from the logits; mixed with a
+    teacher's ``soft`` targets when given."""
     if output.logits is not None:
-        return token_nll(output.logits, targets, label_smoothing)
+        return token_nll(output.logits, targets, label_smoothing, soft)
     assert output.features is not None
     return linear_cross_entropy(
-        output.features, model.output_layer, targets, label_smoothing, ignore_index=PAD_ID
+        output.features, model.output_layer, targets, label_smoothing, PAD_ID, soft
     )

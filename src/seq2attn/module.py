@@ -24,6 +24,7 @@ from seq2attn.config.run import MODULE_KEYS
 from seq2attn.data.datamodule import TranslationDataModule, attached_datamodule
 from seq2attn.data.dataset import Batch
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from seq2attn.distillation import Teacher
 from seq2attn.faults import NonFiniteLoss, largest_over_ranks
 from seq2attn.loss import token_nll, training_nll
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
@@ -54,9 +55,11 @@ class Seq2SeqModule(L.LightningModule):
         anneal_to_time_limit: bool = False,
         free_running_loss: bool = False,
         compile_loop: bool = False,
+        teacher: Teacher | None = None,
     ) -> None:
         super().__init__()
         self._compile_loop = compile_loop
+        self.teacher = teacher  # not a submodule: neither trained nor saved with the student
         self.free_running_loss = free_running_loss
         self._free_nll = {"val": 0.0, "test": 0.0}
         self.nonfinite_loss = nonfinite_loss
@@ -76,8 +79,11 @@ class Seq2SeqModule(L.LightningModule):
         self.skipped_batches = 0
 
     def on_fit_start(self) -> None:
-        """``compile_loop``: the decoder's per-position function compiled in every process
-        (``ddp_spawn`` hands its workers the model pickled, before this hook compiles it)."""
+        """The distillation teacher on the student's device; ``compile_loop``: the decoder's
+        per-position function compiled in every process (``ddp_spawn`` hands its workers the
+        model pickled, before this hook compiles it)."""
+        if self.teacher is not None:
+            self.teacher.to(self.device)
         if not self._compile_loop:
             return
         if self.model.decoder.compile_loop():
@@ -97,7 +103,8 @@ class Seq2SeqModule(L.LightningModule):
             compute_logits=False,
         )
         tokens = batch.num_target_tokens
-        loss = training_nll(self.model, output, batch.tgt_out, self.label_smoothing) / tokens
+        soft = None if self.teacher is None else self.teacher.soft_targets(batch)
+        loss = training_nll(self.model, output, batch.tgt_out, self.label_smoothing, soft) / tokens
         if largest_over_ranks(self.trainer, int(not torch.isfinite(loss).item())):
             message = f"non-finite training loss at step {self.global_step}"
             if self.nonfinite_loss == "stop":
@@ -314,10 +321,14 @@ def _numpy_state() -> tuple[Any, ...]:
 
 
 def build_module(
-    cfg: DictConfig, run: RunConfig, datamodule: TranslationDataModule
+    cfg: DictConfig,
+    run: RunConfig,
+    datamodule: TranslationDataModule,
+    teacher: Teacher | None = None,
 ) -> Seq2SeqModule:
     """Build the network at the tokenizers' vocabulary sizes and wrap it for training; ``run``
-    is the checked config (:func:`seq2attn.config.validate`), ``cfg`` gives the nodes to build."""
+    is the checked config (:func:`seq2attn.config.validate`), ``cfg`` gives the nodes to build,
+    ``teacher`` the distillation teacher (:func:`seq2attn.distillation.load_teacher`)."""
     model = build_model(
         run.model,
         run.scorer,
@@ -341,4 +352,5 @@ def build_module(
         nonfinite_loss=run.nonfinite_loss,
         free_running_loss=run.free_running_loss,
         compile_loop=run.compile_loop,
+        teacher=teacher,
     )

@@ -26,6 +26,7 @@ from seq2attn.config import validate
 from seq2attn.config.trainer import check_validation_interval
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
+from seq2attn.distillation import load_teacher
 from seq2attn.faults import Preempted
 from seq2attn.inference import Translator
 from seq2attn.inference.outputs import (
@@ -66,7 +67,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resume_from is None and is_rank_zero() and not dev_run:
         write_run_record(config, output_dir, None, precision)
 
-    datamodule: TranslationDataModule = build_datamodule(run.data)
+    teacher = load_teacher(run.distillation, Path(cfg.paths.log_dir), run.model.share_embeddings)
+    tokenizers = None if teacher is None else teacher.tokenizers
+    datamodule: TranslationDataModule = build_datamodule(run.data, tokenizers)
     datamodule.setup("fit")
     if isinstance(cfg.trainer.get("val_check_interval"), int):
         check_validation_interval(cfg.trainer, len(datamodule.train_dataloader()))
@@ -75,7 +78,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if is_rank_zero():  # only once the resume is accepted: a refused one leaves no trace
             write_run_record(config, output_dir, resume_from, precision)
             log.info("resuming from %s", shown_path(resume_from))
-    module = build_module(cfg, run, datamodule)
+    module = build_module(cfg, run, datamodule, teacher)
     if is_rank_zero():
         count = sum(p.numel() for p in module.model.parameters())
         log.info(

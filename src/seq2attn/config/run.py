@@ -124,6 +124,25 @@ class EvalSplit(str, Enum):
 
 
 @dataclass
+class DistillationSchema:
+    """Word-level knowledge distillation (:mod:`seq2attn.loss`): ``teacher``, a checkpoint file
+    or run folder (its best checkpoint), whose next-piece distributions get ``weight`` in the
+    training targets; the student trains on the teacher's tokenizers. Off without a teacher."""
+
+    teacher: str | None = None
+    weight: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.weight <= 1:
+            raise ConfigError(f"distillation.weight={self.weight}: must lie in [0, 1]")
+        if self.teacher is not None and self.weight == 0:
+            raise ConfigError(
+                f"distillation.weight=0 with distillation.teacher={self.teacher}: the teacher "
+                "would have no say; give a weight in (0, 1], or distillation.teacher=null"
+            )
+
+
+@dataclass
 class TrainingSchema:
     """The training config's own keys (``conf/train.yaml``) that the run reads."""
 
@@ -134,6 +153,7 @@ class TrainingSchema:
     resume_to: ResumeTo = ResumeTo.same_folder
     free_running_loss: bool = False
     compile_loop: bool = False
+    distillation: DistillationSchema = field(default_factory=DistillationSchema)
 
     def __post_init__(self) -> None:
         unit_interval("label_smoothing", self.label_smoothing)
@@ -210,7 +230,8 @@ class RunConfig:
     scheduler steps (``epoch`` or ``step``) and ``anneal_to_time_limit`` whether it reads the
     time spent (``scheduler.*``); ``nonfinite_loss`` is ``stop`` or ``skip``;
     ``free_running_loss`` whether validation also scores the decoder fed its own argmax;
-    ``compile_loop`` whether training compiles the decoder's per-position function.
+    ``compile_loop`` whether training compiles the decoder's per-position function;
+    ``distillation`` the teacher whose distributions the targets mix in, if any.
     """
 
     model: ModelSchema
@@ -225,6 +246,7 @@ class RunConfig:
     nonfinite_loss: str
     free_running_loss: bool = False
     compile_loop: bool = False
+    distillation: DistillationSchema = field(default_factory=DistillationSchema)
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -239,6 +261,11 @@ def validate(cfg: DictConfig) -> RunConfig:
         )
     own = check(TrainingSchema, _keys(cfg, TrainingSchema), "")
     own.decoding.check_attention(model.attention != AttentionWiring.none)
+    if own.distillation.teacher is not None and data.spm_model is not None:
+        raise ConfigError(
+            f"data.spm_model={data.spm_model} with distillation.teacher: the student trains on "
+            "the teacher's tokenizers; set data.spm_model=null"
+        )
     check_hardware(cfg.trainer)
     check_trainer(cfg.trainer)
     check_optimizer(cfg.optimizer)
@@ -261,6 +288,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         nonfinite_loss=own.nonfinite_loss.value,
         free_running_loss=own.free_running_loss,
         compile_loop=own.compile_loop,
+        distillation=own.distillation,
     )
 
 

@@ -69,8 +69,10 @@ class TranslationDataModule(L.LightningDataModule):
         num_workers: int,
         subword_alpha: float | None = None,
         subword_nbest: int = -1,
+        tokenizers: tuple[Tokenizer, Tokenizer] | None = None,
     ) -> None:
         super().__init__()
+        self.given_tokenizers = tokenizers
         self.corpus = corpus
         self.text_filter = TextFilter(normalization, drop_empty, max_chars)
         self.length_filter = LengthFilter(min_length, max_length, max_length_ratio)
@@ -171,6 +173,11 @@ class TranslationDataModule(L.LightningDataModule):
     def _build_tokenizers(
         self, train_key: str, train: Callable[[], ParallelCorpus]
     ) -> tuple[tuple[str, Tokenizer], tuple[str, Tokenizer]]:
+        if self.given_tokenizers is not None:  # a distillation teacher's, keyed by their bytes
+            src, tgt = self.given_tokenizers
+            sizes = src.vocab_size, tgt.vocab_size
+            log.info("using the teacher's tokenizers (%d and %d ids)", *sizes)
+            return (model_key("given", src), src), (model_key("given", tgt), tgt)
         if self.spm_model is not None:  # used for both sides, keyed by its bytes
             try:
                 given = Tokenizer.from_file(self.spm_model)
@@ -347,10 +354,13 @@ class TranslationDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
 
-def build_datamodule(data: DataPipeline | DictConfig) -> TranslationDataModule:
+def build_datamodule(
+    data: DataPipeline | DictConfig, tokenizers: tuple[Tokenizer, Tokenizer] | None = None
+) -> TranslationDataModule:
     """The data module of a ``data`` config checked by ``seq2attn.config.validate`` (a node is
-    checked here by :func:`validate_data`); a corpus that rejects its arguments (e.g. an unknown
-    Multi30k language) raises its :class:`CorpusError`."""
+    checked here by :func:`validate_data`), with the given (source, target) ``tokenizers`` in
+    place of the config's; a corpus that rejects its arguments (e.g. an unknown Multi30k
+    language) raises its :class:`CorpusError`."""
     if isinstance(data, DictConfig):
         data = validate_data(data)
     try:
@@ -359,7 +369,8 @@ def build_datamodule(data: DataPipeline | DictConfig) -> TranslationDataModule:
         if isinstance(error.__cause__, CorpusError):
             raise error.__cause__ from None
         raise
-    return get_class(data._target_)(corpus=corpus, **data.module_arguments())
+    module = get_class(data._target_)
+    return module(corpus=corpus, tokenizers=tokenizers, **data.module_arguments())
 
 
 def attached_datamodule(trainer: L.Trainer) -> TranslationDataModule:

@@ -1,0 +1,80 @@
+"""Word-level knowledge distillation (Kim and Rush, 2016): a trained teacher reads each training
+batch teacher-forced, and its next-piece distributions q_t = softmax(z_t^teacher) join the
+student's targets with weight alpha (:func:`seq2attn.loss.linear_cross_entropy`):
+
+    targets_t = (1 - alpha) ((1 - eps) onehot(y_t) + eps / V) + alpha q_t
+
+The teacher is a seq2attn checkpoint, read like any other (its stored config builds only the
+model); the student trains on its tokenizers, so that both score the same pieces.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from seq2attn.checkpoints.loading import load_checkpoints, resolve_checkpoint
+from seq2attn.config import ConfigError
+from seq2attn.config.run import DistillationSchema
+from seq2attn.data.dataset import Batch
+from seq2attn.data.tokenizer import Tokenizer
+from seq2attn.loss import SoftTargets
+from seq2attn.models.seq2seq import Seq2Seq
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Teacher:
+    """A frozen model in eval mode (no dropout) and the weight of its distributions."""
+
+    model: Seq2Seq
+    path: Path
+    src_tokenizer: Tokenizer
+    tgt_tokenizer: Tokenizer
+    weight: float
+
+    @property
+    def tokenizers(self) -> tuple[Tokenizer, Tokenizer]:
+        """(source, target): the student's, so that both score the same pieces."""
+        return self.src_tokenizer, self.tgt_tokenizer
+
+    def to(self, device: torch.device) -> None:
+        self.model.to(device)
+
+    def soft_targets(self, batch: Batch) -> SoftTargets:
+        """The teacher's distributions (B, T, V) at the batch's target positions, fed the gold
+        prefix; computed without gradients, in the precision the step runs in."""
+        with torch.no_grad():
+            logits = self.model(batch.src, batch.src_lengths, batch.tgt_in).logits
+            assert logits is not None
+            return SoftTargets(logits.float().softmax(dim=-1), self.weight)
+
+
+def load_teacher(
+    settings: DistillationSchema, log_dir: Path, share_embeddings: bool
+) -> Teacher | None:
+    """The teacher of ``distillation`` (None when it names none), frozen; a checkpoint that is
+    an ensemble's list or whose two tokenizers differ under ``model.share_embeddings`` is
+    refused."""
+    if settings.teacher is None:
+        return None
+    path = resolve_checkpoint(settings.teacher, log_dir)
+    loaded = load_checkpoints([path])
+    assert isinstance(loaded.model, Seq2Seq)  # one file, so no ensemble
+    if share_embeddings and loaded.src_tokenizer.proto != loaded.tgt_tokenizer.proto:
+        raise ConfigError(
+            f"model.share_embeddings=true with distillation.teacher={settings.teacher}: the "
+            "teacher's source and target tokenizers differ, and the student trains on them; "
+            "set model.share_embeddings=false"
+        )
+    loaded.model.requires_grad_(False)
+    log.info(
+        "distilling from %s: its distributions get weight %g in the targets",
+        path,
+        settings.weight,
+    )
+    return Teacher(loaded.model, path, loaded.src_tokenizer, loaded.tgt_tokenizer, settings.weight)
