@@ -55,7 +55,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     run = validate(cfg)
     configure_cpu(run.cpu)
     L.seed_everything(cfg.seed)
-    teacher = load_teacher(run.distillation, Path(cfg.paths.log_dir), run.model.share_embeddings)
+    teacher = load_teacher(run.distillation, run.model.share_embeddings)
     tokenizers = None if teacher is None else teacher.tokenizers
     datamodule = build_datamodule(run.data, tokenizers)
     datamodule.setup("fit")

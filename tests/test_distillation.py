@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seq2attn import distillation
 from seq2attn import loss as loss_module
 from seq2attn.checkpoints import CheckpointError
-from seq2attn.checkpoints.loading import read_checkpoint, resolve_checkpoint
+from seq2attn.checkpoints.loading import load_checkpoints, read_checkpoint, resolve_checkpoint
 from seq2attn.config import ConfigError, validate
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.distillation import Teacher, load_teacher
@@ -77,16 +78,38 @@ def test_the_logits_path_equals_the_fused_one() -> None:
     torch.testing.assert_close(_grads(from_logits, features, layer), _grads(fused, features, layer))
 
 
-def test_a_teacher_that_agrees_with_the_references_changes_nothing() -> None:
-    """q = the smoothed one-hot targets themselves: any weight gives the plain loss."""
-    features, layer, targets, _ = _inputs(2)
+def test_only_a_teacher_that_disagrees_with_the_references_changes_the_loss() -> None:
+    """q = the smoothed one-hot targets themselves: any weight gives the plain loss; another q
+    does not."""
+    features, layer, targets, other = _inputs(2)
     smoothing, classes = 0.1, layer.out_features
     smoothed = F.one_hot(targets, classes).float() * (1 - smoothing) + smoothing / classes
     plain = linear_cross_entropy(features, layer, targets, smoothing, PAD)
-    mixed = linear_cross_entropy(
-        features, layer, targets, smoothing, PAD, SoftTargets(smoothed, 0.7)
+    agreeing = SoftTargets(smoothed, 0.7)
+    torch.testing.assert_close(
+        linear_cross_entropy(features, layer, targets, smoothing, PAD, agreeing), plain
     )
-    torch.testing.assert_close(mixed, plain)
+    disagreeing = linear_cross_entropy(
+        features, layer, targets, smoothing, PAD, SoftTargets(other, 0.7)
+    )
+    assert abs(disagreeing.item() - plain.item()) > 0.1
+
+
+def test_under_bf16_autocast_the_padded_rows_take_no_teacher_term() -> None:
+    """On a CPU the bf16 product pads the kept rows to a multiple of 64 with zero rows; the
+    teacher's rows must line up with the kept ones and the padding must get no gradient."""
+    torch.manual_seed(3)
+    features = torch.randn(7, 11, 8, requires_grad=True)
+    layer = nn.Linear(8, 13)
+    targets = torch.randint(1, 13, (7, 11))
+    targets[:, 9:] = PAD  # 63 kept rows: padded to 64
+    teacher = torch.randn(7, 11, 13).softmax(dim=-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = linear_cross_entropy(features, layer, targets, 0.1, PAD, SoftTargets(teacher, 0.5))
+        reference = _reference(features, layer, targets, teacher, 0.1, 0.5)
+    torch.testing.assert_close(fused, reference.float(), rtol=2e-2, atol=0)
+    (grad,) = torch.autograd.grad(fused, [features])
+    assert torch.count_nonzero(grad[targets == PAD]) == 0
 
 
 @pytest.mark.parametrize(
@@ -113,7 +136,22 @@ def test_bad_distillation_settings_are_named(
 def test_a_missing_teacher_is_named(compose_train: Compose, tmp_path: Path) -> None:
     run = validate(compose_train(f"distillation.teacher={tmp_path / 'gone.ckpt'}"))
     with pytest.raises(CheckpointError, match="gone.ckpt"):
-        load_teacher(run.distillation, tmp_path, share_embeddings=False)
+        load_teacher(run.distillation, share_embeddings=False)
+
+
+def test_a_teacher_of_another_direction_is_refused(
+    compose_train: Compose, trained_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def english_to_german(files):  # type: ignore[no-untyped-def]
+        loaded = load_checkpoints(files)
+        loaded.config["data"] |= {"src_lang": "en", "tgt_lang": "de"}
+        return loaded
+
+    monkeypatch.setattr(distillation, "load_checkpoints", english_to_german)
+    run = validate(compose_train(f"distillation.teacher={trained_run}"))
+    with pytest.raises(ConfigError, match=r"translates en->de, this run de->en"):
+        load_teacher(run.distillation, False, ("de", "en"))
+    assert load_teacher(run.distillation, False, (None, None)) is not None  # nothing to compare
 
 
 def test_the_training_loss_mixes_in_the_teachers_distributions(
@@ -121,7 +159,7 @@ def test_the_training_loss_mixes_in_the_teachers_distributions(
 ) -> None:
     cfg = compose_train(f"distillation.teacher={trained_run}", "distillation.weight=0.6")
     run = validate(cfg)
-    teacher = load_teacher(run.distillation, trained_run, share_embeddings=False)
+    teacher = load_teacher(run.distillation, share_embeddings=False)
     assert teacher is not None and teacher.weight == 0.6
     datamodule = build_datamodule(run.data, teacher.tokenizers)
     datamodule.setup("fit")

@@ -47,7 +47,8 @@ class Teacher:
 
     def soft_targets(self, batch: Batch) -> SoftTargets:
         """The teacher's distributions (B, T, V) at the batch's target positions, fed the gold
-        prefix; computed without gradients, in the precision the step runs in."""
+        prefix; computed without gradients in fp32 weights, under the step's autocast if any.
+        They are held whole, padding positions included, until the loss has read them."""
         with torch.no_grad():
             logits = self.model(batch.src, batch.src_lengths, batch.tgt_in).logits
             assert logits is not None
@@ -55,16 +56,26 @@ class Teacher:
 
 
 def load_teacher(
-    settings: DistillationSchema, log_dir: Path, share_embeddings: bool
+    settings: DistillationSchema,
+    share_embeddings: bool,
+    languages: tuple[str | None, str | None] = (None, None),
 ) -> Teacher | None:
-    """The teacher of ``distillation`` (None when it names none), frozen; a checkpoint that is
-    an ensemble's list or whose two tokenizers differ under ``model.share_embeddings`` is
-    refused."""
+    """The teacher of ``distillation`` (None when it names none), frozen. Refused: a teacher
+    trained for other (source, target) ``languages`` where both runs name theirs, and one whose
+    two tokenizers differ under ``model.share_embeddings``. ``last`` is not a shorthand here
+    (it would name the newest run, which may be the student's own)."""
     if settings.teacher is None:
         return None
-    path = resolve_checkpoint(settings.teacher, log_dir)
+    path = resolve_checkpoint(settings.teacher)
     loaded = load_checkpoints([path])
     assert isinstance(loaded.model, Seq2Seq)  # one file, so no ensemble
+    data = loaded.config.get("data") or {}
+    theirs = (data.get("src_lang"), data.get("tgt_lang"))
+    if None not in theirs and None not in languages and theirs != languages:
+        raise ConfigError(
+            f"distillation.teacher={settings.teacher} translates {theirs[0]}->{theirs[1]}, "
+            f"this run {languages[0]}->{languages[1]}: give a teacher of this direction"
+        )
     if share_embeddings and loaded.src_tokenizer.proto != loaded.tgt_tokenizer.proto:
         raise ConfigError(
             f"model.share_embeddings=true with distillation.teacher={settings.teacher}: the "

@@ -20,7 +20,7 @@ place (under autocast the product runs in the autocast dtype, the softmax in fp3
 (rows x V) buffer in the product's dtype: the only one kept for the backward pass, which scales
 it by the loss's gradient in place (so it runs once per forward) and multiplies it whole. So the
 fp32 logits of all rows, their log-probabilities and a scaled copy of the gradient never exist
-at once.
+at once (a distillation teacher's distributions, one per kept row, are the exception).
 
 Where the products run in bf16 or fp16 on a CPU (oneDNN), the kept rows are padded with zero
 rows to a multiple of :data:`ROW_MULTIPLE`. oneDNN compiles a kernel for each distinct product

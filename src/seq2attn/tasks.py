@@ -67,7 +67,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if resume_from is None and is_rank_zero() and not dev_run:
         write_run_record(config, output_dir, None, precision)
 
-    teacher = load_teacher(run.distillation, Path(cfg.paths.log_dir), run.model.share_embeddings)
+    languages = (cfg.data.get("src_lang"), cfg.data.get("tgt_lang"))
+    teacher = load_teacher(run.distillation, run.model.share_embeddings, languages)
     tokenizers = None if teacher is None else teacher.tokenizers
     datamodule: TranslationDataModule = build_datamodule(run.data, tokenizers)
     datamodule.setup("fit")
@@ -106,6 +107,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 return {"preempted": float(stopped)}
             reason = stop_reason(trainer)
             release_training_state(trainer, module)
+            module.teacher = None  # the closing test scores the references alone
             metrics = _test_best(trainer, module, datamodule, output_dir)
         except Preempted as stop:
             return {"preempted": float(stop.signum)}

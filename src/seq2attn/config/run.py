@@ -127,7 +127,8 @@ class EvalSplit(str, Enum):
 class DistillationSchema:
     """Word-level knowledge distillation (:mod:`seq2attn.loss`): ``teacher``, a checkpoint file
     or run folder (its best checkpoint), whose next-piece distributions get ``weight`` in the
-    training targets; the student trains on the teacher's tokenizers. Off without a teacher."""
+    training targets; the student trains on the teacher's tokenizers (its own vocabulary
+    settings are not used). Off without a teacher."""
 
     teacher: str | None = None
     weight: float = 0.5
@@ -254,14 +255,15 @@ def validate(cfg: DictConfig) -> RunConfig:
     model = check(ModelSchema, cfg.model, "model")
     scorer = check_scorer(cfg.model.scorer, model)
     data = validate_data(cfg.data)
-    if model.share_embeddings and not (data.joint_vocab or data.spm_model):
+    own = check(TrainingSchema, _keys(cfg, TrainingSchema), "")
+    teacher = own.distillation.teacher  # brings its tokenizers: load_teacher checks them
+    if model.share_embeddings and not (data.joint_vocab or data.spm_model or teacher):
         raise ConfigError(
             "model.share_embeddings=true needs one vocabulary for both sides: set "
             "data.joint_vocab=true or give data.spm_model"
         )
-    own = check(TrainingSchema, _keys(cfg, TrainingSchema), "")
     own.decoding.check_attention(model.attention != AttentionWiring.none)
-    if own.distillation.teacher is not None and data.spm_model is not None:
+    if teacher is not None and data.spm_model is not None:
         raise ConfigError(
             f"data.spm_model={data.spm_model} with distillation.teacher: the student trains on "
             "the teacher's tokenizers; set data.spm_model=null"
