@@ -135,9 +135,9 @@ def _nan_for_first_calls(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
     real = module_lib.training_nll
     count = {"n": 0}
 
-    def training_nll(model, output, targets: torch.Tensor, label_smoothing: float = 0.0):
+    def training_nll(model, output, targets: torch.Tensor, label_smoothing=0.0, soft=None):
         count["n"] += 1
-        loss = real(model, output, targets, label_smoothing)
+        loss = real(model, output, targets, label_smoothing, soft)
         return loss * float("nan") if count["n"] <= calls else loss
 
     monkeypatch.setattr(module_lib, "training_nll", training_nll)
