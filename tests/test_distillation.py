@@ -59,7 +59,7 @@ def test_fused_loss_and_gradients_equal_the_mixed_target_cross_entropy(
 ) -> None:
     monkeypatch.setattr(loss_module, "CHUNK_ROWS", chunk_rows)
     features, layer, targets, teacher = _inputs()
-    soft = SoftTargets(teacher, weight)
+    soft = SoftTargets(teacher.log(), weight)
     fused = linear_cross_entropy(features, layer, targets, smoothing, PAD, soft)
     reference = _reference(features, layer, targets, teacher, smoothing, weight)
     torch.testing.assert_close(fused, reference)
@@ -71,7 +71,7 @@ def test_fused_loss_and_gradients_equal_the_mixed_target_cross_entropy(
 
 def test_the_logits_path_equals_the_fused_one() -> None:
     features, layer, targets, teacher = _inputs(1)
-    soft = SoftTargets(teacher, 0.4)
+    soft = SoftTargets(teacher.log(), 0.4)
     from_logits = token_nll(layer(features), targets, 0.1, soft)
     fused = linear_cross_entropy(features, layer, targets, 0.1, PAD, soft)
     torch.testing.assert_close(from_logits, fused)
@@ -85,12 +85,12 @@ def test_only_a_teacher_that_disagrees_with_the_references_changes_the_loss() ->
     smoothing, classes = 0.1, layer.out_features
     smoothed = F.one_hot(targets, classes).float() * (1 - smoothing) + smoothing / classes
     plain = linear_cross_entropy(features, layer, targets, smoothing, PAD)
-    agreeing = SoftTargets(smoothed, 0.7)
+    agreeing = SoftTargets(smoothed.log(), 0.7)
     torch.testing.assert_close(
         linear_cross_entropy(features, layer, targets, smoothing, PAD, agreeing), plain
     )
     disagreeing = linear_cross_entropy(
-        features, layer, targets, smoothing, PAD, SoftTargets(other, 0.7)
+        features, layer, targets, smoothing, PAD, SoftTargets(other.log(), 0.7)
     )
     assert abs(disagreeing.item() - plain.item()) > 0.1
 
@@ -105,7 +105,8 @@ def test_under_bf16_autocast_the_padded_rows_take_no_teacher_term() -> None:
     targets[:, 9:] = PAD  # 63 kept rows: padded to 64
     teacher = torch.randn(7, 11, 13).softmax(dim=-1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        fused = linear_cross_entropy(features, layer, targets, 0.1, PAD, SoftTargets(teacher, 0.5))
+        soft = SoftTargets(teacher.log(), 0.5)
+        fused = linear_cross_entropy(features, layer, targets, 0.1, PAD, soft)
         reference = _reference(features, layer, targets, teacher, 0.1, 0.5)
     torch.testing.assert_close(fused, reference.float(), rtol=2e-2, atol=0)
     (grad,) = torch.autograd.grad(fused, [features])

@@ -46,13 +46,13 @@ class Teacher:
         self.model.to(device)
 
     def soft_targets(self, batch: Batch) -> SoftTargets:
-        """The teacher's distributions (B, T, V) at the batch's target positions, fed the gold
-        prefix; computed without gradients in fp32 weights, under the step's autocast if any.
-        They are held whole, padding positions included, until the loss has read them."""
+        """The teacher's logits (B, T, V) at the batch's target positions, fed the gold prefix;
+        computed without gradients in fp32 weights, under the step's autocast if any. The loss
+        takes their softmax over the non-padding rows only."""
         with torch.no_grad():
             logits = self.model(batch.src, batch.src_lengths, batch.tgt_in).logits
             assert logits is not None
-            return SoftTargets(logits.float().softmax(dim=-1), self.weight)
+            return SoftTargets(logits, self.weight)
 
 
 def load_teacher(

@@ -20,7 +20,8 @@ place (under autocast the product runs in the autocast dtype, the softmax in fp3
 (rows x V) buffer in the product's dtype: the only one kept for the backward pass, which scales
 it by the loss's gradient in place (so it runs once per forward) and multiplies it whole. So the
 fp32 logits of all rows, their log-probabilities and a scaled copy of the gradient never exist
-at once (a distillation teacher's distributions, one per kept row, are the exception).
+at once (a distillation teacher's logits, one row per kept row, are the exception; their
+softmax is taken a chunk at a time).
 
 Where the products run in bf16 or fp16 on a CPU (oneDNN), the kept rows are padded with zero
 rows to a multiple of :data:`ROW_MULTIPLE`. oneDNN compiles a kernel for each distinct product
@@ -50,9 +51,10 @@ CHUNK_ROWS = 512  # a multiple of ROW_MULTIPLE
 
 
 class SoftTargets(NamedTuple):
-    """A teacher's next-piece distributions (..., V) and the weight they get in the targets."""
+    """A teacher's logits (..., V), whose softmax over the non-padding rows is its next-piece
+    distributions, and the weight those get in the targets."""
 
-    probs: Tensor
+    logits: Tensor
     weight: float
 
 
@@ -97,12 +99,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
         targets: Tensor,
         label_smoothing: float,
         ignore_index: int,
-        soft: Tensor | None,
+        teacher_logits: Tensor | None,
         alpha: float,
     ) -> Tensor:
         keep = targets != ignore_index
         rows, gold = features[keep], targets[keep]
-        soft = None if soft is None else soft[keep].float()
+        soft = None if teacher_logits is None else teacher_logits[keep]
         hard = 1 - alpha if soft is not None else 1.0  # the one-hot targets' share
         kept = rows.size(0)
         padding = _rows_padding(rows, weight)
@@ -118,9 +120,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
             z = F.linear(rows[start:stop], weight, bias).float()  # the product in autocast's dtype
             lse = z.logsumexp(dim=-1)
             chunk_gold = gold[start : start + real]
-            chunk_soft = None if soft is None else soft[start : start + real]
-            smoothing = label_smoothing
-            loss += _chunk_loss(z[:real], lse[:real], chunk_gold, smoothing, chunk_soft, alpha)
+            chunk_soft = None
+            if soft is not None:  # the teacher's distributions, a chunk of rows at a time
+                chunk_soft = soft[start : start + real].float().softmax(dim=-1)
+            loss += _chunk_loss(
+                z[:real], lse[:real], chunk_gold, label_smoothing, chunk_soft, alpha
+            )
             grad = z.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
             grad[real:] = 0  # the padding rows
             grad[:real].scatter_add_(
@@ -182,7 +187,7 @@ def linear_cross_entropy(
         targets.reshape(-1),
         label_smoothing,
         ignore_index,
-        None if soft is None else soft.probs.reshape(-1, soft.probs.size(-1)),
+        None if soft is None else soft.logits.reshape(-1, soft.logits.size(-1)),
         0.0 if soft is None else soft.weight,
     )
 
@@ -202,7 +207,7 @@ def token_nll(
     if soft is None:
         return loss
     keep = gold != PAD_ID
-    probs = soft.probs.flatten(0, 1)[keep].float()
+    probs = soft.logits.flatten(0, 1)[keep].float().softmax(dim=-1)
     teacher_term = -(probs * z[keep].log_softmax(dim=-1)).sum()
     return (1 - soft.weight) * loss + soft.weight * teacher_term
 
