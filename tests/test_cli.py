@@ -343,6 +343,54 @@ def test_translate_refuses_to_write_over_its_input(trained_run: Path, tmp_path: 
     assert [p.name for p in tmp_path.iterdir()] == ["in.txt"]  # no temporary file left
 
 
+def test_translate_writes_the_nbest_list_of_every_line(trained_run: Path, tmp_path: Path) -> None:
+    sources = ToyCorpus(num_train=3000, num_val=100, num_test=100).splits()["test"].src[:4]
+    lines = [sources[0], "", *sources[1:]]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    cfg = compose_config(
+        "translate",
+        [f"ckpt_path={trained_run}", f"input={tmp_path / 'in.txt'}",
+         f"output={tmp_path / 'out.txt'}", f"nbest_output={tmp_path / 'nbest.txt'}",
+         "decoding.beam_size=3", "decoding.n_best=3", "chunk_size=2"],
+    )  # fmt: skip
+    translate(cfg)
+    out = (tmp_path / "out.txt").read_text().split("\n")[:-1]
+    rows = [line.split(" ||| ") for line in (tmp_path / "nbest.txt").read_text().splitlines()]
+    assert rows[3] == ["1", "", "0.0000"]  # the empty line, after line 0's three
+    del rows[3]
+    assert [int(row[0]) for row in rows] == [0, 0, 0, 2, 2, 2, 3, 3, 3, 4, 4, 4]
+    decoding = DecodingSchema(strategy="beam", beam_size=3, n_best=3, length_penalty=0.6)
+    alone = load(trained_run).translate(sources, decoding)
+    tokenizer = load(trained_run).tgt_tokenizer
+    for i, translation in enumerate(alone):
+        kept = rows[3 * i : 3 * i + 3]
+        assert [row[1] for row in kept] == tokenizer.decode([h.tokens for h in translation.nbest])
+        assert [float(row[2]) for row in kept] == pytest.approx(  # other batches: other sums
+            [h.score for h in translation.nbest], abs=1e-3
+        )
+        assert kept[0][1] == out[[0, 2, 3, 4][i]]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("out.txt", r"nbest_output=.*out\.txt: the same file as output="),
+     ("in.txt", r"nbest_output=.*in\.txt: the same file as input=")],
+)  # fmt: skip
+def test_translate_refuses_an_nbest_output_over_its_input_or_output(
+    trained_run: Path, tmp_path: Path, target: str, message: str
+) -> None:
+    (tmp_path / "in.txt").write_text("the big dogs see a small cat\n")
+    cfg = compose_config(
+        "translate",
+        [f"ckpt_path={trained_run}", f"input={tmp_path / 'in.txt'}",
+         f"output={tmp_path / 'out.txt'}", f"nbest_output={tmp_path / '.' / target}"],
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=message):
+        translate(cfg)
+    assert (tmp_path / "in.txt").read_text() == "the big dogs see a small cat\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["in.txt"]  # nothing written, no temporary
+
+
 def test_translate_splits_lines_on_newline_only(trained_run: Path, tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_bytes(b"the dog\rsees a cat\nthe cat runs\r\n\xff\xfe the dog\n")
     out = tmp_path / "out.txt"

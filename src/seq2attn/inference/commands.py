@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +13,25 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from seq2attn.attention_page import PageHeader, PageSentence
-from seq2attn.config import DecodingSchema, validate_eval, validate_translate
+from seq2attn.config import ConfigError, DecodingSchema, validate_eval, validate_translate
 from seq2attn.cpu_tuning import configure_cpu
-from seq2attn.inference.lines import LinePolicy, open_input, open_output, read_chunks, read_split
+from seq2attn.inference.lines import (
+    LinePolicy,
+    open_input,
+    open_output,
+    read_chunks,
+    read_split,
+    same_file,
+)
 from seq2attn.inference.loading import data_config_for, load
 from seq2attn.inference.outputs import (
+    nbest_lines,
     page_header,
     page_sentence,
     write_attention_page,
     write_heatmaps,
     write_json,
     write_lines,
-    write_nbest,
 )
 from seq2attn.inference.translator import Translator
 from seq2attn.metrics import corpus_scores, output_scores
@@ -86,7 +94,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     write_lines(output_dir / f"{split}.hyp.txt", translations.texts)
     write_lines(output_dir / f"{split}.ref.txt", pairs.tgt)
     if settings.decoding.n_best > 1:
-        write_nbest(output_dir / f"{split}.nbest.txt", translations.items, translator.tgt_tokenizer)
+        nbest = nbest_lines(translations.items, translator.tgt_tokenizer)
+        write_lines(output_dir / f"{split}.nbest.txt", nbest)
     if settings.attention_page:
         shown = range(min(settings.attention_page, len(translations)))
         page = write_attention_page(
@@ -124,6 +133,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def translate(cfg: DictConfig) -> None:
     """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
     settings = validate_translate(cfg)
+    nbest_output = cfg.get("nbest_output")
+    if nbest_output is not None and cfg.output is not None and same_file(nbest_output, cfg.output):
+        raise ConfigError(
+            f"nbest_output={nbest_output}: the same file as output={cfg.output}: give another path"
+        )
     configure_cpu(settings.cpu)
     settings = dataclasses.replace(
         settings, decoding=resolve_output_precision(settings.decoding, cfg.paths.cache_dir)
@@ -136,6 +150,9 @@ def translate(cfg: DictConfig) -> None:
     with (
         open_input(cfg.input, policy) as source,
         open_output(cfg.output, cfg.input) as sink,
+        open_output(nbest_output, cfg.input, "nbest_output")
+        if nbest_output
+        else nullcontext() as nbest_sink,
         # on a terminal only (stderr): a count of translated sentences and their rate
         tqdm(desc="translating", unit=" sentences", disable=None) as bar,
     ):
@@ -150,6 +167,9 @@ def translate(cfg: DictConfig) -> None:
             )
             sink.writelines(text + "\n" for text in translations.texts)
             sink.flush()
+            if nbest_sink is not None:
+                lines = nbest_lines(translations.items, translator.tgt_tokenizer, sentences)
+                nbest_sink.writelines(line + "\n" for line in lines)
             sentences += translations.stats.sentences
             bar.update(translations.stats.sentences)
             seconds += translations.stats.seconds

@@ -166,8 +166,11 @@ def open_input(path: str | None, policy: LinePolicy) -> Iterator[Iterator[str]]:
 
 
 @contextlib.contextmanager
-def open_output(path: str | None, input_path: str | None = None) -> Iterator[TextIO]:
-    """A file written whole or not at all, or stdout when ``path`` is null.
+def open_output(
+    path: str | None, input_path: str | None = None, key: str = "output"
+) -> Iterator[TextIO]:
+    """A file written whole or not at all, or stdout when ``path`` is null; ``key`` is the option
+    that named it.
 
     Raises:
         ConfigError: ``path`` is the input file, which would be emptied before it is read, or
@@ -176,15 +179,15 @@ def open_output(path: str | None, input_path: str | None = None) -> Iterator[Tex
     if path is None:
         yield sys.stdout
         return
-    if input_path is not None and _same_file(path, input_path):
+    if input_path is not None and same_file(path, input_path):
         raise ConfigError(
-            f"output={path}: the same file as input={input_path}; writing it would destroy the "
+            f"{key}={path}: the same file as input={input_path}; writing it would destroy the "
             "sentences before they are read: give another output path"
         )
     try:
         fd, tmp = atomic_temporary(Path(path))
     except OSError as error:
-        raise ConfigError(f"output={path}: cannot write it ({error.strerror})") from None
+        raise ConfigError(f"{key}={path}: cannot write it ({error.strerror})") from None
     try:
         with open(fd, "w", encoding="utf-8", newline="\n") as handle:
             yield handle
@@ -194,7 +197,8 @@ def open_output(path: str | None, input_path: str | None = None) -> Iterator[Tex
         raise
 
 
-def _same_file(a: str, b: str) -> bool:
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (existing or to be made)."""
     if os.path.exists(a) and os.path.exists(b):
         return os.path.samefile(a, b)
     return Path(a).resolve() == Path(b).resolve()

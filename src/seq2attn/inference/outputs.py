@@ -32,16 +32,22 @@ def write_lines(path: Path, lines: Sequence[str]) -> None:
     atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
 
 
-def write_nbest(path: Path, translations: Sequence[Translation], tokenizer: Tokenizer) -> None:
-    """Moses-style n-best list: ``sentence ||| hypothesis ||| model score``."""
+def nbest_lines(
+    translations: Sequence[Translation], tokenizer: Tokenizer, first: int = 0
+) -> list[str]:
+    """Moses-style n-best lines, ``sentence ||| hypothesis ||| model score``, sentences counted
+    from ``first``; an empty source gets one empty hypothesis of score 0."""
     lines = []
-    for index, translation in enumerate(translations):
+    for index, translation in enumerate(translations, start=first):
+        if not translation.nbest:
+            lines.append(f"{index} |||  ||| {0.0:.4f}")
+            continue
         texts = tokenizer.decode([hyp.tokens for hyp in translation.nbest])
         lines += [
             f"{index} ||| {text} ||| {hyp.score:.4f}"
             for hyp, text in zip(translation.nbest, texts, strict=True)
         ]
-    write_lines(path, lines)
+    return lines
 
 
 def write_samples(
