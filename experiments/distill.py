@@ -7,13 +7,19 @@ alone.
     union.de = train.de + train.de
     union.en = train.en + teacher(train.de)
 
+With ``closest=True`` (sequence-level interpolation, Kim and Rush's Seq-Inter) the teacher's
+line is not its best hypothesis but, of its beam's five, the one of the highest sentence BLEU
+against the reference: a target the teacher finds likely and that is nearer the truth.
+
 The files go to one folder: ``train.de`` (the sources, unzipped for src/translate.py),
-``train.teacher.en`` (the teacher's beam-5 translations, length normalised by ``avg``),
-``union.de`` and ``union.en``, and ``translate.json`` (the command, its wall time, and the SHA-256
-of the teacher checkpoint and of the union files), whose presence marks the stage done. Each file
+``train.teacher.en`` (the teacher's beam-5 translations, length normalised by ``avg``; with
+``closest``, also ``train.teacher.nbest.txt``, the five of each source),
+``union.de`` and ``union.en``, and ``translate.json`` (the command, its wall time, which
+hypothesis was taken, and the SHA-256 of the teacher checkpoint and of the union files), whose
+presence marks the stage done. Each file
 is written whole under a temporary name and then renamed, so a stopped call leaves no half file
 that a later call would take for a finished one; a later call refuses files made from another
-teacher checkpoint or changed since.
+teacher checkpoint, by another choice of hypothesis, or changed since.
 """
 
 from __future__ import annotations
@@ -29,8 +35,11 @@ from experiments.scoring import HarnessError
 from seq2attn.data.cache import atomic_write_bytes, file_sha256
 from seq2attn.data.corpus import CorpusError
 from seq2attn.data.lines import read_lines
+from seq2attn.metrics import sentence_bleu
 
 TEACHER_DECODING = DecodingSetting("avg")  # beam 5, score divided by length
+TEACHER_BEAM = 5
+BEST, CLOSEST = "best", f"closest of {TEACHER_BEAM} by sentence BLEU"
 Run = Callable[[list[str], Path], Measured]
 
 
@@ -47,8 +56,14 @@ def write_whole(path: Path, lines: list[str]) -> None:
     atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode("utf-8"))
 
 
-def translate_command(teacher: Path, source: Path, output: Path, folder: Path) -> list[str]:
-    """src/translate.py writing the teacher's beam-5 translations of ``source`` to ``output``."""
+def translate_command(
+    teacher: Path, source: Path, output: Path, folder: Path, nbest: Path | None = None
+) -> list[str]:
+    """src/translate.py writing the teacher's beam-5 translations of ``source`` to ``output``,
+    and the whole beam of each to ``nbest`` when given."""
+    whole_beam = (
+        [f"decoding.n_best={TEACHER_BEAM}", f"nbest_output={shown(nbest)}"] if nbest else []
+    )
     return [
         "python",
         "src/translate.py",
@@ -56,16 +71,38 @@ def translate_command(teacher: Path, source: Path, output: Path, folder: Path) -
         f"input={shown(source)}",
         f"output={shown(output)}",
         "decoding=beam",
-        "decoding.beam_size=5",
+        f"decoding.beam_size={TEACHER_BEAM}",
         *TEACHER_DECODING.seq2attn(),
+        *whole_beam,
         f"hydra.run.dir={shown(folder / 'translate')}",
     ]
 
 
-def distil(teacher: Path, sources: Path, targets: Path, folder: Path, run: Run) -> dict[str, Any]:
+def closest_hypotheses(nbest: list[str], references: list[str], path: Path) -> list[str]:
+    """Per reference, the hypothesis of its n-best list (Moses lines ``i ||| text ||| score``,
+    best first) of the highest sentence BLEU against it, the better ranked on a tie."""
+    beams: list[list[str]] = [[] for _ in references]
+    for number, line in enumerate(nbest, start=1):
+        fields = line.split(" ||| ")
+        if len(fields) != 3 or not fields[0].isdigit() or int(fields[0]) >= len(beams):
+            raise HarnessError(
+                f"{shown(path)}, line {number}: not `sentence ||| hypothesis ||| score` of one "
+                f"of {len(beams)} sources: delete {shown(path.parent)} to translate again"
+            )
+        beams[int(fields[0])].append(fields[1])
+    return [
+        max(beam, key=lambda hypothesis: sentence_bleu(hypothesis, reference)) if beam else ""
+        for beam, reference in zip(beams, references, strict=True)
+    ]
+
+
+def distil(
+    teacher: Path, sources: Path, targets: Path, folder: Path, run: Run, closest: bool = False
+) -> dict[str, Any]:
     """The union training files of the student in ``folder`` (made unless ``translate.json``
-    says they are), built from the ``teacher`` checkpoint's translations of ``sources``; what was
-    run and how long it took. Files made from another teacher, or changed since, are refused."""
+    says they are), built from the ``teacher`` checkpoint's translations of ``sources`` (with
+    ``closest``, the beam's hypothesis nearest each reference); what was run and how long it
+    took. Files made from another teacher or choice, or changed since, are refused."""
     folder.mkdir(parents=True, exist_ok=True)
     source_lines, target_lines = lines_of(sources), lines_of(targets)
     if len(source_lines) != len(target_lines):
@@ -74,19 +111,29 @@ def distil(teacher: Path, sources: Path, targets: Path, folder: Path, run: Run) 
             f"{len(target_lines)}: they must be line-aligned"
         )
     plain, translated = folder / "train.de", folder / "train.teacher.en"
+    nbest = folder / "train.teacher.nbest.txt" if closest else None
     union = {"union_src": folder / "union.de", "union_tgt": folder / "union.en"}
     record_path = folder / "translate.json"
-    command = translate_command(teacher, plain, translated, folder)
+    command = translate_command(teacher, plain, translated, folder, nbest)
+    chosen = CLOSEST if closest else BEST
     if not record_path.is_file():
         write_whole(plain, source_lines)
         translated.unlink(missing_ok=True)  # a stopped translation is done again, not reused
         process = run(command, folder / "translate.log")
         teacher_lines = checked(lines_of(translated), len(source_lines), translated)
+        taken, differ = teacher_lines, {}
+        if nbest is not None:
+            taken = closest_hypotheses(lines_of(nbest), target_lines, nbest)
+            differ = {
+                "not_the_best": sum(a != b for a, b in zip(taken, teacher_lines, strict=True))
+            }
         write_whole(union["union_src"], source_lines + source_lines)
-        write_whole(union["union_tgt"], target_lines + teacher_lines)
+        write_whole(union["union_tgt"], target_lines + taken)
         record = {
             "translate_command": " ".join(command),
             "translate_wall_s": process.wall_s,
+            "teacher_hypothesis": chosen,
+            **differ,
             "teacher_sha256": file_sha256(teacher),
             "pairs": 2 * len(source_lines),  # as written, before the training filters
             **{f"{key}_sha256": file_sha256(path) for key, path in union.items()},
@@ -96,6 +143,11 @@ def distil(teacher: Path, sources: Path, targets: Path, folder: Path, run: Run) 
     redo = f"delete {shown(folder)} and the student trained on it to distil again"
     if record.get("teacher_sha256") != file_sha256(teacher):
         raise HarnessError(f"{shown(folder)} was translated by another {shown(teacher)}: {redo}")
+    if record.get("teacher_hypothesis", BEST) != chosen:
+        raise HarnessError(
+            f"{shown(folder)} holds the teacher's {record.get('teacher_hypothesis', BEST)} "
+            f"hypotheses, not the {chosen}: {redo}"
+        )
     for key, path in union.items():
         if not path.is_file() or record.get(f"{key}_sha256") != file_sha256(path):
             raise HarnessError(f"{shown(path)} is missing or changed since it was made: {redo}")
