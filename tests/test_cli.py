@@ -356,7 +356,7 @@ def test_translate_writes_the_nbest_list_of_every_line(trained_run: Path, tmp_pa
     translate(cfg)
     out = (tmp_path / "out.txt").read_text().split("\n")[:-1]
     rows = [line.split(" ||| ") for line in (tmp_path / "nbest.txt").read_text().splitlines()]
-    assert rows[3] == ["1", "", "0.0000"]  # the empty line, after line 0's three
+    assert rows[3] == ["1", "", "logprob= 0.0000", "0.0000"]  # the empty line, after line 0's
     del rows[3]
     assert [int(row[0]) for row in rows] == [0, 0, 0, 2, 2, 2, 3, 3, 3, 4, 4, 4]
     decoding = DecodingSchema(strategy="beam", beam_size=3, n_best=3, length_penalty=0.6)
@@ -365,25 +365,33 @@ def test_translate_writes_the_nbest_list_of_every_line(trained_run: Path, tmp_pa
     for i, translation in enumerate(alone):
         kept = rows[3 * i : 3 * i + 3]
         assert [row[1] for row in kept] == tokenizer.decode([h.tokens for h in translation.nbest])
-        assert [float(row[2]) for row in kept] == pytest.approx(  # other batches: other sums
-            [h.score for h in translation.nbest], abs=1e-3
+        logprobs = [float(row[2].removeprefix("logprob= ")) for row in kept]
+        keys = [float(row[3]) for row in kept]
+        assert logprobs == pytest.approx(  # other batches and output precision: other sums
+            [h.score for h in translation.nbest], rel=1e-3
         )
+        # s = log p / ((5 + |Y|) / 6)^0.6, |Y| counting EOS: the key the list is ordered by
+        lp = [((5 + len(h.tokens) + 1) / 6) ** 0.6 for h in translation.nbest]
+        assert keys == pytest.approx([p / n for p, n in zip(logprobs, lp, strict=True)], abs=1e-3)
+        assert keys == sorted(keys, reverse=True)
         assert kept[0][1] == out[[0, 2, 3, 4][i]]
 
 
 @pytest.mark.parametrize(
     ("target", "message"),
-    [("out.txt", r"nbest_output=.*out\.txt: the same file as output="),
-     ("in.txt", r"nbest_output=.*in\.txt: the same file as input=")],
+    [("{tmp}/./out.txt", r"nbest_output=.*out\.txt: the same file as output="),
+     ("{tmp}/./in.txt", r"nbest_output=.*in\.txt: the same file as input="),
+     ("{tmp}", r"nbest_output=.*: a folder: give a file path"),
+     ("''", r"nbest_output is empty: give a file path, or null")],
 )  # fmt: skip
-def test_translate_refuses_an_nbest_output_over_its_input_or_output(
+def test_translate_refuses_an_nbest_output_it_cannot_or_must_not_write(
     trained_run: Path, tmp_path: Path, target: str, message: str
 ) -> None:
     (tmp_path / "in.txt").write_text("the big dogs see a small cat\n")
     cfg = compose_config(
         "translate",
         [f"ckpt_path={trained_run}", f"input={tmp_path / 'in.txt'}",
-         f"output={tmp_path / 'out.txt'}", f"nbest_output={tmp_path / '.' / target}"],
+         f"output={tmp_path / 'out.txt'}", f"nbest_output={target.format(tmp=tmp_path)}"],
     )  # fmt: skip
     with pytest.raises(ConfigError, match=message):
         translate(cfg)

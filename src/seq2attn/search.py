@@ -124,6 +124,14 @@ class Ranking:
         return best_live / self.lp(max_length + 1)
 
 
+def ranking_of(decoding: DecodingSchema) -> Ranking:
+    """The key ``decoding`` ranks finished hypotheses by; greedy's is log p(Y | X) itself."""
+    if decoding.strategy == "greedy":
+        return Ranking()
+    penalty = cast(LengthPenaltyKind, decoding.length_penalty_type)
+    return Ranking(decoding.length_penalty, penalty, decoding.coverage_penalty)
+
+
 def _length_bounds(src_lengths: Tensor, a: float, b: int) -> Tensor:
     return (src_lengths.double() * a + b).floor().long()  # (B,)
 

@@ -13,15 +13,15 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from seq2attn.attention_page import PageHeader, PageSentence
-from seq2attn.config import ConfigError, DecodingSchema, validate_eval, validate_translate
+from seq2attn.config import DecodingSchema, validate_eval, validate_translate
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.inference.lines import (
     LinePolicy,
+    check_outputs,
     open_input,
     open_output,
     read_chunks,
     read_split,
-    same_file,
 )
 from seq2attn.inference.loading import data_config_for, load
 from seq2attn.inference.outputs import (
@@ -35,6 +35,7 @@ from seq2attn.inference.outputs import (
 )
 from seq2attn.inference.translator import Translator
 from seq2attn.metrics import corpus_scores, output_scores
+from seq2attn.search import ranking_of
 from seq2attn.shortlist import resolve_output_precision
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     write_lines(output_dir / f"{split}.hyp.txt", translations.texts)
     write_lines(output_dir / f"{split}.ref.txt", pairs.tgt)
     if settings.decoding.n_best > 1:
-        nbest = nbest_lines(translations.items, translator.tgt_tokenizer)
+        nbest = nbest_lines(
+            translations.items, translator.tgt_tokenizer, ranking_of(settings.decoding)
+        )
         write_lines(output_dir / f"{split}.nbest.txt", nbest)
     if settings.attention_page:
         shown = range(min(settings.attention_page, len(translations)))
@@ -134,10 +137,9 @@ def translate(cfg: DictConfig) -> None:
     """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
     settings = validate_translate(cfg)
     nbest_output = cfg.get("nbest_output")
-    if nbest_output is not None and cfg.output is not None and same_file(nbest_output, cfg.output):
-        raise ConfigError(
-            f"nbest_output={nbest_output}: the same file as output={cfg.output}: give another path"
-        )
+    check_outputs(cfg.input, {"output": cfg.output, "nbest_output": nbest_output})
+    if nbest_output is not None and settings.decoding.n_best == 1:
+        log.warning("nbest_output with decoding.n_best=1 holds one hypothesis per line")
     configure_cpu(settings.cpu)
     settings = dataclasses.replace(
         settings, decoding=resolve_output_precision(settings.decoding, cfg.paths.cache_dir)
@@ -146,12 +148,13 @@ def translate(cfg: DictConfig) -> None:
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
     page: list[PageSentence] = []
     policy = LinePolicy.for_translate(settings, translator.config)
+    ranking = ranking_of(settings.decoding)
     sentences, seconds = 0, 0.0
     with (
         open_input(cfg.input, policy) as source,
-        open_output(cfg.output, cfg.input) as sink,
-        open_output(nbest_output, cfg.input, "nbest_output")
-        if nbest_output
+        open_output(cfg.output) as sink,
+        open_output(nbest_output, "nbest_output")
+        if nbest_output is not None
         else nullcontext() as nbest_sink,
         # on a terminal only (stderr): a count of translated sentences and their rate
         tqdm(desc="translating", unit=" sentences", disable=None) as bar,
@@ -168,7 +171,9 @@ def translate(cfg: DictConfig) -> None:
             sink.writelines(text + "\n" for text in translations.texts)
             sink.flush()
             if nbest_sink is not None:
-                lines = nbest_lines(translations.items, translator.tgt_tokenizer, sentences)
+                lines = nbest_lines(
+                    translations.items, translator.tgt_tokenizer, ranking, sentences
+                )
                 nbest_sink.writelines(line + "\n" for line in lines)
             sentences += translations.stats.sentences
             bar.update(translations.stats.sentences)

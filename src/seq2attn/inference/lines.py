@@ -165,25 +165,46 @@ def open_input(path: str | None, policy: LinePolicy) -> Iterator[Iterator[str]]:
         yield policy.prepare(handle, path)
 
 
-@contextlib.contextmanager
-def open_output(
-    path: str | None, input_path: str | None = None, key: str = "output"
-) -> Iterator[TextIO]:
-    """A file written whole or not at all, or stdout when ``path`` is null; ``key`` is the option
-    that named it.
+def check_outputs(input_path: str | None, outputs: dict[str, str | None]) -> None:
+    """Refuse, before any work, output paths (option: path, null for stdout or none) that
+    could not be written or would destroy what another names.
 
     Raises:
-        ConfigError: ``path`` is the input file, which would be emptied before it is read, or
-            cannot be written (the reason named).
+        ConfigError: a path is empty, a folder, the input file (which would be emptied before
+            it is read) or the path of another output.
+    """
+    given = {key: path for key, path in outputs.items() if path is not None}
+    for key, path in given.items():
+        if not str(path).strip():
+            raise ConfigError(f"{key} is empty: give a file path, or null")
+        if os.path.isdir(path):
+            raise ConfigError(f"{key}={path}: a folder: give a file path")
+        if input_path is not None and same_file(path, input_path):
+            raise ConfigError(
+                f"{key}={path}: the same file as input={input_path}; writing it would destroy "
+                f"the sentences before they are read: give another {key} path"
+            )
+    keys = list(given)
+    for i, key in enumerate(keys):
+        for other in keys[i + 1 :]:
+            if same_file(given[key], given[other]):
+                raise ConfigError(
+                    f"{other}={given[other]}: the same file as {key}={given[key]}: give "
+                    "another path"
+                )
+
+
+@contextlib.contextmanager
+def open_output(path: str | None, key: str = "output") -> Iterator[TextIO]:
+    """A file written whole or not at all (paths checked by :func:`check_outputs`), or stdout
+    when ``path`` is null; ``key`` is the option that named it.
+
+    Raises:
+        ConfigError: ``path`` cannot be written (the reason named).
     """
     if path is None:
         yield sys.stdout
         return
-    if input_path is not None and same_file(path, input_path):
-        raise ConfigError(
-            f"{key}={path}: the same file as input={input_path}; writing it would destroy the "
-            "sentences before they are read: give another output path"
-        )
     try:
         fd, tmp = atomic_temporary(Path(path))
     except OSError as error:

@@ -20,6 +20,7 @@ from seq2attn.data.tokenizer import Tokenizer
 from seq2attn.inference.translator import Translation, Translator
 from seq2attn.metrics import sentence_bleu
 from seq2attn.plotting import heatmap_png, save_heatmaps
+from seq2attn.search import Ranking
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -33,18 +34,21 @@ def write_lines(path: Path, lines: Sequence[str]) -> None:
 
 
 def nbest_lines(
-    translations: Sequence[Translation], tokenizer: Tokenizer, first: int = 0
+    translations: Sequence[Translation], tokenizer: Tokenizer, ranking: Ranking, first: int = 0
 ) -> list[str]:
-    """Moses-style n-best lines, ``sentence ||| hypothesis ||| model score``, sentences counted
-    from ``first``; an empty source gets one empty hypothesis of score 0."""
+    """Moses n-best lines, ``sentence ||| hypothesis ||| logprob= log p(Y|X) ||| s(Y, X)``, best
+    first by the search's key s (:class:`seq2attn.search.Ranking`), sentences counted from
+    ``first``; ``|`` in a hypothesis is written ``&#124;``, as Moses escapes it. A source of no
+    pieces gets one empty hypothesis of score 0."""
     lines = []
     for index, translation in enumerate(translations, start=first):
         if not translation.nbest:
-            lines.append(f"{index} |||  ||| {0.0:.4f}")
+            lines.append(f"{index} |||  ||| logprob= 0.0000 ||| 0.0000")
             continue
         texts = tokenizer.decode([hyp.tokens for hyp in translation.nbest])
         lines += [
-            f"{index} ||| {text} ||| {hyp.score:.4f}"
+            f"{index} ||| {text.replace('|', '&#124;')} ||| logprob= {hyp.score:.4f} ||| "
+            f"{ranking.key(hyp):.4f}"
             for hyp, text in zip(translation.nbest, texts, strict=True)
         ]
     return lines
