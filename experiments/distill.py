@@ -7,9 +7,12 @@ alone.
     union.de = train.de + train.de
     union.en = train.en + teacher(train.de)
 
-With ``closest=True`` (sequence-level interpolation, Kim and Rush's Seq-Inter) the teacher's
-line is not its best hypothesis but, of its beam's five, the one of the highest sentence BLEU
-against the reference: a target the teacher finds likely and that is nearer the truth.
+With ``closest=True`` (after Kim and Rush's sequence-level interpolation, Seq-Inter, which
+trains on these alone; here they join the references) the teacher's line is not its best
+hypothesis but, of its beam's five, the one of the highest sentence BLEU against the reference:
+a target the teacher finds likely and that is nearer the truth. The translation then waits for
+five finished hypotheses a sentence, so it takes longer. It is for trials by hand
+(``distil(..., closest=True)``); experiments.best distils with the best hypotheses.
 
 The files go to one folder: ``train.de`` (the sources, unzipped for src/translate.py),
 ``train.teacher.en`` (the teacher's beam-5 translations, length normalised by ``avg``; with
@@ -25,6 +28,7 @@ teacher checkpoint, by another choice of hypothesis, or changed since.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ from seq2attn.metrics import sentence_bleu
 TEACHER_DECODING = DecodingSetting("avg")  # beam 5, score divided by length
 TEACHER_BEAM = 5
 BEST, CLOSEST = "best", f"closest of {TEACHER_BEAM} by sentence BLEU"
+NUMBER = re.compile(r"[0-9]+")
 Run = Callable[[list[str], Path], Measured]
 
 
@@ -79,19 +84,24 @@ def translate_command(
 
 
 def closest_hypotheses(nbest: list[str], references: list[str], path: Path) -> list[str]:
-    """Per reference, the hypothesis of its n-best list (Moses lines ``i ||| text ||| score``,
-    best first) of the highest sentence BLEU against it, the better ranked on a tie."""
+    """Per reference, the hypothesis of its n-best list (src/translate.py's ``nbest_output``:
+    ``i ||| text ||| logprob= x ||| score``, best first) of the highest sentence BLEU against
+    it, the better ranked on a tie."""
     beams: list[list[str]] = [[] for _ in references]
+    again = f"delete {shown(path.parent)} to translate again"
     for number, line in enumerate(nbest, start=1):
         fields = line.split(" ||| ")
-        if len(fields) != 3 or not fields[0].isdigit() or int(fields[0]) >= len(beams):
+        if len(fields) != 4 or not NUMBER.fullmatch(fields[0]) or int(fields[0]) >= len(beams):
             raise HarnessError(
-                f"{shown(path)}, line {number}: not `sentence ||| hypothesis ||| score` of one "
-                f"of {len(beams)} sources: delete {shown(path.parent)} to translate again"
+                f"{shown(path)}, line {number}: not `sentence ||| hypothesis ||| logprob= x ||| "
+                f"score` of one of {len(beams)} sources: {again}"
             )
-        beams[int(fields[0])].append(fields[1])
+        beams[int(fields[0])].append(fields[1].replace("&#124;", "|"))
+    if not all(beams):
+        missing = next(i for i, beam in enumerate(beams) if not beam)
+        raise HarnessError(f"{shown(path)} holds no hypothesis of source {missing}: {again}")
     return [
-        max(beam, key=lambda hypothesis: sentence_bleu(hypothesis, reference)) if beam else ""
+        max(beam, key=lambda hypothesis: sentence_bleu(hypothesis, reference))
         for beam, reference in zip(beams, references, strict=True)
     ]
 
@@ -118,7 +128,9 @@ def distil(
     chosen = CLOSEST if closest else BEST
     if not record_path.is_file():
         write_whole(plain, source_lines)
-        translated.unlink(missing_ok=True)  # a stopped translation is done again, not reused
+        for stale in (translated, nbest):  # a stopped translation is done again, not reused
+            if stale is not None:
+                stale.unlink(missing_ok=True)
         process = run(command, folder / "translate.log")
         teacher_lines = checked(lines_of(translated), len(source_lines), translated)
         taken, differ = teacher_lines, {}

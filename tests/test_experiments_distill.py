@@ -11,9 +11,13 @@ import pytest
 from benchmarks.common import Measured
 from experiments.distill import BEST, CLOSEST, closest_hypotheses, distil
 from experiments.scoring import HarnessError
+from seq2attn.inference.outputs import nbest_lines
+from seq2attn.inference.translator import Translation
+from seq2attn.search import Hypothesis, Ranking
 
 REFERENCES = ["a dog runs on the grass .", "two men play music .", "a girl ."]
-# per source, the teacher's beam best first: the closest to the reference is never the first
+# per source, the teacher's beam best first: the closest to the reference is first only for the
+# last source
 BEAMS = [
     ["a dog runs .", "a dog runs on the grass .", "the cat sleeps ."],
     ["two men make music .", "two men are playing music .", "two men play music ."],
@@ -21,30 +25,67 @@ BEAMS = [
 ]
 
 
+class Words:
+    """The decoding half of a tokenizer whose pieces are whole words."""
+
+    def __init__(self, words: list[str]) -> None:
+        self.words = words
+
+    def decode(self, rows: list[list[int]]) -> list[str]:
+        return [" ".join(self.words[token] for token in row) for row in rows]
+
+
 def moses(beams: list[list[str]]) -> list[str]:
-    return [f"{i} ||| {text} ||| {-k - 1.0:.4f}" for i, beam in enumerate(beams) for k, text in
-            enumerate(beam)]  # fmt: skip
+    """The beams as src/translate.py writes them (``nbest_output``), scores falling."""
+    words = sorted({word for beam in beams for text in beam for word in text.split()})
+    translations = [
+        Translation(
+            source="",
+            text=beam[0],
+            nbest=[
+                Hypothesis([words.index(word) for word in text.split()], -1.0 - rank, None)
+                for rank, text in enumerate(beam)
+            ],
+            source_pieces=[],
+            target_pieces=[],
+        )
+        for beam in beams
+    ]
+    return nbest_lines(translations, Words(words), Ranking())  # type: ignore[arg-type]
 
 
 def test_the_closest_hypothesis_has_the_highest_sentence_bleu_and_the_better_rank_on_a_tie(
     tmp_path: Path,
 ) -> None:
-    beams = [*BEAMS[:2], ["a girl .", "a girl ."]]
-    picked = closest_hypotheses(moses(beams), REFERENCES, tmp_path / "n.txt")
+    picked = closest_hypotheses(moses(BEAMS), REFERENCES, tmp_path / "n.txt")
     assert picked == ["a dog runs on the grass .", "two men play music .", "a girl ."]
-    assert closest_hypotheses(moses(BEAMS[:1]), REFERENCES[:1] + ["no beam"], tmp_path) == [
-        "a dog runs on the grass .",
-        "",
+    tie = [["a girl . x", "a girl . y"], ["a girl . y", "a girl . x"]]
+    assert closest_hypotheses(moses(tie), ["a girl .", "a girl ."], tmp_path / "n.txt") == [
+        "a girl . x",
+        "a girl . y",
     ]
 
 
+def test_a_bar_in_a_hypothesis_is_escaped_and_read_back(tmp_path: Path) -> None:
+    lines = moses([["a | b", "a b"]])
+    assert lines[0].startswith("0 ||| a &#124; b ||| logprob= -1.0000 ||| ")
+    assert closest_hypotheses(lines, ["a | b"], tmp_path / "n.txt") == ["a | b"]
+
+
 @pytest.mark.parametrize(
-    "bad", ["0 ||| a dog .", "x ||| a dog . ||| -1.0", "3 ||| a dog . ||| -1.0"]
-)
+    "bad",
+    ["0 ||| a dog . ||| -1.0", "x ||| a dog . ||| logprob= -1 ||| -1",
+     "3 ||| a dog . ||| logprob= -1 ||| -1", "\u00b2 ||| a dog . ||| logprob= -1 ||| -1"],
+)  # fmt: skip
 def test_a_malformed_nbest_line_is_named(bad: str, tmp_path: Path) -> None:
     lines = [moses(BEAMS)[0], bad]
     with pytest.raises(HarnessError, match=r"n\.txt, line 2: not `sentence \|\|\| hypothesis"):
         closest_hypotheses(lines, REFERENCES, tmp_path / "n.txt")
+
+
+def test_a_source_without_hypotheses_is_named(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match=r"n\.txt holds no hypothesis of source 1: delete"):
+        closest_hypotheses(moses(BEAMS[:1]), REFERENCES[:2], tmp_path / "n.txt")
 
 
 class FakeTranslate:
