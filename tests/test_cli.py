@@ -33,11 +33,16 @@ def test_run_folder_resolves_to_its_best_checkpoint(trained_run: Path) -> None:
 def test_eval_matches_sacrebleu_command_line(trained_run: Path, tmp_path: Path) -> None:
     cfg = compose_config(
         "eval",
-        [f"ckpt_path={trained_run}", f"paths.output_dir={tmp_path}", "decoding.beam_size=3"],
-    )
+        [f"ckpt_path={trained_run}", f"paths.output_dir={tmp_path}", "decoding.beam_size=3",
+         "decoding.n_best=2"],
+    )  # fmt: skip
     scores = evaluate(cfg)
     hyp, ref = tmp_path / "test.hyp.txt", tmp_path / "test.ref.txt"
     assert len(hyp.read_text().splitlines()) == 100
+    nbest = [line.split(" ||| ") for line in (tmp_path / "test.nbest.txt").read_text().splitlines()]
+    assert [row[0] for row in nbest] == [str(i // 2) for i in range(200)]
+    assert [row[1] for row in nbest[::2]] == hyp.read_text().splitlines()
+    assert all(row[2].startswith("logprob= ") and float(row[3]) <= 0 for row in nbest)
     cli = subprocess.run(
         [sys.executable, "-m", "sacrebleu", str(ref), "-i", str(hyp), "-m", "bleu", "-b", "-w4"],
         capture_output=True,
