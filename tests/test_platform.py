@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,17 @@ def test_nonfinite_loss_can_skip_batches(
     assert math.isfinite(metrics["val/loss"])
 
 
+def written(run: Path, last: bytes, seconds: float = 30.0) -> bytes:
+    """The offline run's transaction log once it holds ``last`` (or after ``seconds``): W&B's
+    service process can write the final records just after ``wandb.finish()`` returns."""
+    deadline = time.monotonic() + seconds
+    while True:
+        record = next(run.glob("run-*.wandb")).read_bytes()
+        if last in record or time.monotonic() > deadline:
+            return record
+        time.sleep(0.5)
+
+
 def test_wandb_offline_run_keeps_config_history_and_heatmaps(
     compose_train: Compose, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -176,7 +188,7 @@ def test_wandb_offline_run_keeps_config_history_and_heatmaps(
     runs = list((Path(cfg.paths.output_dir) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     files = runs[0] / "files"
-    record = next(runs[0].glob("run-*.wandb")).read_bytes()  # config, history and summary
+    record = written(runs[0], b"test/bleu")  # config, history and summary
     assert b"input_feeding" in record and b"GeneralScorer" in record  # the composed config
     assert record.count(b"train/loss") >= 5  # one history row per logging step
     assert b"test/bleu" in record
