@@ -387,11 +387,20 @@ def test_translate_writes_the_nbest_list_of_every_line(trained_run: Path, tmp_pa
     [("{tmp}/./out.txt", r"nbest_output=.*out\.txt: the same file as output="),
      ("{tmp}/./in.txt", r"nbest_output=.*in\.txt: the same file as input="),
      ("{tmp}", r"nbest_output=.*: a folder: give a file path"),
-     ("''", r"nbest_output is empty: give a file path, or null")],
+     ("''", r"nbest_output is empty: give a file path, or null"),
+     ("{tmp}/in.txt/more/n.txt", r"nbest_output=.*: cannot write it \(.*in\.txt is a file, not a")],
 )  # fmt: skip
 def test_translate_refuses_an_nbest_output_it_cannot_or_must_not_write(
-    trained_run: Path, tmp_path: Path, target: str, message: str
+    trained_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    message: str,
 ) -> None:
+    def too_late(*args: object) -> None:
+        raise AssertionError("the model was loaded before the output paths were checked")
+
+    monkeypatch.setattr("seq2attn.inference.commands.load", too_late)
     (tmp_path / "in.txt").write_text("the big dogs see a small cat\n")
     cfg = compose_config(
         "translate",

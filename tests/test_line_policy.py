@@ -20,7 +20,7 @@ from seq2attn.data.readers import OnDecodeError
 from seq2attn.data.toy import ToyCorpus
 from seq2attn.inference import Translator
 from seq2attn.inference.commands import evaluate, translate
-from seq2attn.inference.lines import LinePolicy, open_input, read_split
+from seq2attn.inference.lines import LinePolicy, check_outputs, open_input, read_split
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +147,25 @@ def test_a_missing_input_file_is_a_config_error(tmp_path: Path) -> None:
         open_input(str(tmp_path / "nope.txt"), STRICT),
     ):
         pass
+
+
+def test_outputs_are_refused_where_a_new_file_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check_outputs(None, {"output": str(tmp_path / "new" / "deeper" / "out.txt")})  # made later
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(ConfigError, match=r"output=.*: cannot write it \(.*plain is a file, not"):
+        check_outputs(None, {"output": str(tmp_path / "plain" / "new" / "out.txt")})
+    asked: list[Path] = []
+
+    def no_permission(path: Path, mode: int) -> bool:
+        asked.append(path)
+        return False
+
+    monkeypatch.setattr("os.access", no_permission)
+    with pytest.raises(ConfigError, match=r"^nbest_output=.*: cannot write it \(no permission to"):
+        check_outputs(None, {"nbest_output": str(tmp_path / "new" / "out.txt")})
+    assert asked == [tmp_path]  # the nearest folder that exists
 
 
 # --- translate on a trained checkpoint -----------------------------------------------------------

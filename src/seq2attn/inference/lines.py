@@ -11,7 +11,8 @@ data config's ``on_decode_error`` and ``max_chars``, exactly as training reads i
 
 An output file is written under a temporary name and renamed when the last line is in, so an
 interrupted run, or a strict decoding error, leaves the previous file (or none); it may not be
-the input file. On stdout, the translations of the chunks before the one holding the bad line are
+the input file, another output or a folder, and its folder must be writable (missing folders are
+made). On stdout, the translations of the chunks before the one holding the bad line are
 out already: a chunk is decoded whole before any of it is translated.
 """
 
@@ -171,7 +172,8 @@ def check_outputs(input_path: str | None, outputs: dict[str, str | None]) -> Non
 
     Raises:
         ConfigError: a path is empty, a folder, the input file (which would be emptied before
-            it is read) or the path of another output.
+            it is read), the path of another output, or in a folder that cannot be made or
+            written.
     """
     given = {key: path for key, path in outputs.items() if path is not None}
     for key, path in given.items():
@@ -179,6 +181,9 @@ def check_outputs(input_path: str | None, outputs: dict[str, str | None]) -> Non
             raise ConfigError(f"{key} is empty: give a file path, or null")
         if os.path.isdir(path):
             raise ConfigError(f"{key}={path}: a folder: give a file path")
+        unwritable = folder_problem(Path(path))
+        if unwritable:
+            raise ConfigError(f"{key}={path}: cannot write it ({unwritable})")
         if input_path is not None and same_file(path, input_path):
             raise ConfigError(
                 f"{key}={path}: the same file as input={input_path}; writing it would destroy "
@@ -192,6 +197,18 @@ def check_outputs(input_path: str | None, outputs: dict[str, str | None]) -> Non
                     f"{other}={given[other]}: the same file as {key}={given[key]}: give "
                     "another path"
                 )
+
+
+def folder_problem(path: Path) -> str | None:
+    """Why ``path``'s folder (made when missing) cannot take a new file, or None."""
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"no permission to write in {folder}"
+    return None
 
 
 @contextlib.contextmanager
