@@ -39,6 +39,7 @@ from experiments.scoring import HarnessError
 from seq2attn.data.cache import atomic_write_bytes, file_sha256
 from seq2attn.data.corpus import CorpusError
 from seq2attn.data.lines import read_lines
+from seq2attn.inference.outputs import nbest_unescaped
 from seq2attn.metrics import sentence_bleu
 
 TEACHER_DECODING = DecodingSetting("avg")  # beam 5, score divided by length
@@ -96,7 +97,7 @@ def closest_hypotheses(nbest: list[str], references: list[str], path: Path) -> l
                 f"{shown(path)}, line {number}: not `sentence ||| hypothesis ||| logprob= x ||| "
                 f"score` of one of {len(beams)} sources: {again}"
             )
-        beams[int(fields[0])].append(fields[1].replace("&#124;", "|"))
+        beams[int(fields[0])].append(nbest_unescaped(fields[1]))
     if not all(beams):
         missing = next(i for i, beam in enumerate(beams) if not beam)
         raise HarnessError(f"{shown(path)} holds no hypothesis of source {missing}: {again}")

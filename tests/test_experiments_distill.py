@@ -66,10 +66,11 @@ def test_the_closest_hypothesis_has_the_highest_sentence_bleu_and_the_better_ran
     ]
 
 
-def test_a_bar_in_a_hypothesis_is_escaped_and_read_back(tmp_path: Path) -> None:
-    lines = moses([["a | b", "a b"]])
-    assert lines[0].startswith("0 ||| a &#124; b ||| logprob= -1.0000 ||| ")
-    assert closest_hypotheses(lines, ["a | b"], tmp_path / "n.txt") == ["a | b"]
+def test_bars_and_ampersands_in_a_hypothesis_are_escaped_and_read_back(tmp_path: Path) -> None:
+    lines = moses([["a | b & c &#124; d", "a b"]])
+    assert lines[0].startswith("0 ||| a &#124; b &amp; c &amp;#124; d ||| logprob= -1.0000 ||| ")
+    picked = closest_hypotheses(lines, ["a | b & c &#124; d"], tmp_path / "n.txt")
+    assert picked == ["a | b & c &#124; d"]
 
 
 @pytest.mark.parametrize(

@@ -33,13 +33,31 @@ def write_lines(path: Path, lines: Sequence[str]) -> None:
     atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())
 
 
+# what a hypothesis of an n-best line escapes, in this order (undone in reverse), as Moses does
+NBEST_ESCAPES = (("&", "&amp;"), ("|", "&#124;"))
+
+
+def nbest_escaped(text: str) -> str:
+    """``text`` as an n-best line's hypothesis field: no ``|`` left to split it on."""
+    for raw, code in NBEST_ESCAPES:
+        text = text.replace(raw, code)
+    return text
+
+
+def nbest_unescaped(field: str) -> str:
+    """The hypothesis an n-best line's field was escaped from (:func:`nbest_escaped`)."""
+    for raw, code in reversed(NBEST_ESCAPES):
+        field = field.replace(code, raw)
+    return field
+
+
 def nbest_lines(
     translations: Sequence[Translation], tokenizer: Tokenizer, ranking: Ranking, first: int = 0
 ) -> list[str]:
     """Moses n-best lines, ``sentence ||| hypothesis ||| logprob= log p(Y|X) ||| s(Y, X)``, best
     first by the search's key s (:class:`seq2attn.search.Ranking`), sentences counted from
-    ``first``; ``|`` in a hypothesis is written ``&#124;``, as Moses escapes it. A source of no
-    pieces gets one empty hypothesis of score 0."""
+    ``first``; ``&`` and ``|`` in a hypothesis are written ``&amp;`` and ``&#124;``, as Moses
+    escapes them. A source of no pieces gets one empty hypothesis of score 0."""
     lines = []
     for index, translation in enumerate(translations, start=first):
         if not translation.nbest:
@@ -47,7 +65,7 @@ def nbest_lines(
             continue
         texts = tokenizer.decode([hyp.tokens for hyp in translation.nbest])
         lines += [
-            f"{index} ||| {text.replace('|', '&#124;')} ||| logprob= {hyp.score:.4f} ||| "
+            f"{index} ||| {nbest_escaped(text)} ||| logprob= {hyp.score:.4f} ||| "
             f"{ranking.key(hyp):.4f}"
             for hyp, text in zip(translation.nbest, texts, strict=True)
         ]
