@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from functools import cache
 from itertools import pairwise
 
 import torch.distributed as dist
@@ -35,7 +36,13 @@ def bleu_score(hypotheses: Sequence[str], references: Sequence[str]) -> float:
 def sentence_bleu(hypothesis: str, reference: str) -> float:
     """BLEU of one sentence (sacreBLEU's sentence score: effective n-gram order, so a short
     sentence without a 4-gram match is not 0)."""
-    return BLEU(effective_order=True).sentence_score(hypothesis, [reference]).score
+    return _sentence_scorer().sentence_score(hypothesis, [reference]).score
+
+
+@cache
+def _sentence_scorer() -> BLEU:
+    """One scorer for every sentence: building sacreBLEU's BLEU costs more than a short score."""
+    return BLEU(effective_order=True)
 
 
 def corpus_scores(
