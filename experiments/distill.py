@@ -89,7 +89,7 @@ def closest_hypotheses(nbest: list[str], references: list[str], path: Path) -> l
     ``i ||| text ||| logprob= x ||| score``, best first) of the highest sentence BLEU against
     it, the better ranked on a tie."""
     beams: list[list[str]] = [[] for _ in references]
-    again = f"delete {shown(path.parent)} to translate again"
+    again = "a later call translates again"
     for number, line in enumerate(nbest, start=1):
         fields = line.split(" ||| ")
         if len(fields) != 4 or not NUMBER.fullmatch(fields[0]) or int(fields[0]) >= len(beams):
@@ -122,16 +122,16 @@ def distil(
             f"{len(target_lines)}: they must be line-aligned"
         )
     plain, translated = folder / "train.de", folder / "train.teacher.en"
-    nbest = folder / "train.teacher.nbest.txt" if closest else None
+    whole_beams = folder / "train.teacher.nbest.txt"
+    nbest = whole_beams if closest else None
     union = {"union_src": folder / "union.de", "union_tgt": folder / "union.en"}
     record_path = folder / "translate.json"
     command = translate_command(teacher, plain, translated, folder, nbest)
     chosen = CLOSEST if closest else BEST
     if not record_path.is_file():
         write_whole(plain, source_lines)
-        for stale in (translated, nbest):  # a stopped translation is done again, not reused
-            if stale is not None:
-                stale.unlink(missing_ok=True)
+        for stale in (translated, whole_beams):  # a stopped translation is done again, not reused
+            stale.unlink(missing_ok=True)
         process = run(command, folder / "translate.log")
         teacher_lines = checked(lines_of(translated), len(source_lines), translated)
         taken, differ = teacher_lines, {}
@@ -172,7 +172,7 @@ def checked(lines: list[str], expected: int, path: Path) -> list[str]:
     its pair by the training filter, ``data.drop_empty``)."""
     if len(lines) != expected:
         raise HarnessError(
-            f"{shown(path)} holds {len(lines)} translations of {expected} sources: delete "
-            f"{shown(path.parent)} to translate them again"
+            f"{shown(path)} holds {len(lines)} translations of {expected} sources: a later "
+            "call translates them again"
         )
     return lines

@@ -85,7 +85,9 @@ def test_a_malformed_nbest_line_is_named(bad: str, tmp_path: Path) -> None:
 
 
 def test_a_source_without_hypotheses_is_named(tmp_path: Path) -> None:
-    with pytest.raises(HarnessError, match=r"n\.txt holds no hypothesis of source 1: delete"):
+    with pytest.raises(
+        HarnessError, match=r"n\.txt holds no hypothesis of source 1: a later call translates"
+    ):
         closest_hypotheses(moses(BEAMS[:1]), REFERENCES[:2], tmp_path / "n.txt")
 
 
@@ -136,3 +138,15 @@ def test_the_union_holds_the_references_and_the_chosen_teacher_hypotheses(
     assert len(translate.commands) == 1
     with pytest.raises(HarnessError, match=r"holds the teacher's .* hypotheses, not the "):
         distil(*corpus, folder, translate, closest=not closest)
+
+
+def test_a_stopped_translation_leaves_nothing_a_later_call_would_take(
+    corpus: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    folder = tmp_path / "distill"
+    folder.mkdir()  # a closest-hypothesis call stopped here before its record was written
+    (folder / "train.teacher.en").write_text("stale .\n" * 3)
+    (folder / "train.teacher.nbest.txt").write_text("0 ||| stale . ||| logprob= -1 ||| -1\n")
+    distil(*corpus, folder, FakeTranslate())
+    assert not (folder / "train.teacher.nbest.txt").exists()
+    assert "stale" not in (folder / "union.en").read_text()
