@@ -664,6 +664,32 @@ def test_coverage_penalty_changes_the_winner() -> None:
     assert Ranking(beta=1.0).key(ranked[0]) == pytest.approx(math.log(0.189), abs=1e-5)
 
 
+def test_ranking_of_a_decoding_gives_the_keys_its_search_ordered_by() -> None:
+    """What n-best lists print as s(Y, X), under the settings of a decoding config rather than
+    beam_search's arguments: log p / (|Y| + 1) for avg, then the coverage test's hand values."""
+    a, b = TableModel.A, TableModel.B
+    limit = {"max_length_a": 0.0, "max_length_b": 2}
+    by_length = DecodingSchema(
+        SearchStrategy.beam, 3, 1.0, 3, **limit, length_penalty_type=LengthPenaltyType.avg
+    )
+    ranked = decode(TableModel(), torch.tensor([[4, 4]]), torch.tensor([2]), by_length, BOS, EOS)
+    assert [h.tokens for h in ranked[0]] == [[b], [a, b], [a]]  # gnmt's order: [b], [a], [a, b]
+    assert [search.ranking_of(by_length).key(h) for h in ranked[0]] == pytest.approx(
+        [math.log(0.36) / 2, math.log(0.189) / 3, math.log(0.24) / 2], abs=1e-6
+    )
+    covering = DecodingSchema(SearchStrategy.beam, 3, 0.0, 3, **limit, coverage_penalty=1.0)
+    model: Any = AttendingTableModel()
+    ranked = decode(model, torch.tensor([[4, 4, 4]]), torch.tensor([3]), covering, BOS, EOS)
+    assert [h.tokens for h in ranked[0]][:2] == [[a, b], [b]]
+    keys = [search.ranking_of(covering).key(h) for h in ranked[0]]
+    by_hand = math.log(0.36) + math.log(0.9) + math.log(0.2) + math.log(0.9)
+    assert keys[:2] == pytest.approx([math.log(0.189), by_hand], abs=1e-5)
+    assert keys == sorted(keys, reverse=True)
+    (greedy,) = decode(TableModel(), torch.tensor([[4, 4]]), torch.tensor([2]),
+                       DecodingSchema(**limit), BOS, EOS)  # fmt: skip
+    assert search.ranking_of(DecodingSchema(**limit)).key(greedy[0]) == greedy[0].score
+
+
 def test_coverage_penalty_needs_attention() -> None:
     """The search, the schema and the translator each refuse it for a model without attention."""
     model: Any = TableModel()
