@@ -43,7 +43,8 @@ the gate (``--val-gate``, a rule fixed when the seed's folder is made, kept in i
 and binding on every later call), the run is scored on val only (the average's test
 is not decoded) and its record, with the reason, goes to docs/results/multi30k_best-rejected.json
 under ``<commit>_seed<n>``. Recipes tried by hand are recorded there in the same schema, with
-``status`` ``rejected``, or ``candidate`` while a rule passed on one seed waits for the other.
+``status`` ``rejected``, or ``candidate`` while a rule passed on one seed waits for the other;
+``control`` marks the recipe itself run by hand beside a trial (on the trial's teacher, say).
 The ``best`` block of docs/results.md is generated from both files, a table per recipe with the
 mean once two seeds are in, and seed 1's attention maps of the first three test sentences go to
 docs/figures/best_attention_<n>.png.
@@ -366,6 +367,7 @@ def markdown(result: dict[str, Any], rejected: dict[str, Any]) -> str:
 TRIED = (
     ("candidate", "Candidates that passed their rule on one seed, waiting for the other", "rule"),
     ("rejected", "Rejected recipes", "why rejected"),
+    ("control", "Controls: the recipe itself, run by hand beside a trial", "what it controls"),
 )
 TRIED_HEADERS = ["recipe at commit", "steps", "train min", "precision"]
 TRIED_HEADERS += ["decoding (chosen on val)", "val BLEU", "best greedy val BLEU"]
