@@ -171,7 +171,7 @@ def test_a_teacher_that_does_not_translate_every_source_stops_the_seed(
     fake = FakeCommands(monkeypatch, tmp_path)
     fake.translations = 1
     line = refusal(fake, tmp_path, capsys)
-    assert "train.teacher.en holds 1 translations of 2 sources: delete" in line
+    assert "train.teacher.en holds 1 translations of 2 sources: a later call" in line
     distill = tmp_path / "runs" / "seed1" / "distill"
     assert not (distill / "union.en").exists() and not (distill / "translate.json").exists()
     assert not any("seed1/student" in " ".join(c) for c in fake.calls)
