@@ -350,6 +350,42 @@ def test_a_bad_value_ends_train_py_with_one_line_and_exit_2(tmp_path: Path) -> N
     assert not (tmp_path / "run").exists()  # refused before any work: no run folder left
 
 
+def test_missing_multi30k_files_end_train_py_with_exit_2_and_no_run_folder(tmp_path: Path) -> None:
+    empty = tmp_path / "multi30k"
+    empty.mkdir()
+    result = subprocess.run(
+        [sys.executable, "src/train.py", "data=multi30k", f"data.root={empty}",
+         "data.download=false", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert f"error: Multi30k files are missing in {empty} (data.download=false)" in result.stderr
+    assert "Traceback" not in result.stderr
+    # the run record (config.yaml, run.json) was written before the data was read: it goes too
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("script", ["eval.py", "translate.py"])
+def test_a_missing_ckpt_path_is_one_line_before_any_work(tmp_path: Path, script: str) -> None:
+    result = subprocess.run(
+        [sys.executable, f"src/{script}", f"hydra.run.dir={tmp_path / 'run'}"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ckpt_path is required: a checkpoint file, a run folder")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    # refused before the output layer's speed probe, which logs what it chose
+    assert "output_precision" not in result.stdout + result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
     ("overrides", "batches", "message"),
     [

@@ -20,7 +20,7 @@ from seq2attn.data.readers import OnDecodeError
 from seq2attn.data.toy import ToyCorpus
 from seq2attn.inference import Translator
 from seq2attn.inference.commands import evaluate, translate
-from seq2attn.inference.lines import LinePolicy, check_outputs, open_input, read_split
+from seq2attn.inference.lines import LinePolicy, check_input, check_outputs, open_input, read_split
 from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +147,22 @@ def test_a_missing_input_file_is_a_config_error(tmp_path: Path) -> None:
         open_input(str(tmp_path / "nope.txt"), STRICT),
     ):
         pass
+
+
+def test_an_input_that_cannot_be_read_is_refused_before_it_is_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readable = tmp_path / "in.txt"
+    readable.write_text("ein Hund\n")
+    check_input(str(readable))
+    check_input(None)  # stdin
+    with pytest.raises(ConfigError, match=r"^input=.*nope\.txt: cannot read it \(No such file"):
+        check_input(str(tmp_path / "nope.txt"))
+    with pytest.raises(ConfigError, match=r"^input=.* is a folder: give a file of sentences"):
+        check_input(str(tmp_path))
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # tests run as root here
+    with pytest.raises(ConfigError, match=r"^input=.*in\.txt: cannot read it \(Permission denied"):
+        check_input(str(readable))
 
 
 def test_outputs_are_refused_where_a_new_file_cannot_be_made(

@@ -63,7 +63,7 @@ def _run_reporting_faults(task: Callable[[DictConfig], T], cfg: DictConfig) -> T
 
 
 # what a run folder holds before any work: Hydra's config, the task's log, the run record
-BEFORE_WORK = {".hydra", "train.log", "eval.log", "translate.log", "run.json"}
+BEFORE_WORK = {".hydra", "train.log", "eval.log", "translate.log", "config.yaml", "run.json"}
 
 
 def remove_unused_run_folder(cfg: DictConfig) -> bool:

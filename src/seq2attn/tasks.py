@@ -55,13 +55,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     started = time.perf_counter()
     run = validate(cfg)
+    output_dir = Path(cfg.paths.output_dir)
+    resume_from = _resume_point(cfg, output_dir)  # a checkpoint not found: refused before any work
     configure_cpu(run.cpu)
     precision = resolve_precision(cfg)
     run = replace(run, decoding=resolve_output_precision(run.decoding, cfg.paths.cache_dir))
     L.seed_everything(cfg.seed, workers=True)
-    output_dir = Path(cfg.paths.output_dir)
     config = resolved_config(cfg)
-    resume_from = _resume_point(cfg, output_dir)
     # a fast dev run checks that everything runs: it writes nothing and tests one batch
     dev_run = bool(cfg.trainer.get("fast_dev_run"))
     if resume_from is None and is_rank_zero() and not dev_run:

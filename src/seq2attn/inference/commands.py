@@ -7,16 +7,16 @@ import dataclasses
 import logging
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from seq2attn.attention_page import PageHeader, PageSentence
-from seq2attn.config import DecodingSchema, validate_eval, validate_translate
+from seq2attn.config import ConfigError, DecodingSchema, validate_eval, validate_translate
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.inference.lines import (
     LinePolicy,
+    check_input,
     check_outputs,
     open_input,
     open_output,
@@ -55,12 +55,13 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Translate a split with a checkpoint, score it with sacreBLEU (and the output's repetition
     rate and length ratio) and write the outputs."""
     settings = validate_eval(cfg)
+    names = checkpoint_names(cfg)
     configure_cpu(settings.cpu)
+    translator = load(names, Path(cfg.paths.log_dir))
     settings = dataclasses.replace(
         settings, decoding=resolve_output_precision(settings.decoding, cfg.paths.cache_dir)
     )
     split = settings.split.value
-    translator = load(checkpoint_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     given = OmegaConf.to_container(cfg.data, resolve=True) if cfg.get("data") else {}
     data = data_config_for(translator.config["data"], given)  # type: ignore[arg-type]
     evaluation = read_split(data, str(translator.paths[0]), split)
@@ -136,15 +137,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def translate(cfg: DictConfig) -> None:
     """Translate lines of ``cfg.input`` (or stdin) to ``cfg.output`` (or stdout), in order."""
     settings = validate_translate(cfg)
+    names = checkpoint_names(cfg)
     nbest_output = cfg.get("nbest_output")
+    check_input(cfg.input)
     check_outputs(cfg.input, {"output": cfg.output, "nbest_output": nbest_output})
     if nbest_output is not None and settings.decoding.n_best == 1:
         log.warning("nbest_output with decoding.n_best=1 holds one hypothesis per line")
     configure_cpu(settings.cpu)
+    translator = load(names, Path(cfg.paths.log_dir))
     settings = dataclasses.replace(
         settings, decoding=resolve_output_precision(settings.decoding, cfg.paths.cache_dir)
     )
-    translator = load(checkpoint_names(cfg.ckpt_path), Path(cfg.paths.log_dir))
     attention_dir = Path(cfg.attention_dir) if cfg.attention_dir else None
     page: list[PageSentence] = []
     policy = LinePolicy.for_translate(settings, translator.config)
@@ -209,8 +212,18 @@ def _shown(path: Path) -> str:
         return path.name
 
 
-def checkpoint_names(ckpt_path: Any) -> str | list[str]:
-    """``ckpt_path`` as given: one checkpoint (or run folder), or a list of them to ensemble."""
+def checkpoint_names(cfg: DictConfig) -> str | list[str]:
+    """``ckpt_path`` as given: one checkpoint (or run folder), or a list of them to ensemble.
+
+    Raises:
+        ConfigError: ``ckpt_path`` is not given.
+    """
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ConfigError(
+            "ckpt_path is required: a checkpoint file, a run folder (its best checkpoint), last "
+            "(the newest run) or a list [a, b] decoded as an ensemble"
+        )
+    ckpt_path = cfg.ckpt_path
     if OmegaConf.is_list(ckpt_path):
         return [str(path) for path in ckpt_path]
     return str(ckpt_path)

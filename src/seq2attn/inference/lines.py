@@ -166,6 +166,23 @@ def open_input(path: str | None, policy: LinePolicy) -> Iterator[Iterator[str]]:
         yield policy.prepare(handle, path)
 
 
+def check_input(path: str | None) -> None:
+    """Refuse, before any work, an input file that :func:`open_input` could not open (null:
+    stdin). Checked without opening it, so that a named pipe is left to its reader.
+
+    Raises:
+        ConfigError: the file does not exist, is a folder or cannot be read.
+    """
+    if path is None:
+        return
+    if not os.path.exists(path):
+        raise ConfigError(f"input={path}: cannot read it (No such file or directory)")
+    if os.path.isdir(path):
+        raise ConfigError(f"input={path} is a folder: give a file of sentences, one per line")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"input={path}: cannot read it (Permission denied)")
+
+
 def check_outputs(input_path: str | None, outputs: dict[str, str | None]) -> None:
     """Refuse, before any work, output paths (option: path, null for stdout or none) that
     could not be written or would destroy what another names.
