@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The CPU build of torch; TORCH_SPEC=... installs another build or version.
+# torch from pip's configured sources; TORCH_SPEC=... installs another version, and
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu the CPU build where PyPI's default is CUDA's.
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
@@ -17,7 +19,7 @@ help: ## Show the targets
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
