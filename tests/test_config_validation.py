@@ -336,14 +336,20 @@ def test_trainer_and_optimizer_values_are_checked_before_any_data(
         validate(compose_train(override))
 
 
-def test_a_bad_value_ends_train_py_with_one_line_and_exit_2(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "src/train.py", "optimizer.lr=-1", f"hydra.run.dir={tmp_path / 'run'}"],
+def run_refused(script: str, *overrides: str, run_dir: Path) -> subprocess.CompletedProcess:
+    """``src/<script>`` with ``overrides`` and its run folder at ``run_dir``, stdin closed."""
+    return subprocess.run(
+        [sys.executable, f"src/{script}", *overrides, f"hydra.run.dir={run_dir}"],
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
         timeout=120,
     )
+
+
+def test_a_bad_value_ends_train_py_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run_refused("train.py", "optimizer.lr=-1", run_dir=tmp_path / "run")
     assert result.returncode == 2
     assert "error: optimizer: Invalid learning rate: -1" in result.stderr
     assert "Traceback" not in result.stderr and "Logging error" not in result.stderr
@@ -353,13 +359,9 @@ def test_a_bad_value_ends_train_py_with_one_line_and_exit_2(tmp_path: Path) -> N
 def test_missing_multi30k_files_end_train_py_with_exit_2_and_no_run_folder(tmp_path: Path) -> None:
     empty = tmp_path / "multi30k"
     empty.mkdir()
-    result = subprocess.run(
-        [sys.executable, "src/train.py", "data=multi30k", f"data.root={empty}",
-         "data.download=false", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=120,
+    result = run_refused(
+        "train.py", "data=multi30k", f"data.root={empty}", "data.download=false",
+        run_dir=tmp_path / "run",
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
     assert f"error: Multi30k files are missing in {empty} (data.download=false)" in result.stderr
@@ -370,14 +372,7 @@ def test_missing_multi30k_files_end_train_py_with_exit_2_and_no_run_folder(tmp_p
 
 @pytest.mark.parametrize("script", ["eval.py", "translate.py"])
 def test_a_missing_ckpt_path_is_one_line_before_any_work(tmp_path: Path, script: str) -> None:
-    result = subprocess.run(
-        [sys.executable, f"src/{script}", f"hydra.run.dir={tmp_path / 'run'}"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=120,
-    )
+    result = run_refused(script, run_dir=tmp_path / "run")
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ckpt_path is required: a checkpoint file, a run folder")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
