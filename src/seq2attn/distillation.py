@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from seq2attn.checkpoints.loading import load_checkpoints, resolve_checkpoint
-from seq2attn.config import ConfigError
+from seq2attn.checkpoints.loading import check_reusable, load_checkpoints, resolve_checkpoint
 from seq2attn.config.run import DistillationSchema
 from seq2attn.data.dataset import Batch
 from seq2attn.data.tokenizer import Tokenizer
@@ -69,19 +68,7 @@ def load_teacher(
     path = resolve_checkpoint(settings.teacher)
     loaded = load_checkpoints([path])
     assert isinstance(loaded.model, Seq2Seq)  # one file, so no ensemble
-    data = loaded.config.get("data") or {}
-    theirs = (data.get("src_lang"), data.get("tgt_lang"))
-    if None not in theirs and None not in languages and theirs != languages:
-        raise ConfigError(
-            f"distillation.teacher={settings.teacher} translates {theirs[0]}->{theirs[1]}, "
-            f"this run {languages[0]}->{languages[1]}: give a teacher of this direction"
-        )
-    if share_embeddings and loaded.src_tokenizer.proto != loaded.tgt_tokenizer.proto:
-        raise ConfigError(
-            f"model.share_embeddings=true with distillation.teacher={settings.teacher}: the "
-            "teacher's source and target tokenizers differ, and the student trains on them; "
-            "set model.share_embeddings=false"
-        )
+    check_reusable(f"distillation.teacher={settings.teacher}", loaded, share_embeddings, languages)
     loaded.model.requires_grad_(False)
     log.info(
         "distilling from %s: its distributions get weight %g in the targets",

@@ -41,6 +41,7 @@ from seq2attn.ranks import is_rank_zero, leave_process_group
 from seq2attn.run_record import resolved_config, write_run_record
 from seq2attn.run_story import ValidationLog, shown_path, stop_reason, summary
 from seq2attn.shortlist import resolve_output_precision
+from seq2attn.warm_start import given_tokenizers, load_warm_start
 
 log = logging.getLogger(__name__)
 silence_dependency_noise()
@@ -69,7 +70,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     languages = (cfg.data.get("src_lang"), cfg.data.get("tgt_lang"))
     teacher = load_teacher(run.distillation, run.model.share_embeddings, languages)
-    tokenizers = None if teacher is None else teacher.tokenizers
+    start = load_warm_start(run.init_from, run.model.share_embeddings, languages)
+    tokenizers = given_tokenizers(teacher, start)
     datamodule: TranslationDataModule = build_datamodule(run.data, tokenizers)
     datamodule.setup("fit")
     if isinstance(cfg.trainer.get("val_check_interval"), int):
@@ -80,6 +82,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_run_record(config, output_dir, resume_from, precision)
             log.info("resuming from %s", shown_path(resume_from))
     module = build_module(cfg, run, datamodule, teacher)
+    if start is not None:  # a resumed run's checkpoint then replaces these weights
+        start.apply(module.model, config["model"])
     if is_rank_zero():
         count = sum(p.numel() for p in module.model.parameters())
         log.info(

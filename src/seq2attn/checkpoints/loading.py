@@ -188,6 +188,30 @@ def load_checkpoints(files: Sequence[Path]) -> LoadedCheckpoint:
     return LoadedCheckpoint(tuple(files), first["config"], model, src, tgt)
 
 
+def check_reusable(
+    option: str,
+    loaded: LoadedCheckpoint,
+    share_embeddings: bool,
+    languages: tuple[str | None, str | None],
+) -> None:
+    """Refuse a checkpoint whose tokenizers a training run would take over (its ``option``, such
+    as a distillation teacher or a warm start) when it was trained for other (source, target)
+    ``languages`` (where both name theirs), or when its two tokenizers differ while the run shares
+    one embedding table between them (``share_embeddings``)."""
+    data = loaded.config.get("data") or {}
+    theirs = (data.get("src_lang"), data.get("tgt_lang"))
+    if None not in theirs and None not in languages and theirs != languages:
+        raise ConfigError(
+            f"{option} translates {theirs[0]}->{theirs[1]}, this run "
+            f"{languages[0]}->{languages[1]}: give a checkpoint of this direction"
+        )
+    if share_embeddings and loaded.src_tokenizer.proto != loaded.tgt_tokenizer.proto:
+        raise ConfigError(
+            f"model.share_embeddings=true with {option}: its source and target tokenizers "
+            "differ, and this run trains on them; set model.share_embeddings=false"
+        )
+
+
 def rebuild_model(path: Path, contents: dict[str, Any], src: Tokenizer, tgt: Tokenizer) -> Seq2Seq:
     """The model of a read checkpoint (with its tokenizers), with its weights, in eval mode.
 

@@ -155,6 +155,7 @@ class TrainingSchema:
     free_running_loss: bool = False
     compile_loop: bool = False
     distillation: DistillationSchema = field(default_factory=DistillationSchema)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         unit_interval("label_smoothing", self.label_smoothing)
@@ -232,7 +233,8 @@ class RunConfig:
     time spent (``scheduler.*``); ``nonfinite_loss`` is ``stop`` or ``skip``;
     ``free_running_loss`` whether validation also scores the decoder fed its own argmax;
     ``compile_loop`` whether training compiles the decoder's per-position function;
-    ``distillation`` the teacher whose distributions the targets mix in, if any.
+    ``distillation`` the teacher whose distributions the targets mix in, if any; ``init_from``
+    the checkpoint whose weights the model starts from, if any (:mod:`seq2attn.warm_start`).
     """
 
     model: ModelSchema
@@ -248,6 +250,7 @@ class RunConfig:
     free_running_loss: bool = False
     compile_loop: bool = False
     distillation: DistillationSchema = field(default_factory=DistillationSchema)
+    init_from: str | None = None
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -256,17 +259,20 @@ def validate(cfg: DictConfig) -> RunConfig:
     scorer = check_scorer(cfg.model.scorer, model)
     data = validate_data(cfg.data)
     own = check(TrainingSchema, _keys(cfg, TrainingSchema), "")
-    teacher = own.distillation.teacher  # brings its tokenizers: load_teacher checks them
-    if model.share_embeddings and not (data.joint_vocab or data.spm_model or teacher):
+    # a teacher or a warm start brings its tokenizers: load_teacher and load_warm_start check them
+    given = {"distillation.teacher": own.distillation.teacher, "init_from": own.init_from}
+    given = {option: name for option, name in given.items() if name is not None}
+    if model.share_embeddings and not (data.joint_vocab or data.spm_model or given):
         raise ConfigError(
             "model.share_embeddings=true needs one vocabulary for both sides: set "
             "data.joint_vocab=true or give data.spm_model"
         )
     own.decoding.check_attention(model.attention != AttentionWiring.none)
-    if teacher is not None and data.spm_model is not None:
+    if given and data.spm_model is not None:
+        option = next(iter(given))
         raise ConfigError(
-            f"data.spm_model={data.spm_model} with distillation.teacher: the student trains on "
-            "the teacher's tokenizers; set data.spm_model=null"
+            f"data.spm_model={data.spm_model} with {option}: the run trains on the tokenizers "
+            f"of the checkpoint {option} names; set data.spm_model=null"
         )
     check_hardware(cfg.trainer)
     check_trainer(cfg.trainer)
@@ -291,6 +297,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         free_running_loss=own.free_running_loss,
         compile_loop=own.compile_loop,
         distillation=own.distillation,
+        init_from=own.init_from,
     )
 
 

@@ -173,10 +173,10 @@ class TranslationDataModule(L.LightningDataModule):
     def _build_tokenizers(
         self, train_key: str, train: Callable[[], ParallelCorpus]
     ) -> tuple[tuple[str, Tokenizer], tuple[str, Tokenizer]]:
-        if self.given_tokenizers is not None:  # a distillation teacher's, keyed by their bytes
+        if self.given_tokenizers is not None:  # a teacher's or warm start's, keyed by their bytes
             src, tgt = self.given_tokenizers
             sizes = src.vocab_size, tgt.vocab_size
-            log.info("using the teacher's tokenizers (%d and %d ids)", *sizes)
+            log.info("using the given checkpoint's tokenizers (%d and %d ids)", *sizes)
             return (model_key("given", src), src), (model_key("given", tgt), tgt)
         if self.spm_model is not None:  # used for both sides, keyed by its bytes
             try:
