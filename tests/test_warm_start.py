@@ -4,6 +4,7 @@ tokenizers, with its own optimizer, schedule and step count."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,24 @@ def test_a_teacher_and_a_warm_start_must_share_their_tokenizers(
     with pytest.raises(ConfigError, match="trained on different tokenizers"):
         given_tokenizers(start, other)
     assert given_tokenizers(None, None) is None
+
+
+def test_a_warm_started_run_resumes_without_its_starting_checkpoint(
+    compose_train: Compose, trained_run: Path, tmp_path: Path
+) -> None:
+    """The resume reads its own checkpoint (weights and tokenizers), not ``init_from`` again,
+    which may be gone by then."""
+    copy = tmp_path / "start.ckpt"
+    shutil.copyfile(resolve_checkpoint(trained_run), copy)
+    overrides = (f"init_from={copy}", *SAME_MODEL, "data.vocab_size=150")
+    first = compose_train(*overrides, "trainer.max_steps=2")
+    train(first)
+    output_dir = Path(first.paths.output_dir)
+    stopped = _weights(output_dir / "checkpoints" / "last.ckpt")
+    copy.unlink()
+    train(compose_train(*overrides, "trainer.max_steps=4", f"ckpt_path={output_dir}"))
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["trainer/global_step"] == 4
+    resumed = _weights(output_dir / "checkpoints" / "last.ckpt")
+    moved = max((resumed[k] - stopped[k]).abs().max().item() for k in stopped)
+    assert 0 < moved < 0.05  # two more steps from where the first two stopped

@@ -20,6 +20,7 @@ from seq2attn.checkpoints.loading import (
     check_resumable,
     mapped_checkpoint,
     resume_checkpoint,
+    stored_tokenizers,
 )
 from seq2attn.checkpoints.saving import AtomicCheckpointIO, SelfDescribingCheckpoint
 from seq2attn.config import validate
@@ -70,8 +71,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     languages = (cfg.data.get("src_lang"), cfg.data.get("tgt_lang"))
     teacher = load_teacher(run.distillation, run.model.share_embeddings, languages)
-    start = load_warm_start(run.init_from, run.model.share_embeddings, languages)
+    start = None  # a resumed run goes on from its own checkpoint instead
+    if resume_from is None:
+        start = load_warm_start(run.init_from, run.model.share_embeddings, languages)
     tokenizers = given_tokenizers(teacher, start)
+    if tokenizers is None and resume_from is not None and run.init_from is not None:
+        tokenizers = stored_tokenizers(resume_from)  # a warm start's, kept in the checkpoint
     datamodule: TranslationDataModule = build_datamodule(run.data, tokenizers)
     datamodule.setup("fit")
     if isinstance(cfg.trainer.get("val_check_interval"), int):
@@ -82,7 +87,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_run_record(config, output_dir, resume_from, precision)
             log.info("resuming from %s", shown_path(resume_from))
     module = build_module(cfg, run, datamodule, teacher)
-    if start is not None:  # a resumed run's checkpoint then replaces these weights
+    if start is not None:
         start.apply(module.model, config["model"])
     if is_rank_zero():
         count = sum(p.numel() for p in module.model.parameters())

@@ -148,6 +148,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return contents
 
 
+def stored_tokenizers(path: Path) -> tuple[Tokenizer, Tokenizer]:
+    """The (source, target) tokenizers a checkpoint file was trained with."""
+    meta = read_checkpoint(path)["seq2attn"]
+    return Tokenizer.from_proto(meta["src_spm"]), Tokenizer.from_proto(meta["tgt_spm"])
+
+
 @dataclass
 class LoadedCheckpoint:
     """A model in eval mode with the tokenizers and config it was trained with.
