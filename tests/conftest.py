@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -144,3 +145,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Pa
     )
     train(cfg)
     return output_dir
+
+
+def run_refused(script: str, *overrides: str, run_dir: Path) -> subprocess.CompletedProcess:
+    """``src/<script>`` with ``overrides`` and its run folder at ``run_dir``, stdin closed."""
+    return subprocess.run(
+        [sys.executable, f"src/{script}", *overrides, f"hydra.run.dir={run_dir}"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )

@@ -3,8 +3,6 @@ is allowed; a valid one comes back as the typed objects the run uses."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from seq2attn.data.pipeline import DataPipeline, SentencePieceModel
 from seq2attn.data.readers import HFData, Multi30kData, TextPairsData, TsvData
 from seq2attn.models.scorers import DotScorer, GeneralScorer
 from seq2attn.teacher_forcing import AlwaysSchedule
-from tests.conftest import Compose, compose_config
+from tests.conftest import Compose, compose_config, run_refused
 
 TEXT_PAIRS_FILES = [
     f"data.{split}_{side}={split}.{lang}"
@@ -334,18 +332,6 @@ def test_trainer_and_optimizer_values_are_checked_before_any_data(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         validate(compose_train(override))
-
-
-def run_refused(script: str, *overrides: str, run_dir: Path) -> subprocess.CompletedProcess:
-    """``src/<script>`` with ``overrides`` and its run folder at ``run_dir``, stdin closed."""
-    return subprocess.run(
-        [sys.executable, f"src/{script}", *overrides, f"hydra.run.dir={run_dir}"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=120,
-    )
 
 
 def test_a_bad_value_ends_train_py_with_one_line_and_exit_2(tmp_path: Path) -> None:

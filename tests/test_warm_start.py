@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from seq2attn import warm_start
+from seq2attn.checkpoints import CheckpointError
 from seq2attn.checkpoints.loading import load_checkpoints, read_checkpoint, resolve_checkpoint
 from seq2attn.config import ConfigError, validate
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.module import build_module
 from seq2attn.tasks import train
-from seq2attn.warm_start import given_tokenizers, load_warm_start
-from tests.conftest import Compose
-from tests.test_config_validation import run_refused
+from seq2attn.warm_start import WarmStart, load_warm_start
+from tests.conftest import Compose, run_refused
 
 # the trained_run fixture's network
 SAME_MODEL = ("model.hidden_size=64", "model.embedding_size=32")
@@ -31,18 +32,27 @@ def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
     }
 
 
+def _largest_change(after: dict[str, torch.Tensor], before: dict[str, torch.Tensor]) -> float:
+    return max((after[k] - before[k]).abs().max().item() for k in before)
+
+
+def _load(compose_train: Compose, *overrides: str) -> WarmStart | None:
+    cfg = compose_train(*overrides)
+    return load_warm_start(validate(cfg), dict(cfg.model))
+
+
 def test_the_model_starts_as_the_checkpoint_and_translates_as_it_does(
     compose_train: Compose, trained_run: Path
 ) -> None:
-    cfg = compose_train(f"init_from={trained_run}", *SAME_MODEL)
+    cfg = compose_train(f"init_from={trained_run}", *SAME_MODEL, "model.dropout=0.5")
     run = validate(cfg)
-    start = load_warm_start(run.init_from, run.model.share_embeddings)
+    start = load_warm_start(run, dict(cfg.model))
     assert start is not None
-    datamodule = build_datamodule(run.data, given_tokenizers(start))
+    datamodule = build_datamodule(run.data, start.tokenizers)
     datamodule.setup("fit")
     module = build_module(cfg, run, datamodule)
     before = {k: v.clone() for k, v in module.model.state_dict().items()}
-    start.apply(module.model, dict(cfg.model))
+    start.load_into_(module.model)
     source = load_checkpoints([resolve_checkpoint(trained_run)]).model
     for key, value in source.state_dict().items():
         assert torch.equal(module.model.state_dict()[key], value), key
@@ -67,9 +77,8 @@ def test_a_warm_started_run_trains_on_from_the_checkpoint_with_a_fresh_step_coun
     train(cfg)
     output_dir = Path(cfg.paths.output_dir)
     last = output_dir / "checkpoints" / "last.ckpt"
-    after, initial = _weights(last), _weights(start_file)
-    moved = max((after[k] - initial[k]).abs().max().item() for k in initial)
-    assert 0 < moved < 0.05  # Adam at lr 2e-3 (plus warm-up) moves a weight by under 0.01 a step
+    # Adam moves a weight by about the learning rate (2e-3) a step
+    assert 0 < _largest_change(_weights(last), _weights(start_file)) < 0.05
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["trainer/global_step"] == 2
     meta, source = read_checkpoint(last)["seq2attn"], read_checkpoint(start_file)["seq2attn"]
@@ -77,22 +86,49 @@ def test_a_warm_started_run_trains_on_from_the_checkpoint_with_a_fresh_step_coun
     assert meta["config"]["init_from"] == str(trained_run)
 
 
-def test_another_network_is_refused_naming_the_parameter_and_the_options(
+def test_another_network_is_refused_naming_the_weight_and_the_options(
     compose_train: Compose, trained_run: Path
 ) -> None:
-    cfg = compose_train(f"init_from={trained_run}")  # hidden 32 and embeddings 16, not 64 and 32
-    run = validate(cfg)
-    start = load_warm_start(run.init_from, run.model.share_embeddings)
-    assert start is not None
-    datamodule = build_datamodule(run.data, start.tokenizers)
-    datamodule.setup("fit")
-    module = build_module(cfg, run, datamodule)
+    """Hidden 32 and embeddings 16 against the checkpoint's 64 and 32; dropout holds no weights
+    and is not named."""
     with pytest.raises(ConfigError) as refused:
-        start.apply(module.model, dict(cfg.model))
+        _load(compose_train, f"init_from={trained_run}", "model.dropout=0.5")
     message = str(refused.value)
     assert "its network differs from this run's" in message
+    assert "in the checkpoint and (" in message and ") in this run" in message  # both shapes
     assert "model.hidden_size=64->32" in message and "model.embedding_size=32->16" in message
-    assert "there and" in message  # a parameter named with both shapes
+    assert "dropout" not in message
+
+
+def test_sharing_the_embeddings_the_checkpoint_kept_apart_is_refused(
+    compose_train: Compose, trained_run: Path
+) -> None:
+    """Same names and shapes, but one table where the checkpoint has two: loading would write
+    the target table over the source one."""
+    with pytest.raises(ConfigError) as refused:
+        _load(compose_train, f"init_from={trained_run}", *SAME_MODEL, "model.share_embeddings=true")
+    message = str(refused.value)
+    assert "shares its weights with no other in the checkpoint" in message
+    assert "model.share_embeddings=False->True" in message
+
+
+def test_a_checkpoint_of_another_direction_is_refused(
+    compose_train: Compose, trained_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def english_to_german(files):  # type: ignore[no-untyped-def]
+        loaded = load_checkpoints(files)
+        loaded.config["data"] |= {"src_lang": "en", "tgt_lang": "de"}
+        return loaded
+
+    monkeypatch.setattr(warm_start, "load_checkpoints", english_to_german)
+    cfg = compose_train(f"init_from={trained_run}", *SAME_MODEL)
+    with pytest.raises(ConfigError, match=r"init_from=.* translates en->de, this run de->en"):
+        load_warm_start(validate(cfg), dict(cfg.model), ("de", "en"))
+
+
+def test_a_missing_checkpoint_is_named(compose_train: Compose, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="gone.ckpt"):
+        _load(compose_train, f"init_from={tmp_path / 'gone.ckpt'}")
 
 
 def test_a_refused_warm_start_exits_2_in_one_line_and_leaves_no_run_folder(
@@ -115,37 +151,53 @@ def test_init_from_with_a_sentencepiece_model_is_refused(compose_train: Compose)
         validate(compose_train("init_from=some.ckpt", "data.spm_model=pieces.model"))
 
 
-def test_a_teacher_and_a_warm_start_must_share_their_tokenizers(
+def test_a_teacher_and_a_warm_start_train_together_only_on_shared_tokenizers(
     compose_train: Compose, trained_run: Path, tmp_path: Path
 ) -> None:
-    start = load_warm_start(str(trained_run), share_embeddings=False)
-    assert start is not None
-    assert given_tokenizers(None, start) == start.tokenizers
-    assert given_tokenizers(start, start) == start.tokenizers
-    other_cfg = compose_train("trainer.max_steps=1", "data.vocab_size=150")
-    train(other_cfg)
-    other = load_warm_start(str(Path(other_cfg.paths.output_dir)), share_embeddings=False)
+    """The documented use (a student that starts from its teacher and reads its distributions)
+    trains; a warm start on other tokenizers than the teacher's is refused before any work."""
+    both = compose_train(
+        f"init_from={trained_run}",
+        f"distillation.teacher={trained_run}",
+        *SAME_MODEL,
+        "trainer.max_steps=1",
+    )
+    train(both)
+    student = read_checkpoint(Path(both.paths.output_dir) / "checkpoints" / "last.ckpt")
+    teacher = read_checkpoint(resolve_checkpoint(trained_run))
+    assert student["seq2attn"]["tgt_spm"] == teacher["seq2attn"]["tgt_spm"]
+
+    other = compose_train(*SAME_MODEL, "trainer.max_steps=1", "data.vocab_size=150")
+    other.paths.output_dir = str(tmp_path / "other")
+    train(other)
+    mixed = compose_train(
+        f"init_from={tmp_path / 'other'}", f"distillation.teacher={trained_run}", *SAME_MODEL
+    )
+    mixed.paths.output_dir = str(tmp_path / "mixed")
     with pytest.raises(ConfigError, match="trained on different tokenizers"):
-        given_tokenizers(start, other)
-    assert given_tokenizers(None, None) is None
+        train(mixed)
+    assert not (tmp_path / "mixed" / "checkpoints").exists()
 
 
-def test_a_warm_started_run_resumes_without_its_starting_checkpoint(
-    compose_train: Compose, trained_run: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    "repeated", [True, False], ids=["init_from_repeated", "init_from_left_out"]
+)
+def test_a_warm_started_run_resumes_from_its_own_checkpoint(
+    compose_train: Compose, trained_run: Path, tmp_path: Path, repeated: bool
 ) -> None:
-    """The resume reads its own checkpoint (weights and tokenizers), not ``init_from`` again,
-    which may be gone by then."""
+    """The resume reads its own checkpoint (weights and tokenizers), whether or not the command
+    repeats ``init_from``, whose file may be gone by then."""
     copy = tmp_path / "start.ckpt"
     shutil.copyfile(resolve_checkpoint(trained_run), copy)
-    overrides = (f"init_from={copy}", *SAME_MODEL, "data.vocab_size=150")
-    first = compose_train(*overrides, "trainer.max_steps=2")
+    overrides = (*SAME_MODEL, "data.vocab_size=150")
+    first = compose_train(f"init_from={copy}", *overrides, "trainer.max_steps=2")
     train(first)
     output_dir = Path(first.paths.output_dir)
     stopped = _weights(output_dir / "checkpoints" / "last.ckpt")
     copy.unlink()
-    train(compose_train(*overrides, "trainer.max_steps=4", f"ckpt_path={output_dir}"))
+    again = (f"init_from={copy}",) if repeated else ()
+    train(compose_train(*again, *overrides, "trainer.max_steps=4", f"ckpt_path={output_dir}"))
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["trainer/global_step"] == 4
     resumed = _weights(output_dir / "checkpoints" / "last.ckpt")
-    moved = max((resumed[k] - stopped[k]).abs().max().item() for k in stopped)
-    assert 0 < moved < 0.05  # two more steps from where the first two stopped
+    assert 0 < _largest_change(resumed, stopped) < 0.05  # two more steps from where it stopped

@@ -68,7 +68,9 @@ def load_teacher(
     path = resolve_checkpoint(settings.teacher)
     loaded = load_checkpoints([path])
     assert isinstance(loaded.model, Seq2Seq)  # one file, so no ensemble
-    check_reusable(f"distillation.teacher={settings.teacher}", loaded, share_embeddings, languages)
+    tokenizers = loaded.src_tokenizer, loaded.tgt_tokenizer
+    option = f"distillation.teacher={settings.teacher}"
+    check_reusable(option, loaded.config, tokenizers, share_embeddings, languages)
     loaded.model.requires_grad_(False)
     log.info(
         "distilling from %s: its distributions get weight %g in the targets",

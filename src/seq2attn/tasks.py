@@ -20,7 +20,6 @@ from seq2attn.checkpoints.loading import (
     check_resumable,
     mapped_checkpoint,
     resume_checkpoint,
-    stored_tokenizers,
 )
 from seq2attn.checkpoints.saving import AtomicCheckpointIO, SelfDescribingCheckpoint
 from seq2attn.config import validate
@@ -42,7 +41,7 @@ from seq2attn.ranks import is_rank_zero, leave_process_group
 from seq2attn.run_record import resolved_config, write_run_record
 from seq2attn.run_story import ValidationLog, shown_path, stop_reason, summary
 from seq2attn.shortlist import resolve_output_precision
-from seq2attn.warm_start import given_tokenizers, load_warm_start
+from seq2attn.warm_start import load_warm_start, run_tokenizers
 
 log = logging.getLogger(__name__)
 silence_dependency_noise()
@@ -71,12 +70,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     languages = (cfg.data.get("src_lang"), cfg.data.get("tgt_lang"))
     teacher = load_teacher(run.distillation, run.model.share_embeddings, languages)
-    start = None  # a resumed run goes on from its own checkpoint instead
-    if resume_from is None:
-        start = load_warm_start(run.init_from, run.model.share_embeddings, languages)
-    tokenizers = given_tokenizers(teacher, start)
-    if tokenizers is None and resume_from is not None and run.init_from is not None:
-        tokenizers = stored_tokenizers(resume_from)  # a warm start's, kept in the checkpoint
+    start = load_warm_start(run, config["model"], languages, resuming=resume_from is not None)
+    tokenizers = run_tokenizers(teacher, start, resume_from, run.model.share_embeddings)
     datamodule: TranslationDataModule = build_datamodule(run.data, tokenizers)
     datamodule.setup("fit")
     if isinstance(cfg.trainer.get("val_check_interval"), int):
@@ -88,7 +83,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("resuming from %s", shown_path(resume_from))
     module = build_module(cfg, run, datamodule, teacher)
     if start is not None:
-        start.apply(module.model, config["model"])
+        start.load_into_(module.model)
+        del start  # its copy of the weights is not needed while training
     if is_rank_zero():
         count = sum(p.numel() for p in module.model.parameters())
         log.info(

@@ -148,12 +148,6 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return contents
 
 
-def stored_tokenizers(path: Path) -> tuple[Tokenizer, Tokenizer]:
-    """The (source, target) tokenizers a checkpoint file was trained with."""
-    meta = read_checkpoint(path)["seq2attn"]
-    return Tokenizer.from_proto(meta["src_spm"]), Tokenizer.from_proto(meta["tgt_spm"])
-
-
 @dataclass
 class LoadedCheckpoint:
     """A model in eval mode with the tokenizers and config it was trained with.
@@ -185,7 +179,7 @@ def load_checkpoints(files: Sequence[Path]) -> LoadedCheckpoint:
                 f"{path}: its tokenizers differ from {files[0]}'s; the members of an ensemble "
                 "must share them"
             )
-    src, tgt = Tokenizer.from_proto(first["src_spm"]), Tokenizer.from_proto(first["tgt_spm"])
+    src, tgt = stored_tokenizers(files[0], contents[0])
     models = [
         rebuild_model(path, checkpoint, src, tgt)
         for path, checkpoint in zip(files, contents, strict=True)
@@ -196,26 +190,39 @@ def load_checkpoints(files: Sequence[Path]) -> LoadedCheckpoint:
 
 def check_reusable(
     option: str,
-    loaded: LoadedCheckpoint,
+    config: dict[str, Any],
+    tokenizers: tuple[Tokenizer, Tokenizer],
     share_embeddings: bool,
-    languages: tuple[str | None, str | None],
+    languages: tuple[str | None, str | None] = (None, None),
 ) -> None:
-    """Refuse a checkpoint whose tokenizers a training run would take over (its ``option``, such
-    as a distillation teacher or a warm start) when it was trained for other (source, target)
+    """Refuse a checkpoint whose ``tokenizers`` a training run takes over (through ``option``: a
+    distillation teacher, a warm start) when its stored ``config`` names other (source, target)
     ``languages`` (where both name theirs), or when its two tokenizers differ while the run shares
     one embedding table between them (``share_embeddings``)."""
-    data = loaded.config.get("data") or {}
+    data = config.get("data") or {}
     theirs = (data.get("src_lang"), data.get("tgt_lang"))
     if None not in theirs and None not in languages and theirs != languages:
         raise ConfigError(
             f"{option} translates {theirs[0]}->{theirs[1]}, this run "
             f"{languages[0]}->{languages[1]}: give a checkpoint of this direction"
         )
-    if share_embeddings and loaded.src_tokenizer.proto != loaded.tgt_tokenizer.proto:
+    src, tgt = tokenizers
+    if share_embeddings and src.proto != tgt.proto:
         raise ConfigError(
             f"model.share_embeddings=true with {option}: its source and target tokenizers "
             "differ, and this run trains on them; set model.share_embeddings=false"
         )
+
+
+def stored_tokenizers(path: Path, contents: dict[str, Any]) -> tuple[Tokenizer, Tokenizer]:
+    """The (source, target) tokenizers kept in a read checkpoint's ``contents``."""
+    meta = contents["seq2attn"]
+    try:
+        return Tokenizer.from_proto(meta["src_spm"]), Tokenizer.from_proto(meta["tgt_spm"])
+    except Exception as error:  # any failure to parse untrusted bytes is the file's
+        raise CheckpointError(
+            f"{path}: its stored tokenizers cannot be read ({type(error).__name__})"
+        ) from None
 
 
 def rebuild_model(path: Path, contents: dict[str, Any], src: Tokenizer, tgt: Tokenizer) -> Seq2Seq:
