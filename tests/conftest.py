@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
+from seq2attn.checkpoints.loading import LoadedCheckpoint, load_checkpoints
 from seq2attn.tasks import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,3 +158,11 @@ def run_refused(script: str, *overrides: str, run_dir: Path) -> subprocess.Compl
         cwd=REPO,
         timeout=120,
     )
+
+
+def loaded_as_english_to_german(files: list[Path]) -> LoadedCheckpoint:
+    """``load_checkpoints(files)`` with the stored data config naming en->de: a checkpoint of the
+    other direction than the toy corpus's de->en."""
+    loaded = load_checkpoints(files)
+    loaded.config["data"] |= {"src_lang": "en", "tgt_lang": "de"}
+    return loaded

@@ -13,14 +13,14 @@ from torch import nn
 from seq2attn import distillation
 from seq2attn import loss as loss_module
 from seq2attn.checkpoints import CheckpointError
-from seq2attn.checkpoints.loading import load_checkpoints, read_checkpoint, resolve_checkpoint
+from seq2attn.checkpoints.loading import read_checkpoint, resolve_checkpoint
 from seq2attn.config import ConfigError, validate
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.distillation import Teacher, load_teacher
 from seq2attn.loss import SoftTargets, linear_cross_entropy, token_nll, training_nll
 from seq2attn.module import build_module
 from seq2attn.tasks import train
-from tests.conftest import Compose
+from tests.conftest import Compose, loaded_as_english_to_german
 
 PAD = 0
 
@@ -143,12 +143,7 @@ def test_a_missing_teacher_is_named(compose_train: Compose, tmp_path: Path) -> N
 def test_a_teacher_of_another_direction_is_refused(
     compose_train: Compose, trained_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def english_to_german(files):  # type: ignore[no-untyped-def]
-        loaded = load_checkpoints(files)
-        loaded.config["data"] |= {"src_lang": "en", "tgt_lang": "de"}
-        return loaded
-
-    monkeypatch.setattr(distillation, "load_checkpoints", english_to_german)
+    monkeypatch.setattr(distillation, "load_checkpoints", loaded_as_english_to_german)
     run = validate(compose_train(f"distillation.teacher={trained_run}"))
     with pytest.raises(ConfigError, match=r"translates en->de, this run de->en"):
         load_teacher(run.distillation, False, ("de", "en"))

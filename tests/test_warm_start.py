@@ -18,7 +18,7 @@ from seq2attn.data.datamodule import build_datamodule
 from seq2attn.module import build_module
 from seq2attn.tasks import train
 from seq2attn.warm_start import WarmStart, load_warm_start
-from tests.conftest import Compose, run_refused
+from tests.conftest import Compose, loaded_as_english_to_german, run_refused
 
 # the trained_run fixture's network
 SAME_MODEL = ("model.hidden_size=64", "model.embedding_size=32")
@@ -115,12 +115,7 @@ def test_sharing_the_embeddings_the_checkpoint_kept_apart_is_refused(
 def test_a_checkpoint_of_another_direction_is_refused(
     compose_train: Compose, trained_run: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def english_to_german(files):  # type: ignore[no-untyped-def]
-        loaded = load_checkpoints(files)
-        loaded.config["data"] |= {"src_lang": "en", "tgt_lang": "de"}
-        return loaded
-
-    monkeypatch.setattr(warm_start, "load_checkpoints", english_to_german)
+    monkeypatch.setattr(warm_start, "load_checkpoints", loaded_as_english_to_german)
     cfg = compose_train(f"init_from={trained_run}", *SAME_MODEL)
     with pytest.raises(ConfigError, match=r"init_from=.* translates en->de, this run de->en"):
         load_warm_start(validate(cfg), dict(cfg.model), ("de", "en"))
