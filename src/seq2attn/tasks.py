@@ -35,6 +35,7 @@ from seq2attn.inference.outputs import (
 )
 from seq2attn.loggers import build_loggers, finish_loggers
 from seq2attn.module import build_module
+from seq2attn.moving_average import check_resumable_average, moving_average
 from seq2attn.precision import resolve_precision
 from seq2attn.quiet import silence_dependency_noise
 from seq2attn.ranks import is_rank_zero, leave_process_group
@@ -58,6 +59,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run = validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     resume_from = _resume_point(cfg, output_dir)  # a checkpoint not found: refused before any work
+    if resume_from is not None:
+        check_resumable_average(resume_from, run.ema)
     configure_cpu(run.cpu)
     precision = resolve_precision(cfg)
     run = replace(run, decoding=resolve_output_precision(run.decoding, cfg.paths.cache_dir))
@@ -95,6 +98,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint | ResumeCheckpoint)]
     story = ValidationLog()
     callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config), story]
+    if (average := moving_average(run.ema)) is not None:
+        callbacks.append(average)
+        if is_rank_zero():
+            log.info(
+                "validation and checkpoints use the moving average of the weights (decay %g)",
+                average.decay,
+            )
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(ProgressBar())
     resume = next((c for c in callbacks if isinstance(c, ResumeCheckpoint)), None)

@@ -144,6 +144,22 @@ class DistillationSchema:
 
 
 @dataclass
+class MovingAverageSchema:
+    """An exponential moving average of the weights (:mod:`seq2attn.moving_average`): after
+    each optimizer step from ``start_step`` on, ``θ̄ ← decay·θ̄ + (1 − decay)·θ``; validation, the
+    kept checkpoints and the closing test use ``θ̄``. Off while ``decay`` is null."""
+
+    decay: float | None = None
+    start_step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.decay is not None and not 0 < self.decay < 1:
+            raise ConfigError(f"ema.decay={self.decay}: must lie in (0, 1), or null (off)")
+        if self.start_step < 0:
+            raise ConfigError(f"ema.start_step={self.start_step}: must be 0 or more")
+
+
+@dataclass
 class TrainingSchema:
     """The training config's own keys (``conf/train.yaml``) that the run reads."""
 
@@ -156,6 +172,7 @@ class TrainingSchema:
     compile_loop: bool = False
     distillation: DistillationSchema = field(default_factory=DistillationSchema)
     init_from: str | None = None
+    ema: MovingAverageSchema = field(default_factory=MovingAverageSchema)
 
     def __post_init__(self) -> None:
         unit_interval("label_smoothing", self.label_smoothing)
@@ -234,7 +251,8 @@ class RunConfig:
     ``free_running_loss`` whether validation also scores the decoder fed its own argmax;
     ``compile_loop`` whether training compiles the decoder's per-position function;
     ``distillation`` the teacher whose distributions the targets mix in, if any; ``init_from``
-    the checkpoint whose weights the model starts from, if any (:mod:`seq2attn.warm_start`).
+    the checkpoint whose weights the model starts from, if any (:mod:`seq2attn.warm_start`);
+    ``ema`` the moving average of the weights that validation and checkpoints use, if any.
     """
 
     model: ModelSchema
@@ -251,6 +269,7 @@ class RunConfig:
     compile_loop: bool = False
     distillation: DistillationSchema = field(default_factory=DistillationSchema)
     init_from: str | None = None
+    ema: MovingAverageSchema = field(default_factory=MovingAverageSchema)
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -298,6 +317,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         compile_loop=own.compile_loop,
         distillation=own.distillation,
         init_from=own.init_from,
+        ema=own.ema,
     )
 
 
