@@ -190,6 +190,7 @@ class ResumeCheckpoint(Callback):
         self.received = 0  # the signal this process received, 0 for none
         self.stopped_by = 0  # the signal the ranks agreed to stop on, 0 for none
         self._previous: dict[int, Any] = {}
+        self._saved_at = -1  # the optimizer step of the last periodic save
 
     @property
     def path(self) -> Path:
@@ -234,7 +235,13 @@ class ResumeCheckpoint(Callback):
         batch_idx: int,
     ) -> None:
         stop = self._agreed(trainer)
-        periodic = self.every_n_train_steps and trainer.global_step % self.every_n_train_steps == 0
+        step = trainer.global_step
+        # once per step, at the batch that made it: the batches after it accumulate gradients
+        # toward the next step, which a save among them would lose
+        periodic = self.every_n_train_steps and step % self.every_n_train_steps == 0
+        periodic = periodic and step != self._saved_at
+        if periodic:
+            self._saved_at = step
         if stop or periodic:
             trainer.save_checkpoint(self.path)
         if stop:
