@@ -12,11 +12,12 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from seq2attn.callbacks import ResumeCheckpoint
 from seq2attn.checkpoints import CheckpointError
 from seq2attn.config import ConfigError, validate
 from seq2attn.data.datamodule import build_datamodule
+from seq2attn.ema import WeightEMA, check_resumable_average
 from seq2attn.module import build_module
-from seq2attn.moving_average import MovingAverage, check_resumable_average
 from seq2attn.tasks import train
 from tests.conftest import TINY, Compose, compose_config, run_refused
 
@@ -26,7 +27,8 @@ Weights = list[torch.Tensor]
 class Recorder(Callback):
     """θ after every optimizer step, what validation sees, and θ when each batch starts."""
 
-    def __init__(self) -> None:
+    def __init__(self, checkpoint: Path) -> None:
+        self.checkpoint = checkpoint
         self.after_step: list[Weights] = []
         self.validated: dict[int, Weights] = {}
         self.at_batch_start: dict[int, Weights] = {}
@@ -45,6 +47,9 @@ class Recorder(Callback):
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.validated[trainer.global_step] = self._weights(pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        trainer.save_checkpoint(self.checkpoint)  # as ResumeCheckpoint writes the last state
 
 
 def _expected(initial: Weights, steps: list[Weights], decay: float, start_step: int) -> Weights:
@@ -78,10 +83,10 @@ def test_the_average_follows_its_equation_and_is_what_validation_and_checkpoints
     datamodule.setup("fit")
     module = build_module(cfg, run, datamodule)
     initial = [p.detach().clone() for p in module.model.parameters()]
-    recorder = Recorder()
+    recorder = Recorder(tmp_path / "end.ckpt")
     trainer = L.Trainer(
         max_steps=3, val_check_interval=2, limit_val_batches=1, num_sanity_val_steps=0,
-        callbacks=[MovingAverage(decay, start_step), recorder], logger=False,
+        callbacks=[WeightEMA(decay, start_step), recorder], logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
@@ -93,7 +98,6 @@ def test_the_average_follows_its_equation_and_is_what_validation_and_checkpoints
     average = _expected(initial, steps, decay, start_step)
     _assert_equal([p.detach() for p in module.model.parameters()], average)
 
-    trainer.save_checkpoint(tmp_path / "end.ckpt")
     saved = torch.load(tmp_path / "end.ckpt", weights_only=True)
     names = dict(module.model.named_parameters(remove_duplicate=False))
     by_id = {id(p): i for i, p in enumerate(module.model.parameters())}
@@ -126,29 +130,42 @@ def _last(run_dir: Path) -> dict[str, Any]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
 
 
-def test_a_resumed_run_ends_with_the_uninterrupted_average_and_weights(
-    tmp_path: Path, cache_dir: Path
+@pytest.mark.parametrize("batches_a_step", [1, 2])
+def test_a_run_resumed_from_a_periodic_save_ends_with_the_uninterrupted_average_and_weights(
+    tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, batches_a_step: int
 ) -> None:
-    straight = _run(tmp_path, cache_dir, "straight", "trainer.max_steps=6")
-    halfway = _run(tmp_path, cache_dir, "resumed", "trainer.max_steps=3")
-    stopped = _last(halfway)
+    """The periodic save after step 2 holds that step's θ̄ and θ (the run is cut off after step
+    3 without a closing save, as a killed process leaves it), and the resumed run folds in each
+    later step once, also when a step takes two batches (gradient accumulation)."""
+    accumulate = f"+trainer.accumulate_grad_batches={batches_a_step}"
+    straight = _run(tmp_path, cache_dir, "straight", "trainer.max_steps=6", accumulate)
+    with monkeypatch.context() as patched:
+        patched.setattr(ResumeCheckpoint, "on_train_end", lambda *_: None)
+        stopped = _run(
+            tmp_path, cache_dir, "stopped", "trainer.max_steps=3", accumulate,
+            "callbacks.resume_checkpoint.every_n_train_steps=2",
+            "trainer.check_val_every_n_epoch=100", "callbacks.model_checkpoint.save_last=false",
+        )  # fmt: skip
+    halfway = _last(stopped)
+    assert halfway["global_step"] == 2 and halfway["ema"]["updates"] == 2
     assert not torch.equal(  # θ̄ and θ differ: a resume needs both
-        next(iter(stopped["state_dict"].values())),
-        next(iter(stopped["ema"]["training_weights"].values())),
+        next(iter(halfway["state_dict"].values())),
+        next(iter(halfway["ema"]["training_weights"].values())),
     )
-    _run(tmp_path, cache_dir, "resumed", f"ckpt_path={halfway}", "trainer.max_steps=6")
-    expected, got = _last(straight), _last(halfway)
-    assert got["global_step"] == 6 and got["ema"]["updates"] == 6
+    _run(tmp_path, cache_dir, "stopped", f"ckpt_path={stopped}", "trainer.max_steps=6", accumulate)
+    expected, got = _last(straight), _last(stopped)
+    assert got["global_step"] == 6 and got["ema"]["updates"] == expected["ema"]["updates"] == 6
     for part in ("state_dict", "training_weights"):
         want = expected[part] if part == "state_dict" else expected["ema"][part]
         have = got[part] if part == "state_dict" else got["ema"][part]
         assert want.keys() == have.keys()
         for name, tensor in want.items():
             assert torch.equal(have[name], tensor), (part, name)
-    # the closing test scored the average: the best checkpoint's weights are θ̄ at its step
-    metrics = json.loads((halfway / "metrics.json").read_text())
-    best = torch.load(halfway / metrics["best_checkpoint"], weights_only=True)
-    assert "ema" in best and best["ema"]["updates"] == best["global_step"]
+    # the best checkpoint, which the closing test restored, holds θ̄ as its weights
+    metrics = json.loads((stopped / "metrics.json").read_text())
+    best = torch.load(stopped / metrics["best_checkpoint"], weights_only=True)
+    weights = best["ema"]["training_weights"]
+    assert any(not torch.equal(best["state_dict"][name], w) for name, w in weights.items())
 
 
 def test_a_resume_cannot_switch_the_average_on_or_off(
@@ -184,10 +201,14 @@ def test_a_resume_cannot_switch_the_average_on_or_off(
         ("ema.decay=1.0", r"ema.decay=1.0: must lie in \(0, 1\), or null \(off\)"),
         ("ema.decay=0", r"ema.decay=0.0: must lie in \(0, 1\)"),
         ("ema.start_step=-1", r"ema.start_step=-1: must be 0 or more"),
+        (
+            "strategy=fsdp trainer.accelerator=gpu ema.decay=0.99",
+            r"ema.decay=0.99 with strategy=FSDPStrategy: .* use strategy=ddp, or ema.decay=null",
+        ),
     ],
 )
 def test_settings_outside_the_allowed_range_are_refused(
     compose_train: Compose, override: str, message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        validate(compose_train(override))
+        validate(compose_train(*override.split()))

@@ -27,6 +27,7 @@ from seq2attn.config.trainer import check_validation_interval
 from seq2attn.cpu_tuning import configure_cpu
 from seq2attn.data.datamodule import TranslationDataModule, build_datamodule
 from seq2attn.distillation import load_teacher
+from seq2attn.ema import check_resumable_average, weight_ema
 from seq2attn.faults import Preempted
 from seq2attn.inference import Translator
 from seq2attn.inference.outputs import (
@@ -35,7 +36,6 @@ from seq2attn.inference.outputs import (
 )
 from seq2attn.loggers import build_loggers, finish_loggers
 from seq2attn.module import build_module
-from seq2attn.moving_average import check_resumable_average, moving_average
 from seq2attn.precision import resolve_precision
 from seq2attn.quiet import silence_dependency_noise
 from seq2attn.ranks import is_rank_zero, leave_process_group
@@ -98,8 +98,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint | ResumeCheckpoint)]
     story = ValidationLog()
     callbacks += [TokenThroughput(), SelfDescribingCheckpoint(config), story]
-    if (average := moving_average(run.ema)) is not None:
-        callbacks.append(average)
+    if (average := weight_ema(run.ema)) is not None:
+        callbacks.insert(0, average)  # before ResumeCheckpoint: a step's save holds its θ̄
         if is_rank_zero():
             log.info(
                 "validation and checkpoints use the moving average of the weights (decay %g)",

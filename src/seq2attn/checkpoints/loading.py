@@ -111,11 +111,12 @@ def _monitored_score(path: Path) -> float:
     return -math.inf
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The contents (weights-only) of a checkpoint file, validated as a seq2attn checkpoint."""
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The contents (weights-only) of a checkpoint file, validated as a seq2attn checkpoint;
+    ``mmap``: memory-mapped, so that reading its small entries does not read the tensors."""
     path = Path(path)
     try:
-        contents = torch.load(path, map_location="cpu", weights_only=True)
+        contents = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: refused to load; it is not a file of tensors and plain containers (it is "

@@ -13,7 +13,13 @@ from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from seq2attn.config.model import AttentionWiring, ModelSchema, check_scorer
-from seq2attn.config.trainer import check_hardware, check_optimizer, check_trainer
+from seq2attn.config.trainer import (
+    GPU_STRATEGIES,
+    check_hardware,
+    check_optimizer,
+    check_trainer,
+    strategy_name,
+)
 from seq2attn.cpu_tuning import CpuSettings
 from seq2attn.data.pipeline import DataPipeline, Normalization, validate_data
 from seq2attn.data.readers import OnDecodeError
@@ -144,8 +150,8 @@ class DistillationSchema:
 
 
 @dataclass
-class MovingAverageSchema:
-    """An exponential moving average of the weights (:mod:`seq2attn.moving_average`): after
+class EMASchema:
+    """An exponential moving average of the weights (:mod:`seq2attn.ema`): after
     each optimizer step from ``start_step`` on, ``θ̄ ← decay·θ̄ + (1 − decay)·θ``; validation, the
     kept checkpoints and the closing test use ``θ̄``. Off while ``decay`` is null."""
 
@@ -172,7 +178,7 @@ class TrainingSchema:
     compile_loop: bool = False
     distillation: DistillationSchema = field(default_factory=DistillationSchema)
     init_from: str | None = None
-    ema: MovingAverageSchema = field(default_factory=MovingAverageSchema)
+    ema: EMASchema = field(default_factory=EMASchema)
 
     def __post_init__(self) -> None:
         unit_interval("label_smoothing", self.label_smoothing)
@@ -269,7 +275,7 @@ class RunConfig:
     compile_loop: bool = False
     distillation: DistillationSchema = field(default_factory=DistillationSchema)
     init_from: str | None = None
-    ema: MovingAverageSchema = field(default_factory=MovingAverageSchema)
+    ema: EMASchema = field(default_factory=EMASchema)
 
 
 def validate(cfg: DictConfig) -> RunConfig:
@@ -295,6 +301,12 @@ def validate(cfg: DictConfig) -> RunConfig:
         )
     check_hardware(cfg.trainer)
     check_trainer(cfg.trainer)
+    if own.ema.decay is not None and strategy_name(cfg.trainer) in GPU_STRATEGIES:
+        raise ConfigError(
+            f"ema.decay={own.ema.decay} with strategy={strategy_name(cfg.trainer)}: the moving "
+            "average needs every weight whole in each process, which a sharded strategy does "
+            "not keep; use strategy=ddp, or ema.decay=null"
+        )
     check_optimizer(cfg.optimizer)
     interval, anneal = _scheduler(cfg.get("scheduler"))
     if anneal and cfg.trainer.get("max_time") is None:

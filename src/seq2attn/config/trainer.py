@@ -35,6 +35,14 @@ def _check_precision(precision: str) -> None:
         ) from None
 
 
+def strategy_name(trainer: Any) -> str:
+    """The class name of the trainer's strategy node (``FSDPStrategy``), "" for a plain name."""
+    strategy = trainer.get("strategy")
+    return (
+        str(strategy.get("_target_", "")).rsplit(".", 1)[-1] if OmegaConf.is_dict(strategy) else ""
+    )
+
+
 def check_hardware(trainer: Any) -> None:
     """An unknown precision stops here, and so do GPU-only precision and strategies on a
     CPU-only machine (Lightning would reject the first only when the Trainer is built, and
@@ -48,10 +56,7 @@ def check_hardware(trainer: Any) -> None:
             f"precision={precision} needs a CUDA GPU (trainer.accelerator={accelerator}, "
             "no GPU found); on CPU use precision=bf16-mixed or precision=32-true"
         )
-    strategy = trainer.get("strategy")
-    name = (
-        str(strategy.get("_target_", "")).rsplit(".", 1)[-1] if OmegaConf.is_dict(strategy) else ""
-    )
+    name = strategy_name(trainer)
     if name not in GPU_STRATEGIES:
         return
     if on_cpu:
