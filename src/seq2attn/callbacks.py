@@ -172,7 +172,9 @@ def _log_tensorboard(
 
 class ResumeCheckpoint(Callback):
     """Keeps ``last.ckpt`` fresh for resuming: every ``every_n_train_steps`` optimizer steps, and
-    on SIGTERM or SIGINT (pre-emption, Ctrl-C), which then stops the run cleanly.
+    on SIGTERM or SIGINT (pre-emption, Ctrl-C), which then stops the run cleanly. Both are
+    written after the batch that completes an optimizer step (under gradient accumulation, the
+    batches before it would be lost).
 
     A signal on any rank is agreed on by every rank at the next batch boundary (the signal
     number's maximum over ranks, :mod:`seq2attn.faults`). In training, every rank takes part in
@@ -190,7 +192,7 @@ class ResumeCheckpoint(Callback):
         self.received = 0  # the signal this process received, 0 for none
         self.stopped_by = 0  # the signal the ranks agreed to stop on, 0 for none
         self._previous: dict[int, Any] = {}
-        self._saved_at = -1  # the optimizer step of the last periodic save
+        self._step = 0  # the optimizer step the last training batch ended at
 
     @property
     def path(self) -> Path:
@@ -207,6 +209,7 @@ class ResumeCheckpoint(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install()
+        self._step = trainer.global_step  # restored by now, on a resume
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._install()
@@ -223,8 +226,7 @@ class ResumeCheckpoint(Callback):
         self.received = signum
 
     def _agreed(self, trainer: L.Trainer) -> int:
-        self.stopped_by = largest_over_ranks(trainer, self.received)
-        return self.stopped_by
+        return largest_over_ranks(trainer, self.received)
 
     def on_train_batch_end(
         self,
@@ -234,17 +236,15 @@ class ResumeCheckpoint(Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        stop = self._agreed(trainer)
-        step = trainer.global_step
-        # once per step, at the batch that made it: the batches after it accumulate gradients
-        # toward the next step, which a save among them would lose
-        periodic = self.every_n_train_steps and step % self.every_n_train_steps == 0
-        periodic = periodic and step != self._saved_at
-        if periodic:
-            self._saved_at = step
+        stop = self._agreed(trainer)  # on every batch: every rank takes part
+        if trainer.global_step == self._step:
+            return  # a step in progress (gradient accumulation): a save would lose its batches
+        self._step = trainer.global_step
+        periodic = self.every_n_train_steps and self._step % self.every_n_train_steps == 0
         if stop or periodic:
             trainer.save_checkpoint(self.path)
         if stop:
+            self.stopped_by = stop
             log.warning("%s", self._message(trainer, "after the step"))
             pl_module.log("trainer/stopped_by", float(stop), batch_size=1)
             trainer.should_stop = True
@@ -278,7 +278,8 @@ class ResumeCheckpoint(Callback):
         self._stop_evaluation(trainer, "test")
 
     def _stop_evaluation(self, trainer: L.Trainer, stage: str) -> None:
-        if not self._agreed(trainer):
+        self.stopped_by = self._agreed(trainer)
+        if not self.stopped_by:
             return
         if trainer.state.fn == "fit" and trainer.global_step > 0:
             trainer.save_checkpoint(self.path)
