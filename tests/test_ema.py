@@ -130,6 +130,7 @@ def _last(run_dir: Path) -> dict[str, Any]:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batches_a_step", [1, 2])
 def test_a_run_resumed_from_a_periodic_save_ends_with_the_uninterrupted_average_and_weights(
     tmp_path: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, batches_a_step: int
@@ -204,6 +205,14 @@ def test_a_resume_cannot_switch_the_average_on_or_off(
         (
             "strategy=fsdp trainer.accelerator=gpu ema.decay=0.99",
             r"ema.decay=0.99 with strategy=FSDPStrategy: .* use strategy=ddp, or ema.decay=null",
+        ),
+        (  # Lightning's registered name, not the config group
+            "trainer.strategy=fsdp trainer.accelerator=gpu ema.decay=0.99",
+            r"ema.decay=0.99 with strategy=FSDPStrategy",
+        ),
+        (
+            "+callbacks.model_checkpoint.save_weights_only=true ema.decay=0.99",
+            r"save_weights_only=true: weights-only checkpoints would hold the training weights",
         ),
     ],
 )

@@ -10,8 +10,8 @@ with ``θ``; validation, the kept checkpoints and the closing test use ``θ̄``.
 teacher read the averaged model unchanged; ``θ`` is kept under ``checkpoint["ema"]`` for a resume.
 
 Lightning's own ``EMAWeightAveraging`` copies the whole LightningModule (a distillation teacher
-held by it included) and lets a resume switch the average on or off unnoticed; this one averages
-the network's parameters alone, in fp32, and a resume that would switch it is refused.
+held by it included) and lets a resume switch the average off unnoticed; this one averages the
+network's parameters alone, in fp32, and a resume that would switch it on or off is refused.
 """
 
 from __future__ import annotations
@@ -141,9 +141,9 @@ class WeightEMA(Callback):
         training = self._held if self._held is not None else self._parameters(pl_module)
         state, weights = checkpoint["state_dict"], {}
         for names_of, average, weight in zip(self._names, self._averages, training, strict=True):
-            shown, kept = average.to(weight.dtype), weight.clone()  # one tensor for tied names
+            shown = average.to(weight.dtype)  # one tensor for all names of a tied weight
             for name in names_of:
-                state[name], weights[name] = shown, kept
+                state[name], weights[name] = shown, weight
         checkpoint[KEY] = {
             "decay": self.decay,
             "updates": self.updates,

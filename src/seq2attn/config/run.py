@@ -151,9 +151,10 @@ class DistillationSchema:
 
 @dataclass
 class EMASchema:
-    """An exponential moving average of the weights (:mod:`seq2attn.ema`): after
-    each optimizer step from ``start_step`` on, ``θ̄ ← decay·θ̄ + (1 − decay)·θ``; validation, the
-    kept checkpoints and the closing test use ``θ̄``. Off while ``decay`` is null."""
+    """An exponential moving average of the weights (:mod:`seq2attn.ema`): after each optimizer
+    step after ``start_step``, ``θ̄ ← decay·θ̄ + (1 − decay)·θ`` (up to it, ``θ̄ ← θ``);
+    validation, the kept checkpoints and the closing test use ``θ̄``. Off while ``decay`` is
+    null."""
 
     decay: float | None = None
     start_step: int = 0
@@ -301,12 +302,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         )
     check_hardware(cfg.trainer)
     check_trainer(cfg.trainer)
-    if own.ema.decay is not None and strategy_name(cfg.trainer) in GPU_STRATEGIES:
-        raise ConfigError(
-            f"ema.decay={own.ema.decay} with strategy={strategy_name(cfg.trainer)}: the moving "
-            "average needs every weight whole in each process, which a sharded strategy does "
-            "not keep; use strategy=ddp, or ema.decay=null"
-        )
+    _check_ema(own.ema, cfg)
     check_optimizer(cfg.optimizer)
     interval, anneal = _scheduler(cfg.get("scheduler"))
     if anneal and cfg.trainer.get("max_time") is None:
@@ -331,6 +327,28 @@ def validate(cfg: DictConfig) -> RunConfig:
         init_from=own.init_from,
         ema=own.ema,
     )
+
+
+def _check_ema(ema: EMASchema, cfg: DictConfig) -> None:
+    """What the moving average cannot work with: FSDP's sharded weights, DeepSpeed's own
+    checkpoints, and weights-only checkpoints (Lightning skips the callbacks' checkpoint hook for
+    them, so the kept files would hold the training weights)."""
+    if ema.decay is None:
+        return
+    strategy = strategy_name(cfg.trainer)
+    if strategy in GPU_STRATEGIES:
+        raise ConfigError(
+            f"ema.decay={ema.decay} with strategy={strategy}: the moving average needs whole "
+            "weights saved through Lightning's checkpoint hooks, which FSDP (shards) and "
+            "DeepSpeed (its own checkpoints) do not give; use strategy=ddp, or ema.decay=null"
+        )
+    kept = OmegaConf.select(cfg, "callbacks.model_checkpoint.save_weights_only", default=False)
+    if kept:
+        raise ConfigError(
+            f"ema.decay={ema.decay} with callbacks.model_checkpoint.save_weights_only=true: "
+            "weights-only checkpoints would hold the training weights, not their average; "
+            "set save_weights_only=false, or ema.decay=null"
+        )
 
 
 def validate_decoding(node: Any) -> DecodingSchema:

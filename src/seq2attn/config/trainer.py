@@ -36,11 +36,14 @@ def _check_precision(precision: str) -> None:
 
 
 def strategy_name(trainer: Any) -> str:
-    """The class name of the trainer's strategy node (``FSDPStrategy``), "" for a plain name."""
+    """The class name of the trainer's strategy node (``FSDPStrategy``), also for Lightning's
+    registered names of the GPU-only ones (``fsdp``, ``deepspeed_stage_2``); "" for any other
+    plain name."""
     strategy = trainer.get("strategy")
-    return (
-        str(strategy.get("_target_", "")).rsplit(".", 1)[-1] if OmegaConf.is_dict(strategy) else ""
-    )
+    if OmegaConf.is_dict(strategy):
+        return str(strategy.get("_target_", "")).rsplit(".", 1)[-1]
+    prefixes = {"fsdp": "FSDPStrategy", "deepspeed": "DeepSpeedStrategy"}
+    return next((n for p, n in prefixes.items() if str(strategy).startswith(p)), "")
 
 
 def check_hardware(trainer: Any) -> None:
