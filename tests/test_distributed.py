@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from seq2attn.data.datamodule import build_datamodule
 from seq2attn.inference.commands import evaluate
@@ -35,9 +36,12 @@ def test_ranks_get_disjoint_equal_shares(compose_train: Compose, world_size: int
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+@pytest.mark.parametrize("ema", [None, 0.9], ids=["weights", "ema"])
 def test_two_process_training_reduces_bleu_over_the_whole_split(
-    tmp_path: Path, strategy: str
+    tmp_path: Path, strategy: str, ema: float | None
 ) -> None:
+    """The BLEU validation logged is what eval gets from the run's last checkpoint, also when
+    both are the moving average of the weights (ema.decay)."""
     run_dir = tmp_path / "run"
     subprocess.run(
         [
@@ -45,6 +49,7 @@ def test_two_process_training_reduces_bleu_over_the_whole_split(
             "src/train.py",
             *TINY,
             f"strategy={strategy}",
+            f"ema.decay={'null' if ema is None else ema}",
             "trainer.devices=2",
             "trainer.max_epochs=2",
             f"paths.root_dir={tmp_path}",
@@ -67,3 +72,5 @@ def test_two_process_training_reduces_bleu_over_the_whole_split(
     )
     assert evaluate(cfg)["bleu"] == pytest.approx(logged["val/bleu"], abs=0.01)
     assert logged["trainer/global_step"] > 0
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ("ema" in last) == (ema is not None)
