@@ -26,7 +26,7 @@ from seq2attn.data.dataset import Batch
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seq2attn.distillation import Teacher
 from seq2attn.faults import NonFiniteLoss, largest_over_ranks
-from seq2attn.loss import token_nll, training_nll
+from seq2attn.loss import SoftTargets, rdrop_nll, token_nll, training_nll
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
 from seq2attn.models.length_shaped import fp32_on_cpu
 from seq2attn.models.seq2seq import Seq2Seq
@@ -50,6 +50,7 @@ class Seq2SeqModule(L.LightningModule):
         teacher_forcing: Schedule,
         decoding: DecodingSchema,
         label_smoothing: float = 0.0,
+        rdrop_alpha: float = 0.0,
         nonfinite_loss: str = "stop",
         scheduler_interval: str = "epoch",
         anneal_to_time_limit: bool = False,
@@ -71,6 +72,7 @@ class Seq2SeqModule(L.LightningModule):
         self.teacher_forcing = teacher_forcing
         self.decoding = decoding
         self.label_smoothing = label_smoothing
+        self.rdrop_alpha = rdrop_alpha
         self.translations: dict[str, dict[int, str]] = {}
         self._nll = {"val": 0.0, "test": 0.0}
         self._tokens = {"val": 0, "test": 0}
@@ -93,18 +95,7 @@ class Seq2SeqModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         ratio = self.teacher_forcing(self.global_step)
-        output = self.model(
-            batch.src,
-            batch.src_lengths,
-            batch.tgt_in,
-            teacher_forcing_ratio=ratio,
-            sample=self.teacher_forcing.feedback == Feedback.sample,
-            two_pass=self.teacher_forcing.mode == SamplingMode.two_pass,
-            compute_logits=False,
-        )
-        tokens = batch.num_target_tokens
-        soft = None if self.teacher is None else self.teacher.soft_targets(batch)
-        loss = training_nll(self.model, output, batch.tgt_out, self.label_smoothing, soft) / tokens
+        loss = self._training_loss(batch, ratio)
         if largest_over_ranks(self.trainer, int(not torch.isfinite(loss).item())):
             message = f"non-finite training loss at step {self.global_step}"
             if self.nonfinite_loss == "stop":
@@ -122,6 +113,32 @@ class Seq2SeqModule(L.LightningModule):
             "train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size
         )
         return loss
+
+    def _training_loss(self, batch: Batch, ratio: float) -> Tensor:
+        """The per-token training loss: cross-entropy (smoothed, mixed with a distillation
+        teacher's distributions if any), over the batch run twice with R-Drop's consistency term
+        when ``rdrop_alpha`` > 0 (:func:`seq2attn.loss.rdrop_nll`)."""
+        twice = self.rdrop_alpha > 0
+        copies = 2 if twice else 1
+        output = self.model(
+            batch.src.repeat(copies, 1),
+            batch.src_lengths.repeat(copies),
+            batch.tgt_in.repeat(copies, 1),
+            teacher_forcing_ratio=ratio,
+            sample=self.teacher_forcing.feedback == Feedback.sample,
+            two_pass=self.teacher_forcing.mode == SamplingMode.two_pass,
+            compute_logits=twice,
+        )
+        soft = None if self.teacher is None else self.teacher.soft_targets(batch)
+        tokens = copies * batch.num_target_tokens
+        smoothing = self.label_smoothing
+        if not twice:
+            return training_nll(self.model, output, batch.tgt_out, smoothing, soft) / tokens
+        assert output.logits is not None
+        if soft is not None:
+            soft = SoftTargets(soft.logits.repeat(2, 1, 1), soft.weight)
+        targets = batch.tgt_out.repeat(2, 1)
+        return rdrop_nll(output.logits, targets, self.rdrop_alpha, smoothing, soft) / tokens
 
     def optimizer_step(
         self,
@@ -349,6 +366,7 @@ def build_module(
         teacher_forcing=run.teacher_forcing,
         decoding=run.decoding,
         label_smoothing=run.label_smoothing,
+        rdrop_alpha=run.rdrop_alpha,
         nonfinite_loss=run.nonfinite_loss,
         free_running_loss=run.free_running_loss,
         compile_loop=run.compile_loop,

@@ -173,6 +173,7 @@ class TrainingSchema:
     decoding: DecodingSchema = field(default_factory=DecodingSchema)
     cpu: CpuSettings = field(default_factory=CpuSettings)
     label_smoothing: float = 0.0
+    rdrop_alpha: float = 0.0
     nonfinite_loss: NonfiniteLoss = NonfiniteLoss.stop
     resume_to: ResumeTo = ResumeTo.same_folder
     free_running_loss: bool = False
@@ -183,6 +184,8 @@ class TrainingSchema:
 
     def __post_init__(self) -> None:
         unit_interval("label_smoothing", self.label_smoothing)
+        if self.rdrop_alpha < 0:
+            raise ConfigError(f"rdrop_alpha={self.rdrop_alpha}: must be 0 (off) or more")
 
 
 @dataclass
@@ -259,7 +262,9 @@ class RunConfig:
     ``compile_loop`` whether training compiles the decoder's per-position function;
     ``distillation`` the teacher whose distributions the targets mix in, if any; ``init_from``
     the checkpoint whose weights the model starts from, if any (:mod:`seq2attn.warm_start`);
-    ``ema`` the moving average of the weights that validation and checkpoints use, if any.
+    ``ema`` the moving average of the weights that validation and checkpoints use, if any;
+    ``rdrop_alpha`` the weight of R-Drop's consistency term (0: off;
+    :func:`seq2attn.loss.rdrop_nll`).
     """
 
     model: ModelSchema
@@ -272,6 +277,7 @@ class RunConfig:
     anneal_to_time_limit: bool
     label_smoothing: float
     nonfinite_loss: str
+    rdrop_alpha: float = 0.0
     free_running_loss: bool = False
     compile_loop: bool = False
     distillation: DistillationSchema = field(default_factory=DistillationSchema)
@@ -303,6 +309,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     check_hardware(cfg.trainer)
     check_trainer(cfg.trainer)
     _check_ema(own.ema, cfg)
+    _check_rdrop(own.rdrop_alpha, model)
     check_optimizer(cfg.optimizer)
     interval, anneal = _scheduler(cfg.get("scheduler"))
     if anneal and cfg.trainer.get("max_time") is None:
@@ -321,12 +328,24 @@ def validate(cfg: DictConfig) -> RunConfig:
         anneal_to_time_limit=anneal,
         label_smoothing=own.label_smoothing,
         nonfinite_loss=own.nonfinite_loss.value,
+        rdrop_alpha=own.rdrop_alpha,
         free_running_loss=own.free_running_loss,
         compile_loop=own.compile_loop,
         distillation=own.distillation,
         init_from=own.init_from,
         ema=own.ema,
     )
+
+
+def _check_rdrop(alpha: float, model: ModelSchema) -> None:
+    """R-Drop compares two passes that differ only in their dropout masks: without dropout they
+    are the same pass, and the consistency term is zero."""
+    rates = (model.dropout, model.source_word_dropout, model.target_word_dropout)
+    if alpha > 0 and not any(rates):
+        raise ConfigError(
+            f"rdrop_alpha={alpha} with model.dropout=0 and no word dropout: the two passes R-Drop "
+            "compares would be identical; set model.dropout above 0, or rdrop_alpha=0"
+        )
 
 
 def _check_ema(ema: EMASchema, cfg: DictConfig) -> None:
