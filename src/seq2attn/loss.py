@@ -32,7 +32,7 @@ gradient's holding about a copy of the weight: on a Xeon with AMX, 300 distinct 
 loss or to any gradient.
 
 :func:`token_nll` and :func:`training_nll` are the summed token-level losses the training module
-and the benchmarks use; :func:`rdrop_nll` adds R-Drop's consistency term to the first.
+and the benchmarks use; :func:`rdrop_training_nll` is R-Drop's, over a batch run twice.
 """
 
 from __future__ import annotations
@@ -212,31 +212,65 @@ def token_nll(
     return (1 - soft.weight) * loss + soft.weight * teacher_term
 
 
+class RDropLoss(NamedTuple):
+    """R-Drop's loss summed over positions, and its consistency term's share before alpha."""
+
+    total: Tensor
+    symmetric_kl: Tensor
+
+
 def rdrop_nll(
     logits: Tensor,
     targets: Tensor,
     alpha: float,
     label_smoothing: float = 0.0,
     soft: SoftTargets | None = None,
-) -> Tensor:
-    """R-Drop (Liang et al., 2021): one batch run twice with independent dropout masks, logits
-    (2B, T, V) whose rows b and B + b are the same sentence, targets (2B, T). Over the N
-    non-padding positions i of one copy, with p_i and q_i the two passes' distributions:
+) -> RDropLoss:
+    """R-Drop (Liang et al., 2021): N target positions run twice with independent dropout
+    masks, logits (2N, V) whose rows i and N + i are position i's two passes, targets (2N,)
+    (no padding). With p_i and q_i the two passes' distributions:
 
-        loss = sum_i ce_i(p) + ce_i(q) + alpha / 2 (KL(p_i || q_i) + KL(q_i || p_i))
+        total = sum_i ce_i(p) + ce_i(q) + alpha / 2 (KL(p_i || q_i) + KL(q_i || p_i))
         KL(p || q) + KL(q || p) = sum_v (p_v - q_v) (log p_v - log q_v)
 
-    each ce as :func:`token_nll` (smoothed, mixed with ``soft`` targets (2B, T, V) when given);
-    divided by the 2N tokens of both copies, it is fairseq's
-    ``label_smoothed_cross_entropy_with_rdrop`` loss at ``--rdrop-alpha`` = ``alpha``. The KL
-    term's gradient reaches both passes."""
-    copies = logits.size(0) // 2
-    ce = token_nll(logits, targets, label_smoothing, soft)
-    keep = targets[:copies] != PAD_ID
+    each ce as :func:`token_nll` (smoothed, mixed with ``soft`` targets (2N, V) when given).
+    fairseq's ``label_smoothed_cross_entropy_with_rdrop`` divides this sum by N (its ``--rdrop-
+    alpha`` is this alpha); the training module divides it by the 2N tokens of both passes, so
+    that without dropout the loss is the single pass's cross-entropy. The KL term's gradient
+    reaches both passes."""
+    positions = logits.size(0) // 2
+    if soft is not None:  # token_nll's (batch, length, V) shape
+        soft = SoftTargets(soft.logits.unsqueeze(0), soft.weight)
+    ce = token_nll(logits.unsqueeze(0), targets.unsqueeze(0), label_smoothing, soft)
     log_probs = logits.float().log_softmax(dim=-1)
-    first, second = log_probs[:copies][keep], log_probs[copies:][keep]
+    first, second = log_probs[:positions], log_probs[positions:]
     symmetric_kl = ((first.exp() - second.exp()) * (first - second)).sum()
-    return ce + alpha / 2 * symmetric_kl
+    return RDropLoss(ce + alpha / 2 * symmetric_kl, symmetric_kl)
+
+
+def rdrop_training_nll(
+    model: Seq2Seq,
+    output: Seq2SeqOutput,
+    targets: Tensor,
+    alpha: float,
+    label_smoothing: float,
+    soft: SoftTargets | None = None,
+) -> RDropLoss:
+    """:func:`rdrop_nll` of a training forward over a batch run twice (rows b and B + b of
+    ``targets`` (2B, T) are the same sentence; ``compute_logits=False``): the output layer
+    multiplies only the non-padding positions, padded with zero rows as the fused loss pads
+    them under a CPU's low-precision products; ``soft`` holds the teacher's logits (2B, T, V)."""
+    assert output.features is not None
+    keep = targets != PAD_ID
+    rows = output.features[keep]
+    layer = model.output_layer
+    padding = _rows_padding(rows, layer.weight)
+    if padding:
+        rows = torch.cat([rows, rows.new_zeros(padding, rows.size(1))])
+    logits = layer(rows)[: targets[keep].size(0)]
+    if soft is not None:
+        soft = SoftTargets(soft.logits[keep], soft.weight)
+    return rdrop_nll(logits, targets[keep], alpha, label_smoothing, soft)
 
 
 def training_nll(

@@ -26,7 +26,7 @@ from seq2attn.data.dataset import Batch
 from seq2attn.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from seq2attn.distillation import Teacher
 from seq2attn.faults import NonFiniteLoss, largest_over_ranks
-from seq2attn.loss import SoftTargets, rdrop_nll, token_nll, training_nll
+from seq2attn.loss import SoftTargets, rdrop_training_nll, token_nll, training_nll
 from seq2attn.metrics import bleu_score, corpus_scores, gather_hypotheses
 from seq2attn.models.length_shaped import fp32_on_cpu
 from seq2attn.models.seq2seq import Seq2Seq
@@ -117,28 +117,32 @@ class Seq2SeqModule(L.LightningModule):
     def _training_loss(self, batch: Batch, ratio: float) -> Tensor:
         """The per-token training loss: cross-entropy (smoothed, mixed with a distillation
         teacher's distributions if any), over the batch run twice with R-Drop's consistency term
-        when ``rdrop_alpha`` > 0 (:func:`seq2attn.loss.rdrop_nll`)."""
-        twice = self.rdrop_alpha > 0
-        copies = 2 if twice else 1
+        when ``rdrop_alpha`` > 0 (:func:`seq2attn.loss.rdrop_training_nll`)."""
+        src, lengths, tgt_in, tgt_out = batch.src, batch.src_lengths, batch.tgt_in, batch.tgt_out
+        if self.rdrop_alpha > 0:  # one batch of twice the rows: independent dropout masks
+            src, lengths = src.repeat(2, 1), lengths.repeat(2)
+            tgt_in, tgt_out = tgt_in.repeat(2, 1), tgt_out.repeat(2, 1)
         output = self.model(
-            batch.src.repeat(copies, 1),
-            batch.src_lengths.repeat(copies),
-            batch.tgt_in.repeat(copies, 1),
+            src,
+            lengths,
+            tgt_in,
             teacher_forcing_ratio=ratio,
             sample=self.teacher_forcing.feedback == Feedback.sample,
             two_pass=self.teacher_forcing.mode == SamplingMode.two_pass,
-            compute_logits=twice,
+            compute_logits=False,
         )
         soft = None if self.teacher is None else self.teacher.soft_targets(batch)
-        tokens = copies * batch.num_target_tokens
-        smoothing = self.label_smoothing
-        if not twice:
-            return training_nll(self.model, output, batch.tgt_out, smoothing, soft) / tokens
-        assert output.logits is not None
+        if self.rdrop_alpha == 0:
+            loss = training_nll(self.model, output, tgt_out, self.label_smoothing, soft)
+            return loss / batch.num_target_tokens
         if soft is not None:
             soft = SoftTargets(soft.logits.repeat(2, 1, 1), soft.weight)
-        targets = batch.tgt_out.repeat(2, 1)
-        return rdrop_nll(output.logits, targets, self.rdrop_alpha, smoothing, soft) / tokens
+        total, symmetric_kl = rdrop_training_nll(
+            self.model, output, tgt_out, self.rdrop_alpha, self.label_smoothing, soft
+        )
+        tokens = batch.num_target_tokens
+        self.log("train/rdrop_kl", symmetric_kl / tokens, batch_size=batch.src.size(0))
+        return total / (2 * tokens)
 
     def optimizer_step(
         self,

@@ -3,6 +3,7 @@ typed objects the run uses."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -26,7 +27,7 @@ from seq2attn.data.readers import OnDecodeError
 from seq2attn.lr_schedules import InverseSqrtFactor, WarmupCosineFactor
 from seq2attn.models.scorers import Scorer
 from seq2attn.schema import ConfigError, check, positive, unit_interval
-from seq2attn.teacher_forcing import Schedule
+from seq2attn.teacher_forcing import AlwaysSchedule, Schedule
 
 
 class SearchStrategy(str, Enum):
@@ -184,8 +185,10 @@ class TrainingSchema:
 
     def __post_init__(self) -> None:
         unit_interval("label_smoothing", self.label_smoothing)
-        if self.rdrop_alpha < 0:
-            raise ConfigError(f"rdrop_alpha={self.rdrop_alpha}: must be 0 (off) or more")
+        if not math.isfinite(self.rdrop_alpha) or self.rdrop_alpha < 0:
+            raise ConfigError(
+                f"rdrop_alpha={self.rdrop_alpha}: must be a finite number, 0 (off) or more"
+            )
 
 
 @dataclass
@@ -309,8 +312,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     check_hardware(cfg.trainer)
     check_trainer(cfg.trainer)
     _check_ema(own.ema, cfg)
-    _check_rdrop(own.rdrop_alpha, model)
     check_optimizer(cfg.optimizer)
+    teacher_forcing = _teacher_forcing(cfg.teacher_forcing, model)
+    _check_rdrop(own.rdrop_alpha, model, teacher_forcing)
     interval, anneal = _scheduler(cfg.get("scheduler"))
     if anneal and cfg.trainer.get("max_time") is None:
         raise ConfigError(
@@ -323,7 +327,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         data=data,
         decoding=own.decoding,
         cpu=own.cpu,
-        teacher_forcing=_teacher_forcing(cfg.teacher_forcing, model),
+        teacher_forcing=teacher_forcing,
         scheduler_interval=interval,
         anneal_to_time_limit=anneal,
         label_smoothing=own.label_smoothing,
@@ -337,14 +341,21 @@ def validate(cfg: DictConfig) -> RunConfig:
     )
 
 
-def _check_rdrop(alpha: float, model: ModelSchema) -> None:
+def _check_rdrop(alpha: float, model: ModelSchema, schedule: Schedule) -> None:
     """R-Drop compares two passes that differ only in their dropout masks: without dropout they
-    are the same pass, and the consistency term is zero."""
-    rates = (model.dropout, model.source_word_dropout, model.target_word_dropout)
-    if alpha > 0 and not any(rates):
+    are the same pass, and below full teacher forcing each pass would be fed its own tokens."""
+    if alpha == 0:
+        return
+    if not any((model.dropout, model.source_word_dropout, model.target_word_dropout)):
         raise ConfigError(
             f"rdrop_alpha={alpha} with model.dropout=0 and no word dropout: the two passes R-Drop "
-            "compares would be identical; set model.dropout above 0, or rdrop_alpha=0"
+            "compares would be identical; set model.dropout (or a word dropout) above 0, or "
+            "rdrop_alpha=0"
+        )
+    if not isinstance(schedule, AlwaysSchedule):
+        raise ConfigError(
+            f"rdrop_alpha={alpha} with teacher forcing below 1 ({type(schedule).__name__}): the "
+            "two passes would be fed different tokens; use teacher_forcing=always, or rdrop_alpha=0"
         )
 
 
