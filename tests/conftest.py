@@ -160,6 +160,15 @@ def run_refused(script: str, *overrides: str, run_dir: Path) -> subprocess.Compl
     )
 
 
+def refusal_line(result: subprocess.CompletedProcess) -> str:
+    """The one ``error:`` line of a command refused as bad input: exit code 2, no traceback."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    return errors[0]
+
+
 def loaded_as_english_to_german(files: list[Path]) -> LoadedCheckpoint:
     """``load_checkpoints(files)`` with the stored data config naming en->de: a checkpoint of the
     other direction than the toy corpus's de->en."""
