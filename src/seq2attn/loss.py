@@ -262,15 +262,15 @@ def rdrop_training_nll(
     them under a CPU's low-precision products; ``soft`` holds the teacher's logits (2B, T, V)."""
     assert output.features is not None
     keep = targets != PAD_ID
-    rows = output.features[keep]
+    rows, gold = output.features[keep], targets[keep]
     layer = model.output_layer
     padding = _rows_padding(rows, layer.weight)
     if padding:
         rows = torch.cat([rows, rows.new_zeros(padding, rows.size(1))])
-    logits = layer(rows)[: targets[keep].size(0)]
+    logits = layer(rows)[: gold.size(0)]
     if soft is not None:
         soft = SoftTargets(soft.logits[keep], soft.weight)
-    return rdrop_nll(logits, targets[keep], alpha, label_smoothing, soft)
+    return rdrop_nll(logits, gold, alpha, label_smoothing, soft)
 
 
 def training_nll(
