@@ -135,8 +135,9 @@ def test_a_seed_trains_a_teacher_distils_a_student_chooses_on_val_and_scores_tes
         str(union[1]),
     )
     assert option(student, "data.test_tgt") == f"{tmp_path}/data/test_2016_flickr.en.gz"
-    # the student takes the recipe's own size, as the teacher does
-    assert not any(part.startswith("model.") for c in (fake.calls[0], student) for part in c)
+    # the student takes the recipe's own size, as the teacher does, and less dropout
+    assert [part for part in student if part.startswith("model.")] == ["model.dropout=0.2"]
+    assert not any(part.startswith("model.") for part in fake.calls[0])
     val = [c for c in fake.calls if c[1] == "src/eval.py" and "split=val" in c]
     assert len(val) == 1 + len(GRID) + 1  # the teacher; the student's grid; its single best
     assert all(f"{seed}/student/" in option(c, "ckpt_path") for c in val[1:])
@@ -144,8 +145,9 @@ def test_a_seed_trains_a_teacher_distils_a_student_chooses_on_val_and_scores_tes
     assert len(test) == 2  # once, and once again by a fresh process
     assert all(option(c, "ckpt_path") == f"{seed}/student/averaged.ckpt" for c in test)
     assert all("decoding.length_penalty_type=avg" in c for c in test)
-    record = json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]["distilled_seed1"]
-    assert record["recipe"] == "distilled"
+    runs = json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]
+    record = runs["distilled_dropout02_seed1"]
+    assert record["recipe"] == "distilled_dropout02"
     assert (record["decoding"], record["val_bleu"], record["test_bleu"]) == ("avg", 40.85, 40.6)
     assert record["single_checkpoint"]["val_bleu"] == pytest.approx(39.85)
     assert record["val_by_decoding"]["gnmt1+block3"]["bleu"] == pytest.approx(40.7)
@@ -188,8 +190,9 @@ def test_earlier_recipes_records_keep_their_own_tables(
     fake = FakeCommands(monkeypatch, tmp_path)
     best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])
     kept = json.loads((tmp_path / "multi30k_best.json").read_text())
-    recipe = kept["runs"]["distilled_seed1"]
+    recipe = kept["runs"]["distilled_dropout02_seed1"]
     kept["runs"]["distilled_wide_seed1"] = recipe | {"recipe": "distilled_wide", "test_bleu": 39.5}
+    kept["runs"]["distilled_seed1"] = recipe | {"recipe": "distilled", "test_bleu": 39.7}
     alone = {key: value for key, value in recipe.items()}
     for key in ("recipe", "teacher", "distillation", "total_wall_s"):
         del alone[key]
@@ -197,7 +200,8 @@ def test_earlier_recipes_records_keep_their_own_tables(
     (tmp_path / "multi30k_best.json").write_text(json.dumps(kept))
     best.main(["--report"])
     page = fake.page.read_text()
-    order = ["The distilled students (the recipe)", "40.60", "A wider distilled", "39.50"]
+    order = ["dropout 0.2 in the student (the recipe)", "40.60", "the earlier recipe", "39.70"]
+    order += ["A wider distilled", "39.50"]
     order += ["before distil"]
     order += ["| 1 | 10,500 | 100 |", "39.00"]
     assert [page.index(part) for part in order] == sorted(page.index(part) for part in order)
@@ -213,8 +217,8 @@ def test_the_second_seed_joins_the_first_and_the_page_gives_their_mean(
     best.main(["--seed", "1", "--runs", str(tmp_path / "runs")])  # done: nothing trained again
     assert sum(command[1] == "src/train.py" for command in fake.calls) == 4  # 2 per seed
     assert sorted(json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]) == [
-        "distilled_seed1",
-        "distilled_seed2",
+        "distilled_dropout02_seed1",
+        "distilled_dropout02_seed2",
     ]
     assert "| mean of 2 |  |  |  |  | 40.85 ± 0.00 | 40.65 ± 0.07 |" in fake.page.read_text()
 
@@ -287,8 +291,8 @@ def test_a_val_gate_fixed_before_training_decides_whether_test_is_decoded(
         "seed3/student/averaged.ckpt" in " ".join(c) for c in fake.calls if "split=test" in c
     )
     assert sorted(json.loads((tmp_path / "multi30k_best.json").read_text())["runs"]) == [
-        "distilled_seed2",
-        "distilled_seed3",
+        "distilled_dropout02_seed2",
+        "distilled_dropout02_seed3",
     ]
 
 
