@@ -44,7 +44,8 @@ the gate (``--val-gate``, a rule fixed when the seed's folder is made, kept in i
 and binding on every later call), the run is scored on val only (the average's test
 is not decoded) and its record, with the reason, goes to docs/results/multi30k_best-rejected.json
 under ``<commit>_seed<n>``. Recipes tried by hand are recorded there in the same schema, with
-``status`` ``rejected``, or ``candidate`` while a rule passed on one seed waits for the other;
+``status`` ``rejected``, ``candidate`` while a rule passed on one seed waits for the other,
+or ``adopted`` once the other seed passed too and the trial became the recipe;
 ``control`` marks the recipe itself run by hand beside a trial (on the trial's teacher, say).
 The ``best`` block of docs/results.md is generated from both files, a table per recipe with the
 mean once two seeds are in, and seed 1's attention maps of the first three test sentences go to
@@ -370,6 +371,7 @@ def markdown(result: dict[str, Any], rejected: dict[str, Any]) -> str:
 # the records of multi30k_best-rejected.json by status: the table's title and last column
 TRIED = (
     ("candidate", "Candidates that passed their rule on one seed, waiting for the other", "rule"),
+    ("adopted", "Trials that passed their rule on both seeds and became the recipe", "rule"),
     ("rejected", "Rejected recipes", "why rejected"),
     ("control", "Controls: the recipe itself, run by hand beside a trial", "what it controls"),
 )

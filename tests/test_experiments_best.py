@@ -244,7 +244,7 @@ def test_a_rejected_recipe_is_scored_on_val_only_and_kept_apart(
     assert page.index("| 1 | 10,500 |") < page.index("Rejected recipes") < page.index("abc1234,")
 
 
-def test_candidates_rejected_recipes_and_controls_tried_by_hand_have_a_table_each(
+def test_candidates_adopted_and_rejected_recipes_and_controls_have_a_table_each(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fake = FakeCommands(monkeypatch, tmp_path)
@@ -255,14 +255,17 @@ def test_candidates_rejected_recipes_and_controls_tried_by_hand_have_a_table_eac
     kept["runs"]["abc1234_seed1_longer"] = tried | {"val_bleu": 41.0}
     control = {"status": "control", "reason": "the longer one's teacher", "val_bleu": 40.7}
     kept["runs"]["abc1234_seed1_control"] = tried | control
+    adopted = {"status": "adopted", "reason": "val 41.3 >= 40.9", "val_bleu": 41.3}
+    kept["runs"]["abc1234_seed1_adopted"] = tried | adopted
     path.write_text(json.dumps(kept))
     best.main(["--report"])
     page = fake.page.read_text()
-    order = ["Candidates that passed", "| 41.00 | 39.90 | val 41.0 >= 40.9 |", "Rejected recipes"]
+    order = ["Candidates that passed", "| 41.00 | 39.90 | val 41.0 >= 40.9 |"]
+    order += ["became the recipe", "| 41.30 | 39.90 | val 41.3 >= 40.9 |", "Rejected recipes"]
     order += ["| 40.85 | 39.90 | too short |", "Controls: the recipe itself"]
     order += ["| 40.70 | 39.90 | the longer one's teacher |"]
     assert [page.index(part) for part in order] == sorted(page.index(part) for part in order)
-    assert page.count("| abc1234, seed 1 |") == 3  # each record in one table only
+    assert page.count("| abc1234, seed 1 |") == 4  # each record in one table only
 
 
 def test_a_val_gate_fixed_before_training_decides_whether_test_is_decoded(
