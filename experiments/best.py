@@ -353,7 +353,8 @@ def score(seed_dir: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(result: dict[str, Any], rejected: dict[str, Any]) -> str:
     """The seeds' table (and their mean), the val grid, how each run was made, then the val
-    scores of the recipes tried by hand that wait for another seed, and of the rejected ones."""
+    scores of the recipes tried by hand that wait for another seed, were adopted or were
+    rejected, and of the controls."""
     lines = []
     for recipe, title in RECIPES.items():
         seeds = [r for r in result["runs"].values() if r.get("recipe") == recipe]
