@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seq2attn import loss as loss_module
-from seq2attn.loss import CHUNK_ROWS, ROW_MULTIPLE, linear_cross_entropy
+from seq2attn.loss import CHUNK_ROWS, COLUMN_MULTIPLE, ROW_MULTIPLE, linear_cross_entropy
 
 PAD = 0
 
@@ -170,10 +170,33 @@ def test_bf16_chunks_are_multiples_of_the_row_multiple_and_the_last_holds_the_pa
     _assert_close_to_the_bf16_reference(loss, grads, 0.1)
 
 
-def test_a_second_backward_through_a_retained_graph_is_refused() -> None:
-    # the backward scales its saved gradient in place
+def test_a_second_backward_through_a_retained_graph_gives_the_same_gradients() -> None:
+    # the backward reads the forward's buffer without changing it
     features, layer, targets = _inputs()
-    loss = linear_cross_entropy(features, layer, targets)
-    loss.backward(retain_graph=True)
-    with pytest.raises(RuntimeError, match="runs once per forward"):
-        loss.backward()
+    loss = linear_cross_entropy(features, layer, targets, 0.1)
+    first = torch.autograd.grad(loss * 0.37, [features, layer.weight], retain_graph=True)
+    second = torch.autograd.grad(loss * 2.5, [features, layer.weight])
+    for once, again in zip(first, second, strict=True):
+        torch.testing.assert_close(again, once * (2.5 / 0.37))
+
+
+def test_fp32_products_write_a_multiple_of_the_column_multiple_logits() -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    widths: list[int] = []
+
+    class Outputs(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            if (
+                func.overloadpacket.__name__ in ("mm", "addmm")
+                and (kwargs or {}).get("out") is not None
+            ):
+                widths.append(result.size(1))
+            return result
+
+    features, layer, targets = _inputs()  # 11 outputs
+    with Outputs():
+        loss = linear_cross_entropy(features, layer, targets, 0.1)
+    assert widths == [COLUMN_MULTIPLE]  # one chunk, 11 logits padded to 16
+    torch.testing.assert_close(loss, _reference(features, layer, targets, 0.1))
