@@ -96,18 +96,27 @@ def _linear_into(out: Tensor, rows: Tensor, weight: Tensor, bias: Tensor | None)
         torch.addmm(bias, rows, weight.t(), out=out)
 
 
-def _chunk_loss(
-    z: Tensor, lse: Tensor, gold: Tensor, label_smoothing: float, soft: Tensor | None, alpha: float
+def _target_logits(
+    z: Tensor, gold: Tensor, label_smoothing: float, soft: Tensor | None, alpha: float
 ) -> Tensor:
-    """The summed cross-entropy of fp32 logits ``z`` whose rows have these log-sum-exps, against
-    the smoothed one-hot targets mixed with ``soft`` (rows' distributions) at weight ``alpha``."""
-    nll = lse - z.gather(1, gold.unsqueeze(1)).squeeze(1)
-    loss = (1 - label_smoothing) * nll.sum()
+    """t_i . z_i for fp32 logits ``z`` (N, V), t_i the mixed targets: the one-hot ``gold``
+    smoothed by ``label_smoothing``, mixed with ``soft`` (rows' distributions) at weight
+    ``alpha``. As t_i sums to one, row i's cross-entropy is lse(z_i) - t_i . z_i."""
+    target = z.gather(1, gold.unsqueeze(1)).squeeze(1)
     if label_smoothing:
-        loss = loss + label_smoothing * (lse - z.mean(dim=-1)).sum()
+        target = (1 - label_smoothing) * target + label_smoothing * z.mean(dim=-1)
     if soft is None:
-        return loss
-    return (1 - alpha) * loss + alpha * (lse - (soft * z).sum(dim=-1)).sum()
+        return target
+    return (1 - alpha) * target + alpha * (soft * z).sum(dim=-1)
+
+
+def _softmax_(z: Tensor) -> Tensor:
+    """Turn fp32 logits ``z`` (N, V) into their softmax in place, with one exp per logit:
+    p = exp(z - m) / s, s = sum exp(z - m), m = max z; returns the log-sum-exps m + log s (N,)."""
+    top = z.amax(dim=-1, keepdim=True)
+    total = z.sub_(top).exp_().sum(dim=-1, keepdim=True)
+    z.div_(total)
+    return (top + total.log()).squeeze(1)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -150,15 +159,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 z = grad_logits[start:stop]
             else:
                 z = F.linear(rows[start:stop], weight, bias).float()  # in autocast's dtype
-            lse = z.logsumexp(dim=-1)
             chunk_gold = gold[start : start + real]
             chunk_soft = None
             if soft is not None:  # the teacher's distributions, a chunk of rows at a time
                 chunk_soft = soft[start : start + real].float().softmax(dim=-1)
-            loss += _chunk_loss(
-                z[:real], lse[:real], chunk_gold, label_smoothing, chunk_soft, alpha
-            )
-            grad = z.sub_(lse.unsqueeze(1)).exp_()  # softmax, in place of the logits
+            target = _target_logits(z[:real], chunk_gold, label_smoothing, chunk_soft, alpha)
+            lse = _softmax_(z)  # the logits become their softmax
+            loss += (lse[:real] - target).sum()
+            grad = z
             grad[real:] = 0  # the padding rows
             grad[:real].scatter_add_(
                 1, chunk_gold.unsqueeze(1), grad.new_full((real, 1), hard * (label_smoothing - 1))
