@@ -18,10 +18,11 @@ entropy, a constant). The forward pass multiplies the
 kept rows in chunks of :data:`CHUNK_ROWS` and turns each chunk's logits into their gradient in
 place, in one (rows x V) buffer in the product's dtype: the only one kept for the backward pass,
 which multiplies it whole and applies the loss's gradient to the products' smaller operands and
-results. In fp32 each chunk's product writes straight into the buffer, whose rows are padded to
-a multiple of :data:`COLUMN_MULTIPLE` logits (on a 2-core AMD EPYC with AVX2 the 8,001-wide
-product ran at ~100 GFLOP/s, padded to 8,016 at ~140); under autocast the product runs in the
-autocast dtype and the softmax in fp32, and each chunk is copied into the buffer. So the fp32
+results. In fp32 each chunk's product writes straight into a buffer whose width is padded to a
+multiple of :data:`COLUMN_MULTIPLE` logits, and the (rows x V) view of it is kept (on a 2-core
+AMD EPYC with AVX2 a 512-row product with the 8,001 x 512 weight ran at 102-112 GFLOP/s, with
+8,016 rows at 145-156); under autocast the product runs in the autocast dtype and the softmax in
+fp32, and each chunk is copied into the buffer. So the fp32
 logits of all rows, their log-probabilities and a scaled copy of the gradient never exist at
 once (a distillation teacher's logits, one row per kept row, are the exception; their softmax
 is taken a chunk at a time).
@@ -141,8 +142,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if padding:
             rows = torch.cat([rows, rows.new_zeros(padding, rows.size(1))])
         product_dtype = _product_dtype(rows, weight)
-        # in fp32 the product writes its logits straight into the gradient's buffer, whose rows
-        # are padded to a multiple of COLUMN_MULTIPLE; the other dtypes' softmax runs in fp32
+        # in fp32 the product writes its logits straight into the gradient's buffer, whose width
+        # is padded to a multiple of COLUMN_MULTIPLE; the other dtypes' softmax runs in fp32
         in_place = product_dtype == rows.dtype == torch.float32
         if in_place:
             padded_weight, padded_bias = _padded_columns(weight, bias)

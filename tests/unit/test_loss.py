@@ -174,8 +174,9 @@ def test_a_second_backward_through_a_retained_graph_gives_the_same_gradients() -
     # the backward reads the forward's buffer without changing it
     features, layer, targets = _inputs()
     loss = linear_cross_entropy(features, layer, targets, 0.1)
-    first = torch.autograd.grad(loss * 0.37, [features, layer.weight], retain_graph=True)
-    second = torch.autograd.grad(loss * 2.5, [features, layer.weight])
+    inputs = [features, layer.weight, layer.bias]
+    first = torch.autograd.grad(loss * 0.37, inputs, retain_graph=True)
+    second = torch.autograd.grad(loss * 2.5, inputs)
     for once, again in zip(first, second, strict=True):
         torch.testing.assert_close(again, once * (2.5 / 0.37))
 
@@ -198,5 +199,42 @@ def test_fp32_products_write_a_multiple_of_the_column_multiple_logits() -> None:
     features, layer, targets = _inputs()  # 11 outputs
     with Outputs():
         loss = linear_cross_entropy(features, layer, targets, 0.1)
-    assert widths == [COLUMN_MULTIPLE]  # one chunk, 11 logits padded to 16
+    assert widths == [-(-11 // COLUMN_MULTIPLE) * COLUMN_MULTIPLE]  # one chunk, 11 logits padded
     torch.testing.assert_close(loss, _reference(features, layer, targets, 0.1))
+
+
+def _operations(autocast: bool) -> list[tuple[str, torch.dtype, int, bool]]:
+    """Each operation of a fused loss's forward and backward: its name, its first tensor
+    argument's dtype and size, and whether it wrote into an ``out=`` tensor."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen: list[tuple[str, torch.dtype, int, bool]] = []
+
+    class Operations(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
+            if first is not None:
+                name = func.overloadpacket.__name__
+                seen.append((name, first.dtype, first.numel(), "out" in (kwargs or {})))
+            return func(*args, **(kwargs or {}))
+
+    features, layer, targets = _inputs()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), Operations():
+        _grads(linear_cross_entropy(features, layer, targets, 0.1), features, layer)
+    return seen
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_every_logit_is_exponentiated_once(autocast: bool) -> None:
+    rows = int((_inputs()[2] != PAD).sum())  # 9 kept rows; bf16 products pad them to 64
+    if autocast:
+        rows = -(-rows // ROW_MULTIPLE) * ROW_MULTIPLE
+    operations = _operations(autocast)
+    exponentiated = sum(size for name, _, size, _ in operations if name in ("exp", "exp_"))
+    assert exponentiated == rows * 11  # the softmax's, over the layer's 11 outputs
+    assert not [name for name, *_ in operations if name == "logsumexp"]
+
+
+def test_under_bf16_autocast_the_output_products_are_bf16_and_never_write_in_place() -> None:
+    products = [op for op in _operations(autocast=True) if op[0] in ("mm", "addmm")]
+    assert products and all(dtype == torch.bfloat16 and not out for _, dtype, _, out in products)
