@@ -22,10 +22,10 @@ results. In fp32 each chunk's product writes straight into a buffer whose width 
 multiple of :data:`COLUMN_MULTIPLE` logits, and the (rows x V) view of it is kept (on a 2-core
 AMD EPYC with AVX2 a 512-row product with the 8,001 x 512 weight ran at 102-112 GFLOP/s, with
 8,016 rows at 145-156); under autocast the product runs in the autocast dtype and the softmax in
-fp32, and each chunk is copied into the buffer. So the fp32
-logits of all rows, their log-probabilities and a scaled copy of the gradient never exist at
-once (a distillation teacher's logits, one row per kept row, are the exception; their softmax
-is taken a chunk at a time).
+fp32, and each chunk is copied into the buffer. So the fp32 logits of all rows, their
+log-probabilities and a scaled copy of the gradient never exist at once (a distillation
+teacher's logits, one row per kept row, are the exception; their softmax is taken a chunk at a
+time).
 
 Where the products run in bf16 or fp16 on a CPU (oneDNN), the kept rows are padded with zero
 rows to a multiple of :data:`ROW_MULTIPLE`. oneDNN compiles a kernel for each distinct product
@@ -165,7 +165,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if soft is not None:  # the teacher's distributions, a chunk of rows at a time
                 chunk_soft = soft[start : start + real].float().softmax(dim=-1)
             target = _target_logits(z[:real], chunk_gold, label_smoothing, chunk_soft, alpha)
-            lse = _softmax_(z)  # the logits become their softmax
+            lse = _softmax_(z)  # the logits become their softmax, then their gradient
             loss += (lse[:real] - target).sum()
             grad = z
             grad[real:] = 0  # the padding rows
