@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -181,47 +183,48 @@ def test_a_second_backward_through_a_retained_graph_gives_the_same_gradients() -
         torch.testing.assert_close(again, once * (2.5 / 0.37))
 
 
-def test_fp32_products_write_a_multiple_of_the_column_multiple_logits() -> None:
+class _Operation(NamedTuple):
+    """An operation of the fused loss: its name, its first tensor argument's dtype and size,
+    and the width of the ``out=`` tensor it wrote into (None: it wrote no ``out=``)."""
+
+    name: str
+    dtype: torch.dtype
+    size: int
+    out_width: int | None
+
+
+def _operations(autocast: bool) -> tuple[torch.Tensor, list[_Operation]]:
+    """The fused loss of _inputs() (smoothing 0.1) and every operation of its forward and
+    backward."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    widths: list[int] = []
-
-    class Outputs(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            result = func(*args, **(kwargs or {}))
-            if (
-                func.overloadpacket.__name__ in ("mm", "addmm")
-                and (kwargs or {}).get("out") is not None
-            ):
-                widths.append(result.size(1))
-            return result
-
-    features, layer, targets = _inputs()  # 11 outputs
-    with Outputs():
-        loss = linear_cross_entropy(features, layer, targets, 0.1)
-    assert widths == [-(-11 // COLUMN_MULTIPLE) * COLUMN_MULTIPLE]  # one chunk, 11 logits padded
-    torch.testing.assert_close(loss, _reference(features, layer, targets, 0.1))
-
-
-def _operations(autocast: bool) -> list[tuple[str, torch.dtype, int, bool]]:
-    """Each operation of a fused loss's forward and backward: its name, its first tensor
-    argument's dtype and size, and whether it wrote into an ``out=`` tensor."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    seen: list[tuple[str, torch.dtype, int, bool]] = []
+    seen: list[_Operation] = []
 
     class Operations(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
             first = next((a for a in args if isinstance(a, torch.Tensor)), None)
             if first is not None:
-                name = func.overloadpacket.__name__
-                seen.append((name, first.dtype, first.numel(), "out" in (kwargs or {})))
-            return func(*args, **(kwargs or {}))
+                out = kwargs.get("out")
+                width = None if out is None else out.size(1)
+                seen.append(
+                    _Operation(func.overloadpacket.__name__, first.dtype, first.numel(), width)
+                )
+            return func(*args, **kwargs)
 
     features, layer, targets = _inputs()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), Operations():
-        _grads(linear_cross_entropy(features, layer, targets, 0.1), features, layer)
-    return seen
+        loss = linear_cross_entropy(features, layer, targets, 0.1)
+        _grads(loss, features, layer)
+    return loss, seen
+
+
+def test_fp32_products_write_a_multiple_of_the_column_multiple_logits() -> None:
+    loss, operations = _operations(autocast=False)  # a layer of 11 outputs
+    widths = [op.out_width for op in operations if op.name in ("mm", "addmm") and op.out_width]
+    assert widths == [-(-11 // COLUMN_MULTIPLE) * COLUMN_MULTIPLE]  # one chunk, 11 logits padded
+    features, layer, targets = _inputs()
+    torch.testing.assert_close(loss, _reference(features, layer, targets, 0.1))
 
 
 @pytest.mark.parametrize("autocast", [False, True])
@@ -229,12 +232,13 @@ def test_every_logit_is_exponentiated_once(autocast: bool) -> None:
     rows = int((_inputs()[2] != PAD).sum())  # 9 kept rows; bf16 products pad them to 64
     if autocast:
         rows = -(-rows // ROW_MULTIPLE) * ROW_MULTIPLE
-    operations = _operations(autocast)
-    exponentiated = sum(size for name, _, size, _ in operations if name in ("exp", "exp_"))
+    _, operations = _operations(autocast)
+    exponentiated = sum(op.size for op in operations if op.name in ("exp", "exp_"))
     assert exponentiated == rows * 11  # the softmax's, over the layer's 11 outputs
-    assert not [name for name, *_ in operations if name == "logsumexp"]
+    assert not [op for op in operations if op.name == "logsumexp"]
 
 
 def test_under_bf16_autocast_the_output_products_are_bf16_and_never_write_in_place() -> None:
-    products = [op for op in _operations(autocast=True) if op[0] in ("mm", "addmm")]
-    assert products and all(dtype == torch.bfloat16 and not out for _, dtype, _, out in products)
+    _, operations = _operations(autocast=True)
+    products = [op for op in operations if op.name in ("mm", "addmm")]
+    assert products and all(op.dtype == torch.bfloat16 and op.out_width is None for op in products)
