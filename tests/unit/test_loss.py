@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,6 +9,7 @@ from torch import nn
 
 from seq2attn import loss as loss_module
 from seq2attn.loss import CHUNK_ROWS, COLUMN_MULTIPLE, ROW_MULTIPLE, linear_cross_entropy
+from tests.unit.operations import Operation, recorded
 
 PAD = 0
 
@@ -183,37 +182,11 @@ def test_a_second_backward_through_a_retained_graph_gives_the_same_gradients() -
         torch.testing.assert_close(again, once * (2.5 / 0.37))
 
 
-class _Operation(NamedTuple):
-    """An operation of the fused loss: its name, its first tensor argument's dtype and size,
-    and the width of the ``out=`` tensor it wrote into (None: it wrote no ``out=``)."""
-
-    name: str
-    dtype: torch.dtype
-    size: int
-    out_width: int | None
-
-
-def _operations(autocast: bool) -> tuple[torch.Tensor, list[_Operation]]:
+def _operations(autocast: bool) -> tuple[torch.Tensor, list[Operation]]:
     """The fused loss of _inputs() (smoothing 0.1) and every operation of its forward and
     backward."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    seen: list[_Operation] = []
-
-    class Operations(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            first = next((a for a in args if isinstance(a, torch.Tensor)), None)
-            if first is not None:
-                out = kwargs.get("out")
-                width = None if out is None else out.size(1)
-                seen.append(
-                    _Operation(func.overloadpacket.__name__, first.dtype, first.numel(), width)
-                )
-            return func(*args, **kwargs)
-
     features, layer, targets = _inputs()
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), Operations():
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), recorded() as seen:
         loss = linear_cross_entropy(features, layer, targets, 0.1)
         _grads(loss, features, layer)
     return loss, seen

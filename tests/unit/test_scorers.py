@@ -1,4 +1,5 @@
-"""Each scorer against a hand-computed value; chunked and single-shot scoring agree."""
+"""Each scorer against a hand-computed value; chunked and single-shot scoring agree; the tanh
+scorers equal the textbook formula, gradients included, and run a sigmoid instead of a tanh."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from seq2attn.models.scorers import (
     MLPScorer,
     ScaledDotScorer,
 )
+from tests.unit.operations import recorded
 
 
 def one(*values: float) -> torch.Tensor:
@@ -128,6 +130,64 @@ def test_mlp_equals_manual_forward() -> None:
     actual = score(scorer, query, keys)
     assert actual.shape == (2, 3, 4)
     torch.testing.assert_close(actual, expected)
+
+
+def _pairs(query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """[h_t; h_s] for every (t, s): (B, T, S, Hq + Hk)."""
+    t, s = query.size(1), keys.size(1)
+    return torch.cat(
+        [query.unsqueeze(2).expand(-1, -1, s, -1), keys.unsqueeze(1).expand(-1, t, -1, -1)], -1
+    )
+
+
+def _textbook(scorer: scorers.Scorer, query: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """The tanh scorers' scores as their docstrings write them, with torch.tanh."""
+    if isinstance(scorer, AdditiveScorer):
+        hidden = torch.tanh(scorer.W(query).unsqueeze(2) + scorer.U(keys).unsqueeze(1))
+        return scorer.v(hidden).squeeze(-1)
+    if isinstance(scorer, ConcatScorer):
+        return scorer.v(torch.tanh(scorer.W(_pairs(query, keys)))).squeeze(-1)
+    assert isinstance(scorer, MLPScorer)
+    hidden = scorer.hidden(torch.tanh(scorer.first(_pairs(query, keys))))
+    return scorer.out(hidden).squeeze(-1)
+
+
+TANH_SCORERS = [
+    lambda: ConcatScorer(3, 4, hidden_size=5),
+    lambda: AdditiveScorer(3, 4, hidden_size=5),
+    lambda: MLPScorer(3, 4, hidden_sizes=[5]),
+    lambda: MLPScorer(3, 4, hidden_sizes=[5, 2]),
+]
+
+
+@pytest.mark.parametrize("make", TANH_SCORERS)
+def test_tanh_scorers_equal_the_textbook_formula_with_their_gradients(make) -> None:
+    torch.manual_seed(0)
+    scorer = make().double()
+    query = torch.randn(2, 3, 3, dtype=torch.float64, requires_grad=True)
+    keys = torch.randn(2, 4, 4, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, 3, 4, dtype=torch.float64)
+    inputs = [query, keys, *scorer.parameters()]
+    got = score(scorer, query, keys)
+    expected = _textbook(scorer, query, keys)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    got_grads = torch.autograd.grad((got * weights).sum(), inputs)
+    expected_grads = torch.autograd.grad((expected * weights).sum(), inputs)
+    for a, b in zip(got_grads, expected_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", TANH_SCORERS)
+def test_tanh_scorers_take_one_sigmoid_and_no_tanh_over_the_pairs(make) -> None:
+    torch.manual_seed(0)
+    scorer = make()
+    query, keys = torch.randn(2, 3, 3, requires_grad=True), torch.randn(2, 4, 4)
+    first = 5  # every scorer's first tanh layer has 5 units
+    with recorded() as operations:
+        score(scorer, query, keys).sum().backward()
+    pairs = [op.name for op in operations if op.shape == (2, 3, 4, first)]
+    assert pairs.count("sigmoid_") == 1
+    assert not [name for name in pairs if name.startswith("tanh")]
 
 
 def test_mlp_needs_a_layer() -> None:
