@@ -80,7 +80,7 @@ def _rows_padding(rows: Tensor, weight: Tensor) -> int:
     return -rows.size(0) % ROW_MULTIPLE
 
 
-def _padded_columns(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
+def padded_columns(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """The layer with zero output rows appended, so that it has a multiple of
     :data:`COLUMN_MULTIPLE` outputs (the extra logits are zero and never read)."""
     padding = -weight.size(0) % COLUMN_MULTIPLE
@@ -146,7 +146,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # is padded to a multiple of COLUMN_MULTIPLE; the other dtypes' softmax runs in fp32
         in_place = product_dtype == rows.dtype == torch.float32
         if in_place:
-            padded_weight, padded_bias = _padded_columns(weight, bias)
+            padded_weight, padded_bias = padded_columns(weight, bias)
             buffer = rows.new_empty(rows.size(0), padded_weight.size(0))
             grad_logits = buffer[:, : weight.size(0)]
         else:

@@ -24,8 +24,9 @@ soon as its best extension is EOS and it has ``n_best`` finished hypotheses (Ope
 under a length penalty that is sooner and not exact. (Under GNMT alpha = 0 with no coverage
 penalty and ``n_best`` = 1 the exact stop ends the sentence at that step too.)
 
-``decoding.output_precision`` can run a step's output layer in bf16 through a shortlist that fp32
-scores again (:mod:`seq2attn.shortlist`); the tokens stay those of fp32.
+On a CPU a step's output layer runs through a prepared copy (:mod:`seq2attn.shortlist`): in fp32
+padded to a width that multiplies faster, or, where ``decoding.output_precision`` says bf16, a bf16
+shortlist that fp32 scores again; the tokens stay those of fp32.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self, TypeVar, cast, r
 import torch
 from torch import Tensor, nn
 
-from seq2attn.shortlist import Bf16Shortlist, exact_top_logits, process_choice, shortlist_for
+from seq2attn.shortlist import (
+    Bf16Shortlist,
+    PaddedOutput,
+    exact_top_logits,
+    prepared,
+    process_choice,
+)
 
 if TYPE_CHECKING:
     from seq2attn.config import DecodingSchema
@@ -44,6 +51,7 @@ if TYPE_CHECKING:
 Length = TypeVar("Length", float, Tensor)
 LengthPenaltyKind = Literal["gnmt", "avg"]
 Bans = tuple[Tensor, Tensor]  # (rows, tokens) whose next-token log-probability is -inf
+OutputLayer = PaddedOutput | Bf16Shortlist
 
 
 class Rows(Protocol):
@@ -63,7 +71,7 @@ class Decodable(Protocol):
 @runtime_checkable
 class FeatureDecodable(Decodable, Protocol):
     """A model whose step can stop before its output layer (``Seq2Seq``; not ``Ensemble``,
-    which averages whole distributions), so that a :class:`Bf16Shortlist` can take over."""
+    which averages whole distributions), so that a prepared output layer can take over."""
 
     output_layer: nn.Linear
 
@@ -162,7 +170,7 @@ def _top_k_step(
     eos_id: int,
     bans: Bans | None,
     k: int,
-    shortlist: Bf16Shortlist | None,
+    output_layer: OutputLayer | None,
 ) -> tuple[Tensor, Tensor, Rows, Tensor | None]:
     """The k most likely next tokens of each row (N, k) with their log-probabilities (N, k),
     best first, the ``bans`` at -inf; where force_eos (N,) is True only EOS, the other k - 1 at
@@ -171,17 +179,17 @@ def _top_k_step(
     The K best extensions of K beams lie among each beam's k = K best tokens, so beam search
     ranks K * K candidates per sentence instead of K * V, and greedy (k = 1) takes the argmax of
     the logits. Log-probs are the top logits minus one logsumexp per row; the vocabulary is never
-    normalised as a whole. With a ``shortlist`` (a :class:`FeatureDecodable` model) the output
-    layer runs through it (:mod:`seq2attn.shortlist`).
+    normalised as a whole. With an ``output_layer`` prepared for a :class:`FeatureDecodable`
+    model, the step's output layer runs through it (:mod:`seq2attn.shortlist`).
     """
-    if shortlist is None:
+    if output_layer is None:
         logits, state, attention = model.step(tokens, state, memory)
         top = exact_top_logits(logits, k, bans, eos_id)
     else:
         features, state, attention = cast(FeatureDecodable, model).step_features(
             tokens, state, memory
         )
-        top = shortlist.top_logits(features, k, bans, eos_id)
+        top = output_layer.top_logits(features, k, bans, eos_id)
     top_tokens, log_probs = top.tokens, top.logits - top.normaliser
     if bool(force_eos.any()):
         forced = force_eos.unsqueeze(1)
@@ -215,7 +223,7 @@ def greedy_decode(
     max_length_b: int = 10,
     min_length_a: float = 0.0,
     no_repeat_ngram_size: int = 0,
-    shortlist: Bf16Shortlist | None = None,
+    output_layer: OutputLayer | None = None,
 ) -> list[Hypothesis]:
     """Batched greedy decoding of src (B, S).
 
@@ -240,7 +248,7 @@ def greedy_decode(
             else None
         )
         best, best_scores, state, step_attention = _top_k_step(
-            model, tokens, state, memory, t >= max_lengths[live], eos_id, bans, 1, shortlist
+            model, tokens, state, memory, t >= max_lengths[live], eos_id, bans, 1, output_layer
         )
         tokens, step_scores = best[:, 0], best_scores[:, 0]
         scores[live] += step_scores
@@ -360,7 +368,7 @@ def beam_search(
     min_length_a: float = 0.0,
     no_repeat_ngram_size: int = 0,
     early_stop: bool = False,
-    shortlist: Bf16Shortlist | None = None,
+    output_layer: OutputLayer | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for src (B, S); the n_best hypotheses per sentence, best s(Y, X) first.
 
@@ -399,7 +407,7 @@ def beam_search(
             else None
         )
         candidates, log_probs, state, attention = _top_k_step(
-            model, tokens, state, memory, force_eos, eos_id, bans, beam_size, shortlist
+            model, tokens, state, memory, force_eos, eos_id, bans, beam_size, output_layer
         )
         beams, reorder = beams.extend(candidates, log_probs, attention)
         state, tokens = state.index_select(reorder), beams.tokens[:, -1]
@@ -446,7 +454,7 @@ def decode(
     eos_id: int,
 ) -> list[list[Hypothesis]]:
     """The n-best hypotheses of each sentence of src (B, S) under the configured search."""
-    shortlist = _shortlist(model, decoding, src.device)
+    output_layer = _output_layer(model, decoding, src.device)
     if decoding.strategy == "greedy":
         hypotheses = greedy_decode(
             model,
@@ -458,7 +466,7 @@ def decode(
             decoding.max_length_b,
             decoding.min_length_a,
             decoding.no_repeat_ngram_size,
-            shortlist,
+            output_layer,
         )
         return [[hypothesis] for hypothesis in hypotheses]
     return beam_search(
@@ -477,25 +485,29 @@ def decode(
         min_length_a=decoding.min_length_a,
         no_repeat_ngram_size=decoding.no_repeat_ngram_size,
         early_stop=decoding.early_stop,
-        shortlist=shortlist,
+        output_layer=output_layer,
     )
 
 
 def prepare(model: Decodable, decoding: DecodingSchema, device: torch.device) -> None:
-    """Make what :func:`decode` keeps between calls (the output layer's shortlist, the ``auto``
+    """Make what :func:`decode` keeps between calls (the prepared output layer, the ``auto``
     probe) once, before threads that search side by side would each make it."""
-    _shortlist(model, decoding, device)
+    _output_layer(model, decoding, device)
 
 
-def _shortlist(
+def _output_layer(
     model: Decodable, decoding: DecodingSchema, device: torch.device
-) -> Bf16Shortlist | None:
-    """The output layer's shortlist where ``decoding.output_precision`` asks for bf16 (``auto``:
-    where :func:`~seq2attn.shortlist.process_choice` says so) and the model has one, on a CPU
-    (a GPU may reduce bf16 products in bf16, beyond the shortlist's bound)."""
+) -> OutputLayer | None:
+    """The model's output layer prepared for a CPU's search: its bf16 shortlist where
+    ``decoding.output_precision`` asks for bf16 (``auto``: where
+    :func:`~seq2attn.shortlist.process_choice` says so), else its padded fp32 copy. None (the
+    model's own step) for a model without ``step_features`` (an ensemble) and off a CPU (a GPU
+    may reduce bf16 products in bf16, beyond the shortlist's bound)."""
     if device.type != "cpu" or not isinstance(model, FeatureDecodable):
         return None
     precision = decoding.output_precision.value
     if precision == "auto":
         precision = process_choice()
-    return shortlist_for(model.output_layer) if precision == "bf16" else None
+    if precision == "bf16":
+        return prepared(Bf16Shortlist, model.output_layer)
+    return prepared(PaddedOutput, model.output_layer)

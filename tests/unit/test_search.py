@@ -27,6 +27,7 @@ from seq2attn.search import (
     gnmt_length_penalty,
     greedy_decode,
 )
+from seq2attn.shortlist import PaddedOutput, prepared
 
 PAD, BOS, EOS = 0, 2, 3
 V = 9
@@ -750,12 +751,16 @@ def test_decode_passes_every_option_on() -> None:
     bans = {"min_length_a": 0.5, "no_repeat_ngram_size": 2, **LIMIT}
     ranking = {"length_penalty_type": LengthPenaltyType.avg, "coverage_penalty": 0.5}
     beam = DecodingSchema(SearchStrategy.beam, 3, 0.0, 2, **bans, **ranking)
+    padded = {"output_layer": prepared(PaddedOutput, model.output_layer)}  # decode's, in fp32
     runs = [
         (
             DecodingSchema(**bans),
-            [[h] for h in greedy_decode(model, SRC, LENGTHS, BOS, EOS, **bans)],
+            [[h] for h in greedy_decode(model, SRC, LENGTHS, BOS, EOS, **bans, **padded)],
         ),
-        (beam, beam_search(model, SRC, LENGTHS, BOS, EOS, 3, 0.0, 2, **bans, **ranking)),
+        (
+            beam,
+            beam_search(model, SRC, LENGTHS, BOS, EOS, 3, 0.0, 2, **bans, **ranking, **padded),
+        ),
     ]
     for decoding, expected in runs:
         got = decode(model, SRC, LENGTHS, decoding, BOS, EOS)

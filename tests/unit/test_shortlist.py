@@ -1,6 +1,8 @@
-"""The bf16 shortlist of the output layer: its rounding bound holds, its tokens and logits are
-fp32's, rows the bound cannot certify are scored in fp32, bans are kept, the searches find the
-same hypotheses, and ``output_precision=auto`` follows the machine."""
+"""The output layer prepared for a search. Padded in fp32: its products are a multiple of 16
+wide and its top logits are the layer's. The bf16 shortlist: its rounding bound holds, its tokens
+and logits are fp32's, rows the bound cannot certify are scored in fp32, bans are kept, the
+searches find the same hypotheses, and ``output_precision=auto`` follows the machine. Both are
+kept per layer until its weights change."""
 
 from __future__ import annotations
 
@@ -25,11 +27,14 @@ from seq2attn.shortlist import (
     SPARE,
     UNIT_ROUNDOFF,
     Bf16Shortlist,
+    PaddedOutput,
     choose_output_precision,
     exact_top_logits,
+    prepared,
     resolve_output_precision,
     shortlist_for,
 )
+from tests.unit.operations import recorded
 from tests.unit.test_seq2seq import make_model as make_seq2seq
 
 PAD, BOS, EOS = 0, 2, 3
@@ -219,7 +224,7 @@ def test_searches_find_the_fp32_hypotheses(wiring: str) -> None:
     shortlist = Bf16Shortlist(model.output_layer)
     for search, extra in ((greedy_decode, {}), (beam_search, {"beam_size": 4})):
         plain = search(model, SRC, LENGTHS, BOS, EOS, **extra, **LIMIT)
-        listed = search(model, SRC, LENGTHS, BOS, EOS, **extra, **LIMIT, shortlist=shortlist)
+        listed = search(model, SRC, LENGTHS, BOS, EOS, **extra, **LIMIT, output_layer=shortlist)
         flat = [h for s in plain for h in (s if isinstance(s, list) else [s])]
         flat_listed = [h for s in listed for h in (s if isinstance(s, list) else [s])]
         assert [h.tokens for h in flat_listed] == [h.tokens for h in flat]
@@ -228,14 +233,37 @@ def test_searches_find_the_fp32_hypotheses(wiring: str) -> None:
     assert shortlist.rows > 0
 
 
-def test_decode_takes_the_shortlist_only_for_bf16() -> None:
+PADDED_WIDTH = -(-V // 16) * 16  # 304 outputs for the layer's 300
+
+
+def test_the_padded_output_multiplies_a_multiple_of_16_outputs_and_gives_the_layers_logits() -> (
+    None
+):
+    layer, h = output_layer(), features(16)
+    bans = (torch.tensor([0, 0, 5]), torch.tensor([7, EOS, 11]))
+    with recorded() as operations:
+        got = PaddedOutput(layer).top_logits(h, 3, bans, EOS)
+    products = [op.shape for op in operations if op.name in ("mm", "addmm")]
+    assert products == [(16, PADDED_WIDTH)]
+    expected = exact_top_logits(layer(h).detach(), 3, bans, EOS)
+    assert torch.equal(got.tokens, expected.tokens)
+    for a, b in ((got.logits, expected.logits), (got.normaliser, expected.normaliser)):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(got.eos, expected.eos)
+
+
+def test_decode_pads_the_output_in_fp32_and_takes_the_shortlist_for_bf16() -> None:
     model = make_model()
     layer = model.output_layer
     for precision, used in ((OutputPrecision.fp32, False), (OutputPrecision.bf16, True)):
         before = shortlist_for(layer).rows
         decoding = DecodingSchema(SearchStrategy.beam, 3, 0.0, **LIMIT, output_precision=precision)
-        decode(model, SRC, LENGTHS, decoding, BOS, EOS)
+        with recorded() as operations:
+            decode(model, SRC, LENGTHS, decoding, BOS, EOS)
         assert (shortlist_for(layer).rows > before) is used
+        widths = {op.shape[1] for op in operations if op.name in ("mm", "addmm") and op.shape}
+        if not used:  # every step's product is the padded layer's, none the layer's own
+            assert PADDED_WIDTH in widths and V not in widths
 
 
 def test_an_ensemble_scores_its_averaged_distribution_in_fp32() -> None:
@@ -259,13 +287,14 @@ def test_an_ensemble_scores_its_averaged_distribution_in_fp32() -> None:
     ]
 
 
-def test_a_layer_keeps_its_shortlist_until_its_weights_change() -> None:
+@pytest.mark.parametrize("kind", [PaddedOutput, Bf16Shortlist])
+def test_a_layer_keeps_its_prepared_output_until_its_weights_change(kind) -> None:
     layer = output_layer()
-    kept = shortlist_for(layer)
-    assert shortlist_for(layer) is kept
+    kept = prepared(kind, layer)
+    assert prepared(kind, layer) is kept
     with torch.no_grad():
         layer.weight.add_(0.0)  # a new version, the same weights
-    assert shortlist_for(layer) is kept
+    assert prepared(kind, layer) is kept
     for parameter in layer.parameters():
         parameter.grad = torch.randn_like(parameter)
     fused_adam = torch.optim.Adam(layer.parameters(), lr=1e-2, fused=True)
@@ -282,7 +311,7 @@ def test_a_layer_keeps_its_shortlist_until_its_weights_change() -> None:
     for change in changes:
         with torch.no_grad():
             change()
-        fresh = shortlist_for(layer)
+        fresh = prepared(kind, layer)
         assert fresh is not kept
         assert torch.equal(
             fresh.top_logits(h, 1, None, EOS).tokens,
