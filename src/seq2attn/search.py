@@ -24,9 +24,9 @@ soon as its best extension is EOS and it has ``n_best`` finished hypotheses (Ope
 under a length penalty that is sooner and not exact. (Under GNMT alpha = 0 with no coverage
 penalty and ``n_best`` = 1 the exact stop ends the sentence at that step too.)
 
-On a CPU a step's output layer runs through a prepared copy (:mod:`seq2attn.shortlist`): in fp32
-padded to a width that multiplies faster, or, where ``decoding.output_precision`` says bf16, a bf16
-shortlist that fp32 scores again; the tokens stay those of fp32.
+On a CPU a single model's output layer runs through a prepared copy (:mod:`seq2attn.shortlist`):
+padded to a width that multiplies faster, or, where ``decoding.output_precision`` says bf16, a
+bf16 shortlist that fp32 scores again; the tokens stay those of the layer itself.
 """
 
 from __future__ import annotations
@@ -500,9 +500,10 @@ def _output_layer(
 ) -> OutputLayer | None:
     """The model's output layer prepared for a CPU's search: its bf16 shortlist where
     ``decoding.output_precision`` asks for bf16 (``auto``: where
-    :func:`~seq2attn.shortlist.process_choice` says so), else its padded fp32 copy. None (the
-    model's own step) for a model without ``step_features`` (an ensemble) and off a CPU (a GPU
-    may reduce bf16 products in bf16, beyond the shortlist's bound)."""
+    :func:`~seq2attn.shortlist.process_choice` says so), else its padded copy where it has
+    outputs to pad. None (the model's own step) for a model without ``step_features`` (an
+    ensemble), and off a CPU: a GPU may reduce bf16 products in bf16, beyond the shortlist's
+    bound, and the padding's speed was measured on CPUs only."""
     if device.type != "cpu" or not isinstance(model, FeatureDecodable):
         return None
     precision = decoding.output_precision.value
@@ -510,4 +511,6 @@ def _output_layer(
         precision = process_choice()
     if precision == "bf16":
         return prepared(Bf16Shortlist, model.output_layer)
-    return prepared(PaddedOutput, model.output_layer)
+    if PaddedOutput.pays(model.output_layer):
+        return prepared(PaddedOutput, model.output_layer)
+    return None

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from seq2attn.loss import padded_columns
+from seq2attn.loss import COLUMN_MULTIPLE, padded_columns
 from seq2attn.precision import Cpu, cached_speedup, probe_speedup, read_cpu
 
 if TYPE_CHECKING:
@@ -119,17 +119,22 @@ def exact_top_logits(
 
 
 class PaddedOutput:
-    """The output layer ``layer`` (V x D) in fp32 with zero rows appended up to a multiple of
+    """A copy of the output layer ``layer`` (V x D) with zero rows appended up to a multiple of
     16 outputs (:func:`seq2attn.loss.padded_columns`), for :meth:`top_logits`. The width is what
     runs the product fast: on one core of an AMD EPYC with AVX2, 320 rows of features times the
-    8,001 x 512 weight took 44 ms, times the 8,016-row copy 32 ms (by hand). The padding's logits
-    are dropped before anything reads them, so the logits are the layer's."""
+    8,001 x 512 weight took 45-55 ms, times the 8,016-row copy 33-45 ms (medians of 15 calls in
+    each of 3 sittings, by hand). The padding's logits are dropped before anything reads them, so
+    the logits are the layer's up to the rounding of another kernel."""
 
     def __init__(self, layer: nn.Linear) -> None:
         self.vocab = layer.out_features
-        weight = layer.weight.detach().float()
-        bias = None if layer.bias is None else layer.bias.detach().float()
-        self.weight, self.bias = padded_columns(weight, bias)
+        bias = None if layer.bias is None else layer.bias.detach()
+        self.weight, self.bias = padded_columns(layer.weight.detach(), bias)
+
+    @staticmethod
+    def pays(layer: nn.Linear) -> bool:
+        """Whether ``layer`` has outputs to pad (not already a multiple of 16)."""
+        return layer.out_features % COLUMN_MULTIPLE != 0
 
     def holds(self, layer: nn.Linear) -> bool:
         """Whether ``layer``'s weight and bias are the ones this copy was made from."""
@@ -141,7 +146,8 @@ class PaddedOutput:
     def top_logits(
         self, features: Tensor, k: int, bans: tuple[Tensor, Tensor] | None, eos_id: int
     ) -> TopLogits:
-        """:func:`exact_top_logits` of the layer's logits for features (N, D)."""
+        """:func:`exact_top_logits` of the layer's logits for features (N, D), in the layer's
+        dtype (or the caller's autocast dtype, as the layer itself would run)."""
         logits = F.linear(features, self.weight, self.bias)[:, : self.vocab]
         return exact_top_logits(logits, k, bans, eos_id)
 
@@ -225,13 +231,13 @@ class Bf16Shortlist:
         return top
 
 
-OutputLayer = TypeVar("OutputLayer", PaddedOutput, Bf16Shortlist)
+Prepared = TypeVar("Prepared", PaddedOutput, Bf16Shortlist)
 _PREPARED: weakref.WeakKeyDictionary[nn.Linear, dict[type, PaddedOutput | Bf16Shortlist]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-def prepared(kind: type[OutputLayer], layer: nn.Linear) -> OutputLayer:
+def prepared(kind: type[Prepared], layer: nn.Linear) -> Prepared:
     """``kind(layer)`` (a :class:`PaddedOutput` or a :class:`Bf16Shortlist`), kept per layer and
     made again when the layer's weight or bias differs from the copy it holds: preparing one
     (copying or packing an 8,001 x 512 weight) takes several milliseconds, as long as a few
@@ -255,7 +261,7 @@ def _same(kept: Tensor | None, parameter: Tensor) -> bool:
         kept is not None
         and kept.shape == parameter.shape
         and kept.device == parameter.device
-        and torch.equal(kept, parameter.detach().float())
+        and torch.equal(kept, parameter.detach().to(kept.dtype))
     )
 
 

@@ -177,17 +177,36 @@ def test_tanh_scorers_equal_the_textbook_formula_with_their_gradients(make) -> N
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def _first_layer_operations(scorer: scorers.Scorer, autocast: bool) -> list[str]:
+    """The operations, forward and backward, whose result has the shape of the scorer's first
+    tanh layer over the pairs (every scorer of TANH_SCORERS has 5 units there)."""
+    torch.manual_seed(1)
+    query, keys = torch.randn(2, 3, 3, requires_grad=True), torch.randn(2, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), recorded() as operations:
+        score(scorer, query, keys).float().sum().backward()
+    return [op.name for op in operations if op.shape == (2, 3, 4, 5)]
+
+
 @pytest.mark.parametrize("make", TANH_SCORERS)
-def test_tanh_scorers_take_one_sigmoid_and_no_tanh_over_the_pairs(make) -> None:
+def test_in_fp32_the_first_tanh_layer_is_one_sigmoid_and_no_tanh(make) -> None:
+    torch.manual_seed(0)
+    names = _first_layer_operations(make(), autocast=False)
+    assert names.count("sigmoid_") == 1
+    assert not [name for name in names if name.startswith("tanh")]
+
+
+@pytest.mark.parametrize("make", TANH_SCORERS)
+def test_under_bf16_autocast_the_tanh_scorers_keep_torchs_tanh(make) -> None:
     torch.manual_seed(0)
     scorer = make()
-    query, keys = torch.randn(2, 3, 3, requires_grad=True), torch.randn(2, 4, 4)
-    first = 5  # every scorer's first tanh layer has 5 units
-    with recorded() as operations:
-        score(scorer, query, keys).sum().backward()
-    pairs = [op.name for op in operations if op.shape == (2, 3, 4, first)]
-    assert pairs.count("sigmoid_") == 1
-    assert not [name for name in pairs if name.startswith("tanh")]
+    names = _first_layer_operations(scorer, autocast=True)
+    assert names.count("tanh_") == 1 and "sigmoid_" not in names
+    query, keys = torch.randn(2, 3, 3), torch.randn(2, 4, 4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, expected = score(scorer, query, keys), _textbook(scorer, query, keys)
+    assert got.dtype == expected.dtype == torch.bfloat16
+    # the scorers' two partial products round to bf16 apart, the textbook's [h_t; h_s] product once
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-2)
 
 
 def test_mlp_needs_a_layer() -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from seq2attn import search as search_module
 from seq2attn import shortlist as shortlist_module
 from seq2attn.config import DecodingSchema
 from seq2attn.config.run import LengthPenaltyType, OutputPrecision, SearchStrategy
@@ -264,6 +265,37 @@ def test_decode_pads_the_output_in_fp32_and_takes_the_shortlist_for_bf16() -> No
         widths = {op.shape[1] for op in operations if op.name in ("mm", "addmm") and op.shape}
         if not used:  # every step's product is the padded layer's, none the layer's own
             assert PADDED_WIDTH in widths and V not in widths
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_padded_output_finds_the_hypotheses_of_the_models_own_step(dtype) -> None:
+    model = make_model().to(dtype)
+    fp32 = {"length_penalty_type": LengthPenaltyType.avg, "output_precision": OutputPrecision.fp32}
+    for decoding in (
+        DecodingSchema(**LIMIT, output_precision=OutputPrecision.fp32),
+        DecodingSchema(SearchStrategy.beam, 3, 0.0, 2, **LIMIT, **fp32),
+    ):
+        assert isinstance(search_module._output_layer(model, decoding, SRC.device), PaddedOutput)
+        got = decode(model, SRC, LENGTHS, decoding, BOS, EOS)
+        if decoding.strategy == SearchStrategy.greedy:
+            own = [[h] for h in greedy_decode(model, SRC, LENGTHS, BOS, EOS, **LIMIT)]
+        else:
+            own = beam_search(
+                model, SRC, LENGTHS, BOS, EOS, 3, 0.0, 2, **LIMIT, length_penalty_type="avg"
+            )
+        assert [[h.tokens for h in n] for n in got] == [[h.tokens for h in n] for n in own]
+        scores = [h.score for n in got for h in n], [h.score for n in own for h in n]
+        assert scores[0] == pytest.approx(scores[1], rel=1e-5)
+
+
+def test_a_layer_of_a_multiple_of_16_outputs_is_multiplied_as_it_is() -> None:
+    model = make_seq2seq(
+        src_vocab_size=V, tgt_vocab_size=PADDED_WIDTH, embedding_size=16, hidden_size=D
+    ).eval()
+    decoding = DecodingSchema(**LIMIT, output_precision=OutputPrecision.fp32)
+    assert not PaddedOutput.pays(model.output_layer)
+    assert search_module._output_layer(model, decoding, SRC.device) is None
+    assert PaddedOutput.pays(make_model().output_layer)
 
 
 def test_an_ensemble_scores_its_averaged_distribution_in_fp32() -> None:

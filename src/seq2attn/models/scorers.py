@@ -26,6 +26,9 @@ from seq2attn.models.length_shaped import batched_product
 
 # Upper bound on the elements of the (B, T_chunk, S, H) tensor the tanh scorers build.
 CHUNK_ELEMENTS = 2**22
+# a tanh scorer's head: the tanh layer's output (tanh(z), or sigma(2 z) when the flag is set)
+# to scores
+TanhHead = Callable[[Tensor, bool], Tensor]
 
 
 @dataclass(frozen=True)
@@ -68,38 +71,47 @@ class Scorer(nn.Module):
 
 
 def _tanh_sum_scores(
-    doubled_query: Tensor, doubled_keys: Tensor, head: Callable[[Tensor], Tensor], width: int
+    query_part: Tensor, doubled_keys: Tensor, head: TanhHead, width: int
 ) -> Tensor:
-    """head(sigma(2 q_t + 2 k_s)) for every (t, s), chunked over T to bound memory.
+    """head(tanh(q_t + k_s)) for every (t, s), chunked over T to bound memory.
 
-    The tanh layer is computed as tanh(z) = 2 sigma(2 z) - 1: on CPUs torch's float tanh costs
-    about three times its sigmoid (3.5 against 1 ns an element, one core of an AMD EPYC), and the
-    factor 2 is exact in floating point, so the scorers double their projections' weights and
-    ``head`` takes the 2 s - 1 into its first linear layer (:func:`_after_tanh`).
+    The keys come doubled from ``prepare``, 2 k_s. In fp32 and fp64 on a CPU the tanh layer is
+    computed as tanh(z) = 2 sigma(2 z) - 1: torch's float tanh there costs about three times its
+    sigmoid (3.1-3.6 against 1 ns an element, one core of an AMD EPYC with AVX2), the doubling is
+    exact in floating point, and ``head`` gets sigma(2 z) with ``halves=True`` and folds the
+    2 s - 1 into its first linear layer (:func:`_after_tanh`), so no pass over the pairs is
+    added. In bf16 or fp16 (autocast), where sigma(2 z) rounded near 1/2 would lose small z, and
+    off a CPU, the layer is torch's tanh.
 
     Args:
-        doubled_query: (B, T, H) query projection, doubled.
+        query_part: (B, T, H) query projection.
         doubled_keys: (B, S, H) prepared key projection, doubled.
-        head: maps sigma(2 z) (B, T_chunk, S, H) to scores (B, T_chunk, S).
+        head: maps the tanh layer (B, T_chunk, S, H) to scores (B, T_chunk, S).
         width: widest layer ``head`` builds, used to size the chunks.
     """
     batch, source_len = doubled_keys.shape[:2]
     chunk = max(1, CHUNK_ELEMENTS // max(1, batch * source_len * width))
-    return torch.cat(
-        [
-            head(torch.sigmoid_(q.unsqueeze(2) + doubled_keys.unsqueeze(1)))  # (B, T_chunk, S, H)
-            for q in doubled_query.split(chunk, dim=1)
-        ],
-        dim=1,
-    )
+    dtype = torch.promote_types(query_part.dtype, doubled_keys.dtype)
+    halves = query_part.device.type == "cpu" and dtype in (torch.float32, torch.float64)
+    keys = doubled_keys.unsqueeze(1)
+
+    def tanh_layer(q: Tensor) -> Tensor:  # (B, T_chunk, S, H)
+        if halves:
+            return torch.sigmoid_(torch.add(keys, q.unsqueeze(2), alpha=2))
+        return torch.tanh_(torch.add(q.unsqueeze(2), keys, alpha=0.5))
+
+    return torch.cat([head(tanh_layer(q), halves) for q in query_part.split(chunk, dim=1)], dim=1)
 
 
-def _after_tanh(layer: nn.Linear, halves: Tensor) -> Tensor:
-    """layer(tanh(z)) from halves = sigma(2 z): W (2 s - 1) + b = (2 W) s + (b - W 1)."""
+def _after_tanh(layer: nn.Linear, hidden: Tensor, halves: bool) -> Tensor:
+    """layer(tanh(z)) from the tanh layer's output: tanh(z) itself, or with ``halves``
+    s = sigma(2 z), where W (2 s - 1) + b = (2 W) s + (b - W 1)."""
+    if not halves:
+        return layer(hidden)
     bias = -layer.weight.sum(dim=1)
     if layer.bias is not None:
         bias = bias + layer.bias
-    return F.linear(halves, 2 * layer.weight, bias)
+    return F.linear(hidden, 2 * layer.weight, bias)
 
 
 class DotScorer(Scorer):
@@ -186,8 +198,8 @@ class _TanhScorer(Scorer):
         if hidden_size is not None and hidden_size < 1:
             raise ValueError(f"hidden_size={hidden_size}: must be a positive number, or null")
 
-    def _head(self, halves: Tensor) -> Tensor:
-        return _after_tanh(self.v, halves).squeeze(-1)
+    def _head(self, hidden: Tensor, halves: bool) -> Tensor:
+        return _after_tanh(self.v, hidden, halves).squeeze(-1)
 
     def flops(self) -> TokenCosts:
         q, k, h = self.query_size, self.key_size, self.hidden_size
@@ -198,7 +210,8 @@ class ConcatScorer(_TanhScorer):
     """Luong et al. (2015) concat score: score(h_t, h_s) = v^T tanh(W [h_t; h_s]).
 
     W = [W_q W_k] is applied in two parts, v^T tanh(W_q h_t + W_k h_s), so that W_k h_s is
-    prepared once per batch. ``hidden_size`` (rows of W) defaults to query_size.
+    prepared once per batch (doubled, as 2 W_k h_s: :func:`_tanh_sum_scores`). ``hidden_size``
+    (rows of W) defaults to query_size.
     """
 
     def __init__(self, query_size: int, key_size: int, hidden_size: int | None = None) -> None:
@@ -212,14 +225,15 @@ class ConcatScorer(_TanhScorer):
         return F.linear(keys, 2 * self.W.weight[:, self.query_size :])  # 2 W_k h_s: (B, S, H)
 
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
-        query_part = F.linear(query, 2 * self.W.weight[:, : self.query_size])  # 2 W_q h_t
+        query_part = F.linear(query, self.W.weight[:, : self.query_size])  # W_q h_t: (B, T, H)
         return _tanh_sum_scores(query_part, prepared, self._head, self.hidden_size)
 
 
 class AdditiveScorer(_TanhScorer):
     """Bahdanau et al. (2015) additive score: score(s, h_s) = v^T tanh(W s + U h_s).
 
-    U h_s is prepared once per batch. ``hidden_size`` defaults to query_size.
+    U h_s is prepared once per batch (doubled, as 2 U h_s: :func:`_tanh_sum_scores`).
+    ``hidden_size`` defaults to query_size.
     """
 
     def __init__(self, query_size: int, key_size: int, hidden_size: int | None = None) -> None:
@@ -234,8 +248,7 @@ class AdditiveScorer(_TanhScorer):
         return F.linear(keys, 2 * self.U.weight)  # 2 U h_s: (B, S, H)
 
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
-        query_part = F.linear(query, 2 * self.W.weight)  # 2 W s: (B, T, H)
-        return _tanh_sum_scores(query_part, prepared, self._head, self.hidden_size)
+        return _tanh_sum_scores(self.W(query), prepared, self._head, self.hidden_size)
 
 
 class MLPScorer(Scorer):
@@ -243,7 +256,9 @@ class MLPScorer(Scorer):
 
     score(h_t, h_s) = w^T f_n(... f_2(tanh(W_1 [h_t; h_s] + b_1))), f_i(x) = tanh(W_i x + b_i),
     with one layer per entry of ``hidden_sizes``. As in ConcatScorer the first layer is split,
-    W_1 = [W_q W_k], so W_k h_s + b_1 is prepared once per batch.
+    W_1 = [W_q W_k], so W_k h_s + b_1 is prepared once per batch (doubled, as
+    :func:`_tanh_sum_scores` takes it); the first tanh layer is computed as that function says,
+    the later ones with torch's tanh.
     """
 
     def __init__(
@@ -274,15 +289,15 @@ class MLPScorer(Scorer):
         return F.linear(keys, 2 * self.first.weight[:, self.query_size :], 2 * self.first.bias)
 
     def score(self, query: Tensor, prepared: Tensor) -> Tensor:
-        query_part = F.linear(query, 2 * self.first.weight[:, : self.query_size])  # (B, T, H_1)
+        query_part = F.linear(query, self.first.weight[:, : self.query_size])  # (B, T, H_1)
         return _tanh_sum_scores(query_part, prepared, self._head, self.width)
 
-    def _head(self, halves: Tensor) -> Tensor:
-        if len(self.hidden) == 0:
-            return _after_tanh(self.out, halves).squeeze(-1)
-        first = cast(nn.Linear, self.hidden[0])
-        hidden = self.hidden[1:](_after_tanh(first, halves))
-        return self.out(hidden).squeeze(-1)
+    def _head(self, hidden: Tensor, halves: bool) -> Tensor:
+        first, *rest = [*self.hidden, self.out]
+        hidden = _after_tanh(cast(nn.Linear, first), hidden, halves)
+        for layer in rest:
+            hidden = layer(hidden)
+        return hidden.squeeze(-1)
 
     def flops(self) -> TokenCosts:
         first = self.first.out_features
