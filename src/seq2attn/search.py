@@ -24,9 +24,10 @@ soon as its best extension is EOS and it has ``n_best`` finished hypotheses (Ope
 under a length penalty that is sooner and not exact. (Under GNMT alpha = 0 with no coverage
 penalty and ``n_best`` = 1 the exact stop ends the sentence at that step too.)
 
-On a CPU a single model's output layer runs through a prepared copy (:mod:`seq2attn.shortlist`):
-padded to a width that multiplies faster, or, where ``decoding.output_precision`` says bf16, a
-bf16 shortlist that fp32 scores again; the tokens stay those of the layer itself.
+On a CPU a single model's output layer can run through a prepared copy
+(:mod:`seq2attn.shortlist`): padded to a width that multiplies faster where it has outputs to pad,
+or, where ``decoding.output_precision`` says bf16, a bf16 shortlist that fp32 scores again; the
+tokens stay those of the layer itself, but for logits that tie within rounding.
 """
 
 from __future__ import annotations

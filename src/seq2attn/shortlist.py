@@ -1,6 +1,6 @@
-"""The k best next tokens of a decoding step's output layer: in fp32 through a copy of the layer
-padded to a multiple of 16 outputs (:class:`PaddedOutput`), or through a bf16 shortlist of the
-layer certified against fp32 (:class:`Bf16Shortlist`).
+"""The k best next tokens of a decoding step's output layer: through a copy of the layer padded
+to a multiple of 16 outputs (:class:`PaddedOutput`), or through a bf16 shortlist of the layer
+certified against fp32 (:class:`Bf16Shortlist`).
 
 For decoder features h (N, D) the output layer gives z = W h + b (W: V x D). Its product is the
 largest of a decoding step, and CPUs with AMX multiply bf16 several times faster than fp32. So the
@@ -124,7 +124,8 @@ class PaddedOutput:
     runs the product fast: on one core of an AMD EPYC with AVX2, 320 rows of features times the
     8,001 x 512 weight took 45-55 ms, times the 8,016-row copy 33-45 ms (medians of 15 calls in
     each of 3 sittings, by hand). The padding's logits are dropped before anything reads them, so
-    the logits are the layer's up to the rounding of another kernel."""
+    the logits are the layer's up to the rounding of another kernel (the tokens too, except where
+    two logits lie within that rounding)."""
 
     def __init__(self, layer: nn.Linear) -> None:
         self.vocab = layer.out_features
@@ -137,8 +138,11 @@ class PaddedOutput:
         return layer.out_features % COLUMN_MULTIPLE != 0
 
     def holds(self, layer: nn.Linear) -> bool:
-        """Whether ``layer``'s weight and bias are the ones this copy was made from."""
+        """Whether ``layer``'s weight and bias are the ones this copy was made from, in its
+        dtype (``model.double()`` keeps the layer and changes its dtype)."""
         bias = None if self.bias is None else self.bias[: self.vocab]
+        if self.weight.dtype != layer.weight.dtype:
+            return False
         return _same(self.weight[: self.vocab], layer.weight) and (
             _same(bias, layer.bias) if layer.bias is not None else bias is None
         )

@@ -1,5 +1,6 @@
 """Each scorer against a hand-computed value; chunked and single-shot scoring agree; the tanh
-scorers equal the textbook formula, gradients included, and run a sigmoid instead of a tanh."""
+scorers equal the textbook formula, gradients included, in both forms of their tanh layer: a
+sigmoid in fp32 and fp64 on a CPU, torch's tanh under autocast; a step doubles no weight."""
 
 from __future__ import annotations
 
@@ -193,6 +194,33 @@ def test_in_fp32_the_first_tanh_layer_is_one_sigmoid_and_no_tanh(make) -> None:
     names = _first_layer_operations(make(), autocast=False)
     assert names.count("sigmoid_") == 1
     assert not [name for name in names if name.startswith("tanh")]
+
+
+@pytest.mark.parametrize("make", TANH_SCORERS)
+def test_under_autocast_a_float64_scorer_takes_torchs_tanh_and_the_textbook_values(make) -> None:
+    torch.manual_seed(0)
+    scorer = make().double()
+    query = torch.randn(2, 3, 3, dtype=torch.float64)
+    keys = torch.randn(2, 4, 4, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16), recorded() as operations:
+        got = score(scorer, query, keys)  # autocast leaves float64 as it is
+    names = [op.name for op in operations if op.shape == (2, 3, 4, 5)]
+    assert names.count("tanh_") == 1 and "sigmoid_" not in names
+    torch.testing.assert_close(got, _textbook(scorer, query, keys), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("make", TANH_SCORERS)
+def test_a_step_multiplies_no_weight_by_two(make) -> None:
+    torch.manual_seed(0)
+    scorer = make()
+    prepared = scorer.prepare(torch.randn(2, 4, 4))  # the keys are doubled here, once a batch
+    query = torch.randn(2, 1, 3)
+    with recorded() as operations:
+        score_of_step = scorer.score(query, prepared)
+    assert score_of_step.shape == (2, 1, 4)
+    # no (part of a) first-layer weight, 5 rows, is doubled; the head's smaller layers are
+    doubled = [op.shape for op in operations if op.name == "mul" and op.shape]
+    assert doubled and not [shape for shape in doubled if len(shape) == 2 and shape[0] == 5]
 
 
 @pytest.mark.parametrize("make", TANH_SCORERS)

@@ -751,7 +751,7 @@ def test_decode_passes_every_option_on() -> None:
     bans = {"min_length_a": 0.5, "no_repeat_ngram_size": 2, **LIMIT}
     ranking = {"length_penalty_type": LengthPenaltyType.avg, "coverage_penalty": 0.5}
     beam = DecodingSchema(SearchStrategy.beam, 3, 0.0, 2, **bans, **ranking)
-    padded = {"output_layer": prepared(PaddedOutput, model.output_layer)}  # decode's, in fp32
+    padded = {"output_layer": prepared(PaddedOutput, model.output_layer)}  # what decode takes
     runs = [
         (
             DecodingSchema(**bans),

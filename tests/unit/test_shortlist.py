@@ -1,8 +1,8 @@
-"""The output layer prepared for a search. Padded in fp32: its products are a multiple of 16
-wide and its top logits are the layer's. The bf16 shortlist: its rounding bound holds, its tokens
-and logits are fp32's, rows the bound cannot certify are scored in fp32, bans are kept, the
-searches find the same hypotheses, and ``output_precision=auto`` follows the machine. Both are
-kept per layer until its weights change."""
+"""The output layer prepared for a search. Padded: its products are a multiple of 16 wide, in
+the layer's dtype, and its top logits are the layer's. The bf16 shortlist: its rounding bound
+holds, its tokens and logits are fp32's, rows the bound cannot certify are scored in fp32, bans
+are kept, the searches find the same hypotheses, and ``output_precision=auto`` follows the
+machine. Both are kept per layer until its weights change."""
 
 from __future__ import annotations
 
@@ -286,6 +286,18 @@ def test_the_padded_output_finds_the_hypotheses_of_the_models_own_step(dtype) ->
         assert [[h.tokens for h in n] for n in got] == [[h.tokens for h in n] for n in own]
         scores = [h.score for n in got for h in n], [h.score for n in own for h in n]
         assert scores[0] == pytest.approx(scores[1], rel=1e-5)
+
+
+def test_a_padded_copy_is_made_again_when_the_layer_changes_dtype() -> None:
+    layer, h = output_layer(), features(4)
+    kept = prepared(PaddedOutput, layer)
+    layer.double()  # the same layer and parameters, new data
+    fresh = prepared(PaddedOutput, layer)
+    assert fresh is not kept and fresh.weight.dtype == torch.float64
+    got = fresh.top_logits(h.double(), 2, None, EOS)
+    assert torch.equal(
+        got.tokens, exact_top_logits(layer(h.double()).detach(), 2, None, EOS).tokens
+    )
 
 
 def test_a_layer_of_a_multiple_of_16_outputs_is_multiplied_as_it_is() -> None:

@@ -80,8 +80,8 @@ def _tanh_sum_scores(
     sigmoid (3.1-3.6 against 1 ns an element, one core of an AMD EPYC with AVX2), the doubling is
     exact in floating point, and ``head`` gets sigma(2 z) with ``halves=True`` and folds the
     2 s - 1 into its first linear layer (:func:`_after_tanh`), so no pass over the pairs is
-    added. In bf16 or fp16 (autocast), where sigma(2 z) rounded near 1/2 would lose small z, and
-    off a CPU, the layer is torch's tanh.
+    added. In bf16 or fp16, and under autocast, where sigma(2 z) rounded near 1/2 would lose small
+    z, and off a CPU, the layer is torch's tanh.
 
     Args:
         query_part: (B, T, H) query projection.
@@ -91,8 +91,13 @@ def _tanh_sum_scores(
     """
     batch, source_len = doubled_keys.shape[:2]
     chunk = max(1, CHUNK_ELEMENTS // max(1, batch * source_len * width))
-    dtype = torch.promote_types(query_part.dtype, doubled_keys.dtype)
-    halves = query_part.device.type == "cpu" and dtype in (torch.float32, torch.float64)
+    exact = (torch.float32, torch.float64)
+    halves = (
+        query_part.device.type == "cpu"
+        and not torch.is_autocast_enabled("cpu")
+        and query_part.dtype in exact
+        and doubled_keys.dtype in exact
+    )
     keys = doubled_keys.unsqueeze(1)
 
     def tanh_layer(q: Tensor) -> Tensor:  # (B, T_chunk, S, H)
