@@ -141,11 +141,8 @@ class PaddedOutput:
         """Whether ``layer``'s weight and bias are the ones this copy was made from, in its
         dtype (``model.double()`` keeps the layer and changes its dtype)."""
         bias = None if self.bias is None else self.bias[: self.vocab]
-        if self.weight.dtype != layer.weight.dtype:
-            return False
-        return _same(self.weight[: self.vocab], layer.weight) and (
-            _same(bias, layer.bias) if layer.bias is not None else bias is None
-        )
+        same_dtype = self.weight.dtype == layer.weight.dtype
+        return same_dtype and _made_from(layer, self.weight[: self.vocab], bias)
 
     def top_logits(
         self, features: Tensor, k: int, bans: tuple[Tensor, Tensor] | None, eos_id: int
@@ -175,9 +172,7 @@ class Bf16Shortlist:
 
     def holds(self, layer: nn.Linear) -> bool:
         """Whether ``layer``'s weight and bias are the ones this shortlist was made from."""
-        return _same(self.weight, layer.weight) and (
-            _same(self.bias, layer.bias) if layer.bias is not None else self.bias is None
-        )
+        return _made_from(layer, self.weight, self.bias)
 
     def exact_logits(self, features: Tensor) -> Tensor:
         """z = W h + b in fp32 for features (N, D)."""
@@ -258,6 +253,13 @@ def prepared(kind: type[Prepared], layer: nn.Linear) -> Prepared:
 def shortlist_for(layer: nn.Linear) -> Bf16Shortlist:
     """The kept :class:`Bf16Shortlist` of ``layer`` (:func:`prepared`)."""
     return prepared(Bf16Shortlist, layer)
+
+
+def _made_from(layer: nn.Linear, weight: Tensor, bias: Tensor | None) -> bool:
+    """Whether ``weight`` and ``bias`` (None: the layer has none) hold ``layer``'s values."""
+    if layer.bias is None:
+        return bias is None and _same(weight, layer.weight)
+    return _same(weight, layer.weight) and _same(bias, layer.bias)
 
 
 def _same(kept: Tensor | None, parameter: Tensor) -> bool:
