@@ -17,7 +17,10 @@ when its best beam ends: ``decoding.early_stop=true``; OpenNMT-py's ``avg`` also
 length), and once more with its own exact stop (``beam5_exact``); JoeyNMT keeps its own search.
 Each figure is the median of its repetitions, with their min and max. The fraction of the
 machine's peak is the model's FLOPs (seq2attn.flops, from the shapes) per second over a
-square-GEMM peak measured at the start.
+square-GEMM peak measured at the start. The fp32 rate of one product size is probed at the
+start, after each round of training and after decoding; where the fastest probe beat the slowest
+by more than a sixth, the table warns that the machine's speed moved (other work on the host
+moves every tool's figures).
 Writes benchmarks/results/latest.json and latest.md (quick mode: quick.json and quick.md).
 """
 
@@ -58,6 +61,9 @@ TOOLS = ("seq2attn", *peers.PEERS)
 MAX_OUTPUT_PIECES = 100
 # bf16-mixed training is timed only where bf16 products reach this share of fp32's speed
 BF16_TIMED_FROM = 0.1
+# fp32 product rates probed during a run whose largest is above this multiple of the smallest
+# make the table warn that the machine's speed moved
+UNSTEADY_FROM = 7 / 6
 BEAMS = (("greedy", 1), ("beam5", 5))
 # seq2attn's overrides for OpenNMT-py's default beam search (its stop and avg normalisation), and
 # for the same ranking with seq2attn's default (exact) stop
@@ -259,6 +265,22 @@ OUTPUT_LAYER_NOTE = (
 )
 
 
+def steadiness(probes: list[float]) -> str:
+    """What the fp32 product rates probed during a run say about the machine's steadiness."""
+    low, high = min(probes), max(probes)
+    measured = (
+        f"fp32 products probed {len(probes)} times during the run ran at {low:.0f}–{high:.0f} "
+        "GFLOP/s"
+    )
+    if high <= UNSTEADY_FROM * low:
+        return f"{measured}: the machine held its speed."
+    return (
+        f"**{measured}: the machine's speed moved by {high / low - 1:.0%}**, so the host's "
+        "other work moved every tool's figures; the tools alternate, but ratios from this run "
+        "are less certain than their ranges show."
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     rows = []
     for label, key, fmt, lower in ROWS:
@@ -292,6 +314,8 @@ def markdown(report: dict[str, Any]) -> str:
         "normalisation, a sentence ends when its best beam ends); its exact stop ends a sentence "
         "when no live beam can beat its finished ones.",
     ]
+    if report.get("gemm_fp32_probes"):
+        lines.append(steadiness(report["gemm_fp32_probes"]))
     if report.get("output_precision"):
         lines.append(OUTPUT_LAYER_NOTE.format(report["output_precision"]))
     if report.get("parallel_batches"):
@@ -374,6 +398,13 @@ def main() -> None:
 
     peak = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
     say(f"GEMM peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
+    probes: list[float] = []  # one product size, so that the probes compare with each other
+
+    def probe() -> None:
+        probes.append(gemm_peak_gflops(torch.float32, sizes=(1024,), seconds=1.0))
+        say(f"fp32 products of 1,024 x 1,024 run at {probes[-1]:.0f} GFLOP/s")
+
+    probe()
     auto, auto_reason = choose_precision(ws_root / "cache", "cpu")
     say(f"precision=auto picks {auto} here: {auto_reason}")
     bf16_skipped = ""
@@ -410,6 +441,7 @@ def main() -> None:
                     f"  {result['tok_s']:,.0f} target tokens/s, peak RSS "
                     f"{result['peak_rss_mb']:,.0f} MB"
                 )
+        probe()
     decodes: dict[str, Any] = {}
     # each tool's R1 model of the last round (a tool's next R1 run replaces its checkpoint)
     checkpoints = {tool: runs[f"train_r1_{tool}_{repeats}"]["checkpoint"] for tool in variants}
@@ -449,6 +481,7 @@ def main() -> None:
             lambda: seq2attn_translate(checkpoints["seq2attn_bf16"], ws, "seq2attn-bf16-greedy", 1),
         )
     say("done decoding")
+    probe()
 
     spread: dict[str, dict[str, Any]] = {}
 
@@ -524,6 +557,7 @@ def main() -> None:
             },
             "train_flops_per_target_token": flops,
             "gemm_peak_gflops": peak,
+            "gemm_fp32_probes": probes,
             "precision_auto": {"chosen": auto, "reason": auto_reason},
             "bf16_skipped": bf16_skipped,
             "bleu": {

@@ -85,6 +85,20 @@ def test_table_gives_medians_with_their_range_and_the_machine(repeats: int) -> N
     assert "R1 beam-5, seq2attn's exact stop, sentences/s" in rows
 
 
+def test_steadiness_warns_when_the_probed_rate_moved_by_more_than_a_sixth() -> None:
+    steady = speed.steadiness([150.0, 160.0, 174.0])  # 174 / 150 = 1.16
+    assert steady == (
+        "fp32 products probed 3 times during the run ran at 150–174 GFLOP/s: the machine held "
+        "its speed."
+    )
+    moved = speed.steadiness([165.0, 60.0, 120.0, 90.0])
+    assert moved.startswith("**fp32 products probed 4 times during the run ran at 60–165 GFLOP/s")
+    assert "the machine's speed moved by 175%**" in moved
+    text = speed.markdown({**report(3), "gemm_fp32_probes": [165.0, 60.0, 120.0, 90.0]})
+    assert moved in text.splitlines()
+    assert "probed" not in speed.markdown(report(3))  # a report written before the probes
+
+
 def test_gemm_peak_is_a_rate_of_square_products() -> None:
     rate = speed.gemm_peak_gflops(torch.float32, sizes=(64,), seconds=0.05)
     assert 0.01 < rate < 1e5  # GFLOP/s: 2 n^3 per product
