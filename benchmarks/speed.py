@@ -18,9 +18,10 @@ length), and once more with its own exact stop (``beam5_exact``); JoeyNMT keeps 
 Each figure is the median of its repetitions, with their min and max. The fraction of the
 machine's peak is the model's FLOPs (seq2attn.flops, from the shapes) per second over a
 square-GEMM peak measured at the start. The fp32 rate of one product size is probed at the
-start, after each round of training and after decoding; where the fastest probe beat the slowest
-by more than a sixth, the table warns that the machine's speed moved (other work on the host
-moves every tool's figures).
+start, after each round of training and after decoding (with ``--resume``, after those that
+measured something, added to the kept probes of earlier calls); where the fastest probe beat the
+slowest by more than a sixth, the table warns that the machine's speed moved (other load on the
+host may move the tools' figures).
 Writes benchmarks/results/latest.json and latest.md (quick mode: quick.json and quick.md).
 """
 
@@ -61,8 +62,8 @@ TOOLS = ("seq2attn", *peers.PEERS)
 MAX_OUTPUT_PIECES = 100
 # bf16-mixed training is timed only where bf16 products reach this share of fp32's speed
 BF16_TIMED_FROM = 0.1
-# fp32 product rates probed during a run whose largest is above this multiple of the smallest
-# make the table warn that the machine's speed moved
+# the table warns that the machine's speed moved where the fastest fp32 probe of a run exceeds
+# the slowest by more than this factor
 UNSTEADY_FROM = 7 / 6
 BEAMS = (("greedy", 1), ("beam5", 5))
 # seq2attn's overrides for OpenNMT-py's default beam search (its stop and avg normalisation), and
@@ -269,15 +270,15 @@ def steadiness(probes: list[float]) -> str:
     """What the fp32 product rates probed during a run say about the machine's steadiness."""
     low, high = min(probes), max(probes)
     measured = (
-        f"fp32 products probed {len(probes)} times during the run ran at {low:.0f}–{high:.0f} "
-        "GFLOP/s"
+        f"fp32 products probed {len(probes)} times during the measurements ran at "
+        f"{low:.0f}–{high:.0f} GFLOP/s"
     )
     if high <= UNSTEADY_FROM * low:
-        return f"{measured}: the machine held its speed."
+        return f"{measured}: the probes agreed within a sixth."
     return (
-        f"**{measured}: the machine's speed moved by {high / low - 1:.0%}**, so the host's "
-        "other work moved every tool's figures; the tools alternate, but ratios from this run "
-        "are less certain than their ranges show."
+        f"**{measured}: the fastest probe ran {high / low:.2f}x the slowest**, so other load on "
+        "the host may have moved the tools' figures; the tools alternate, but ratios from this "
+        "run are less certain than their ranges show."
     )
 
 
@@ -298,6 +299,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{describe_machine(host)}, {host['threads']} threads, torch {host['torch']}, "
         f"{report['date']}, commit {report['commit']}; {report['timed_steps']} timed steps after "
         f"{report['warmup_steps']} warm-up steps.",
+        *([steadiness(report["gemm_fp32_probes"])] if report.get("gemm_fp32_probes") else []),
         f"precision=auto chose {report['precision_auto']['chosen']}: "
         f"{report['precision_auto']['reason']}.",
         f"Decoding: test_2016_flickr, batches of 64 sentences, every hypothesis up to "
@@ -314,8 +316,6 @@ def markdown(report: dict[str, Any]) -> str:
         "normalisation, a sentence ends when its best beam ends); its exact stop ends a sentence "
         "when no live beam can beat its finished ones.",
     ]
-    if report.get("gemm_fp32_probes"):
-        lines.append(steadiness(report["gemm_fp32_probes"]))
     if report.get("output_precision"):
         lines.append(OUTPUT_LAYER_NOTE.format(report["output_precision"]))
     if report.get("parallel_batches"):
@@ -385,12 +385,15 @@ def main() -> None:
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - started:6.0f} s] {message}", flush=True)
 
+    measured: list[str] = []  # what this call measured (not reused) since the last probe
+
     def once(name: str, measure: Callable[[], dict]) -> dict:
         """The result of ``measure``, kept in the work folder; --resume reuses a kept one."""
         kept = ws_root / "results" / f"{name}.json"
         if args.resume and kept.exists():
             say(f"{name}: reusing {shown(kept)}")
             return json.loads(kept.read_text())
+        measured.append(name)
         result = measure()
         kept.parent.mkdir(parents=True, exist_ok=True)
         kept.write_text(json.dumps(result, indent=2, default=str) + "\n")
@@ -398,10 +401,21 @@ def main() -> None:
 
     peak = {"fp32": gemm_peak_gflops(torch.float32), "bf16": gemm_peak_gflops(torch.bfloat16)}
     say(f"GEMM peak fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
-    probes: list[float] = []  # one product size, so that the probes compare with each other
+    # one product size, so that the probes compare with each other; kept in the work folder with
+    # the runs, so that --resume keeps the probes of the calls that measured the reused runs
+    kept_probes = ws_root / "results" / "gemm_fp32_probes.json"
+    probes: list[float] = []
+    if args.resume and kept_probes.exists():
+        probes = json.loads(kept_probes.read_text())
 
     def probe() -> None:
+        """Probe after this call measured something since the last probe."""
+        if probes and not measured:
+            return
+        measured.clear()
         probes.append(gemm_peak_gflops(torch.float32, sizes=(1024,), seconds=1.0))
+        kept_probes.parent.mkdir(parents=True, exist_ok=True)
+        kept_probes.write_text(json.dumps(probes) + "\n")
         say(f"fp32 products of 1,024 x 1,024 run at {probes[-1]:.0f} GFLOP/s")
 
     probe()

@@ -86,16 +86,17 @@ def test_table_gives_medians_with_their_range_and_the_machine(repeats: int) -> N
 
 
 def test_steadiness_warns_when_the_probed_rate_moved_by_more_than_a_sixth() -> None:
-    steady = speed.steadiness([150.0, 160.0, 174.0])  # 174 / 150 = 1.16
+    steady = speed.steadiness([150.0, 160.0, 175.0])  # 175 / 150 = 7 / 6 exactly
     assert steady == (
-        "fp32 products probed 3 times during the run ran at 150–174 GFLOP/s: the machine held "
-        "its speed."
+        "fp32 products probed 3 times during the measurements ran at 150–175 GFLOP/s: the "
+        "probes agreed within a sixth."
     )
+    assert speed.steadiness([150.0, 176.0]).startswith("**")  # 1.173x
     moved = speed.steadiness([165.0, 60.0, 120.0, 90.0])
-    assert moved.startswith("**fp32 products probed 4 times during the run ran at 60–165 GFLOP/s")
-    assert "the machine's speed moved by 175%**" in moved
-    text = speed.markdown({**report(3), "gemm_fp32_probes": [165.0, 60.0, 120.0, 90.0]})
-    assert moved in text.splitlines()
+    assert moved.startswith("**fp32 products probed 4 times during the measurements ran at 60–165")
+    assert "the fastest probe ran 2.75x the slowest**" in moved
+    lines = speed.markdown({**report(3), "gemm_fp32_probes": [165.0, 60.0, 120.0, 90.0]})
+    assert lines.splitlines()[lines.splitlines().index(moved) - 1].startswith("Median of 3 runs")
     assert "probed" not in speed.markdown(report(3))  # a report written before the probes
 
 
