@@ -293,13 +293,16 @@ def markdown(report: dict[str, Any]) -> str:
         rows.append([label, *cells, ratio(values, lower)])
     peak, host = report["gemm_peak_gflops"], report["machine"]
     bleu = report["bleu"]
+    # one probe (a resumed call that measured nothing) says nothing about steadiness
+    probes = report.get("gemm_fp32_probes") or []
+    steady = [steadiness(probes)] if len(probes) > 1 else []
     lines = [
         f"Median of {report['repeats']} runs per tool (min–max), alternating tools. GEMM peak "
         f"measured in this run: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s. "
         f"{describe_machine(host)}, {host['threads']} threads, torch {host['torch']}, "
         f"{report['date']}, commit {report['commit']}; {report['timed_steps']} timed steps after "
         f"{report['warmup_steps']} warm-up steps.",
-        *([steadiness(report["gemm_fp32_probes"])] if report.get("gemm_fp32_probes") else []),
+        *steady,
         f"precision=auto chose {report['precision_auto']['chosen']}: "
         f"{report['precision_auto']['reason']}.",
         f"Decoding: test_2016_flickr, batches of 64 sentences, every hypothesis up to "

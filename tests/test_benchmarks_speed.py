@@ -98,6 +98,8 @@ def test_steadiness_warns_when_the_probed_rate_moved_by_more_than_a_sixth() -> N
     lines = speed.markdown({**report(3), "gemm_fp32_probes": [165.0, 60.0, 120.0, 90.0]})
     assert lines.splitlines()[lines.splitlines().index(moved) - 1].startswith("Median of 3 runs")
     assert "probed" not in speed.markdown(report(3))  # a report written before the probes
+    # one probe (a resumed call that measured nothing) says nothing about steadiness
+    assert "probed" not in speed.markdown({**report(3), "gemm_fp32_probes": [165.0]})
 
 
 def test_gemm_peak_is_a_rate_of_square_products() -> None:
